@@ -1,0 +1,194 @@
+//! Raw command-line arguments (clap). Validated settings are built from these
+//! in `cli::run`; nothing here touches the file system.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kiln_plugin_api::ComponentType;
+
+/// kiln: build container images through builder and registry plugins.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Search this folder for plugins first (repeatable; before KILN_PLUGINS_DIR,
+    /// the project's .kiln/plugins and the user's plugins folder).
+    #[arg(long = "plugins-dir", value_name = "DIR", global = true)]
+    pub plugins_dirs: Vec<PathBuf>,
+
+    /// Use the project in DIR instead of searching upwards from the working directory.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub project: Option<PathBuf>,
+
+    /// More diagnostics on stderr (-v debug, -vv trace). KILN_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List and describe the flavors the installed plugins offer.
+    #[command(subcommand)]
+    Flavor(FlavorCommand),
+    /// Check and install plugin libraries.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Create a kiln project (.kiln/) in the current directory or --project DIR.
+    Init,
+    /// Register and manage named components (a flavor plus validated config).
+    #[command(subcommand, alias = "components")]
+    Component(ComponentCommand),
+}
+
+/// A component type on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TypeArg {
+    /// Image builders.
+    ImageBuilder,
+    /// Container registries.
+    ContainerRegistry,
+}
+
+impl From<TypeArg> for ComponentType {
+    fn from(t: TypeArg) -> Self {
+        match t {
+            TypeArg::ImageBuilder => ComponentType::IMAGE_BUILDER,
+            TypeArg::ContainerRegistry => ComponentType::CONTAINER_REGISTRY,
+        }
+    }
+}
+
+/// `kiln flavor ...`
+#[derive(Debug, Subcommand)]
+pub enum FlavorCommand {
+    /// List flavors (table, or --json). Plugin problems are reported, not fatal.
+    #[command(alias = "ls")]
+    List {
+        /// Only flavors of this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        component_type: Option<TypeArg>,
+        /// Print JSON: {"flavors": [...], "problems": [...]}.
+        #[arg(long)]
+        json: bool,
+        /// Exit non-zero when any plugin file could not be loaded.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Show one flavor's descriptor and config schema.
+    #[command(alias = "show")]
+    Describe {
+        /// The flavor name.
+        flavor: String,
+        /// Its type, when the name is offered by both types.
+        #[arg(long = "type", value_name = "TYPE")]
+        component_type: Option<TypeArg>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `kiln plugin ...`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Load plugin files and report; non-zero exit if any is bad.
+    Check {
+        /// Plugin libraries.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check plugin files, then copy them into the user's plugins folder.
+    Install {
+        /// Plugin libraries.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Show the plugin folders searched, in order.
+    Dirs {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Config edits shared by register and update.
+#[derive(Debug, Args, Default)]
+pub struct ConfigEdits {
+    /// Set a config key (KEY=VALUE; VALUE is JSON when it parses, else a string;
+    /// a.b=... sets a nested key). Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// `kiln component ...`
+#[derive(Debug, Subcommand)]
+pub enum ComponentCommand {
+    /// Register a new component; its config is validated against the flavor's schema.
+    Register {
+        /// Component name.
+        name: String,
+        /// Component type.
+        #[arg(long = "type", value_name = "TYPE")]
+        component_type: TypeArg,
+        /// Flavor name.
+        #[arg(long)]
+        flavor: String,
+        /// Config edits.
+        #[command(flatten)]
+        edits: ConfigEdits,
+        /// Start from this JSON config file (- for stdin); --set applies on top.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// List components.
+    #[command(alias = "ls")]
+    List {
+        /// Only components of this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        component_type: Option<TypeArg>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a component (secrets masked).
+    #[command(alias = "show")]
+    Describe {
+        /// Component name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a component's config; the result is validated again.
+    Update {
+        /// Component name.
+        name: String,
+        /// Config edits.
+        #[command(flatten)]
+        edits: ConfigEdits,
+        /// Remove a config key (repeatable).
+        #[arg(long = "unset", value_name = "KEY")]
+        unset: Vec<String>,
+    },
+    /// Rename a component.
+    #[command(alias = "mv")]
+    Rename {
+        /// Current name.
+        old: String,
+        /// New name.
+        new: String,
+    },
+    /// Delete a component and its stored secrets.
+    #[command(alias = "rm")]
+    Delete {
+        /// Component name.
+        name: String,
+    },
+}

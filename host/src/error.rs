@@ -1,0 +1,153 @@
+//! The host library's error type and the exit codes it maps to.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Process exit codes, documented in the README.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// An unexpected failure.
+    pub const FAILURE: i32 = 1;
+    /// Bad usage or config: unknown flavor or component, invalid config, bad arguments.
+    pub const USAGE: i32 = 2;
+    /// A plugin could not be loaded or returned an error.
+    pub const PLUGIN: i32 = 3;
+    /// The project state could not be read or written.
+    pub const STATE: i32 = 4;
+}
+
+/// Everything the host library can fail with. Each variant names what it touched.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A command needs a project and none was found.
+    #[error("no kiln project found in {start} or any parent folder; run `kiln init` there, or pass --project DIR")]
+    NoProject {
+        /// Where the search started.
+        start: PathBuf,
+    },
+    /// No loaded plugin offers the flavor.
+    #[error("no {component_type} flavor named {name:?} is offered by the loaded plugins{hint}")]
+    UnknownFlavor {
+        /// `image-builder` or `container-registry`.
+        component_type: String,
+        /// The flavor asked for.
+        name: String,
+        /// Extra advice (other types with that name, problems seen while loading).
+        hint: String,
+    },
+    /// The flavor name exists under several types and `--type` was not given.
+    #[error("flavor {name:?} is offered as {types}; pass --type to choose")]
+    AmbiguousFlavor {
+        /// The flavor asked for.
+        name: String,
+        /// The types offering it.
+        types: String,
+    },
+    /// No component of that name exists.
+    #[error("no component named {0:?}; `kiln component list` shows the registered ones")]
+    UnknownComponent(String),
+    /// A component of that name exists already.
+    #[error("a component named {0:?} exists already; use `kiln component update` or pick another name")]
+    ComponentExists(String),
+    /// A component name that cannot be used.
+    #[error("invalid component name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The config did not validate against the flavor's schema.
+    #[error("invalid config for component {component:?} (flavor {component_type}/{flavor}):\n{}", problems.join("\n"))]
+    InvalidConfig {
+        /// The component being registered or updated.
+        component: String,
+        /// Its type.
+        component_type: String,
+        /// Its flavor.
+        flavor: String,
+        /// One line per problem: `  /pointer: message`.
+        problems: Vec<String>,
+    },
+    /// A flavor published a schema that is not a valid JSON Schema.
+    #[error("plugin {plugin} publishes an invalid config schema for flavor {flavor}: {message}")]
+    BadSchema {
+        /// The plugin's path.
+        plugin: PathBuf,
+        /// The flavor.
+        flavor: String,
+        /// What the schema compiler said.
+        message: String,
+    },
+    /// A `--set`, `--unset` or `--config` argument could not be used.
+    #[error("{0}")]
+    BadArgument(String),
+    /// A secret reference could not be resolved at instantiation.
+    #[error("component {component:?}: {pointer}: {message}")]
+    Secret {
+        /// The component.
+        component: String,
+        /// The config field, as a JSON pointer.
+        pointer: String,
+        /// What is missing.
+        message: String,
+    },
+    /// A state file exists but cannot be parsed; kiln will not overwrite it.
+    #[error("state file {path} is corrupt ({message}); kiln will not overwrite it: fix it by hand or move it away")]
+    CorruptState {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What kiln was doing (`reading`, `writing`, `locking`).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// One or more plugin files could not be loaded (`plugin check`, `--strict`).
+    #[error("{count} plugin problem(s) found")]
+    PluginProblems {
+        /// How many.
+        count: usize,
+    },
+}
+
+impl Error {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::NoProject { .. }
+            | Error::UnknownFlavor { .. }
+            | Error::AmbiguousFlavor { .. }
+            | Error::UnknownComponent(_)
+            | Error::ComponentExists(_)
+            | Error::InvalidName { .. }
+            | Error::InvalidConfig { .. }
+            | Error::BadArgument(_)
+            | Error::Secret { .. } => exit::USAGE,
+            Error::BadSchema { .. } | Error::PluginProblems { .. } => exit::PLUGIN,
+            Error::CorruptState { .. } | Error::Io { .. } => exit::STATE,
+        }
+    }
+
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias for the host library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

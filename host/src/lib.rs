@@ -1,0 +1,19 @@
+//! The kiln host library: plugin discovery and loading, config validation,
+//! project state, and the command layer the `kiln` binary calls.
+//!
+//! Modules, each owning one concern:
+//! - `plugins`: where plugins are searched, how each library is opened and
+//!   checked against the plugin-api, and the catalog of flavors (describe stage);
+//! - `config`: validating a component's config against its flavor's schema,
+//!   secret fields, `--set`/`--unset` edits (validate stage);
+//! - `state`: the `.kiln/` project folder, atomic writes, the component store;
+//! - `cli`: commands over the above; `output`: everything printed.
+
+pub mod cli;
+pub mod config;
+mod error;
+pub mod output;
+pub mod plugins;
+pub mod state;
+
+pub use error::{exit, Error, Result};

@@ -1,0 +1,13 @@
+//! Plugin discovery and loading: which folders are searched, how each library
+//! is opened and checked, and the catalog of flavors the loaded plugins offer.
+//!
+//! Loading only opens libraries and reads their static descriptors (stage 1,
+//! "describe"). Nothing is constructed here.
+
+mod catalog;
+mod discovery;
+mod loader;
+
+pub use catalog::{Catalog, Flavor};
+pub use discovery::{search_dirs, user_plugins_dir, PluginDir, SearchOrigin};
+pub use loader::{load_plugin, LoadedPlugin, Problem};

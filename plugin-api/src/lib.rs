@@ -1,0 +1,151 @@
+//! The contract between the `kiln` host and its plugins.
+//!
+//! A kiln plugin is a `cdylib` that exports one root module,
+//! [`PluginModule`], through [`abi_stable`]. The host loads every library in
+//! its plugin folders, checks that each was built against a compatible version
+//! of this crate, and reads the [`FlavorDescriptor`]s it offers: image builders
+//! and container registries, each with a config JSON Schema. Nothing is
+//! constructed until a build or push runs.
+//!
+//! Everything that crosses the boundary is an `abi_stable` type: strings are
+//! [`RString`](abi_stable::std_types::RString), configs and schemas are JSON
+//! strings, implementations are `#[sabi_trait]` objects ([`ImageBuilder`],
+//! [`ContainerRegistry`]) and the host hands plugins an [`EventSink`] for logs
+//! and progress and a [`Cancellation`] token. Futures never cross: the host
+//! calls plugins from blocking threads, and a plugin that needs async starts
+//! its own runtime (`author::runtime`, feature `runtime`).
+//!
+//! # Writing a plugin
+//!
+//! With feature `author`, a plugin is a config struct, an implementation and
+//! one [`export_plugin!`] call. This is a complete plugin:
+//!
+//! ```ignore
+//! // Cargo.toml:
+//! //   [lib] crate-type = ["cdylib"]
+//! //   [dependencies]
+//! //   kiln-plugin-api = { version = "0.1", features = ["author"] }
+//! //   abi_stable = "0.11"   # the export attribute names it
+//! //   serde = { version = "1", features = ["derive"] }
+//! //   schemars = "1"
+//! use kiln_plugin_api::author::{Builder, BuilderFlavor, Events, Flavor, Secret};
+//! use kiln_plugin_api::{
+//!     capability, BuildContext, BuildOutput, BuildRequest, CancellationBox,
+//!     ContainerRegistryBox, ErrorKind, PluginError,
+//! };
+//!
+//! /// Settings of the `echo` builder.
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! #[serde(deny_unknown_fields)]
+//! pub struct EchoConfig {
+//!     /// Text prefixed to every log line.
+//!     #[serde(default)]
+//!     pub prefix: String,
+//!     /// A token; masked by the host and accepted as `${env:NAME}`.
+//!     pub token: Option<Secret>,
+//! }
+//!
+//! pub struct EchoFlavor;
+//!
+//! impl Flavor for EchoFlavor {
+//!     type Config = EchoConfig;
+//!     const NAME: &'static str = "echo";
+//!     const DESCRIPTION: &'static str = "Logs the request instead of building";
+//!     const CAPABILITIES: &'static [&'static str] = &[capability::BUILDS_LOCALLY];
+//! }
+//!
+//! impl BuilderFlavor for EchoFlavor {
+//!     type Builder = Echo;
+//!     fn construct(config: EchoConfig) -> Result<Echo, PluginError> {
+//!         Ok(Echo { prefix: config.prefix })
+//!     }
+//! }
+//!
+//! pub struct Echo {
+//!     prefix: String,
+//! }
+//!
+//! impl Builder for Echo {
+//!     fn is_building_locally(&self) -> bool {
+//!         true
+//!     }
+//!     fn build(
+//!         &self,
+//!         request: &BuildRequest,
+//!         context: &BuildContext,
+//!         _registry: Option<&ContainerRegistryBox>,
+//!         events: &Events,
+//!         cancel: &CancellationBox,
+//!     ) -> Result<BuildOutput, PluginError> {
+//!         if cancel.is_cancelled() {
+//!             return Err(PluginError::new(ErrorKind::CANCELLED, "cancelled"));
+//!         }
+//!         events.info(format!("{}context {} ({} bytes)", self.prefix, context.sha1, context.size));
+//!         let image = request.tags.first().cloned().unwrap_or_default();
+//!         Ok(BuildOutput { image, digest: None.into() })
+//!     }
+//! }
+//!
+//! kiln_plugin_api::export_plugin! {
+//!     name: "echo",
+//!     builders: [EchoFlavor],
+//!     registries: [],
+//! }
+//! ```
+//!
+//! The same plugin, compiled, is the `good` fixture under `tests/fixtures/`.
+//!
+//! # Rules
+//!
+//! - Every call is wrapped in `catch_unwind` by the author layer: a panic
+//!   becomes a [`PluginError`] of kind [`ErrorKind::PANICKED`]. Plugins that
+//!   implement the ABI by hand must do the same; a panic that unwinds out of an
+//!   `extern "C"` function aborts the host.
+//! - `describe` and the schema must be cheap and side-effect free: no runtime,
+//!   no network, no files. The host calls it for every listing.
+//! - Logs go to the [`EventSink`], never to stdout or the plugin's own
+//!   `tracing` dispatcher (which the host cannot see). Secrets never go anywhere.
+//! - Libraries are never unloaded.
+//!
+//! # Growing the ABI compatibly
+//!
+//! The host checks each library with `abi_stable`'s layout checker and its
+//! version rule: the major version must match and, while this crate is `0.x`,
+//! the minor version too; a plugin built against an older patch release loads
+//! in a newer host.
+//!
+//! Within one minor version the contract may only grow by appending:
+//!
+//! - [`PluginModule`] is a prefix type: new fields go at the end, after
+//!   `#[sabi(last_prefix_field)]`; the host reads them as `Option` and uses a
+//!   default when an older plugin lacks them (`customize_context` was added
+//!   this way and the tests keep a plugin built without it).
+//! - `#[sabi_trait]` traits gain methods only at the end, each with a default
+//!   body, after the `last_prefix_field` method.
+//! - Data structs never change; they carry an `extra_json` object for new
+//!   optional fields. Enumerations are integer newtypes: new values may appear,
+//!   and unknown values must be handled.
+//!
+//! Anything else (removing or reordering, changing a type) is a new minor
+//! version while `0.x`, and a new major version after.
+#![deny(missing_docs)]
+
+pub use abi_stable;
+
+mod root;
+mod traits;
+mod types;
+
+#[cfg(feature = "author")]
+pub mod author;
+
+pub use root::{PluginModule, PluginModuleRef, PLUGIN_API_VERSION};
+pub use traits::{
+    unsupported, Cancellation, CancellationBox, Cancellation_TO, ContainerRegistry,
+    ContainerRegistryBox, ContainerRegistry_TO, ContextFiles, EventSink, EventSinkBox,
+    EventSink_TO, ImageBuilder, ImageBuilderBox, ImageBuilder_TO,
+};
+pub use types::{
+    capability, BuildContext, BuildOutput, BuildRequest, ComponentType, ContextFile, ErrorKind,
+    Event, Existence, FlavorDescriptor, ImageExistence, Level, PluginError, RegistryAuth,
+};

@@ -1,0 +1,78 @@
+//! The root module every plugin library exports, and its version.
+
+use abi_stable::{
+    declare_root_module_statics,
+    library::RootModule,
+    package_version_strings,
+    sabi_types::VersionStrings,
+    std_types::{RResult, RStr, RString, RVec},
+    StableAbi,
+};
+
+use crate::{
+    traits::{ContainerRegistryBox, ContextFiles, ImageBuilderBox},
+    types::{BuildRequest, FlavorDescriptor, PluginError},
+};
+
+/// The functions a plugin library exports. Obtain it through [`PluginModuleRef`].
+///
+/// Fields up to `construct_registry` exist in every plugin. Fields after it
+/// were appended later: their accessors return `None` for older plugins, and
+/// the host falls back to the documented default.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
+#[sabi(missing_field(option))]
+pub struct PluginModule {
+    /// The plugin's name, for listings (`kiln-docker`).
+    pub plugin_name: extern "C" fn() -> RString,
+
+    /// The flavors this plugin offers. Must not construct anything.
+    pub describe: extern "C" fn() -> RResult<RVec<FlavorDescriptor>, PluginError>,
+
+    /// Construct the image builder of `flavor` from validated config JSON, with
+    /// `${env:..}` references already resolved by the host.
+    pub construct_builder:
+        extern "C" fn(flavor: RStr<'_>, config_json: RStr<'_>) -> RResult<ImageBuilderBox, PluginError>,
+
+    /// Construct the container registry of `flavor` from validated config JSON.
+    #[sabi(last_prefix_field)]
+    pub construct_registry: extern "C" fn(
+        flavor: RStr<'_>,
+        config_json: RStr<'_>,
+    ) -> RResult<ContainerRegistryBox, PluginError>,
+
+    /// The builder's build-context hook (ZenML's `build_context_class`): files
+    /// to add to or replace in the context, from config and request alone,
+    /// without constructing the builder. Absent means no files.
+    #[cfg(not(feature = "__fixture_layout_v0"))]
+    pub customize_context: extern "C" fn(
+        flavor: RStr<'_>,
+        config_json: RStr<'_>,
+        request: &BuildRequest,
+    ) -> RResult<ContextFiles, PluginError>,
+}
+
+impl RootModule for PluginModuleRef {
+    declare_root_module_statics! {PluginModuleRef}
+
+    const BASE_NAME: &'static str = "kiln_plugin";
+    const NAME: &'static str = "kiln plugin";
+    const VERSION_STRINGS: VersionStrings = plugin_api_version();
+}
+
+#[cfg(not(feature = "__fixture_future_version"))]
+const fn plugin_api_version() -> VersionStrings {
+    package_version_strings!()
+}
+
+#[cfg(feature = "__fixture_future_version")]
+const fn plugin_api_version() -> VersionStrings {
+    VersionStrings::new("9.0.0")
+}
+
+/// The plugin-api version this crate was built as (`major.minor.patch`).
+pub const PLUGIN_API_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+
+
