@@ -50,7 +50,9 @@ pub enum Error {
     #[error("no component named {0:?}; `kiln component list` shows the registered ones")]
     UnknownComponent(String),
     /// A component of that name exists already.
-    #[error("a component named {0:?} exists already; use `kiln component update` or pick another name")]
+    #[error(
+        "a component named {0:?} exists already; use `kiln component update` or pick another name"
+    )]
     ComponentExists(String),
     /// A component name that cannot be used.
     #[error("invalid component name {name:?}: {reason}")]
@@ -140,7 +142,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         Error::Io {
             action,
             path: path.into(),

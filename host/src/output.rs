@@ -13,7 +13,8 @@ pub fn result(text: &str) {
 
 /// Write a JSON document to stdout, pretty-printed.
 pub fn json(value: &Value) {
-    let text = serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("\"<unprintable: {e}>\""));
+    let text =
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("\"<unprintable: {e}>\""));
     result(&text);
 }
 

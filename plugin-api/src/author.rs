@@ -217,6 +217,7 @@ impl JsonSchema for Secret {
 ///
 /// `what` names the call for the message (`describe`, `build`).
 pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, PluginError> {
+    quiet_panics();
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => RResult::ROk(v),
         Ok(Err(e)) => RResult::RErr(e),
@@ -225,6 +226,20 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, PluginError>) -> RResu
             format!("plugin panicked in {what}: {}", panic_message(&*payload)),
         )),
     }
+}
+
+/// The default hook would print every caught panic (with a backtrace when
+/// `RUST_BACKTRACE` is set) on the host's stderr, although the message is
+/// already reported through the returned error. A cdylib has its own copy of
+/// std, so this replaces only the plugin's hook. `KILN_PLUGIN_PANICS=1` keeps
+/// the default, for plugin authors.
+fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("KILN_PLUGIN_PANICS").is_none() {
+            std::panic::set_hook(Box::new(|_| {}));
+        }
+    });
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> &str {
@@ -239,8 +254,9 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
 
 fn descriptor<F: Flavor>(component_type: ComponentType) -> Result<FlavorDescriptor, PluginError> {
     let schema = schemars::schema_for!(F::Config);
-    let schema_json = serde_json::to_string(&schema)
-        .map_err(|e| PluginError::other(format!("serialising the config schema of {}: {e}", F::NAME)))?;
+    let schema_json = serde_json::to_string(&schema).map_err(|e| {
+        PluginError::other(format!("serialising the config schema of {}: {e}", F::NAME))
+    })?;
     Ok(FlavorDescriptor {
         component_type,
         name: F::NAME.into(),
@@ -280,15 +296,22 @@ fn parse_config<F: Flavor>(config_json: &str) -> Result<F::Config, PluginError> 
 }
 
 /// Deserialize the config and construct a builder. Used by [`export_plugin!`](crate::export_plugin).
-pub fn construct_builder<F: BuilderFlavor>(config_json: &str) -> Result<ImageBuilderBox, PluginError> {
+pub fn construct_builder<F: BuilderFlavor>(
+    config_json: &str,
+) -> Result<ImageBuilderBox, PluginError> {
     let builder = F::construct(parse_config::<F>(config_json)?)?;
     Ok(ImageBuilder_TO::from_value(Guarded(builder), TD_Opaque))
 }
 
 /// Deserialize the config and construct a registry. Used by [`export_plugin!`](crate::export_plugin).
-pub fn construct_registry<F: RegistryFlavor>(config_json: &str) -> Result<ContainerRegistryBox, PluginError> {
+pub fn construct_registry<F: RegistryFlavor>(
+    config_json: &str,
+) -> Result<ContainerRegistryBox, PluginError> {
     let registry = F::construct(parse_config::<F>(config_json)?)?;
-    Ok(ContainerRegistry_TO::from_value(Guarded(registry), TD_Opaque))
+    Ok(ContainerRegistry_TO::from_value(
+        Guarded(registry),
+        TD_Opaque,
+    ))
 }
 
 /// Run a builder flavor's context hook. Used by [`export_plugin!`](crate::export_plugin).
@@ -297,7 +320,9 @@ pub fn customize_context<F: BuilderFlavor>(
     request: &BuildRequest,
 ) -> Result<ContextFiles, PluginError> {
     let config = parse_config::<F>(config_json)?;
-    Ok(F::customize_context(&config, request)?.into_iter().collect())
+    Ok(F::customize_context(&config, request)?
+        .into_iter()
+        .collect())
 }
 
 /// The error for a flavor name this plugin does not offer.
@@ -319,7 +344,10 @@ pub fn __root_module(
     plugin_name: extern "C" fn() -> RString,
     describe: extern "C" fn() -> RResult<RVec<FlavorDescriptor>, PluginError>,
     construct_builder: extern "C" fn(RStr<'_>, RStr<'_>) -> RResult<ImageBuilderBox, PluginError>,
-    construct_registry: extern "C" fn(RStr<'_>, RStr<'_>) -> RResult<ContainerRegistryBox, PluginError>,
+    construct_registry: extern "C" fn(
+        RStr<'_>,
+        RStr<'_>,
+    ) -> RResult<ContainerRegistryBox, PluginError>,
     customize_context: CustomizeContextFn,
 ) -> PluginModuleRef {
     use abi_stable::prefix_type::PrefixTypeTrait;
@@ -332,8 +360,15 @@ pub fn __root_module(
         construct_registry,
         #[cfg(not(feature = "__fixture_layout_v0"))]
         customize_context,
+        #[cfg(feature = "__fixture_layout_next")]
+        fixture_next,
     }
     .leak_into_prefix()
+}
+
+#[cfg(feature = "__fixture_layout_next")]
+extern "C" fn fixture_next() -> u32 {
+    1
 }
 
 struct Guarded<T>(T);
@@ -372,7 +407,9 @@ impl<R: Registry> ContainerRegistry for Guarded<R> {
     }
 
     fn prepare_image_push(&self, image: RStr<'_>) -> RResult<(), PluginError> {
-        guard("prepare_image_push", || self.0.prepare_image_push(image.as_str()))
+        guard("prepare_image_push", || {
+            self.0.prepare_image_push(image.as_str())
+        })
     }
 
     fn push_image(
@@ -383,7 +420,9 @@ impl<R: Registry> ContainerRegistry for Guarded<R> {
     ) -> RResult<RString, PluginError> {
         let events = Events::new(events);
         guard("push_image", || {
-            self.0.push_image(image.as_str(), &events, &cancel).map(RString::from)
+            self.0
+                .push_image(image.as_str(), &events, &cancel)
+                .map(RString::from)
         })
     }
 

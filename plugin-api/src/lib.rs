@@ -117,9 +117,12 @@
 //! Within one minor version the contract may only grow by appending:
 //!
 //! - [`PluginModule`] is a prefix type: new fields go at the end, after
-//!   `#[sabi(last_prefix_field)]`; the host reads them as `Option` and uses a
-//!   default when an older plugin lacks them (`customize_context` was added
-//!   this way and the tests keep a plugin built without it).
+//!   `#[sabi(last_prefix_field)]`, and the host reads them as `Option`.
+//!   abi_stable's layout check lets an *older host* load a plugin built
+//!   against a newer patch release (more fields), but refuses a plugin with
+//!   *fewer* fields than the host knows: such a plugin is reported as "built
+//!   against an older plugin-api layout; rebuild it". The tests keep one
+//!   plugin of each kind.
 //! - `#[sabi_trait]` traits gain methods only at the end, each with a default
 //!   body, after the `last_prefix_field` method.
 //! - Data structs never change; they carry an `extra_json` object for new

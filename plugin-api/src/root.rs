@@ -16,9 +16,12 @@ use crate::{
 
 /// The functions a plugin library exports. Obtain it through [`PluginModuleRef`].
 ///
-/// Fields up to `construct_registry` exist in every plugin. Fields after it
-/// were appended later: their accessors return `None` for older plugins, and
-/// the host falls back to the documented default.
+/// Fields up to `construct_registry` are the first layout. Fields after it
+/// were appended later and their accessors return `Option`. abi_stable's
+/// layout check accepts a plugin whose module has *more* fields than the host
+/// knows (built against a newer patch release), but refuses one with fewer:
+/// a plugin built before a field was appended must be rebuilt, and the host
+/// says so.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
@@ -32,8 +35,10 @@ pub struct PluginModule {
 
     /// Construct the image builder of `flavor` from validated config JSON, with
     /// `${env:..}` references already resolved by the host.
-    pub construct_builder:
-        extern "C" fn(flavor: RStr<'_>, config_json: RStr<'_>) -> RResult<ImageBuilderBox, PluginError>,
+    pub construct_builder: extern "C" fn(
+        flavor: RStr<'_>,
+        config_json: RStr<'_>,
+    ) -> RResult<ImageBuilderBox, PluginError>,
 
     /// Construct the container registry of `flavor` from validated config JSON.
     #[sabi(last_prefix_field)]
@@ -51,6 +56,11 @@ pub struct PluginModule {
         config_json: RStr<'_>,
         request: &BuildRequest,
     ) -> RResult<ContextFiles, PluginError>,
+
+    /// Test fixtures only: a field appended after this version, so the tests
+    /// can check that a plugin built against a newer layout still loads.
+    #[cfg(feature = "__fixture_layout_next")]
+    pub fixture_next: extern "C" fn() -> u32,
 }
 
 impl RootModule for PluginModuleRef {
@@ -73,6 +83,3 @@ const fn plugin_api_version() -> VersionStrings {
 
 /// The plugin-api version this crate was built as (`major.minor.patch`).
 pub const PLUGIN_API_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-
-

@@ -105,5 +105,8 @@ pub type ContextFiles = RVec<crate::types::ContextFile>;
 
 /// `ErrorKind::UNSUPPORTED` for a method a plugin does not provide.
 pub fn unsupported(what: &str) -> PluginError {
-    PluginError::new(ErrorKind::UNSUPPORTED, format!("{what} is not supported by this plugin"))
+    PluginError::new(
+        ErrorKind::UNSUPPORTED,
+        format!("{what} is not supported by this plugin"),
+    )
 }

@@ -11,7 +11,9 @@ use super::{
     Session,
 };
 use crate::{
-    config::{apply_set, apply_unset, mask, parse_config_document, validate_component, CompiledSchema},
+    config::{
+        apply_set, apply_unset, mask, parse_config_document, validate_component, CompiledSchema,
+    },
     error::{exit, Error, Result},
     output,
     plugins::{Catalog, Flavor},
@@ -28,10 +30,23 @@ pub(crate) fn run(session: &Session<'_>, cmd: ComponentCommand) -> Result<i32> {
             flavor,
             edits,
             config,
-        } => register(session, &store, &name, component_type.into(), &flavor, &edits, config.as_deref()),
-        ComponentCommand::List { component_type, json } => list(&store, component_type.map(Into::into), json),
+        } => register(
+            session,
+            &store,
+            &name,
+            component_type.into(),
+            &flavor,
+            &edits,
+            config.as_deref(),
+        ),
+        ComponentCommand::List {
+            component_type,
+            json,
+        } => list(&store, component_type.map(Into::into), json),
         ComponentCommand::Describe { name, json } => describe(&store, &name, json),
-        ComponentCommand::Update { name, edits, unset } => update(session, &store, &name, &edits, &unset),
+        ComponentCommand::Update { name, edits, unset } => {
+            update(session, &store, &name, &edits, &unset)
+        }
         ComponentCommand::Rename { old, new } => {
             check_name(&new)?;
             store.transaction(|s| s.rename(&old, &new))?;
@@ -59,17 +74,22 @@ fn check_name(name: &str) -> Result<()> {
     if !name.as_bytes()[0].is_ascii_alphanumeric() {
         return bad("it must start with a letter or digit");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
         return bad("use letters, digits, '.', '_' and '-' only");
     }
     Ok(())
 }
 
 fn schema_of(flavor: &Flavor) -> Result<CompiledSchema> {
-    CompiledSchema::compile(&flavor.descriptor.config_schema_json).map_err(|message| Error::BadSchema {
-        plugin: flavor.plugin.path.clone(),
-        flavor: flavor.name().to_owned(),
-        message,
+    CompiledSchema::compile(&flavor.descriptor.config_schema_json).map_err(|message| {
+        Error::BadSchema {
+            plugin: flavor.plugin.path.clone(),
+            flavor: flavor.name().to_owned(),
+            message,
+        }
     })
 }
 
@@ -123,7 +143,9 @@ fn register(
         Ok(state.put(name, t.as_str(), flavor_name, config, schema.secrets()))
     })?;
     warn_literal_secrets(name, &literal);
-    output::result(&format!("registered {t} component {name:?} (flavor {flavor_name})"));
+    output::result(&format!(
+        "registered {t} component {name:?} (flavor {flavor_name})"
+    ));
     Ok(exit::OK)
 }
 
@@ -138,7 +160,10 @@ fn update(
     let current = store.read()?.get(name)?.clone();
     let t = ComponentType::parse(&current.component_type).ok_or_else(|| Error::CorruptState {
         path: store_path(session),
-        message: format!("component {name:?} has unknown type {:?}", current.component_type),
+        message: format!(
+            "component {name:?} has unknown type {:?}",
+            current.component_type
+        ),
     })?;
     let catalog = session.catalog();
     let flavor = catalog.find(Some(t), &current.flavor)?;
@@ -152,8 +177,20 @@ fn update(
         for s in &edits.set {
             apply_set(&mut config, s)?;
         }
-        validate_component(name, &stored.component_type, &stored.flavor, &schema, &config)?;
-        Ok(state.put(name, &stored.component_type, &stored.flavor, config, schema.secrets()))
+        validate_component(
+            name,
+            &stored.component_type,
+            &stored.flavor,
+            &schema,
+            &config,
+        )?;
+        Ok(state.put(
+            name,
+            &stored.component_type,
+            &stored.flavor,
+            config,
+            schema.secrets(),
+        ))
     })?;
     // Only warn for secrets this update set, not ones stored before.
     let changed: Vec<String> = literal

@@ -26,7 +26,12 @@ pub(crate) fn run(session: &Session<'_>, cmd: FlavorCommand) -> Result<i32> {
     }
 }
 
-fn list(session: &Session<'_>, t: Option<ComponentType>, as_json: bool, strict: bool) -> Result<i32> {
+fn list(
+    session: &Session<'_>,
+    t: Option<ComponentType>,
+    as_json: bool,
+    strict: bool,
+) -> Result<i32> {
     let catalog = session.catalog();
     let mut flavors: Vec<_> = catalog.of_type(t).collect();
     flavors.sort_by(|a, b| (a.component_type(), a.name()).cmp(&(b.component_type(), b.name())));
@@ -37,7 +42,9 @@ fn list(session: &Session<'_>, t: Option<ComponentType>, as_json: bool, strict: 
         }));
     } else {
         if flavors.is_empty() {
-            output::status("no flavors found; `kiln plugin dirs` shows where kiln looks for plugins");
+            output::status(
+                "no flavors found; `kiln plugin dirs` shows where kiln looks for plugins",
+            );
         } else {
             let rows: Vec<Vec<String>> = flavors
                 .iter()
@@ -50,7 +57,10 @@ fn list(session: &Session<'_>, t: Option<ComponentType>, as_json: bool, strict: 
                     ]
                 })
                 .collect();
-            output::result(&output::table(&["TYPE", "FLAVOR", "PLUGIN", "DESCRIPTION"], &rows));
+            output::result(&output::table(
+                &["TYPE", "FLAVOR", "PLUGIN", "DESCRIPTION"],
+                &rows,
+            ));
         }
         report_problems(&catalog.problems);
     }
@@ -66,21 +76,30 @@ pub(crate) fn report_problems(problems: &[Problem]) {
     if problems.is_empty() {
         return;
     }
-    output::warn(&format!("{} plugin file(s) could not be used:", problems.len()));
+    output::warn(&format!(
+        "{} plugin file(s) could not be used:",
+        problems.len()
+    ));
     for p in problems {
         output::status(&format!("  {}: {}", p.path.display(), p.reason));
     }
 }
 
-fn describe(session: &Session<'_>, name: &str, t: Option<ComponentType>, as_json: bool) -> Result<i32> {
+fn describe(
+    session: &Session<'_>,
+    name: &str,
+    t: Option<ComponentType>,
+    as_json: bool,
+) -> Result<i32> {
     let catalog = session.catalog();
     let flavor = catalog.find(t, name)?;
     let d = &flavor.descriptor;
-    let compiled = CompiledSchema::compile(&d.config_schema_json).map_err(|message| Error::BadSchema {
-        plugin: flavor.plugin.path.clone(),
-        flavor: name.to_owned(),
-        message,
-    })?;
+    let compiled =
+        CompiledSchema::compile(&d.config_schema_json).map_err(|message| Error::BadSchema {
+            plugin: flavor.plugin.path.clone(),
+            flavor: name.to_owned(),
+            message,
+        })?;
     let secrets: Vec<&String> = compiled.secrets().iter().collect();
     if as_json {
         let mut v = flavor.summary_json();
@@ -100,7 +119,10 @@ fn describe(session: &Session<'_>, name: &str, t: Option<ComponentType>, as_json
     field("flavor:", d.name.as_str());
     field("type:", d.component_type.as_str());
     field("description:", d.description.as_str());
-    field("plugin:", &format!("{} ({})", flavor.plugin.name, flavor.plugin.path.display()));
+    field(
+        "plugin:",
+        &format!("{} ({})", flavor.plugin.name, flavor.plugin.path.display()),
+    );
     field("docs:", d.docs_url.as_str());
     field("sdk docs:", d.sdk_docs_url.as_str());
     field("logo:", d.logo_url.as_str());

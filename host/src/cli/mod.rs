@@ -32,7 +32,8 @@ pub struct Environment {
 impl Environment {
     /// Read the real process environment.
     pub fn from_process() -> Result<Self> {
-        let cwd = std::env::current_dir().map_err(|e| Error::io("reading", "the working directory", e))?;
+        let cwd = std::env::current_dir()
+            .map_err(|e| Error::io("reading", "the working directory", e))?;
         Ok(Self {
             cwd,
             plugins_env: std::env::var_os("KILN_PLUGINS_DIR"),
@@ -110,7 +111,10 @@ pub fn run(cli: Cli, env: &Environment) -> Result<i32> {
         Command::Plugin(cmd) => plugin::run(&session, cmd),
         Command::Component(cmd) => component::run(&session, cmd),
         Command::Init => {
-            let root = session.project_flag.clone().unwrap_or_else(|| env.cwd.clone());
+            let root = session
+                .project_flag
+                .clone()
+                .unwrap_or_else(|| env.cwd.clone());
             let (project, created) = Project::init(&root)?;
             let dir = project.dir();
             if created {

@@ -71,7 +71,9 @@ fn install(session: &Session<'_>, files: &[PathBuf]) -> Result<i32> {
         .user_plugins_dir
         .clone()
         .or_else(user_plugins_dir)
-        .ok_or_else(|| Error::BadArgument("cannot tell the user's data folder (is HOME set?)".into()))?;
+        .ok_or_else(|| {
+            Error::BadArgument("cannot tell the user's data folder (is HOME set?)".into())
+        })?;
     fs::create_dir_all(&dest).map_err(|e| Error::io("creating", &dest, e))?;
     for file in &files {
         let name = file
@@ -80,7 +82,11 @@ fn install(session: &Session<'_>, files: &[PathBuf]) -> Result<i32> {
         let bytes = fs::read(file).map_err(|e| Error::io("reading", file, e))?;
         let target = dest.join(name);
         write_atomic(&target, &bytes, 0o755)?;
-        output::result(&format!("installed {} -> {}", file.display(), target.display()));
+        output::result(&format!(
+            "installed {} -> {}",
+            file.display(),
+            target.display()
+        ));
     }
     Ok(exit::OK)
 }

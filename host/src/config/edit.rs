@@ -44,12 +44,14 @@ fn split_key(key: &str, arg: &str) -> Result<Vec<String>> {
 /// Apply one `--set key=value`. The value is parsed as JSON when it parses,
 /// else taken as a string; `a.b=1` sets a nested key.
 pub fn apply_set(config: &mut Map<String, Value>, assignment: &str) -> Result<()> {
-    let (key, raw) = assignment.split_once('=').ok_or_else(|| {
-        Error::BadArgument(format!("--set {assignment:?}: expected key=value"))
-    })?;
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| Error::BadArgument(format!("--set {assignment:?}: expected key=value")))?;
     let path = split_key(key, "--set")?;
     let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
-    let (last, parents) = path.split_last().ok_or_else(|| Error::BadArgument("--set: empty key".into()))?;
+    let (last, parents) = path
+        .split_last()
+        .ok_or_else(|| Error::BadArgument("--set: empty key".into()))?;
     let mut map = config;
     for (i, part) in parents.iter().enumerate() {
         let slot = map
@@ -69,7 +71,9 @@ pub fn apply_set(config: &mut Map<String, Value>, assignment: &str) -> Result<()
 /// Apply one `--unset key`; the key must be set.
 pub fn apply_unset(config: &mut Map<String, Value>, key: &str) -> Result<()> {
     let path = split_key(key, "--unset")?;
-    let (last, parents) = path.split_last().ok_or_else(|| Error::BadArgument("--unset: empty key".into()))?;
+    let (last, parents) = path
+        .split_last()
+        .ok_or_else(|| Error::BadArgument("--unset: empty key".into()))?;
     let mut map = config;
     for part in parents {
         map = match map.get_mut(part).and_then(Value::as_object_mut) {
@@ -90,7 +94,15 @@ mod tests {
     #[test]
     fn set_parses_json_else_string() {
         let mut m = Map::new();
-        for a in ["n=5", "b=true", "s=hello", "q=\"5\"", "o.x=[1,2]", "u=${env:X}", "e="] {
+        for a in [
+            "n=5",
+            "b=true",
+            "s=hello",
+            "q=\"5\"",
+            "o.x=[1,2]",
+            "u=${env:X}",
+            "e=",
+        ] {
             apply_set(&mut m, a).expect(a);
         }
         assert_eq!(
@@ -102,19 +114,37 @@ mod tests {
     #[test]
     fn set_and_unset_errors_name_the_argument() {
         let mut m = Map::new();
-        assert!(apply_set(&mut m, "novalue").expect_err("no =").to_string().contains("key=value"));
+        assert!(apply_set(&mut m, "novalue")
+            .expect_err("no =")
+            .to_string()
+            .contains("key=value"));
         apply_set(&mut m, "a=1").expect("set");
-        assert!(apply_set(&mut m, "a.b=1").expect_err("not object").to_string().contains("a is not an object"));
+        assert!(apply_set(&mut m, "a.b=1")
+            .expect_err("not object")
+            .to_string()
+            .contains("a is not an object"));
         assert!(apply_set(&mut m, "a..b=1").is_err());
-        assert!(apply_unset(&mut m, "zz").expect_err("unset").to_string().contains("--unset zz: not set"));
+        assert!(apply_unset(&mut m, "zz")
+            .expect_err("unset")
+            .to_string()
+            .contains("--unset zz: not set"));
         apply_unset(&mut m, "a").expect("unset");
         assert!(m.is_empty());
     }
 
     #[test]
     fn config_document_must_be_an_object() {
-        assert!(parse_config_document("[1]", "f.json").expect_err("array").to_string().contains("expected a JSON object, found an array"));
-        assert!(parse_config_document("{", "-").expect_err("bad").to_string().contains("--config -: not valid JSON"));
-        assert_eq!(parse_config_document("{\"a\":1}", "f").expect("ok")["a"], json!(1));
+        assert!(parse_config_document("[1]", "f.json")
+            .expect_err("array")
+            .to_string()
+            .contains("expected a JSON object, found an array"));
+        assert!(parse_config_document("{", "-")
+            .expect_err("bad")
+            .to_string()
+            .contains("--config -: not valid JSON"));
+        assert_eq!(
+            parse_config_document("{\"a\":1}", "f").expect("ok")["a"],
+            json!(1)
+        );
     }
 }

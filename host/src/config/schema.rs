@@ -15,7 +15,9 @@ pub struct CompiledSchema {
 
 impl std::fmt::Debug for CompiledSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledSchema").field("secrets", &self.secrets).finish()
+        f.debug_struct("CompiledSchema")
+            .field("secrets", &self.secrets)
+            .finish()
     }
 }
 
@@ -80,7 +82,11 @@ impl CompiledSchema {
                     // Checked when the reference is resolved, not here.
                     continue;
                 }
-                out.push(format!("{}: {} (secret, value hidden)", display_pointer(&at), err.masked()));
+                out.push(format!(
+                    "{}: {} (secret, value hidden)",
+                    display_pointer(&at),
+                    err.masked()
+                ));
             } else {
                 out.push(format!("{}: {err}", display_pointer(&at)));
             }
@@ -125,7 +131,9 @@ fn close_objects(node: &mut Value, in_all_of: bool, depth: usize) {
         return;
     }
     let Value::Object(map) = node else { return };
-    let composed = ["allOf", "anyOf", "oneOf", "$ref"].iter().any(|k| map.contains_key(*k));
+    let composed = ["allOf", "anyOf", "oneOf", "$ref"]
+        .iter()
+        .any(|k| map.contains_key(*k));
     if !in_all_of
         && !composed
         && map.get("properties").is_some_and(Value::is_object)
@@ -186,8 +194,14 @@ mod tests {
     fn names_the_field_and_what_was_expected() {
         let p = compiled().problems(&cfg(json!({"uri": "localhost:5000/", "timeout": 0})));
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!(p[0].starts_with("/timeout: 0 is less than the minimum of 1"), "{p:?}");
-        assert!(p[1].starts_with("/uri: \"localhost:5000/\" does not match"), "{p:?}");
+        assert!(
+            p[0].starts_with("/timeout: 0 is less than the minimum of 1"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with("/uri: \"localhost:5000/\" does not match"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -207,7 +221,10 @@ mod tests {
         let p = compiled().problems(&cfg(json!({"uri": "a", "password": "hunter2"})));
         assert_eq!(p.len(), 1);
         assert!(!p[0].contains("hunter2"), "{p:?}");
-        assert!(p[0].starts_with("/password:") && p[0].contains("value hidden"), "{p:?}");
+        assert!(
+            p[0].starts_with("/password:") && p[0].contains("value hidden"),
+            "{p:?}"
+        );
         let p = compiled().problems(&cfg(json!({"uri": "a", "password": "${env:P}"})));
         assert!(p.is_empty(), "{p:?}");
     }

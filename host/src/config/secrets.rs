@@ -130,7 +130,9 @@ pub fn resolve_references(
 ) -> Result<Map<String, Value>> {
     let mut v = Value::Object(config.clone());
     for p in secrets.iter() {
-        let Some(slot) = v.pointer_mut(p) else { continue };
+        let Some(slot) = v.pointer_mut(p) else {
+            continue;
+        };
         let Some(s) = slot.as_str() else { continue };
         if s == SECRET_MARKER {
             return Err(Error::Secret {
@@ -204,7 +206,10 @@ mod tests {
         assert_eq!(got["password"], json!("s3cret"));
         let err = resolve_references("reg", cfg.as_object().expect("obj"), &s, |_| None)
             .expect_err("missing");
-        assert_eq!(err.to_string(), "component \"reg\": /password: environment variable PW is not set");
+        assert_eq!(
+            err.to_string(),
+            "component \"reg\": /password: environment variable PW is not set"
+        );
     }
 
     #[test]

@@ -163,8 +163,15 @@ impl Catalog {
     fn unknown_flavor(&self, t: Option<ComponentType>, name: &str) -> Error {
         let mut hint = String::new();
         if let Some(t) = t {
-            if let Some(other) = self.flavors.iter().find(|f| f.name() == name && f.component_type() != t) {
-                hint.push_str(&format!("; {name:?} is a {} flavor", other.component_type()));
+            if let Some(other) = self
+                .flavors
+                .iter()
+                .find(|f| f.name() == name && f.component_type() != t)
+            {
+                hint.push_str(&format!(
+                    "; {name:?} is a {} flavor",
+                    other.component_type()
+                ));
             }
         }
         let available: Vec<String> = self
@@ -183,7 +190,9 @@ impl Catalog {
             ));
         }
         Error::UnknownFlavor {
-            component_type: t.map_or("image-builder or container-registry", |t| t.as_str()).to_owned(),
+            component_type: t
+                .map_or("image-builder or container-registry", |t| t.as_str())
+                .to_owned(),
             name: name.to_owned(),
             hint,
         }

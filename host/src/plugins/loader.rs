@@ -54,7 +54,10 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, Problem> {
     let flavors = match module.describe()().into_result() {
         Ok(f) => f.into_vec(),
         Err(e) if e.kind == ErrorKind::PANICKED => {
-            return Err(problem(format!("panicked while describing itself: {}", e.message)))
+            return Err(problem(format!(
+                "panicked while describing itself: {}",
+                e.message
+            )))
         }
         Err(e) => return Err(problem(format!("failed to describe itself: {}", e.message))),
     };
@@ -85,12 +88,18 @@ fn library_error_reason(e: &LibraryError) -> String {
         },
         LibraryError::AbiInstability(e) => {
             let text = e.to_string();
+            tracing::debug!(target: "kiln::plugins", "layout check failed:\n{text}");
+            if text.contains("type:PluginModule") && text.contains("too many fields") {
+                return format!(
+                    "built against an older plugin-api layout: its root module lacks functions this kiln (plugin-api {PLUGIN_API_VERSION}) needs; rebuild it against plugin-api {}",
+                    compatible_range()
+                );
+            }
             let summary = text
                 .lines()
                 .map(str::trim)
                 .find(|l| !l.is_empty())
                 .unwrap_or("layout mismatch");
-            tracing::debug!(target: "kiln::plugins", "layout check failed:\n{text}");
             format!(
                 "not a kiln plugin, or built against an incompatible plugin-api layout (this kiln uses {PLUGIN_API_VERSION}): {summary}"
             )
@@ -115,5 +124,54 @@ fn compatible_range() -> String {
 }
 
 fn first_line(s: &str) -> &str {
-    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(s)
+    s.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(s)
+}
+
+/// The instantiate stage. Only `kiln build` and `kiln push` call these, after
+/// the config was validated and its references resolved.
+impl LoadedPlugin {
+    /// Construct the image builder of `flavor` from resolved config.
+    pub fn construct_builder(
+        &self,
+        flavor: &str,
+        config: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<kiln_plugin_api::ImageBuilderBox, kiln_plugin_api::PluginError> {
+        let json = serde_json::Value::Object(config.clone()).to_string();
+        self.module.construct_builder()(flavor.into(), json.as_str().into()).into_result()
+    }
+
+    /// Construct the container registry of `flavor` from resolved config.
+    pub fn construct_registry(
+        &self,
+        flavor: &str,
+        config: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<kiln_plugin_api::ContainerRegistryBox, kiln_plugin_api::PluginError> {
+        let json = serde_json::Value::Object(config.clone()).to_string();
+        self.module.construct_registry()(flavor.into(), json.as_str().into()).into_result()
+    }
+
+    /// Run the builder flavor's context hook. Plugins built before the hook
+    /// was appended to the ABI add no files.
+    pub fn customize_context(
+        &self,
+        flavor: &str,
+        config: &serde_json::Map<String, serde_json::Value>,
+        request: &kiln_plugin_api::BuildRequest,
+    ) -> Result<Vec<kiln_plugin_api::ContextFile>, kiln_plugin_api::PluginError> {
+        let Some(hook) = self.module.customize_context() else {
+            return Ok(Vec::new());
+        };
+        let json = serde_json::Value::Object(config.clone()).to_string();
+        hook(flavor.into(), json.as_str().into(), request)
+            .into_result()
+            .map(|files| files.into_vec())
+    }
+
+    /// Whether the plugin was built with the context hook in its root module.
+    pub fn has_context_hook(&self) -> bool {
+        self.module.customize_context().is_some()
+    }
 }

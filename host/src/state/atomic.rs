@@ -17,7 +17,8 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         .prefix(".kiln-tmp-")
         .tempfile_in(dir)
         .map_err(|e| Error::io("creating a temp file in", dir, e))?;
-    set_mode(tmp.as_file(), mode).map_err(|e| Error::io("setting permissions on", tmp.path(), e))?;
+    set_mode(tmp.as_file(), mode)
+        .map_err(|e| Error::io("setting permissions on", tmp.path(), e))?;
     tmp.write_all(contents)
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(|e| Error::io("writing", tmp.path(), e))?;

@@ -206,7 +206,8 @@ impl ComponentStore {
             .write(true)
             .open(&lock_path)
             .map_err(|e| Error::io("opening", &lock_path, e))?;
-        lock.lock().map_err(|e| Error::io("locking", &lock_path, e))?;
+        lock.lock()
+            .map_err(|e| Error::io("locking", &lock_path, e))?;
         let mut state = self.read()?;
         let out = change(&mut state)?;
         let components = ComponentsFile {
@@ -230,7 +231,8 @@ impl ComponentStore {
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = serde_json::to_vec_pretty(value).unwrap_or_else(|e| unreachable!("state serialises: {e}"));
+    let mut out =
+        serde_json::to_vec_pretty(value).unwrap_or_else(|e| unreachable!("state serialises: {e}"));
     out.push(b'\n');
     out
 }
@@ -298,19 +300,29 @@ mod tests {
             })
             .expect("put");
         assert_eq!(stored, vec!["/password".to_owned()]);
-        let components = fs::read_to_string(dir.path().join(".kiln/components.json")).expect("read");
+        let components =
+            fs::read_to_string(dir.path().join(".kiln/components.json")).expect("read");
         assert!(!components.contains("hunter2"), "{components}");
         assert!(components.contains("${env:TOK}"));
         let secrets_file = dir.path().join(".kiln/secrets.json");
-        assert!(fs::read_to_string(&secrets_file).expect("read").contains("hunter2"));
+        assert!(fs::read_to_string(&secrets_file)
+            .expect("read")
+            .contains("hunter2"));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(&secrets_file).expect("meta").permissions().mode() & 0o777;
+            let mode = fs::metadata(&secrets_file)
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777;
             assert_eq!(mode, 0o600);
         }
         let state = store.read().expect("read");
-        assert_eq!(state.full_config("reg").expect("cfg")["password"], json!("hunter2"));
+        assert_eq!(
+            state.full_config("reg").expect("cfg")["password"],
+            json!("hunter2")
+        );
     }
 
     #[test]
@@ -319,7 +331,13 @@ mod tests {
         let secrets = SecretPointers::from(vec!["/password".to_owned()]);
         store
             .transaction(|s| {
-                s.put("a", "container-registry", "default", obj(json!({"password": "p"})), &secrets);
+                s.put(
+                    "a",
+                    "container-registry",
+                    "default",
+                    obj(json!({"password": "p"})),
+                    &secrets,
+                );
                 Ok(())
             })
             .expect("put");
@@ -327,7 +345,9 @@ mod tests {
         let state = store.read().expect("read");
         assert!(state.get("a").is_err());
         assert_eq!(state.full_config("b").expect("cfg")["password"], json!("p"));
-        store.transaction(|s| s.remove("b").map(drop)).expect("remove");
+        store
+            .transaction(|s| s.remove("b").map(drop))
+            .expect("remove");
         assert!(store.read().expect("read").components().is_empty());
     }
 
@@ -338,12 +358,21 @@ mod tests {
         fs::write(&path, b"{ not json").expect("write");
         let err = store
             .transaction(|s| {
-                s.put("x", "image-builder", "local", Map::new(), &SecretPointers::default());
+                s.put(
+                    "x",
+                    "image-builder",
+                    "local",
+                    Map::new(),
+                    &SecretPointers::default(),
+                );
                 Ok(())
             })
             .expect_err("corrupt");
         let msg = err.to_string();
-        assert!(msg.contains("components.json") && msg.contains("corrupt"), "{msg}");
+        assert!(
+            msg.contains("components.json") && msg.contains("corrupt"),
+            "{msg}"
+        );
         assert_eq!(fs::read(&path).expect("read"), b"{ not json");
     }
 }
