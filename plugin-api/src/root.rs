@@ -3,15 +3,16 @@
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
-    package_version_strings,
     sabi_types::VersionStrings,
     std_types::{RResult, RStr, RString, RVec},
     StableAbi,
 };
 
+#[cfg(not(feature = "__fixture_layout_v0"))]
+use crate::{traits::ContextFiles, types::BuildRequest};
 use crate::{
-    traits::{ContainerRegistryBox, ContextFiles, ImageBuilderBox},
-    types::{BuildRequest, FlavorDescriptor, PluginError},
+    traits::{ContainerRegistryBox, ImageBuilderBox},
+    types::{FlavorDescriptor, PluginError},
 };
 
 /// The functions a plugin library exports. Obtain it through [`PluginModuleRef`].
@@ -73,7 +74,7 @@ impl RootModule for PluginModuleRef {
 
 #[cfg(not(feature = "__fixture_future_version"))]
 const fn plugin_api_version() -> VersionStrings {
-    package_version_strings!()
+    abi_stable::package_version_strings!()
 }
 
 #[cfg(feature = "__fixture_future_version")]

@@ -7,7 +7,9 @@
 mod catalog;
 mod discovery;
 mod loader;
+mod services;
 
 pub use catalog::{Catalog, Flavor};
 pub use discovery::{search_dirs, user_plugins_dir, PluginDir, SearchOrigin};
 pub use loader::{load_plugin, LoadedPlugin, Problem};
+pub use services::{log_sink, CancelFlag, LogSink};

@@ -1,0 +1,248 @@
+//! Test helpers: building the fixture plugins, and a throw-away project in
+//! which to run the real `kiln` binary with an isolated environment.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::OnceLock,
+};
+
+use serde_json::Value;
+
+/// Every fixture plugin, with the plugin-api feature it is built with.
+const FIXTURES: &[(&str, Option<&str>)] = &[
+    ("good", None),
+    ("describe-panics", None),
+    ("load-panics", None),
+    ("constructor-aborts", None),
+    ("duplicate", None),
+    ("no-root-module", None),
+    ("old-layout", Some("kiln-plugin-api/__fixture_layout_v0")),
+    (
+        "newer-layout",
+        Some("kiln-plugin-api/__fixture_layout_next"),
+    ),
+    (
+        "future-api",
+        Some("kiln-plugin-api/__fixture_future_version"),
+    ),
+];
+
+fn lib_file_name(crate_name: &str) -> String {
+    format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        crate_name.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// `cargo test` does not build the cdylibs the tests load, so the harness
+/// does, once per test process, into the same target dir (no second copy of
+/// the dependency graph). Builds that need a test-only plugin-api feature run
+/// one at a time, and each result is copied out before the next build.
+fn fixtures_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test exe path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let out = target_dir.join("kiln-fixtures");
+        fs::create_dir_all(&out).expect("create fixtures dir");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
+        let mut groups: Vec<(Option<&str>, Vec<&str>)> = Vec::new();
+        for (name, feature) in FIXTURES {
+            match groups.iter_mut().find(|(f, _)| f == feature && f.is_none()) {
+                Some((_, names)) => names.push(name),
+                None => groups.push((*feature, vec![name])),
+            }
+        }
+        for (feature, names) in groups {
+            let mut cmd = Command::new(&cargo);
+            cmd.current_dir(workspace)
+                .args(["build", "--quiet", "--target-dir"])
+                .arg(target_dir);
+            if release {
+                cmd.arg("--release");
+            }
+            for n in &names {
+                cmd.args(["-p", &format!("fixture-{n}")]);
+            }
+            if let Some(f) = feature {
+                cmd.args(["--features", f]);
+            }
+            let status = cmd.status().expect("run cargo build for fixtures");
+            assert!(status.success(), "building fixtures {names:?} failed");
+            for n in names {
+                let file = lib_file_name(&format!("fixture-{n}"));
+                fs::copy(profile_dir.join(&file), out.join(&file))
+                    .unwrap_or_else(|e| panic!("copying fixture {file}: {e}"));
+            }
+        }
+        out
+    })
+}
+
+/// The built library of fixture `name` (`good`, `old-layout`, ...).
+pub fn fixture(name: &str) -> PathBuf {
+    let p = fixtures_dir().join(lib_file_name(&format!("fixture-{name}")));
+    assert!(p.is_file(), "fixture {name} not built at {}", p.display());
+    p
+}
+
+/// The outcome of one `kiln` run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Assert the exit code, showing the output when it differs.
+    #[track_caller]
+    pub fn code(&self, expected: i32) -> &Run {
+        assert_eq!(
+            self.code, expected,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Assert success.
+    #[track_caller]
+    pub fn ok(&self) -> &Run {
+        self.code(0)
+    }
+
+    /// stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+
+    /// Everything printed.
+    pub fn all_output(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// A temporary folder with its own HOME and data dir, and a `work/` folder
+/// to run kiln in.
+pub struct TestProject {
+    dir: tempfile::TempDir,
+}
+
+impl TestProject {
+    pub fn new() -> TestProject {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for d in ["home", "data", "work", "plugins"] {
+            fs::create_dir_all(dir.path().join(d)).expect("mkdir");
+        }
+        TestProject { dir }
+    }
+
+    /// A new project with `kiln init` already run in `work/`.
+    pub fn initialised() -> TestProject {
+        let p = TestProject::new();
+        p.kiln(&["init"]).ok();
+        p
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// The user's plugins folder kiln will use (`$XDG_DATA_HOME/kiln/plugins`).
+    pub fn user_plugins(&self) -> PathBuf {
+        self.dir.path().join("data/kiln/plugins")
+    }
+
+    /// Copy fixtures into `plugins/` and return that folder.
+    pub fn plugins(&self, names: &[&str]) -> PathBuf {
+        let dir = self.dir.path().join("plugins");
+        for n in names {
+            let src = fixture(n);
+            fs::copy(&src, dir.join(src.file_name().expect("name"))).expect("copy fixture");
+        }
+        dir
+    }
+
+    /// Write a file under `work/`.
+    pub fn file(&self, rel: &str, contents: &str) -> PathBuf {
+        let p = self.work().join(rel);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).expect("mkdir");
+        }
+        fs::write(&p, contents).expect("write");
+        p
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args(args)
+            .current_dir(self.work())
+            .env("HOME", self.dir.path().join("home"))
+            .env("XDG_DATA_HOME", self.dir.path().join("data"))
+            .env_remove("KILN_PLUGINS_DIR")
+            .env_remove("KILN_LOG")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run kiln in `work/`.
+    pub fn kiln(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("run kiln"))
+    }
+
+    /// Run kiln with extra environment variables.
+    pub fn kiln_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().expect("run kiln"))
+    }
+
+    /// Run kiln with `stdin` as standard input.
+    pub fn kiln_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kiln");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        Run::from(child.wait_with_output().expect("wait kiln"))
+    }
+}
