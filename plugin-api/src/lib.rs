@@ -87,13 +87,13 @@
 //! }
 //!
 //! kiln_plugin_api::export_plugin! {
-//!     name: "echo",
+//!     name: "kiln-echo",
 //!     builders: [EchoFlavor],
 //!     registries: [],
 //! }
 //! ```
 //!
-//! The same plugin, compiled, is the `good` fixture under `tests/fixtures/`.
+//! The same plugin, compiled, is `plugins/echo` in kiln's repository.
 //!
 //! # Rules
 //!
