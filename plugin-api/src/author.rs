@@ -474,7 +474,7 @@ pub use runtime::{block_on, runtime};
 /// Export a plugin's root module. The plugin crate must be a `cdylib` and
 /// depend on `abi_stable` directly (the export attribute names it).
 ///
-/// ```ignore
+/// ```text
 /// kiln_plugin_api::export_plugin! {
 ///     name: "my-plugin",
 ///     builders: [MyBuilderFlavor],

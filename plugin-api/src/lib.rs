@@ -20,7 +20,7 @@
 //! With feature `author`, a plugin is a config struct, an implementation and
 //! one [`export_plugin!`] call. This is a complete plugin:
 //!
-//! ```ignore
+//! ```text
 //! // Cargo.toml:
 //! //   [lib] crate-type = ["cdylib"]
 //! //   [dependencies]
