@@ -8,7 +8,7 @@ use super::{args::PluginCommand, flavor::report_problems, Session};
 use crate::{
     error::{exit, Error, Result},
     output,
-    plugins::{user_plugins_dir, Catalog},
+    plugins::Catalog,
     state::write_atomic,
 };
 
@@ -66,14 +66,9 @@ fn install(session: &Session<'_>, files: &[PathBuf]) -> Result<i32> {
             count: catalog.problems.len(),
         });
     }
-    let dest = session
-        .env
-        .user_plugins_dir
-        .clone()
-        .or_else(user_plugins_dir)
-        .ok_or_else(|| {
-            Error::BadArgument("cannot tell the user's data folder (is HOME set?)".into())
-        })?;
+    let dest = session.env.user_plugins_dir.clone().ok_or_else(|| {
+        Error::BadArgument("cannot tell the user's data folder (is HOME set?)".into())
+    })?;
     fs::create_dir_all(&dest).map_err(|e| Error::io("creating", &dest, e))?;
     for file in &files {
         let name = file
