@@ -11,12 +11,10 @@ use super::{
     Session,
 };
 use crate::{
-    config::{
-        apply_set, apply_unset, mask, parse_config_document, validate_component, CompiledSchema,
-    },
+    config::{apply_set, apply_unset, mask, parse_config_document, validate_component},
     error::{exit, Error, Result},
     output,
-    plugins::{Catalog, Flavor},
+    plugins::Catalog,
     state::{Component, ComponentStore},
 };
 
@@ -83,16 +81,6 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn schema_of(flavor: &Flavor) -> Result<CompiledSchema> {
-    CompiledSchema::compile(&flavor.descriptor.config_schema_json).map_err(|message| {
-        Error::BadSchema {
-            plugin: flavor.plugin.path.clone(),
-            flavor: flavor.name().to_owned(),
-            message,
-        }
-    })
-}
-
 fn read_config_file(session: &Session<'_>, path: &Path) -> Result<Map<String, Value>> {
     if path == Path::new("-") {
         let mut text = String::new();
@@ -127,7 +115,7 @@ fn register(
     check_name(name)?;
     let catalog: Catalog = session.catalog();
     let flavor = catalog.find(Some(t), flavor_name)?;
-    let schema = schema_of(flavor)?;
+    let schema = flavor.schema()?;
     let mut config = match config_file {
         Some(p) => read_config_file(session, p)?,
         None => Map::new(),
@@ -159,7 +147,7 @@ fn update(
     // Resolve the flavor before taking the lock: loading plugins can be slow.
     let current = store.read()?.get(name)?.clone();
     let t = ComponentType::parse(&current.component_type).ok_or_else(|| Error::CorruptState {
-        path: store_path(session),
+        path: store.components_path(),
         message: format!(
             "component {name:?} has unknown type {:?}",
             current.component_type
@@ -167,7 +155,7 @@ fn update(
     })?;
     let catalog = session.catalog();
     let flavor = catalog.find(Some(t), &current.flavor)?;
-    let schema = schema_of(flavor)?;
+    let schema = flavor.schema()?;
     let literal = store.transaction(|state| {
         let stored = state.get(name)?.clone();
         let mut config = state.full_config(name)?;
@@ -205,13 +193,6 @@ fn update(
 fn set_targets(assignment: &str, pointer: &str) -> bool {
     let key = assignment.split_once('=').map_or(assignment, |(k, _)| k);
     format!("/{}", key.replace('.', "/")) == pointer
-}
-
-fn store_path(session: &Session<'_>) -> std::path::PathBuf {
-    session
-        .project()
-        .map(|p| p.dir().join("components.json"))
-        .unwrap_or_default()
 }
 
 fn component_json(name: &str, c: &Component) -> Value {

@@ -5,7 +5,6 @@ use serde_json::{json, Value};
 
 use super::{args::FlavorCommand, Session};
 use crate::{
-    config::CompiledSchema,
     error::{exit, Error, Result},
     output,
     plugins::Problem,
@@ -94,12 +93,7 @@ fn describe(
     let catalog = session.catalog();
     let flavor = catalog.find(t, name)?;
     let d = &flavor.descriptor;
-    let compiled =
-        CompiledSchema::compile(&d.config_schema_json).map_err(|message| Error::BadSchema {
-            plugin: flavor.plugin.path.clone(),
-            flavor: name.to_owned(),
-            message,
-        })?;
+    let compiled = flavor.schema()?;
     let secrets: Vec<&String> = compiled.secrets().iter().collect();
     if as_json {
         let mut v = flavor.summary_json();

@@ -52,10 +52,7 @@ pub(crate) struct Session<'a> {
 impl Session<'_> {
     /// The project, found like git finds a repository, or named by `--project`.
     pub(crate) fn project(&self) -> Option<Project> {
-        match &self.project_flag {
-            Some(dir) => Project::at(dir).ok(),
-            None => Project::discover(&self.env.cwd),
-        }
+        self.require_project().ok()
     }
 
     /// The project, or an error telling how to make one.

@@ -111,12 +111,9 @@ pub fn mask(config: &Map<String, Value>) -> Map<String, Value> {
             _ => {}
         }
     }
-    let mut v = Value::Object(config.clone());
-    walk(&mut v);
-    match v {
-        Value::Object(m) => m,
-        _ => unreachable!("started as an object"),
-    }
+    let mut masked = config.clone();
+    masked.values_mut().for_each(walk);
+    masked
 }
 
 /// Resolve `${env:NAME}` references in secret fields with `env`, for
@@ -128,9 +125,9 @@ pub fn resolve_references(
     secrets: &SecretPointers,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Map<String, Value>> {
-    let mut v = Value::Object(config.clone());
+    let mut resolved = config.clone();
     for p in secrets.iter() {
-        let Some(slot) = v.pointer_mut(p) else {
+        let Some(slot) = super::pointer_mut(&mut resolved, p) else {
             continue;
         };
         let Some(s) = slot.as_str() else { continue };
@@ -150,10 +147,7 @@ pub fn resolve_references(
             *slot = Value::String(value);
         }
     }
-    match v {
-        Value::Object(m) => Ok(m),
-        _ => unreachable!("started as an object"),
-    }
+    Ok(resolved)
 }
 
 #[cfg(test)]

@@ -15,7 +15,10 @@ use super::{
     loader::{load_plugin, LoadedPlugin, Problem},
     PluginDir,
 };
-use crate::error::{Error, Result};
+use crate::{
+    config::CompiledSchema,
+    error::{Error, Result},
+};
 
 /// One flavor and the plugin offering it.
 #[derive(Debug, Clone)]
@@ -35,6 +38,18 @@ impl Flavor {
     /// The flavor name.
     pub fn name(&self) -> &str {
         &self.descriptor.name
+    }
+
+    /// The flavor's config schema, compiled; a schema that does not compile
+    /// is the plugin's fault and names it.
+    pub fn schema(&self) -> Result<CompiledSchema> {
+        CompiledSchema::compile(&self.descriptor.config_schema_json).map_err(|message| {
+            Error::BadSchema {
+                plugin: self.plugin.path.clone(),
+                flavor: self.name().to_owned(),
+                message,
+            }
+        })
     }
 
     /// The listing fields, as JSON (no schema).
@@ -146,10 +161,10 @@ impl Catalog {
     /// The flavor `name` of type `t` (or of whichever type offers it, when unambiguous).
     pub fn find(&self, t: Option<ComponentType>, name: &str) -> Result<&Flavor> {
         let matches: Vec<&Flavor> = self.of_type(t).filter(|f| f.name() == name).collect();
-        match (matches.as_slice(), t) {
-            ([one], _) => Ok(one),
-            ([], _) => Err(self.unknown_flavor(t, name)),
-            (many, _) => Err(Error::AmbiguousFlavor {
+        match matches.as_slice() {
+            [one] => Ok(one),
+            [] => Err(self.unknown_flavor(t, name)),
+            many => Err(Error::AmbiguousFlavor {
                 name: name.to_owned(),
                 types: many
                     .iter()

@@ -130,6 +130,10 @@ fn first_line(s: &str) -> &str {
         .unwrap_or(s)
 }
 
+fn config_json(config: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::to_string(config).unwrap_or_else(|e| unreachable!("a JSON map serialises: {e}"))
+}
+
 /// The instantiate stage. Only `kiln build` and `kiln push` call these, after
 /// the config was validated and its references resolved.
 impl LoadedPlugin {
@@ -139,7 +143,7 @@ impl LoadedPlugin {
         flavor: &str,
         config: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<kiln_plugin_api::ImageBuilderBox, kiln_plugin_api::PluginError> {
-        let json = serde_json::Value::Object(config.clone()).to_string();
+        let json = config_json(config);
         self.module.construct_builder()(flavor.into(), json.as_str().into()).into_result()
     }
 
@@ -149,12 +153,13 @@ impl LoadedPlugin {
         flavor: &str,
         config: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<kiln_plugin_api::ContainerRegistryBox, kiln_plugin_api::PluginError> {
-        let json = serde_json::Value::Object(config.clone()).to_string();
+        let json = config_json(config);
         self.module.construct_registry()(flavor.into(), json.as_str().into()).into_result()
     }
 
-    /// Run the builder flavor's context hook. Plugins built before the hook
-    /// was appended to the ABI add no files.
+    /// Run the builder flavor's context hook. A root module without the hook
+    /// adds no files (abi_stable refuses such plugins at load time today, see
+    /// `PluginModule`, so this is the fallback the accessor requires).
     pub fn customize_context(
         &self,
         flavor: &str,
@@ -164,7 +169,7 @@ impl LoadedPlugin {
         let Some(hook) = self.module.customize_context() else {
             return Ok(Vec::new());
         };
-        let json = serde_json::Value::Object(config.clone()).to_string();
+        let json = config_json(config);
         hook(flavor.into(), json.as_str().into(), request)
             .into_result()
             .map(|files| files.into_vec())

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use super::{write_atomic, Project};
 use crate::{
-    config::{is_env_reference, SecretPointers},
+    config::{is_env_reference, pointer_mut, SecretPointers},
     error::{Error, Result},
 };
 
@@ -78,20 +78,17 @@ impl State {
     /// The component's config with literal secrets filled back in. Never print it.
     pub fn full_config(&self, name: &str) -> Result<Map<String, Value>> {
         let component = self.get(name)?;
-        let mut config = Value::Object(component.config.clone());
+        let mut config = component.config.clone();
         if let Some(secrets) = self.secrets.get(name) {
             for (pointer, value) in secrets {
-                if let Some(slot) = config.pointer_mut(pointer) {
+                if let Some(slot) = pointer_mut(&mut config, pointer) {
                     if slot.as_str() == Some(SECRET_MARKER) {
                         *slot = Value::String(value.clone());
                     }
                 }
             }
         }
-        match config {
-            Value::Object(map) => Ok(map),
-            _ => unreachable!("started as an object"),
-        }
+        Ok(config)
     }
 
     /// Store `config` under `name`, moving literal values of secret fields to
@@ -101,13 +98,12 @@ impl State {
         name: &str,
         component_type: &str,
         flavor: &str,
-        config: Map<String, Value>,
+        mut config: Map<String, Value>,
         secret_pointers: &SecretPointers,
     ) -> Vec<String> {
-        let mut config = Value::Object(config);
         let mut literal = BTreeMap::new();
         for pointer in secret_pointers.iter() {
-            if let Some(slot) = config.pointer_mut(pointer) {
+            if let Some(slot) = pointer_mut(&mut config, pointer) {
                 if let Value::String(s) = slot {
                     if is_env_reference(s) || s == SECRET_MARKER {
                         continue;
@@ -123,9 +119,6 @@ impl State {
         } else {
             self.secrets.insert(name.to_owned(), literal);
         }
-        let Value::Object(config) = config else {
-            unreachable!("started as an object")
-        };
         self.components.insert(
             name.to_owned(),
             Component {
@@ -179,7 +172,8 @@ impl ComponentStore {
         Self { dir: project.dir() }
     }
 
-    fn components_path(&self) -> PathBuf {
+    /// `.kiln/components.json`.
+    pub fn components_path(&self) -> PathBuf {
         self.dir.join("components.json")
     }
 
