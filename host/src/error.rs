@@ -116,6 +116,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A plugin call returned an error (or panicked, caught by its guard).
+    #[error("plugin {plugin} ({flavor}) failed in {call}: {message}")]
+    Plugin {
+        /// The plugin's path.
+        plugin: PathBuf,
+        /// The flavor called.
+        flavor: String,
+        /// The call (`customize_context`, `build`, ...).
+        call: &'static str,
+        /// The plugin's message.
+        message: String,
+    },
+    /// The build context could not be made.
+    #[error(transparent)]
+    Context(#[from] crate::context::ContextError),
     /// One or more plugin files could not be loaded (`plugin check`, `--strict`).
     #[error("{count} plugin problem(s) found")]
     PluginProblems {
@@ -137,7 +152,11 @@ impl Error {
             | Error::InvalidConfig { .. }
             | Error::BadArgument(_)
             | Error::Secret { .. } => exit::USAGE,
-            Error::BadSchema { .. } | Error::PluginProblems { .. } => exit::PLUGIN,
+            Error::BadSchema { .. } | Error::PluginProblems { .. } | Error::Plugin { .. } => {
+                exit::PLUGIN
+            }
+            Error::Context(e) if e.is_input_error() => exit::USAGE,
+            Error::Context(_) => exit::FAILURE,
             Error::CorruptState { .. } | Error::Io { .. } => exit::STATE,
         }
     }

@@ -7,10 +7,13 @@
 //! - `config`: validating a component's config against its flavor's schema,
 //!   secret fields, `--set`/`--unset` edits (validate stage);
 //! - `state`: the `.kiln/` project folder, atomic writes, the component store;
+//! - `context`: the build context (Docker's ignore rules, deterministic archive,
+//!   artifact store upload);
 //! - `cli`: commands over the above; `output`: everything printed.
 
 pub mod cli;
 pub mod config;
+pub mod context;
 mod error;
 pub mod output;
 pub mod plugins;

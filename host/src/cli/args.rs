@@ -39,6 +39,9 @@ pub enum Command {
     Plugin(PluginCommand),
     /// Create a kiln project (.kiln/) in the current directory or --project DIR.
     Init,
+    /// Inspect and pack build contexts (Docker's .dockerignore rules, deterministic archive).
+    #[command(subcommand)]
+    Context(ContextCommand),
     /// Register and manage named components (a flavor plus validated config).
     #[command(subcommand, alias = "components")]
     Component(ComponentCommand),
@@ -190,5 +193,68 @@ pub enum ComponentCommand {
     Delete {
         /// Component name.
         name: String,
+    },
+}
+
+/// Where the context comes from; shared by the `context` commands.
+#[derive(Debug, Args)]
+pub struct ContextArgs {
+    /// The context root.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The ignore file (default: <Dockerfile>.dockerignore when present, else DIR/.dockerignore).
+    #[arg(long, value_name = "FILE")]
+    pub dockerignore: Option<PathBuf>,
+    /// The Dockerfile, relative to the working directory as for `docker build -f`
+    /// (default: DIR/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "DOCKERFILE")]
+    pub file: Option<PathBuf>,
+    /// Let this image-builder component add files to the context (its context hook).
+    #[arg(long, value_name = "COMPONENT")]
+    pub builder: Option<String>,
+}
+
+/// `kiln context ...`
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// List the files and symlinks that would be sent, sorted by byte order.
+    Ls {
+        /// Where the context comes from.
+        #[command(flatten)]
+        context: ContextArgs,
+        /// Print one JSON array of relative paths.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the context archive (tar, or tar.gz with --gzip) atomically and print its sha1.
+    Pack {
+        /// Where the context comes from.
+        #[command(flatten)]
+        context: ContextArgs,
+        /// The archive to write.
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: PathBuf,
+        /// Compress with gzip.
+        #[arg(long)]
+        gzip: bool,
+        /// Print JSON: {"sha1","bytes","files","path"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store the gzip archive in an artifact store as <STORE>/<DIR>/<sha1>.tar.gz
+    /// (skipped when present).
+    Upload {
+        /// Where the context comes from.
+        #[command(flatten)]
+        context: ContextArgs,
+        /// The artifact store: a directory path or file:///path URL.
+        #[arg(long, value_name = "STORE")]
+        store: String,
+        /// The folder inside the store.
+        #[arg(long = "store-dir", value_name = "DIR", default_value = crate::context::store::DEFAULT_DIR)]
+        store_dir: String,
+        /// Print JSON: {"uri","sha1","bytes","skipped"}.
+        #[arg(long)]
+        json: bool,
     },
 }

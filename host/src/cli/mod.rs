@@ -3,6 +3,7 @@
 
 mod args;
 mod component;
+mod context;
 mod flavor;
 mod plugin;
 
@@ -107,6 +108,7 @@ pub fn run(cli: Cli, env: &Environment) -> Result<i32> {
         Command::Flavor(cmd) => flavor::run(&session, cmd),
         Command::Plugin(cmd) => plugin::run(&session, cmd),
         Command::Component(cmd) => component::run(&session, cmd),
+        Command::Context(cmd) => context::run(&session, cmd),
         Command::Init => {
             let root = session
                 .project_flag

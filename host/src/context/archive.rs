@@ -1,0 +1,498 @@
+//! The deterministic archive: a tar stream cut into fixed-size chunks as it
+//! is produced, each chunk optionally compressed on a worker thread, then
+//! written and hashed in order on a writer thread. Memory stays bounded by
+//! the number of chunks in flight, whatever the context size.
+//!
+//! Determinism: entries come sorted from the walk; every header has uid/gid
+//! 0, no user or group names, mtime 0 and the file's permission bits. With
+//! gzip each chunk becomes one gzip member (RFC 1952 allows concatenated
+//! members; Go's, Python's and GNU gzip readers all read them), compressed
+//! by libdeflate at a fixed level, so the bytes depend only on the content.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{self, Read, Write},
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+    thread,
+};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use sha1::{Digest, Sha1};
+
+use super::walk::{Entry, EntryKind};
+
+/// Bytes of tar stream per chunk (and per gzip member).
+pub const CHUNK: usize = 256 * 1024;
+
+/// The gzip level kiln uses (libdeflate's scale; 6 is zlib's default).
+pub const GZIP_LEVEL: i32 = 6;
+
+/// What a finished archive is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    /// sha1 of the bytes written, lowercase hex.
+    pub sha1: String,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Non-directory entries in the archive.
+    pub files: u64,
+}
+
+/// Why an archive could not be made. Each names the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// A file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file on disk.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file's size changed between the walk and the read.
+    #[error(
+        "{path} changed size while being archived (expected {expected} bytes); nothing was written"
+    )]
+    Changed {
+        /// The file on disk.
+        path: PathBuf,
+        /// The size seen by the walk.
+        expected: u64,
+    },
+    /// Writing the archive failed.
+    #[error("writing the archive: {0}")]
+    Write(#[source] io::Error),
+}
+
+/// A source of the bytes of one entry.
+pub trait Contents {
+    /// The root directory entries are relative to.
+    fn root(&self) -> &Path;
+    /// The contents of an in-memory file.
+    fn memory(&self, index: usize) -> &[u8];
+}
+
+struct Chunk {
+    seq: u64,
+    data: Vec<u8>,
+}
+
+/// Write the archive of `entries` to `sink`, hashing as it goes.
+pub fn write_archive<W: Write + Send>(
+    entries: impl IntoIterator<Item = Entry>,
+    contents: &dyn Contents,
+    gzip: bool,
+    sink: W,
+) -> Result<(ArchiveSummary, W), ArchiveError> {
+    let workers = if gzip {
+        thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        0
+    };
+    // Chunks in flight: at most `cap` queued per stage, plus one per worker.
+    let cap = workers.max(1);
+    let (raw_tx, raw_rx) = bounded::<Chunk>(cap);
+    let (done_tx, done_rx) = bounded::<Chunk>(cap);
+    let (pool_tx, pool_rx) = bounded::<Vec<u8>>(cap + workers);
+
+    thread::scope(|scope| {
+        let writer = {
+            let pool = pool_tx.clone();
+            scope.spawn(move || write_in_order(done_rx, sink, pool))
+        };
+        let mut compressors = Vec::new();
+        for _ in 0..workers {
+            let rx = raw_rx.clone();
+            let tx = done_tx.clone();
+            let pool = pool_tx.clone();
+            compressors.push(scope.spawn(move || compress_chunks(rx, tx, pool)));
+        }
+        drop(raw_rx);
+        let next_stage = if gzip { raw_tx } else { done_tx.clone() };
+        drop(done_tx);
+        let mut tar = TarStream {
+            buf: Vec::with_capacity(CHUNK),
+            seq: 0,
+            tx: next_stage,
+            pool: pool_rx,
+        };
+        let produced = produce(entries, contents, &mut tar);
+        let finished = produced.and_then(|files| tar.finish().map(|()| files));
+        // Closing the first stage lets the workers and the writer drain and stop.
+        drop(tar);
+        drop(pool_tx);
+        for c in compressors {
+            let _ = c.join();
+        }
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("archive writer thread panicked")));
+        match (finished, written) {
+            (Ok(files), Ok((hasher, bytes, sink))) => Ok((
+                ArchiveSummary {
+                    sha1: hex(&hasher.finalize()),
+                    bytes,
+                    files,
+                },
+                sink,
+            )),
+            // A write failure closes the pipeline; report it, not the
+            // "channel closed" the producer saw.
+            (_, Err(e)) => Err(ArchiveError::Write(e)),
+            (Err(e), Ok(_)) => Err(e),
+        }
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn produce(
+    entries: impl IntoIterator<Item = Entry>,
+    contents: &dyn Contents,
+    tar: &mut TarStream,
+) -> Result<u64, ArchiveError> {
+    let mut files = 0u64;
+    for entry in entries {
+        let path = entry.path.as_slice();
+        match &entry.kind {
+            EntryKind::Dir => {
+                let mut name = path.to_vec();
+                name.push(b'/');
+                tar.header(&name, tar::EntryType::Directory, entry.mode, 0, b"")?;
+                continue;
+            }
+            EntryKind::File { size } => {
+                let disk = contents.root().join(std::ffi::OsStr::from_bytes(path));
+                let mut file = File::open(&disk).map_err(|source| ArchiveError::Read {
+                    path: disk.clone(),
+                    source,
+                })?;
+                tar.header(path, tar::EntryType::Regular, entry.mode, *size, b"")?;
+                tar.copy_file(&mut file, *size, &disk)?;
+            }
+            EntryKind::Symlink { target } => {
+                tar.header(path, tar::EntryType::Symlink, entry.mode, 0, target)?;
+            }
+            EntryKind::HardLink { target } => {
+                tar.header(path, tar::EntryType::Link, entry.mode, 0, target)?;
+            }
+            EntryKind::Fifo => {
+                tar.header(path, tar::EntryType::Fifo, entry.mode, 0, b"")?;
+            }
+            EntryKind::Memory { index } => {
+                let data = contents.memory(*index);
+                tar.header(
+                    path,
+                    tar::EntryType::Regular,
+                    entry.mode,
+                    data.len() as u64,
+                    b"",
+                )?;
+                tar.write(data)?;
+                tar.pad(data.len() as u64)?;
+            }
+        }
+        files += 1;
+    }
+    Ok(files)
+}
+
+/// The tar byte stream, cut into chunks and handed to the next stage.
+struct TarStream {
+    buf: Vec<u8>,
+    seq: u64,
+    tx: Sender<Chunk>,
+    pool: Receiver<Vec<u8>>,
+}
+
+fn closed() -> ArchiveError {
+    ArchiveError::Write(io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "archive pipeline closed",
+    ))
+}
+
+impl TarStream {
+    fn flush_chunk(&mut self) -> Result<(), ArchiveError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let fresh = self
+            .pool
+            .try_recv()
+            .map(|mut v| {
+                v.clear();
+                v
+            })
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let data = std::mem::replace(&mut self.buf, fresh);
+        self.tx
+            .send(Chunk {
+                seq: self.seq,
+                data,
+            })
+            .map_err(|_| closed())?;
+        self.seq += 1;
+        Ok(())
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> Result<(), ArchiveError> {
+        while !data.is_empty() {
+            let room = CHUNK - self.buf.len();
+            let n = room.min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() == CHUNK {
+                self.flush_chunk()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn pad(&mut self, size: u64) -> Result<(), ArchiveError> {
+        let rem = (size % 512) as usize;
+        if rem != 0 {
+            self.write(&[0u8; 512][..512 - rem])?;
+        }
+        Ok(())
+    }
+
+    /// Copy exactly `size` bytes of `file` into the stream, reading straight
+    /// into the chunk buffer. A file that is shorter or longer than `size`
+    /// is an error.
+    fn copy_file(&mut self, file: &mut File, size: u64, path: &Path) -> Result<(), ArchiveError> {
+        let mut left = size;
+        let read_err = |source| ArchiveError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        while left > 0 {
+            let start = self.buf.len();
+            let want = ((CHUNK - start) as u64).min(left) as usize;
+            self.buf.resize(start + want, 0);
+            let n = loop {
+                match file.read(&mut self.buf[start..start + want]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(read_err(e)),
+                }
+            };
+            self.buf.truncate(start + n);
+            if n == 0 {
+                return Err(ArchiveError::Changed {
+                    path: path.to_path_buf(),
+                    expected: size,
+                });
+            }
+            left -= n as u64;
+            if self.buf.len() == CHUNK {
+                self.flush_chunk()?;
+            }
+        }
+        let mut probe = [0u8; 1];
+        match file.read(&mut probe) {
+            Ok(0) => {}
+            Ok(_) => {
+                return Err(ArchiveError::Changed {
+                    path: path.to_path_buf(),
+                    expected: size,
+                })
+            }
+            Err(e) => return Err(read_err(e)),
+        }
+        self.pad(size)
+    }
+
+    /// One header, preceded by GNU long-name/long-link entries when the
+    /// name or link target does not fit the 100-byte fields.
+    fn header(
+        &mut self,
+        name: &[u8],
+        kind: tar::EntryType,
+        mode: u32,
+        size: u64,
+        link: &[u8],
+    ) -> Result<(), ArchiveError> {
+        if name.len() > 100 {
+            self.long_entry(tar::EntryType::GNULongName, name)?;
+        }
+        if link.len() > 100 {
+            self.long_entry(tar::EntryType::GNULongLink, link)?;
+        }
+        let header = make_header(
+            &name[..name.len().min(100)],
+            kind,
+            mode,
+            size,
+            &link[..link.len().min(100)],
+        );
+        self.write(header.as_bytes())
+    }
+
+    fn long_entry(&mut self, kind: tar::EntryType, value: &[u8]) -> Result<(), ArchiveError> {
+        let len = value.len() as u64 + 1;
+        let header = make_header(b"././@LongLink", kind, 0o644, len, b"");
+        self.write(header.as_bytes())?;
+        self.write(value)?;
+        self.write(&[0])?;
+        self.pad(len)
+    }
+
+    /// End of archive: two zero blocks, then the last chunk.
+    fn finish(&mut self) -> Result<(), ArchiveError> {
+        self.write(&[0u8; 1024])?;
+        self.flush_chunk()
+    }
+}
+
+fn make_header(
+    name: &[u8],
+    kind: tar::EntryType,
+    mode: u32,
+    size: u64,
+    link: &[u8],
+) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    if let Some(gnu) = header.as_gnu_mut() {
+        gnu.name[..name.len()].copy_from_slice(name);
+        gnu.linkname[..link.len()].copy_from_slice(link);
+    }
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_size(size);
+    header.set_cksum();
+    header
+}
+
+/// Bytes per block when telling compressible from incompressible data.
+const BLOCK: usize = 16 * 1024;
+
+/// Whether a block looks incompressible (already compressed or random):
+/// the byte entropy of a sample is close to 8 bits. Text and code sit near
+/// 4-6 bits. Deterministic: it depends only on the bytes.
+fn looks_incompressible(block: &[u8]) -> bool {
+    let mut counts = [0u32; 256];
+    let mut n = 0u32;
+    for &b in block.iter().step_by(4) {
+        counts[b as usize] += 1;
+        n += 1;
+    }
+    if n < 256 {
+        return false;
+    }
+    let total = f64::from(n);
+    let entropy: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / total;
+            -p * p.log2()
+        })
+        .sum();
+    entropy > 7.5
+}
+
+/// One chunk of tar stream to gzip: runs of incompressible blocks are
+/// stored (level 0, no time spent searching for matches that are not
+/// there), the rest compressed at [`GZIP_LEVEL`]; each run is one member.
+struct ChunkCompressor {
+    deflate: libdeflater::Compressor,
+    store: libdeflater::Compressor,
+}
+
+impl ChunkCompressor {
+    fn new() -> Self {
+        let level = |l| libdeflater::CompressionLvl::new(l).unwrap_or_default();
+        Self {
+            deflate: libdeflater::Compressor::new(level(GZIP_LEVEL)),
+            store: libdeflater::Compressor::new(level(0)),
+        }
+    }
+
+    fn compress(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), libdeflater::CompressionError> {
+        out.clear();
+        let mut start = 0;
+        while start < data.len() {
+            let stored = looks_incompressible(&data[start..(start + BLOCK).min(data.len())]);
+            let mut end = (start + BLOCK).min(data.len());
+            while end < data.len()
+                && looks_incompressible(&data[end..(end + BLOCK).min(data.len())]) == stored
+            {
+                end = (end + BLOCK).min(data.len());
+            }
+            let compressor = if stored {
+                &mut self.store
+            } else {
+                &mut self.deflate
+            };
+            let run = &data[start..end];
+            let at = out.len();
+            out.resize(at + compressor.gzip_compress_bound(run.len()), 0);
+            let n = compressor.gzip_compress(run, &mut out[at..])?;
+            out.truncate(at + n);
+            start = end;
+        }
+        Ok(())
+    }
+}
+
+fn compress_chunks(rx: Receiver<Chunk>, tx: Sender<Chunk>, pool: Sender<Vec<u8>>) {
+    let mut compressor = ChunkCompressor::new();
+    for chunk in rx {
+        let mut out = Vec::with_capacity(CHUNK + CHUNK / 16);
+        if compressor.compress(&chunk.data, &mut out).is_err() {
+            // Cannot happen with buffers of the bound's size; stop the pipeline.
+            return;
+        }
+        let _ = pool.try_send(chunk.data);
+        if tx
+            .send(Chunk {
+                seq: chunk.seq,
+                data: out,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+type Written<W> = (Sha1, u64, W);
+
+fn write_in_order<W: Write>(
+    rx: Receiver<Chunk>,
+    mut sink: W,
+    pool: Sender<Vec<u8>>,
+) -> io::Result<Written<W>> {
+    let mut hasher = Sha1::new();
+    let mut bytes = 0u64;
+    let mut next = 0u64;
+    let mut waiting: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    for chunk in rx {
+        waiting.insert(chunk.seq, chunk.data);
+        while let Some(data) = waiting.remove(&next) {
+            hasher.update(&data);
+            sink.write_all(&data)?;
+            bytes += data.len() as u64;
+            next += 1;
+            if data.capacity() >= CHUNK {
+                let _ = pool.try_send(data);
+            }
+            // Buffers the pool has no room for are freed here.
+        }
+    }
+    sink.flush()?;
+    Ok((hasher, bytes, sink))
+}

@@ -1,0 +1,515 @@
+//! The build context: what every builder receives, made once in the host
+//! (ZenML's `BuildContext`). Deciding what is sent follows the Docker CLI
+//! exactly ([`dockerignore`], [`walk`]); the archive is deterministic and
+//! streamed ([`archive`]); non-local builders get it through an artifact
+//! store ([`store`]).
+
+pub mod archive;
+pub mod dockerignore;
+pub mod store;
+pub mod walk;
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use sha1::{Digest, Sha1};
+
+pub use archive::{ArchiveError, ArchiveSummary};
+use dockerignore::{Matcher, PatternError};
+pub use walk::{Entry, EntryKind};
+
+/// ZenML warns about contexts above this size when no ignore file exists.
+pub const LARGE_CONTEXT_BYTES: u64 = 50 * 1024 * 1024;
+
+/// What the user named: the root, and optionally a Dockerfile and an ignore
+/// file. Relative paths are relative to `cwd`, as for `docker build -f`.
+#[derive(Debug, Clone, Default)]
+pub struct ContextOptions {
+    /// The context root.
+    pub root: PathBuf,
+    /// `-f/--file`.
+    pub dockerfile: Option<PathBuf>,
+    /// `--dockerignore` (ZenML's `dockerignore_file`).
+    pub ignore_file: Option<PathBuf>,
+}
+
+/// A file added from memory by the host or a builder plugin; never subject
+/// to the user's ignore rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraFile {
+    /// `/`-separated path relative to the root.
+    pub path: String,
+    /// Contents.
+    pub contents: Vec<u8>,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// Why a context could not be planned or packed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// The root is missing or not a directory.
+    #[error("build context {path}: {reason}")]
+    Root {
+        /// The root as resolved.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The Dockerfile cannot be found.
+    #[error("cannot locate Dockerfile {path}: {reason}")]
+    Dockerfile {
+        /// Where kiln looked.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// The ignore file cannot be read.
+    #[error("cannot read ignore file {path}: {source}")]
+    IgnoreFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A pattern in the ignore file is invalid.
+    #[error("{path}: {error}")]
+    Pattern {
+        /// The ignore file.
+        path: PathBuf,
+        /// Docker's message and the line.
+        error: PatternError,
+    },
+    /// A file or directory under the root could not be read during the walk.
+    #[error("cannot read {path}: {source}")]
+    Walk {
+        /// The path on disk.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file added from memory cannot be placed.
+    #[error("cannot add {path:?} to the build context: {reason}")]
+    Extra {
+        /// The path asked for.
+        path: String,
+        /// Why not.
+        reason: String,
+    },
+    /// Making the archive failed.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// Writing the output file failed.
+    #[error("writing {path}: {source}")]
+    Output {
+        /// The output path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ContextError {
+    /// Whether the user's input is at fault (as opposed to the output side).
+    pub fn is_input_error(&self) -> bool {
+        !matches!(
+            self,
+            ContextError::Output { .. } | ContextError::Archive(ArchiveError::Write(_))
+        )
+    }
+}
+
+/// A planned build context: the resolved root, Dockerfile and rules, and
+/// the files added from memory. Entries are produced by walking on demand
+/// ([`Context::visit`], [`Context::write_to`]), never all held at once.
+#[derive(Debug)]
+pub struct Context {
+    root: PathBuf,
+    dockerfile: String,
+    ignore_file: Option<PathBuf>,
+    matcher: Matcher,
+    extras: Vec<ExtraFile>,
+}
+
+/// What a walk or an archive saw, besides the entries.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Warnings to show the user (skipped special files, a large context).
+    pub warnings: Vec<String>,
+    /// Non-directory entries sent.
+    pub files: u64,
+    /// Bytes of file content sent.
+    pub content_bytes: u64,
+}
+
+impl Context {
+    /// Resolve the root, Dockerfile and ignore file as the Docker CLI does
+    /// and compile the rules. Nothing under the root is read yet.
+    pub fn plan(options: &ContextOptions, cwd: &Path) -> Result<Self, ContextError> {
+        let root = resolve_root(&cwd.join(&options.root))?;
+        let (dockerfile_disk, dockerfile_given) = locate_dockerfile(options, cwd, &root)?;
+        let ignore_file = pick_ignore_file(options, cwd, &root, &dockerfile_given)?;
+
+        let inside = dockerfile_disk
+            .strip_prefix(&root)
+            .ok()
+            .and_then(|p| p.to_str())
+            .map(|p| p.to_string());
+
+        let mut lines = Vec::new();
+        if let Some(file) = &ignore_file {
+            let bytes = fs::read(file).map_err(|source| ContextError::IgnoreFile {
+                path: file.clone(),
+                source,
+            })?;
+            lines = dockerignore::read_patterns(&bytes).map_err(|error| ContextError::Pattern {
+                path: file.clone(),
+                error,
+            })?;
+        }
+        let compile = |extra: &[String]| {
+            let all = lines
+                .iter()
+                .map(|(n, p)| (*n, p.as_str()))
+                .chain(extra.iter().map(|p| (0, p.as_str())));
+            Matcher::new(all).map_err(|error| ContextError::Pattern {
+                path: ignore_file.clone().unwrap_or_default(),
+                error,
+            })
+        };
+        let matcher = compile(&[])?;
+        // The Dockerfile and .dockerignore are always sent
+        // (the CLI's TrimBuildFilesFromExcludes).
+        let mut keep = Vec::new();
+        if matcher.matches_or_parent_matches(".dockerignore") {
+            keep.push("!.dockerignore".to_string());
+        }
+        if let Some(rel) = &inside {
+            if matcher.matches_or_parent_matches(rel) {
+                keep.push(format!("!{rel}"));
+            }
+        }
+        let matcher = if keep.is_empty() {
+            matcher
+        } else {
+            compile(&keep)?
+        };
+        let mut context = Context {
+            root,
+            dockerfile: inside.clone().unwrap_or_default(),
+            ignore_file,
+            matcher,
+            extras: Vec::new(),
+        };
+        if inside.is_none() {
+            context.add_outside_dockerfile(&dockerfile_disk)?;
+        }
+        Ok(context)
+    }
+
+    /// The resolved root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The Dockerfile's path inside the context.
+    pub fn dockerfile(&self) -> &str {
+        &self.dockerfile
+    }
+
+    /// The ignore file that was applied, if any.
+    pub fn ignore_file(&self) -> Option<&Path> {
+        self.ignore_file.as_deref()
+    }
+
+    /// Add or replace files from memory. They are not subject to the ignore
+    /// rules. A path that is a directory in the context is refused when the
+    /// context is walked.
+    pub fn add_files(&mut self, files: Vec<ExtraFile>) -> Result<(), ContextError> {
+        for file in files {
+            let path = dockerignore::clean(&file.path);
+            if path.starts_with("../") || path == ".." || path.starts_with('/') || path == "." {
+                return Err(ContextError::Extra {
+                    path: file.path,
+                    reason: "the path must stay inside the context root".into(),
+                });
+            }
+            let file = ExtraFile {
+                path,
+                mode: file.mode & 0o7777,
+                ..file
+            };
+            match self.extras.iter_mut().find(|e| e.path == file.path) {
+                Some(existing) => *existing = file,
+                None => self.extras.push(file),
+            }
+        }
+        Ok(())
+    }
+
+    /// Visit every entry that is sent, in archive order, on this thread.
+    pub fn visit(
+        &self,
+        visit: &mut dyn FnMut(Entry) -> Result<(), ContextError>,
+    ) -> Result<Report, ContextError> {
+        let placed = self.placed_extras();
+        let walk = walk::Walk {
+            root: &self.root,
+            matcher: &self.matcher,
+            extras: &placed,
+        };
+        let report = walk.run(visit).map_err(|e| self.walk_error(e))?;
+        Ok(self.finish_report(report))
+    }
+
+    /// The context's content hash without writing anything: the sha1 of the
+    /// uncompressed archive.
+    pub fn digest(&self) -> Result<(ArchiveSummary, Report), ContextError> {
+        let (summary, report, _) = self.write_to(false, std::io::sink())?;
+        Ok((summary, report))
+    }
+
+    /// Stream the archive into `sink`: the walk runs on its own thread and
+    /// feeds the archive pipeline as it goes.
+    pub fn write_to<W: Write + Send>(
+        &self,
+        gzip: bool,
+        sink: W,
+    ) -> Result<(ArchiveSummary, Report, W), ContextError> {
+        let placed = self.placed_extras();
+        let walk = walk::Walk {
+            root: &self.root,
+            matcher: &self.matcher,
+            extras: &placed,
+        };
+        let (tx, rx) = crossbeam_channel::bounded::<Entry>(1024);
+        std::thread::scope(|scope| {
+            let walker = scope.spawn(move || walk.run(&mut |entry| tx.send(entry).map_err(|_| ())));
+            let archived = archive::write_archive(rx, self, gzip, sink);
+            let walked = walker.join().unwrap_or_else(|_| {
+                Err(walk::WalkError::Io {
+                    path: self.root.clone(),
+                    source: std::io::Error::other("the walk thread panicked"),
+                })
+            });
+            match (walked, archived) {
+                // The walk's own failure comes first; the archive then only
+                // saw its input end early.
+                (Err(walk::WalkError::Io { path, source }), _) => {
+                    Err(ContextError::Walk { path, source })
+                }
+                (Err(walk::WalkError::Conflict(path)), _) => Err(conflict(&path)),
+                (Err(walk::WalkError::Stopped(())), Ok(_)) => Err(ContextError::Archive(
+                    ArchiveError::Write(std::io::Error::other("the archive stopped reading")),
+                )),
+                (_, Err(e)) => Err(e.into()),
+                (Ok(report), Ok((summary, sink))) => {
+                    Ok((summary, self.finish_report(report), sink))
+                }
+            }
+        })
+    }
+
+    /// Write the archive to `out` atomically: a temporary file beside it,
+    /// renamed into place only when complete. On failure nothing is left.
+    pub fn pack_to_file(
+        &self,
+        out: &Path,
+        gzip: bool,
+    ) -> Result<(ArchiveSummary, Report), ContextError> {
+        let output = |source| ContextError::Output {
+            path: out.to_path_buf(),
+            source,
+        };
+        let dir = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(".kiln-pack-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .tempfile_in(&dir)
+            .map_err(output)?;
+        let (summary, report, temp) = self.write_to(gzip, temp)?;
+        temp.as_file().sync_all().map_err(output)?;
+        temp.persist(out).map_err(|e| output(e.error))?;
+        Ok((summary, report))
+    }
+
+    fn placed_extras(&self) -> Vec<walk::Extra> {
+        self.extras
+            .iter()
+            .enumerate()
+            .map(|(index, file)| {
+                let (dir, name) = file.path.rsplit_once('/').unwrap_or(("", &file.path));
+                walk::Extra {
+                    dir: dir.as_bytes().to_vec(),
+                    name: name.as_bytes().to_vec(),
+                    index,
+                    mode: file.mode,
+                    size: file.contents.len() as u64,
+                }
+            })
+            .collect()
+    }
+
+    fn walk_error(&self, error: walk::WalkError<ContextError>) -> ContextError {
+        match error {
+            walk::WalkError::Io { path, source } => ContextError::Walk { path, source },
+            walk::WalkError::Conflict(path) => conflict(&path),
+            walk::WalkError::Stopped(e) => e,
+        }
+    }
+
+    fn finish_report(&self, walked: walk::WalkReport) -> Report {
+        let mut warnings = walked.warnings;
+        if self.ignore_file.is_none() && walked.content_bytes > LARGE_CONTEXT_BYTES {
+            warnings.push(format!(
+                "the build context is {:.1} MiB and there is no .dockerignore in {}; \
+                 if that is more than the image needs, add one (or pass --dockerignore FILE)",
+                walked.content_bytes as f64 / (1024.0 * 1024.0),
+                self.root.display()
+            ));
+        }
+        Report {
+            warnings,
+            files: walked.files,
+            content_bytes: walked.content_bytes,
+        }
+    }
+
+    fn add_outside_dockerfile(&mut self, disk: &Path) -> Result<(), ContextError> {
+        // As the Docker CLI does for a Dockerfile outside the context: send
+        // it under a hidden name and list that name in .dockerignore so COPY
+        // never picks it up. The name is derived from the contents (the CLI
+        // uses a random one) so the archive stays reproducible.
+        let contents = fs::read(disk).map_err(|e| ContextError::Dockerfile {
+            path: disk.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let digest = Sha1::digest(&contents);
+        let name = format!(
+            ".dockerfile.{}",
+            digest[..10]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let existing = self.root.join(".dockerignore");
+        let mut ignore = match fs::symlink_metadata(&existing) {
+            Ok(m) if m.is_file() && !self.matcher.matches_or_parent_matches(".dockerignore") => {
+                fs::read(&existing).map_err(|source| ContextError::IgnoreFile {
+                    path: existing.clone(),
+                    source,
+                })?
+            }
+            _ => b".dockerignore".to_vec(),
+        };
+        ignore.extend_from_slice(format!("\n{name}\n").as_bytes());
+        self.dockerfile = name.clone();
+        self.add_files(vec![
+            ExtraFile {
+                path: name,
+                contents,
+                mode: 0o600,
+            },
+            ExtraFile {
+                path: ".dockerignore".into(),
+                contents: ignore,
+                mode: 0o600,
+            },
+        ])
+    }
+}
+
+impl archive::Contents for Context {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn memory(&self, index: usize) -> &[u8] {
+        &self.extras[index].contents
+    }
+}
+
+fn conflict(path: &[u8]) -> ContextError {
+    ContextError::Extra {
+        path: String::from_utf8_lossy(path).into_owned(),
+        reason: "the context has a directory there, or a file where a directory is needed".into(),
+    }
+}
+
+fn resolve_root(given: &Path) -> Result<PathBuf, ContextError> {
+    let root = fs::canonicalize(given).map_err(|e| ContextError::Root {
+        path: given.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if !root.is_dir() {
+        return Err(ContextError::Root {
+            path: root,
+            reason: "not a directory".into(),
+        });
+    }
+    Ok(root)
+}
+
+/// The Dockerfile on disk (symlinks resolved) and the path as the user
+/// named it (for `<Dockerfile>.dockerignore`).
+fn locate_dockerfile(
+    options: &ContextOptions,
+    cwd: &Path,
+    root: &Path,
+) -> Result<(PathBuf, PathBuf), ContextError> {
+    let given = match &options.dockerfile {
+        Some(f) => cwd.join(f),
+        None => {
+            let default = root.join("Dockerfile");
+            let lower = root.join("dockerfile");
+            if fs::symlink_metadata(&default).is_err() && fs::symlink_metadata(&lower).is_ok() {
+                lower
+            } else {
+                default
+            }
+        }
+    };
+    let disk = fs::canonicalize(&given).map_err(|e| ContextError::Dockerfile {
+        path: given.clone(),
+        reason: e.to_string(),
+    })?;
+    if disk.is_dir() {
+        return Err(ContextError::Dockerfile {
+            path: given,
+            reason: "it is a directory".into(),
+        });
+    }
+    Ok((disk, given))
+}
+
+fn pick_ignore_file(
+    options: &ContextOptions,
+    cwd: &Path,
+    root: &Path,
+    dockerfile: &Path,
+) -> Result<Option<PathBuf>, ContextError> {
+    if let Some(explicit) = &options.ignore_file {
+        let path = cwd.join(explicit);
+        if let Err(source) = fs::metadata(&path) {
+            return Err(ContextError::IgnoreFile { path, source });
+        }
+        return Ok(Some(path));
+    }
+    let mut beside = dockerfile.as_os_str().to_owned();
+    beside.push(".dockerignore");
+    let beside = PathBuf::from(beside);
+    if beside.is_file() {
+        return Ok(Some(beside));
+    }
+    let default = root.join(".dockerignore");
+    Ok(default.is_file().then_some(default))
+}
