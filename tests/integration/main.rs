@@ -1,6 +1,8 @@
 //! kiln's integration tests: the real `kiln` binary against real plugin
 //! libraries (the fixtures under `tests/fixtures/`, built by the harness).
 
+mod context;
+mod docker_cli;
 mod util;
 
 use std::fs;

@@ -496,3 +496,110 @@ fn write_in_order<W: Write>(
     sink.flush()?;
     Ok((hasher, bytes, sink))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(std::path::PathBuf);
+
+    impl Contents for Dir {
+        fn root(&self) -> &Path {
+            &self.0
+        }
+        fn memory(&self, _: usize) -> &[u8] {
+            b""
+        }
+    }
+
+    fn file(path: &str, size: u64) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::File { size },
+            mode: 0o644,
+        }
+    }
+
+    fn archive(dir: &Dir, entries: Vec<Entry>, gzip: bool) -> Result<ArchiveSummary, ArchiveError> {
+        write_archive(entries, dir, gzip, io::sink()).map(|(s, _)| s)
+    }
+
+    #[test]
+    fn a_file_that_changed_size_or_vanished_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("f"), b"12345").expect("write");
+        let dir = Dir(tmp.path().to_path_buf());
+        for gzip in [false, true] {
+            assert!(archive(&dir, vec![file("f", 5)], gzip).is_ok());
+            for claimed in [4, 6] {
+                match archive(&dir, vec![file("f", claimed)], gzip) {
+                    Err(ArchiveError::Changed { path, expected }) => {
+                        assert!(path.ends_with("f"));
+                        assert_eq!(expected, claimed);
+                    }
+                    other => panic!("size {claimed}: {other:?}"),
+                }
+            }
+            match archive(&dir, vec![file("f", 5), file("gone", 1)], gzip) {
+                Err(ArchiveError::Read { path, .. }) => assert!(path.ends_with("gone")),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn incompressible_runs_are_stored_and_the_stream_stays_valid() {
+        let text: Vec<u8> = b"def handler(self, event):\n    return event.payload\n"
+            .iter()
+            .copied()
+            .cycle()
+            .take(3 * BLOCK)
+            .collect();
+        // A xorshift stream: incompressible.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..3 * BLOCK)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(!looks_incompressible(&text[..BLOCK]));
+        assert!(looks_incompressible(&noise[..BLOCK]));
+        let data = [text.clone(), noise.clone(), text.clone()].concat();
+        let mut out = Vec::new();
+        ChunkCompressor::new()
+            .compress(&data, &mut out)
+            .expect("compress");
+        // Three members; decoding them one after another gives the input back.
+        let mut decoder = libdeflater::Decompressor::new();
+        let mut rest = out.as_slice();
+        let mut back = Vec::new();
+        let mut members = 0;
+        while !rest.is_empty() {
+            let isize =
+                |m: &[u8]| u32::from_le_bytes(m[m.len() - 4..].try_into().expect("4")) as usize;
+            // Find the member end by trying prefixes that end in a plausible trailer.
+            let end = (18..=rest.len())
+                .find(|&n| {
+                    let mut buf = vec![0u8; isize(&rest[..n]).min(4 * BLOCK)];
+                    decoder
+                        .gzip_decompress(&rest[..n], &mut buf)
+                        .is_ok_and(|m| m == buf.len())
+                })
+                .expect("a complete member");
+            let mut buf = vec![0u8; isize(&rest[..end])];
+            decoder
+                .gzip_decompress(&rest[..end], &mut buf)
+                .expect("member");
+            back.extend_from_slice(&buf);
+            rest = &rest[end..];
+            members += 1;
+        }
+        assert_eq!(back, data);
+        assert_eq!(members, 3);
+        // The noise was stored, not squeezed: close to its own size.
+        assert!(out.len() > noise.len());
+    }
+}
