@@ -16,6 +16,14 @@ pub mod exit {
     pub const PLUGIN: i32 = 3;
     /// The project state could not be read or written.
     pub const STATE: i32 = 4;
+    /// The builder's daemon (or other backend) is unreachable or unusable.
+    pub const DAEMON: i32 = 5;
+    /// The build itself failed (a failing `RUN`, a bad Dockerfile).
+    pub const BUILD_FAILED: i32 = 6;
+    /// A registry refused us (auth) or could not be used.
+    pub const REGISTRY: i32 = 7;
+    /// Interrupted (Ctrl-C), as shells report SIGINT.
+    pub const INTERRUPTED: i32 = 130;
 }
 
 /// Everything the host library can fail with. Each variant names what it touched.
@@ -128,6 +136,16 @@ pub enum Error {
         /// The plugin's message.
         message: String,
     },
+    /// A build did not succeed; `code` is one of the build exit codes.
+    #[error("{builder}: {message}")]
+    Build {
+        /// The builder component (or `flavor NAME`).
+        builder: String,
+        /// What the builder said.
+        message: String,
+        /// The exit code.
+        code: i32,
+    },
     /// The build context could not be made.
     #[error(transparent)]
     Context(#[from] crate::context::ContextError),
@@ -155,6 +173,7 @@ impl Error {
             Error::BadSchema { .. } | Error::PluginProblems { .. } | Error::Plugin { .. } => {
                 exit::PLUGIN
             }
+            Error::Build { code, .. } => *code,
             Error::Context(e) if e.is_input_error() => exit::USAGE,
             Error::Context(_) => exit::FAILURE,
             Error::CorruptState { .. } | Error::Io { .. } => exit::STATE,

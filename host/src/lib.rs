@@ -11,6 +11,7 @@
 //!   artifact store upload);
 //! - `cli`: commands over the above; `output`: everything printed.
 
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod context;

@@ -1,6 +1,7 @@
 //! kiln's integration tests: the real `kiln` binary against real plugin
 //! libraries (the fixtures under `tests/fixtures/`, built by the harness).
 
+mod build;
 mod context;
 mod docker_cli;
 mod util;

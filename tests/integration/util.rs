@@ -30,6 +30,9 @@ const FIXTURES: &[(&str, Option<&str>)] = &[
     ),
 ];
 
+/// Plugins shipped in `plugins/` that the tests load, built with the fixtures.
+const SHIPPED: &[&str] = &["kiln-docker"];
+
 fn lib_file_name(crate_name: &str) -> String {
     format!(
         "{}{}{}",
@@ -74,16 +77,20 @@ fn fixtures_dir() -> &'static Path {
             if release {
                 cmd.arg("--release");
             }
-            for n in &names {
-                cmd.args(["-p", &format!("fixture-{n}")]);
+            let mut packages: Vec<String> = names.iter().map(|n| format!("fixture-{n}")).collect();
+            if feature.is_none() {
+                packages.extend(SHIPPED.iter().map(|p| p.to_string()));
+            }
+            for p in &packages {
+                cmd.args(["-p", p]);
             }
             if let Some(f) = feature {
                 cmd.args(["--features", f]);
             }
             let status = cmd.status().expect("run cargo build for fixtures");
             assert!(status.success(), "building fixtures {names:?} failed");
-            for n in names {
-                let file = lib_file_name(&format!("fixture-{n}"));
+            for package in packages {
+                let file = lib_file_name(&package);
                 fs::copy(profile_dir.join(&file), out.join(&file))
                     .unwrap_or_else(|e| panic!("copying fixture {file}: {e}"));
             }
@@ -96,6 +103,13 @@ fn fixtures_dir() -> &'static Path {
 pub fn fixture(name: &str) -> PathBuf {
     let p = fixtures_dir().join(lib_file_name(&format!("fixture-{name}")));
     assert!(p.is_file(), "fixture {name} not built at {}", p.display());
+    p
+}
+
+/// The built library of a plugin shipped in `plugins/` (`kiln-docker`).
+pub fn shipped_plugin(package: &str) -> PathBuf {
+    let p = fixtures_dir().join(lib_file_name(package));
+    assert!(p.is_file(), "plugin {package} not built at {}", p.display());
     p
 }
 

@@ -39,6 +39,8 @@ pub enum Command {
     Plugin(PluginCommand),
     /// Create a kiln project (.kiln/) in the current directory or --project DIR.
     Init,
+    /// Build an image from a context directory through a builder plugin.
+    Build(BuildArgs),
     /// Inspect and pack build contexts (Docker's .dockerignore rules, deterministic archive).
     #[command(subcommand)]
     Context(ContextCommand),
@@ -257,4 +259,64 @@ pub enum ContextCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `kiln build DIR ...`
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The context root.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Image name, NAME[:TAG] (repeatable). Without a tag, the tag is derived
+    /// from the context hash, Dockerfile, build args, target and platform.
+    /// Default name: the context folder's name.
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// The Dockerfile, relative to the working directory (default: DIR/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "DOCKERFILE")]
+    pub file: Option<PathBuf>,
+    /// The ignore file (default: <Dockerfile>.dockerignore, else DIR/.dockerignore).
+    #[arg(long, value_name = "FILE")]
+    pub dockerignore: Option<PathBuf>,
+    /// The image-builder component to use.
+    #[arg(long, value_name = "COMPONENT", conflicts_with = "builder_flavor")]
+    pub builder: Option<String>,
+    /// Use this builder flavor directly (default: local), configured with --builder-config.
+    #[arg(long = "builder-flavor", value_name = "FLAVOR")]
+    pub builder_flavor: Option<String>,
+    /// JSON config for --builder-flavor, validated against the flavor's schema.
+    #[arg(
+        long = "builder-config",
+        value_name = "JSON",
+        requires = "builder_flavor"
+    )]
+    pub builder_config: Option<String>,
+    /// Build-time variable KEY=VALUE (repeatable).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Build this stage of a multi-stage Dockerfile.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Target platform (linux/amd64, ...).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Image label KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Do not use the builder's cache.
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
+    /// Always try to pull newer versions of base images.
+    #[arg(long)]
+    pub pull: bool,
+    /// Build even when a checker finds the image already.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the plan (builder, context hash and size, image, checks) and stop:
+    /// nothing is constructed or contacted.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Print the result as JSON: {"image","digest","status","reason","context_sha1","seconds"}.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -2,6 +2,7 @@
 //! results on stdout. `main` only parses and maps the outcome to an exit code.
 
 mod args;
+mod build;
 mod component;
 mod context;
 mod flavor;
@@ -109,6 +110,7 @@ pub fn run(cli: Cli, env: &Environment) -> Result<i32> {
         Command::Plugin(cmd) => plugin::run(&session, cmd),
         Command::Component(cmd) => component::run(&session, cmd),
         Command::Context(cmd) => context::run(&session, cmd),
+        Command::Build(args) => build::run(&session, args),
         Command::Init => {
             let root = session
                 .project_flag

@@ -43,6 +43,37 @@ pub fn log_sink(plugin: &str) -> EventSinkBox {
     )
 }
 
+/// Shows build progress as it arrives: steps and the build's own output
+/// on stderr (the result goes to stdout), the rest through `tracing`.
+#[derive(Debug, Clone)]
+pub struct ProgressSink {
+    plugin: Arc<str>,
+}
+
+impl EventSink for ProgressSink {
+    fn emit(&self, event: Event) {
+        let msg = event.message.as_str();
+        match (event.level, event.kind.as_str()) {
+            (Level::ERROR, _) => crate::output::status(&format!("error: {msg}")),
+            (Level::WARN, _) => crate::output::warn(msg),
+            (Level::DEBUG, _) => tracing::debug!(plugin = &*self.plugin, "{msg}"),
+            (_, "step") => crate::output::status(&format!("=> {msg}")),
+            (_, "output") => crate::output::status(&format!("   {msg}")),
+            _ => crate::output::status(msg),
+        }
+    }
+}
+
+/// An event sink that shows `plugin`'s build progress to the user.
+pub fn progress_sink(plugin: &str) -> EventSinkBox {
+    EventSink_TO::from_ptr(
+        RArc::new(ProgressSink {
+            plugin: Arc::from(plugin),
+        }),
+        TD_Opaque,
+    )
+}
+
 /// A cancellation flag shared between the host (which sets it) and plugins
 /// (which poll it).
 #[derive(Debug, Clone, Default)]
@@ -52,6 +83,11 @@ impl CancelFlag {
     /// A flag not yet set.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether a stop was asked for.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
     }
 
     /// Ask every holder to stop.

@@ -1,0 +1,420 @@
+//! `kiln build DIR`: plan, decide, build, report.
+//!
+//! Planning (the builder's flavor and validated config, the context, the
+//! image names, the checks) is the same for `--dry-run` and a real build.
+//! Only a real build resolves secrets, constructs the builder, writes the
+//! context archive and contacts anything.
+
+use std::{
+    sync::Once,
+    time::{Duration, Instant},
+};
+
+use abi_stable::std_types::{RNone, ROption, RSome, RString, Tuple2};
+use kiln_plugin_api::{BuildContext, BuildRequest, ComponentType, ErrorKind, PluginError};
+use serde_json::{json, Map, Value};
+
+use super::{args::BuildArgs, context::hook_files, Session};
+use crate::{
+    build::{decide, default_name, derived_tag, split_tag, Decision, TagInputs},
+    config::{resolve_references, validate_component},
+    context::{Context, ContextOptions},
+    error::{exit, Error, Result},
+    output,
+    plugins::{progress_sink, CancelFlag, Catalog, Flavor},
+    state::ComponentStore,
+};
+
+/// The builder a build will use: its flavor and validated config.
+struct BuilderChoice {
+    /// The component name, or `flavor <name>` for --builder-flavor.
+    label: String,
+    component: Option<String>,
+    flavor: Flavor,
+    config: Map<String, Value>,
+}
+
+/// The flavor used when no builder is named.
+const DEFAULT_FLAVOR: &str = "local";
+
+fn parse_pairs(flag: &str, values: &[String]) -> Result<Vec<(String, String)>> {
+    values
+        .iter()
+        .map(|v| match v.split_once('=') {
+            Some((k, val)) if !k.is_empty() => Ok((k.to_string(), val.to_string())),
+            _ => Err(Error::BadArgument(format!(
+                "{flag} {v:?}: expected KEY=VALUE"
+            ))),
+        })
+        .collect()
+}
+
+fn choose_builder(
+    session: &Session<'_>,
+    catalog: &Catalog,
+    args: &BuildArgs,
+) -> Result<BuilderChoice> {
+    let t = ComponentType::IMAGE_BUILDER;
+    if let Some(name) = &args.builder {
+        let project = session.require_project()?;
+        let state = ComponentStore::new(&project).read()?;
+        let stored = state.get(name)?;
+        if stored.component_type != t.as_str() {
+            return Err(Error::BadArgument(format!(
+                "component {name:?} is a {}, not an image-builder",
+                stored.component_type
+            )));
+        }
+        let flavor = catalog.find(Some(t), &stored.flavor)?.clone();
+        let schema = flavor.schema()?;
+        let config = state.full_config(name)?;
+        validate_component(name, t.as_str(), flavor.name(), &schema, &config)?;
+        return Ok(BuilderChoice {
+            label: name.clone(),
+            component: Some(name.clone()),
+            flavor,
+            config,
+        });
+    }
+    let flavor_name = args.builder_flavor.as_deref().unwrap_or(DEFAULT_FLAVOR);
+    let flavor = catalog.find(Some(t), flavor_name).map_err(|e| {
+        if args.builder_flavor.is_none() {
+            Error::BadArgument(format!(
+                "no builder named: pass --builder COMPONENT or --builder-flavor FLAVOR \
+                 (the default, flavor {DEFAULT_FLAVOR:?}, is not available: {e})"
+            ))
+        } else {
+            e
+        }
+    })?;
+    let flavor = flavor.clone();
+    let config = match &args.builder_config {
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => {
+                return Err(Error::BadArgument(
+                    "--builder-config must be a JSON object".into(),
+                ))
+            }
+            Err(e) => {
+                return Err(Error::BadArgument(format!(
+                    "--builder-config is not valid JSON: {e}"
+                )))
+            }
+        },
+        None => Map::new(),
+    };
+    let schema = flavor.schema()?;
+    let label = format!("flavor {}", flavor.name());
+    validate_component(&label, t.as_str(), flavor.name(), &schema, &config)?;
+    Ok(BuilderChoice {
+        label,
+        component: None,
+        flavor,
+        config,
+    })
+}
+
+fn plugin_error(choice: &BuilderChoice, call: &'static str, e: PluginError) -> Error {
+    Error::Plugin {
+        plugin: choice.flavor.plugin.path.clone(),
+        flavor: choice.flavor.name().to_owned(),
+        call,
+        message: e.message.to_string(),
+    }
+}
+
+/// Errors from the builder's `build`, with the exit code their kind means.
+fn build_error(choice: &BuilderChoice, e: PluginError) -> Error {
+    let code = match e.kind {
+        ErrorKind::UNAVAILABLE => exit::DAEMON,
+        ErrorKind::BUILD_FAILED => exit::BUILD_FAILED,
+        ErrorKind::CANCELLED => exit::INTERRUPTED,
+        ErrorKind::AUTH => exit::REGISTRY,
+        ErrorKind::INVALID_CONFIG | ErrorKind::INVALID_INPUT => exit::USAGE,
+        _ => exit::PLUGIN,
+    };
+    if code == exit::PLUGIN {
+        return plugin_error(choice, "build", e);
+    }
+    Error::Build {
+        builder: choice.label.clone(),
+        message: e.message.to_string(),
+        code,
+    }
+}
+
+fn install_interrupt(flag: &CancelFlag) {
+    static ONCE: Once = Once::new();
+    let flag = flag.clone();
+    ONCE.call_once(move || {
+        let _ = ctrlc::set_handler(move || {
+            if flag.is_set() {
+                // A second Ctrl-C: stop now.
+                std::process::exit(exit::INTERRUPTED);
+            }
+            output::status("interrupted: stopping the build (Ctrl-C again to quit at once)");
+            flag.cancel();
+            // Give the builder time to stop the build in the daemon, then go.
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_secs(15));
+                std::process::exit(exit::INTERRUPTED);
+            });
+        });
+    });
+}
+
+pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
+    let started = Instant::now();
+    let catalog = session.catalog();
+    let choice = choose_builder(session, &catalog, &args)?;
+    let build_args = parse_pairs("--build-arg", &args.build_args)?;
+    let labels = parse_pairs("--label", &args.labels)?;
+
+    // The context, with the builder's hook (a describe-stage call: the
+    // builder is not constructed for it).
+    let options = ContextOptions {
+        root: args.dir.clone(),
+        dockerfile: args.file.clone(),
+        ignore_file: args.dockerignore.clone(),
+    };
+    let mut context = Context::plan(&options, &session.env.cwd)?;
+    let mut request = BuildRequest {
+        tags: Default::default(),
+        dockerfile: context.dockerfile().into(),
+        build_args: build_args
+            .iter()
+            .map(|(k, v)| Tuple2(RString::from(k.as_str()), RString::from(v.as_str())))
+            .collect(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| Tuple2(RString::from(k.as_str()), RString::from(v.as_str())))
+            .collect(),
+        target: opt(&args.target),
+        platform: opt(&args.platform),
+        no_cache: args.no_cache,
+        pull: args.pull,
+        extra_json: "{}".into(),
+    };
+    if choice.flavor.plugin.has_context_hook() {
+        let files = match &choice.component {
+            Some(component) => hook_files(session, component, &request)?,
+            None => choice
+                .flavor
+                .plugin
+                .customize_context(choice.flavor.name(), &choice.config, &request)
+                .map_err(|e| plugin_error(&choice, "customize_context", e))?
+                .into_iter()
+                .map(|f| crate::context::ExtraFile {
+                    path: f.path.into_string(),
+                    contents: f.contents.into_vec(),
+                    mode: f.mode,
+                })
+                .collect(),
+        };
+        context.add_files(files)?;
+    }
+
+    let tag_for = |sha1: &str| {
+        derived_tag(&TagInputs {
+            context_sha1: sha1,
+            dockerfile: context.dockerfile(),
+            build_args: &build_args,
+            target: args.target.as_deref(),
+            platform: args.platform.as_deref(),
+        })
+    };
+    let names = |sha1: &str| -> Vec<String> {
+        let given: Vec<String> = if args.tags.is_empty() {
+            let folder = context
+                .root()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            vec![default_name(&folder)]
+        } else {
+            args.tags.clone()
+        };
+        given
+            .into_iter()
+            .map(|t| match split_tag(&t) {
+                (_, Some(_)) => t,
+                (name, None) => format!("{name}:{}", tag_for(sha1)),
+            })
+            .collect()
+    };
+
+    if args.dry_run {
+        let (summary, report) = context.digest()?;
+        for w in &report.warnings {
+            output::warn(w);
+        }
+        let images = names(&summary.sha1);
+        let tag = split_tag(&images[0]).1.unwrap_or("latest").to_string();
+        let checks = match crate::build::checks_apply(&tag, args.force) {
+            Err(reason) => format!("none ({reason})"),
+            Ok(()) => "none configured: the image will be built".to_string(),
+        };
+        let plan = json!({
+            "image": images[0],
+            "images": images,
+            "digest": Value::Null,
+            "status": "planned",
+            "reason": "dry run: nothing was built",
+            "builder": choice.label,
+            "flavor": choice.flavor.name(),
+            "dockerfile": context.dockerfile(),
+            "context_sha1": summary.sha1,
+            "context_bytes": summary.bytes,
+            "context_files": summary.files,
+            "checks": checks,
+            "seconds": seconds(started),
+        });
+        if args.json {
+            output::json(&plan);
+        } else {
+            output::result(&format!(
+                "plan: build {} with {}\n  context: {} files, {} bytes, sha1 {}\n  dockerfile: {}\n  checks: {}",
+                images.join(", "),
+                describe(&choice),
+                summary.files,
+                summary.bytes,
+                summary.sha1,
+                context.dockerfile(),
+                checks
+            ));
+        }
+        return Ok(exit::OK);
+    }
+
+    // The archive, written once; its sha1 is the context hash.
+    let staging = tempfile::Builder::new()
+        .prefix("kiln-context-")
+        .suffix(".tar")
+        .tempfile()
+        .map_err(|e| Error::io("creating", std::env::temp_dir(), e))?;
+    let (summary, report, staging) = context.write_to(false, staging)?;
+    for w in &report.warnings {
+        output::warn(w);
+    }
+    let images = names(&summary.sha1);
+    let tag = split_tag(&images[0]).1.unwrap_or("latest").to_string();
+    let decision = decide(&tag, args.force, &[]);
+    let reason = match decision {
+        Decision::Skip { digest, reason } => {
+            report_result(
+                &args,
+                &images[0],
+                Some(&digest),
+                "skipped",
+                &reason,
+                &summary.sha1,
+                started,
+            );
+            return Ok(exit::OK);
+        }
+        Decision::Build { reason } => reason,
+    };
+    request.tags = images.iter().map(|t| RString::from(t.as_str())).collect();
+
+    // Construct the builder only now, with secrets resolved.
+    let schema = choice.flavor.schema()?;
+    let config = resolve_references(&choice.label, &choice.config, schema.secrets(), |n| {
+        std::env::var(n).ok()
+    })?;
+    let builder = choice
+        .flavor
+        .plugin
+        .construct_builder(choice.flavor.name(), &config)
+        .map_err(|e| plugin_error(&choice, "construct", e))?;
+    let flag = CancelFlag::new();
+    install_interrupt(&flag);
+    output::status(&format!(
+        "building {} with {} ({} files, {} bytes of context)",
+        images.join(", "),
+        describe(&choice),
+        summary.files,
+        summary.bytes
+    ));
+    let build_context = BuildContext {
+        archive_path: staging.path().to_string_lossy().as_ref().into(),
+        gzip: false,
+        sha1: summary.sha1.as_str().into(),
+        size: summary.bytes,
+        uploaded_uri: RNone,
+    };
+    let outcome = builder
+        .build(
+            &request,
+            &build_context,
+            RNone,
+            progress_sink(&choice.flavor.plugin.name),
+            flag.handle(),
+        )
+        .into_result();
+    drop(staging);
+    if flag.is_set() {
+        return Err(Error::Build {
+            builder: choice.label.clone(),
+            message: "interrupted".into(),
+            code: exit::INTERRUPTED,
+        });
+    }
+    let built = outcome.map_err(|e| build_error(&choice, e))?;
+    let digest: Option<String> = built.digest.into_option().map(|d| d.into_string());
+    report_result(
+        &args,
+        built.image.as_str(),
+        digest.as_deref(),
+        "built",
+        &reason,
+        &summary.sha1,
+        started,
+    );
+    Ok(exit::OK)
+}
+
+fn describe(choice: &BuilderChoice) -> String {
+    match &choice.component {
+        Some(c) => format!("component {c} (flavor {})", choice.flavor.name()),
+        None => choice.label.clone(),
+    }
+}
+
+fn opt(value: &Option<String>) -> ROption<RString> {
+    match value {
+        Some(v) => RSome(v.as_str().into()),
+        None => RNone,
+    }
+}
+
+fn seconds(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+fn report_result(
+    args: &BuildArgs,
+    image: &str,
+    digest: Option<&str>,
+    status: &str,
+    reason: &str,
+    context_sha1: &str,
+    started: Instant,
+) {
+    if args.json {
+        output::json(&json!({
+            "image": image,
+            "digest": digest,
+            "status": status,
+            "reason": reason,
+            "context_sha1": context_sha1,
+            "seconds": seconds(started),
+        }));
+    } else {
+        let digest = digest.map(|d| format!(" ({d})")).unwrap_or_default();
+        output::result(&format!(
+            "{status} {image}{digest} in {:.1} s: {reason}",
+            seconds(started)
+        ));
+    }
+}

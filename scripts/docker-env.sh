@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Make sure a Docker Engine answers on this machine and that the base image
+# the tests and the example use (local/busybox:1) exists. Idempotent.
+#
+# On a fresh Debian machine (root): installs Debian's docker.io and
+# busybox-static, starts dockerd detached, and makes local/busybox:1 with
+# `docker import` (nothing can be pulled here; see shared/ENVIRONMENT.md).
+# Exits non-zero, saying why, when the daemon cannot be made to answer.
+set -euo pipefail
+
+log=${KILN_DOCKERD_LOG:-/tmp/kiln-dockerd.log}
+say() { echo "docker-env: $*" >&2; }
+docker_cli=$(command -v docker || true)
+
+answers() { [ -n "$docker_cli" ] && timeout 10 "$docker_cli" info >/dev/null 2>&1; }
+
+if ! answers; then
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    say "no Docker daemon answers and this is not a root Debian machine: start dockerd yourself"
+    exit 1
+  fi
+  if ! command -v dockerd >/dev/null; then
+    say "installing docker.io (Debian)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io >/dev/null; }
+  fi
+  docker_cli=$(command -v docker)
+  if ! pgrep -x dockerd >/dev/null; then
+    say "starting dockerd (log: $log)"
+    setsid dockerd >"$log" 2>&1 < /dev/null &
+  fi
+  for _ in $(seq 1 60); do answers && break; sleep 1; done
+  answers || { say "dockerd did not answer within 60 s; see $log"; exit 1; }
+fi
+
+if ! "$docker_cli" image inspect local/busybox:1 >/dev/null 2>&1; then
+  if ! [ -x /bin/busybox ]; then
+    [ "$(id -u)" = 0 ] || { say "busybox-static is needed to make local/busybox:1"; exit 1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null; }
+  fi
+  rootfs=$(mktemp -d)
+  trap 'rm -rf "$rootfs"' EXIT
+  mkdir -p "$rootfs/bin" "$rootfs/tmp" "$rootfs/etc"
+  cp /bin/busybox "$rootfs/bin/busybox"
+  for tool in $("$rootfs/bin/busybox" --list); do
+    [ -e "$rootfs/bin/$tool" ] || ln -s busybox "$rootfs/bin/$tool"
+  done
+  echo "root:x:0:0:root:/root:/bin/sh" > "$rootfs/etc/passwd"
+  echo "nobody:x:65534:65534:nobody:/:/bin/sh" >> "$rootfs/etc/passwd"
+  echo "root:x:0:" > "$rootfs/etc/group"
+  echo "nogroup:x:65534:" >> "$rootfs/etc/group"
+  tar -C "$rootfs" -c . | "$docker_cli" import -c 'ENV PATH=/bin' - local/busybox:1 >/dev/null
+  say "made local/busybox:1"
+fi

@@ -1,0 +1,488 @@
+//! `kiln build` end to end: the real `kiln` binary, the real `kiln-docker`
+//! plugin, a real Docker Engine (started by scripts/test.sh), and `docker
+//! run` to check what the images contain.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::util::{fixture, shipped_plugin, TestProject};
+
+/// Whether a Docker Engine answers. Under `CI=true` a missing one fails the
+/// test; elsewhere the test says so and does not run.
+#[allow(clippy::print_stderr)]
+fn daemon() -> bool {
+    let up = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !up {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("no Docker Engine answers; scripts/test.sh starts one (CI=true)");
+        }
+        eprintln!(
+            "no Docker Engine: this end-to-end test did not run (scripts/test.sh starts one)"
+        );
+    }
+    up
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// A project with the docker plugin in its plugins folder.
+fn project() -> (TestProject, String) {
+    let p = TestProject::new();
+    let dir = p.root().join("plugins");
+    let src = shipped_plugin("kiln-docker");
+    fs::copy(&src, dir.join(src.file_name().expect("name"))).expect("copy plugin");
+    let dir = dir.to_string_lossy().into_owned();
+    (p, dir)
+}
+
+fn write(root: &Path, rel: &str, contents: &str) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    fs::write(p, contents).expect("write");
+}
+
+fn docker_run(image: &str, cmd: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(["run", "--rm", image])
+        .args(cmd)
+        .output()
+        .expect("docker run");
+    assert!(
+        out.status.success(),
+        "docker run {image} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Containers (running or not) whose command mentions `marker`.
+fn containers_with(marker: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Command}}"])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(marker))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn builds_run_copy_and_honour_dockerignore() {
+    if !daemon() {
+        return;
+    }
+    let (p, plugins) = project();
+    let c = p.work().join("app");
+    write(
+        &c,
+        "Dockerfile",
+        "FROM local/busybox:1\nCOPY . /ctx/\nRUN echo built-by-run > /built.txt\n\
+         CMD [\"sh\", \"-c\", \"cat /built.txt /ctx/hello.txt\"]\n",
+    );
+    write(&c, "hello.txt", "hello from COPY\n");
+    write(&c, "secret.env", "TOKEN=do-not-ship\n");
+    write(&c, "logs/app.log", "noise\n");
+    write(&c, ".dockerignore", "secret.env\nlogs\n");
+    let image = format!("{}:1", unique("kiln-e2e-copy"));
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "app",
+        "-t",
+        &image,
+        "--json",
+    ]);
+    r.ok();
+    let v = r.json();
+    assert_eq!(v["status"], "built");
+    assert_eq!(v["image"], image.as_str());
+    assert_eq!(v["context_sha1"].as_str().map(str::len), Some(40));
+    assert!(v["seconds"].as_f64().is_some());
+    assert!(
+        r.stderr.contains("Step 3/4 : RUN echo built-by-run"),
+        "live progress: {}",
+        r.stderr
+    );
+    assert_eq!(docker_run(&image, &[]), "built-by-run\nhello from COPY\n");
+    let listing = docker_run(&image, &["ls", "-a", "/ctx"]);
+    assert!(listing.contains("hello.txt") && listing.contains("Dockerfile"));
+    assert!(
+        !listing.contains("secret.env"),
+        "ignored file shipped: {listing}"
+    );
+    assert!(!listing.contains("logs"), "ignored dir shipped: {listing}");
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+}
+
+#[test]
+fn build_args_target_and_labels_reach_the_build() {
+    if !daemon() {
+        return;
+    }
+    let (p, plugins) = project();
+    let c = p.work().join("multi");
+    write(
+        &c,
+        "Dockerfile",
+        "FROM local/busybox:1 AS first\nARG FLAVOUR=plain\nRUN echo \"first:$FLAVOUR\" > /out.txt\n\
+         CMD [\"cat\", \"/out.txt\"]\n\
+         FROM local/busybox:1 AS second\nRUN echo second > /out.txt\nCMD [\"cat\", \"/out.txt\"]\n",
+    );
+    let image = format!("{}:t", unique("kiln-e2e-args"));
+    p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "multi",
+        "-t",
+        &image,
+        "--target",
+        "first",
+        "--build-arg",
+        "FLAVOUR=spicy",
+        "--label",
+        "org.kiln.test=yes",
+    ])
+    .ok();
+    assert_eq!(docker_run(&image, &[]), "first:spicy\n");
+    let label = Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"org.kiln.test\"}}",
+            &image,
+        ])
+        .output()
+        .expect("docker inspect");
+    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "yes");
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+}
+
+#[test]
+fn failing_run_and_bad_dockerfile_fail_with_the_daemons_message() {
+    if !daemon() {
+        return;
+    }
+    let (p, plugins) = project();
+    let marker = unique("kiln-e2e-fail");
+    let c = p.work().join("failing");
+    write(
+        &c,
+        "Dockerfile",
+        &format!("FROM local/busybox:1\nRUN echo {marker} && exit 3\n"),
+    );
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "failing",
+        "-t",
+        &format!("{marker}:x"),
+    ]);
+    r.code(6);
+    assert!(
+        r.stderr.contains("returned a non-zero code: 3"),
+        "daemon's message: {}",
+        r.stderr
+    );
+    assert!(
+        containers_with(&marker).is_empty(),
+        "containers left: {:?}",
+        containers_with(&marker)
+    );
+
+    write(&c, "Dockerfile", "FROM local/busybox:1\nFROMM nothing\n");
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "failing",
+        "-t",
+        "kiln-e2e-syntax:x",
+    ]);
+    r.code(6);
+    assert!(
+        r.stderr.to_lowercase().contains("unknown instruction"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn an_unreachable_daemon_is_one_clear_error_naming_it() {
+    let (p, plugins) = project();
+    write(&p.work().join("ctx"), "Dockerfile", "FROM scratch\n");
+    let with_socket = |socket: &Path| {
+        let config = format!(r#"{{"docker_host": "unix://{}"}}"#, socket.display());
+        let args = ["--plugins-dir", &plugins, "build", "ctx", "-t", "x:1"];
+        let flavor = ["--builder-flavor", "local", "--builder-config", &config];
+        p.kiln(&[&args[..], &flavor[..]].concat())
+    };
+    let missing = p.root().join("no-such-docker.sock");
+    let r = with_socket(&missing);
+    r.code(5);
+    let named = missing.display().to_string();
+    assert!(
+        r.stderr.contains(&named) && r.stderr.contains("does not exist"),
+        "{}",
+        r.stderr
+    );
+
+    // A socket that exists but nobody listens on.
+    let dead = p.root().join("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&dead).expect("bind"));
+    let r = with_socket(&dead);
+    r.code(5);
+    let named = dead.display().to_string();
+    assert!(
+        r.stderr.contains("cannot connect to the Docker daemon"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains(&named), "{}", r.stderr);
+
+    // tcp:// with nothing listening.
+    let r = p.kiln_env(
+        &["--plugins-dir", &plugins, "build", "ctx", "-t", "x:1"],
+        &[("DOCKER_HOST", "tcp://127.0.0.1:1")],
+    );
+    r.code(5);
+    assert!(r.stderr.contains("tcp://127.0.0.1:1"), "{}", r.stderr);
+
+    // A config the schema refuses never reaches the plugin.
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "ctx",
+        "--builder-flavor",
+        "local",
+        "--builder-config",
+        r#"{"docker_hots": "unix:///x"}"#,
+    ]);
+    r.code(2);
+    assert!(r.stderr.contains("docker_hots"), "{}", r.stderr);
+}
+
+const ABORTS_CONFIG: &str = r#"{"host": "example"}"#;
+
+#[test]
+fn dry_run_plans_without_constructing_or_contacting_anything() {
+    let p = TestProject::new();
+    let dir = p.root().join("plugins");
+    for f in [fixture("constructor-aborts"), shipped_plugin("kiln-docker")] {
+        fs::copy(&f, dir.join(f.file_name().expect("name"))).expect("copy");
+    }
+    let plugins = dir.to_string_lossy().into_owned();
+    let c = p.work().join("proj");
+    write(&c, "Dockerfile", "FROM scratch\nCOPY a /a\n");
+    write(&c, "a", "one");
+    // The `aborts` flavor kills the process if constructed.
+    let plan = |extra: &[&str]| {
+        let mut args = vec![
+            "--plugins-dir",
+            plugins.as_str(),
+            "build",
+            "proj",
+            "--dry-run",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        p.kiln(&args).ok().json()
+    };
+    let v = plan(&[
+        "--builder-flavor",
+        "aborts",
+        "--builder-config",
+        ABORTS_CONFIG,
+    ]);
+    assert_eq!(v["status"], "planned");
+    assert_eq!(v["flavor"], "aborts");
+    let image = v["image"].as_str().expect("image").to_string();
+    assert!(image.starts_with("proj:"), "{image}");
+    // Unchanged input: the same derived tag; changed content or args: another.
+    assert_eq!(
+        plan(&[
+            "--builder-flavor",
+            "aborts",
+            "--builder-config",
+            ABORTS_CONFIG
+        ])["image"],
+        image.as_str()
+    );
+    assert_ne!(
+        plan(&[
+            "--builder-flavor",
+            "aborts",
+            "--builder-config",
+            ABORTS_CONFIG,
+            "--build-arg",
+            "A=1"
+        ])["image"],
+        image.as_str()
+    );
+    write(&c, "a", "two");
+    let changed = plan(&[
+        "--builder-flavor",
+        "aborts",
+        "--builder-config",
+        ABORTS_CONFIG,
+    ]);
+    assert_ne!(changed["image"], image.as_str());
+    assert_ne!(changed["context_sha1"], v["context_sha1"]);
+    // An explicit tag is kept; `latest` always builds.
+    let v = plan(&[
+        "--builder-flavor",
+        "aborts",
+        "--builder-config",
+        ABORTS_CONFIG,
+        "-t",
+        "reg.example/app:latest",
+    ]);
+    assert_eq!(v["image"], "reg.example/app:latest");
+    assert!(v["checks"].as_str().expect("checks").contains("latest"));
+    // The docker builder pointed at nothing: the plan still succeeds.
+    let v = plan(&[
+        "--builder-flavor",
+        "local",
+        "--builder-config",
+        r#"{"docker_host":"tcp://127.0.0.1:1"}"#,
+    ]);
+    assert_eq!(v["status"], "planned");
+}
+
+#[test]
+fn two_builds_at_once_both_succeed() {
+    if !daemon() {
+        return;
+    }
+    let (p, plugins) = project();
+    let mut children = Vec::new();
+    let mut images = Vec::new();
+    for i in 0..2 {
+        let c = p.work().join(format!("par{i}"));
+        write(
+            &c,
+            "Dockerfile",
+            &format!(
+                "FROM local/busybox:1\nRUN echo parallel-{i} > /n.txt\nCMD [\"cat\", \"/n.txt\"]\n"
+            ),
+        );
+        let image = format!("{}:{i}", unique("kiln-e2e-par"));
+        let child = p
+            .command(&[
+                "--plugins-dir",
+                &plugins,
+                "build",
+                &format!("par{i}"),
+                "-t",
+                &image,
+                "--json",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kiln");
+        children.push(child);
+        images.push(image);
+    }
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "build {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(docker_run(&images[i], &[]), format!("parallel-{i}\n"));
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &images[i]])
+            .output();
+    }
+}
+
+#[test]
+fn ctrl_c_stops_the_build_in_the_daemon_and_exits_130() {
+    if !daemon() {
+        return;
+    }
+    let (p, plugins) = project();
+    let marker = unique("kiln-e2e-sleep");
+    let c = p.work().join("slow");
+    write(
+        &c,
+        "Dockerfile",
+        &format!("FROM local/busybox:1\nRUN echo {marker} && sleep 60\n"),
+    );
+    let mut child = p
+        .command(&[
+            "--plugins-dir",
+            &plugins,
+            "build",
+            "slow",
+            "-t",
+            &format!("{marker}:x"),
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn kiln");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    // Wait until the RUN step is running in the daemon.
+    let started = Instant::now();
+    loop {
+        let line = lines
+            .next()
+            .expect("kiln ended before the RUN step")
+            .expect("line");
+        if line.contains(&marker) && containers_with(&marker).iter().any(|_| true) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "RUN step never started"
+        );
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let interrupted = Instant::now();
+    let code = child.wait().expect("wait").code();
+    assert_eq!(code, Some(130));
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        interrupted.elapsed()
+    );
+    // The daemon stops the RUN container and removes it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !containers_with(&marker).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        containers_with(&marker).is_empty(),
+        "left: {:?}",
+        containers_with(&marker)
+    );
+}
