@@ -129,6 +129,11 @@ impl Events {
     pub fn new(sink: EventSinkBox) -> Self {
         Self(sink)
     }
+
+    /// The host's sink, to hand on (to a registry's `push_image`).
+    pub fn sink(&self) -> EventSinkBox {
+        self.0.clone()
+    }
     /// Send any event.
     pub fn emit(&self, event: Event) {
         self.0.emit(event);

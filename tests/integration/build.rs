@@ -486,3 +486,90 @@ fn ctrl_c_stops_the_build_in_the_daemon_and_exits_130() {
         containers_with(&marker)
     );
 }
+
+#[test]
+fn a_registry_component_owns_the_names_answers_the_check_and_receives_the_push() {
+    let p = TestProject::initialised();
+    let dir = p.root().join("plugins");
+    for f in [
+        fixture("good"),
+        fixture("constructor-aborts"),
+        shipped_plugin("kiln-docker"),
+    ] {
+        fs::copy(&f, dir.join(f.file_name().expect("name"))).expect("copy");
+    }
+    let plugins = dir.to_string_lossy().into_owned();
+    p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "component",
+        "register",
+        "reg",
+        "--type",
+        "container-registry",
+        "--flavor",
+        "fixture-registry",
+        "--set",
+        "uri=127.0.0.1:5999/team",
+    ])
+    .ok();
+    write(
+        &p.work().join("ctx"),
+        "Dockerfile",
+        "FROM local/busybox:1\nRUN true\n",
+    );
+    let aborts = [
+        "--builder-flavor",
+        "aborts",
+        "--builder-config",
+        ABORTS_CONFIG,
+    ];
+    let build = |tag: &str, extra: &[&str]| {
+        let base = [
+            "--plugins-dir",
+            plugins.as_str(),
+            "build",
+            "ctx",
+            "-t",
+            tag,
+            "--registry",
+            "reg",
+        ];
+        p.kiln(&[&base[..], extra].concat())
+    };
+    // A name outside the registry: refused before any builder is constructed
+    // (the `aborts` builder would kill the process).
+    let r = build("other.example/app:1", &aborts);
+    r.code(2);
+    assert!(
+        r.stderr.contains("does not belong to registry reg"),
+        "{}",
+        r.stderr
+    );
+    // Membership is not a string prefix: team vs teammate.
+    build("127.0.0.1:5999/teammate/app:1", &aborts).code(2);
+    // The plan names the check.
+    let v = build(
+        "127.0.0.1:5999/team/app:1",
+        &[&aborts[..], &["--dry-run", "--json"]].concat(),
+    )
+    .ok()
+    .json();
+    assert!(
+        v["checks"]
+            .as_str()
+            .expect("checks")
+            .contains("registry reg"),
+        "{v}"
+    );
+
+    if !daemon() {
+        return;
+    }
+    // The fixture registry answers "absent", so the image is built, then the
+    // builder pushes through the registry handle (which this fixture refuses).
+    let r = build("127.0.0.1:5999/team/app:1", &[]);
+    r.code(3);
+    assert!(r.stderr.contains("Successfully built"), "{}", r.stderr);
+    assert!(r.stderr.contains("push"), "{}", r.stderr);
+}

@@ -291,6 +291,11 @@ pub struct BuildArgs {
         requires = "builder_flavor"
     )]
     pub builder_config: Option<String>,
+    /// The container-registry component: it answers whether the image exists
+    /// already (skipping the build), every image name must belong to it, and the
+    /// builder pushes through it.
+    #[arg(long, value_name = "COMPONENT")]
+    pub registry: Option<String>,
     /// Build-time variable KEY=VALUE (repeatable).
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,

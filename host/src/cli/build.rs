@@ -11,12 +11,14 @@ use std::{
 };
 
 use abi_stable::std_types::{RNone, ROption, RSome, RString, Tuple2};
-use kiln_plugin_api::{BuildContext, BuildRequest, ComponentType, ErrorKind, PluginError};
+use kiln_plugin_api::{
+    BuildContext, BuildRequest, ComponentType, ErrorKind, Existence, PluginError,
+};
 use serde_json::{json, Map, Value};
 
 use super::{args::BuildArgs, context::hook_files, Session};
 use crate::{
-    build::{decide, default_name, derived_tag, split_tag, Decision, TagInputs},
+    build::{decide, default_name, derived_tag, split_tag, CheckAnswer, Decision, TagInputs},
     config::{resolve_references, validate_component},
     context::{Context, ContextOptions},
     error::{exit, Error, Result},
@@ -32,6 +34,106 @@ struct BuilderChoice {
     component: Option<String>,
     flavor: Flavor,
     config: Map<String, Value>,
+}
+
+/// The registry a build checks and pushes to: its flavor and validated config.
+struct RegistryChoice {
+    name: String,
+    flavor: Flavor,
+    config: Map<String, Value>,
+}
+
+fn choose_registry(session: &Session<'_>, catalog: &Catalog, name: &str) -> Result<RegistryChoice> {
+    let t = ComponentType::CONTAINER_REGISTRY;
+    let project = session.require_project()?;
+    let state = ComponentStore::new(&project).read()?;
+    let stored = state.get(name)?;
+    if stored.component_type != t.as_str() {
+        return Err(Error::BadArgument(format!(
+            "component {name:?} is a {}, not a container-registry",
+            stored.component_type
+        )));
+    }
+    let flavor = catalog.find(Some(t), &stored.flavor)?.clone();
+    let schema = flavor.schema()?;
+    let config = state.full_config(name)?;
+    validate_component(name, t.as_str(), flavor.name(), &schema, &config)?;
+    Ok(RegistryChoice {
+        name: name.to_owned(),
+        flavor,
+        config,
+    })
+}
+
+/// Construct the registry (real builds only), check every image belongs to
+/// it, and ask whether the first image exists already.
+fn registry_check(
+    choice: &RegistryChoice,
+    images: &[String],
+    platform: Option<&str>,
+    run_check: bool,
+) -> Result<(
+    kiln_plugin_api::ContainerRegistryBox,
+    Vec<(String, CheckAnswer)>,
+)> {
+    let plugin_err = |call: &'static str, e: PluginError| Error::Plugin {
+        plugin: choice.flavor.plugin.path.clone(),
+        flavor: choice.flavor.name().to_owned(),
+        call,
+        message: e.message.to_string(),
+    };
+    let schema = choice.flavor.schema()?;
+    let config = resolve_references(&choice.name, &choice.config, schema.secrets(), |n| {
+        std::env::var(n).ok()
+    })?;
+    let registry = choice
+        .flavor
+        .plugin
+        .construct_registry(choice.flavor.name(), &config)
+        .map_err(|e| plugin_err("construct", e))?;
+    for image in images {
+        let owned = registry
+            .owns_image(image.as_str().into())
+            .into_result()
+            .map_err(|e| plugin_err("owns_image", e))?;
+        if !owned {
+            return Err(Error::BadArgument(format!(
+                "image {image} does not belong to registry {} ({}); name it {}/...",
+                choice.name,
+                registry.uri(),
+                registry.uri()
+            )));
+        }
+    }
+    let mut answers = Vec::new();
+    if run_check {
+        let (repo, tag) = split_tag(&images[0]);
+        let platforms: Vec<RString> = platform.map(RString::from).into_iter().collect();
+        let answer = match registry
+            .image_exists(
+                repo.into(),
+                tag.unwrap_or("latest").into(),
+                platforms.as_slice().into(),
+            )
+            .into_result()
+        {
+            Ok(found) => match found.state {
+                Existence::EXISTS => CheckAnswer::Exists(found.detail.into_string()),
+                Existence::ABSENT => CheckAnswer::Absent,
+                _ => CheckAnswer::Unknown(found.detail.into_string()),
+            },
+            Err(e) if e.kind == ErrorKind::AUTH => {
+                return Err(Error::Build {
+                    builder: format!("registry {}", choice.name),
+                    message: e.message.to_string(),
+                    code: exit::REGISTRY,
+                })
+            }
+            Err(e) => CheckAnswer::Unknown(e.message.to_string()),
+        };
+        answers.push((format!("registry {}", choice.name), answer));
+    }
+    Ok((registry, answers))
 }
 
 /// The flavor used when no builder is named.
@@ -168,6 +270,10 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
     let started = Instant::now();
     let catalog = session.catalog();
     let choice = choose_builder(session, &catalog, &args)?;
+    let registry_choice = match &args.registry {
+        Some(name) => Some(choose_registry(session, &catalog, name)?),
+        None => None,
+    };
     let build_args = parse_pairs("--build-arg", &args.build_args)?;
     let labels = parse_pairs("--label", &args.labels)?;
 
@@ -251,9 +357,15 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
         }
         let images = names(&summary.sha1);
         let tag = split_tag(&images[0]).1.unwrap_or("latest").to_string();
-        let checks = match crate::build::checks_apply(&tag, args.force) {
-            Err(reason) => format!("none ({reason})"),
-            Ok(()) => "none configured: the image will be built".to_string(),
+        let checks = match (crate::build::checks_apply(&tag, args.force), &registry_choice) {
+            (Err(reason), _) => format!("none ({reason})"),
+            (Ok(()), None) => "none configured: the image will be built".to_string(),
+            (Ok(()), Some(r)) => format!(
+                "registry {} (flavor {}) is asked whether {} exists; the build is skipped if it does",
+                r.name,
+                r.flavor.name(),
+                images[0]
+            ),
         };
         let plan = json!({
             "image": images[0],
@@ -299,7 +411,16 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
     }
     let images = names(&summary.sha1);
     let tag = split_tag(&images[0]).1.unwrap_or("latest").to_string();
-    let decision = decide(&tag, args.force, &[]);
+    let (registry, answers) = match &registry_choice {
+        Some(r) => {
+            let run_check = crate::build::checks_apply(&tag, args.force).is_ok();
+            let (registry, answers) =
+                registry_check(r, &images, args.platform.as_deref(), run_check)?;
+            (Some(registry), answers)
+        }
+        None => (None, Vec::new()),
+    };
+    let decision = decide(&tag, args.force, &answers);
     let reason = match decision {
         Decision::Skip { digest, reason } => {
             report_result(
@@ -347,7 +468,10 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
         .build(
             &request,
             &build_context,
-            RNone,
+            match &registry {
+                Some(r) => RSome(r),
+                None => RNone,
+            },
             progress_sink(&choice.flavor.plugin.name),
             flag.handle(),
         )

@@ -242,6 +242,7 @@ impl LocalBuilder {
         &self,
         request: &BuildRequest,
         context: &BuildContext,
+        registry: Option<&ContainerRegistryBox>,
         events: &Events,
         cancel: &CancellationBox,
     ) -> Result<BuildOutput, PluginError> {
@@ -329,13 +330,28 @@ impl LocalBuilder {
                 })?;
         }
         events.info(format!("image {id}"));
+        let image = request
+            .tags
+            .first()
+            .cloned()
+            .unwrap_or_else(|| id.clone().into());
+        // ZenML's LocalImageBuilder: with a registry, push each name through
+        // it (the registry plugin knows the credentials) and report the digest.
+        let mut digest = None;
+        if let Some(registry) = registry {
+            for tag in request.tags.iter() {
+                registry
+                    .prepare_image_push(tag.as_str().into())
+                    .into_result()?;
+                let pushed = registry
+                    .push_image(tag.as_str().into(), events.sink(), cancel.clone())
+                    .into_result()?;
+                digest.get_or_insert(pushed);
+            }
+        }
         Ok(BuildOutput {
-            image: request
-                .tags
-                .first()
-                .cloned()
-                .unwrap_or_else(|| id.clone().into()),
-            digest: None.into(),
+            image,
+            digest: digest.into(),
         })
     }
 
@@ -413,11 +429,11 @@ impl Builder for LocalBuilder {
         &self,
         request: &BuildRequest,
         context: &BuildContext,
-        _registry: Option<&ContainerRegistryBox>,
+        registry: Option<&ContainerRegistryBox>,
         events: &Events,
         cancel: &CancellationBox,
     ) -> Result<BuildOutput, PluginError> {
-        block_on(self.run_build(request, context, events, cancel))
+        block_on(self.run_build(request, context, registry, events, cancel))
     }
 }
 
