@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Make sure a Docker Engine answers on this machine and that the base image
-# the tests and the example use (local/busybox:1) exists. Idempotent.
+# Make sure a Docker Engine answers on this machine, that the base image the
+# tests and the example use (local/busybox:1) exists, and that the registry
+# tools the registry tests start themselves are installed (Debian's
+# docker-registry, htpasswd from apache2-utils, skopeo). Idempotent.
 #
 # On a fresh Debian machine (root): installs Debian's docker.io and
 # busybox-static, starts dockerd detached, and makes local/busybox:1 with
@@ -31,6 +33,18 @@ if ! answers; then
   fi
   for _ in $(seq 1 60); do answers && break; sleep 1; done
   answers || { say "dockerd did not answer within 60 s; see $log"; exit 1; }
+fi
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v htpasswd >/dev/null || missing+=(apache2-utils)
+  command -v skopeo >/dev/null || missing+=(skopeo)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; }
+  fi
 fi
 
 if ! "$docker_cli" image inspect local/busybox:1 >/dev/null 2>&1; then

@@ -4,6 +4,7 @@
 mod build;
 mod context;
 mod docker_cli;
+mod registry;
 mod util;
 
 use std::fs;

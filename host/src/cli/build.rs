@@ -451,7 +451,7 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
     let flag = CancelFlag::new();
     install_interrupt(&flag);
     output::status(&format!(
-        "building {} with {} ({} files, {} bytes of context)",
+        "building {} with {} ({} files, {} bytes of context): {reason}",
         images.join(", "),
         describe(&choice),
         summary.files,

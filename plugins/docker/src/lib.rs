@@ -8,6 +8,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use abi_stable::std_types::RString;
 use bollard::{
     errors::Error as DockerError,
     models::BuildInfo,
@@ -335,24 +336,84 @@ impl LocalBuilder {
             .first()
             .cloned()
             .unwrap_or_else(|| id.clone().into());
-        // ZenML's LocalImageBuilder: with a registry, push each name through
-        // it (the registry plugin knows the credentials) and report the digest.
+        // With a registry: push each name through this builder's daemon with
+        // the registry's credentials, then have the registry confirm the
+        // digest (ZenML's LocalImageBuilder pushes after building, too).
         let mut digest = None;
         if let Some(registry) = registry {
+            let auth = registry.auth().into_result()?.into_option();
             for tag in request.tags.iter() {
                 registry
                     .prepare_image_push(tag.as_str().into())
                     .into_result()?;
-                let pushed = registry
-                    .push_image(tag.as_str().into(), events.sink(), cancel.clone())
+                let pushed = self
+                    .push(&docker, tag, auth.as_ref(), events, cancel)
+                    .await?;
+                let (repo, tag_part) = split_tag(tag);
+                let found = registry
+                    .image_exists(repo.into(), tag_part.into(), Default::default())
                     .into_result()?;
-                digest.get_or_insert(pushed);
+                if found.state != kiln_plugin_api::Existence::EXISTS
+                    || !found.detail.ends_with(pushed.as_str())
+                {
+                    return Err(PluginError::new(
+                        ErrorKind::UNAVAILABLE,
+                        format!(
+                            "pushed {tag} as {pushed}, but the registry reports {:?}",
+                            found.detail.as_str()
+                        ),
+                    ));
+                }
+                digest.get_or_insert(format!("{}@{pushed}", repo));
             }
         }
         Ok(BuildOutput {
             image,
-            digest: digest.into(),
+            digest: digest.map(RString::from).into(),
         })
+    }
+
+    /// Push `image` through the daemon; the digest comes only in the status
+    /// text (`<tag>: digest: sha256:... size: N`).
+    async fn push(
+        &self,
+        docker: &Docker,
+        image: &str,
+        auth: Option<&kiln_plugin_api::RegistryAuth>,
+        events: &Events,
+        cancel: &CancellationBox,
+    ) -> Result<String, PluginError> {
+        let (repo, tag) = split_tag(image);
+        let credentials = auth.map(|a| bollard::auth::DockerCredentials {
+            username: Some(a.username.to_string()),
+            password: Some(a.secret.to_string()),
+            serveraddress: Some(a.server.to_string()),
+            ..Default::default()
+        });
+        let options = bollard::query_parameters::PushImageOptions {
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        };
+        let mut stream = docker.push_image(repo, Some(options), credentials);
+        let mut digest = None;
+        while let Some(item) = stream.next().await {
+            if cancel.is_cancelled() {
+                return Err(PluginError::new(ErrorKind::CANCELLED, "push cancelled"));
+            }
+            let info = item.map_err(|e| push_failed(image, e.to_string()))?;
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                return Err(push_failed(image, message));
+            }
+            if let Some(status) = info.status {
+                if let Some(rest) = status.split("digest: ").nth(1) {
+                    digest = rest.split_whitespace().next().map(str::to_string);
+                }
+                if info.progress.is_none() {
+                    events.info(format!("push: {status}"));
+                }
+            }
+        }
+        digest.ok_or_else(|| push_failed(image, "the daemon reported no digest".into()))
     }
 
     fn stream_error(&self, error: DockerError) -> PluginError {
@@ -373,6 +434,19 @@ impl LocalBuilder {
             other => unavailable(self.explain(&other)),
         }
     }
+}
+
+fn push_failed(image: &str, message: String) -> PluginError {
+    let lower = message.to_ascii_lowercase();
+    let kind = if lower.contains("unauthorized")
+        || lower.contains("authentication required")
+        || lower.contains("denied")
+    {
+        ErrorKind::AUTH
+    } else {
+        ErrorKind::UNAVAILABLE
+    };
+    PluginError::new(kind, format!("pushing {image}: {message}"))
 }
 
 /// `repo[:tag]` split at the tag's colon (not a registry port's).

@@ -1,0 +1,391 @@
+//! kiln's container registry: flavor `default`, for any registry that speaks
+//! the OCI distribution API (HTTP API v2).
+//!
+//! - Image membership follows Docker's reference grammar ([`names`]).
+//! - "Does this image exist?" is answered over the HTTP API, no daemon
+//!   needed ([`http`]): exists (`uri@digest`), absent, or unknown (why).
+//! - Builders that push through a daemon get the credentials from
+//!   [`Registry::auth`]; `push_image` pushes through the Docker daemon at
+//!   `DOCKER_HOST` (default socket) itself.
+
+pub mod http;
+pub mod names;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kiln_plugin_api::{
+    abi_stable::std_types::RString,
+    author::{block_on, Events, Flavor, Registry, RegistryFlavor, Secret},
+    capability, CancellationBox, ErrorKind, Existence, ImageExistence, PluginError, RegistryAuth,
+};
+use reqwest::Method;
+
+use http::{Credentials, Outcome, RegistryClient, MANIFEST_TYPES};
+use names::RegistryUri;
+
+/// Config of the `default` registry.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultConfig {
+    /// `host[:port][/namespace]`; a scheme and trailing `/` are stripped, a tag
+    /// or digest is refused.
+    #[schemars(length(min = 1))]
+    pub uri: String,
+    /// User name for the registry.
+    pub username: Option<String>,
+    /// Password or token; a literal (kept in .kiln/secrets.json) or `${env:NAME}`.
+    pub password: Option<Secret>,
+    /// Talk plain HTTP to this registry. Loopback hosts (127.0.0.0/8,
+    /// localhost) always use plain HTTP, as the Docker daemon does.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Seconds per HTTP request.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1, max = 600))]
+    pub timeout_seconds: u64,
+    /// Retries of a request the registry answers with 429 or 5xx.
+    #[serde(default = "default_retries")]
+    #[schemars(range(max = 10))]
+    pub retries: u32,
+}
+
+fn default_timeout() -> u64 {
+    15
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+/// The `default` flavor.
+pub struct DefaultFlavor;
+
+impl Flavor for DefaultFlavor {
+    type Config = DefaultConfig;
+    const NAME: &'static str = "default";
+    const DESCRIPTION: &'static str =
+        "Any OCI distribution registry: membership, existence checks over HTTP API v2, pushes";
+    const CAPABILITIES: &'static [&'static str] = &[capability::CHECKS_EXISTENCE];
+}
+
+impl RegistryFlavor for DefaultFlavor {
+    type Registry = DefaultRegistry;
+    fn construct(config: DefaultConfig) -> Result<DefaultRegistry, PluginError> {
+        let uri = RegistryUri::parse(&config.uri)
+            .map_err(|e| PluginError::new(ErrorKind::INVALID_CONFIG, e))?;
+        let credentials = match (&config.username, &config.password) {
+            (Some(u), Some(p)) => Some(Credentials {
+                username: u.clone(),
+                password: p.expose().to_string(),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(PluginError::new(
+                    ErrorKind::INVALID_CONFIG,
+                    "set both username and password, or neither",
+                ))
+            }
+        };
+        let scheme = if uri.plain_http(config.insecure) {
+            "http"
+        } else {
+            "https"
+        };
+        let client = RegistryClient::new(
+            format!("{scheme}://{}", uri.api_host()),
+            credentials.clone(),
+            Duration::from_secs(config.timeout_seconds),
+            config.retries,
+        )
+        .map_err(|e| PluginError::new(ErrorKind::UNAVAILABLE, e))?;
+        Ok(DefaultRegistry {
+            uri,
+            credentials,
+            client,
+        })
+    }
+}
+
+/// A constructed `default` registry.
+pub struct DefaultRegistry {
+    uri: RegistryUri,
+    credentials: Option<Credentials>,
+    client: RegistryClient,
+}
+
+fn invalid(message: String) -> PluginError {
+    PluginError::new(ErrorKind::INVALID_INPUT, message)
+}
+
+/// `os/arch[/variant]` of one index entry or image config.
+fn platform_of(value: &serde_json::Value) -> String {
+    let field = |k: &str| value.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let mut p = format!("{}/{}", field("os"), field("architecture"));
+    if !field("variant").is_empty() {
+        p.push('/');
+        p.push_str(field("variant"));
+    }
+    p
+}
+
+fn platform_matches(have: &str, want: &str) -> bool {
+    // `linux/arm64` matches `linux/arm64/v8`; a variant asked for must match.
+    have == want || have.starts_with(&format!("{want}/"))
+}
+
+impl DefaultRegistry {
+    async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        method: Method,
+    ) -> Result<Option<reqwest::Response>, Answer> {
+        match self
+            .client
+            .request(
+                method,
+                &format!("{repo}/manifests/{reference}"),
+                MANIFEST_TYPES,
+            )
+            .await
+        {
+            Outcome::Response(r) if r.status() == reqwest::StatusCode::NOT_FOUND => Ok(None),
+            Outcome::Response(r) if r.status().is_success() => Ok(Some(r)),
+            Outcome::Response(r) => Err(Answer::Unknown(format!(
+                "{} answered {} for {repo}:{reference}",
+                self.uri.host,
+                r.status()
+            ))),
+            Outcome::Denied(why) => Err(Answer::Denied(why)),
+            Outcome::Unknown(why) => Err(Answer::Unknown(why)),
+        }
+    }
+
+    async fn exists(&self, repo: &str, tag: &str, platforms: &[String]) -> Answer {
+        let head = match self.manifest(repo, tag, Method::HEAD).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Answer::Absent,
+            Err(a) => return a,
+        };
+        let digest = head
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let found = format!("{}/{repo}@{digest}", self.uri.host);
+        if platforms.is_empty() {
+            return Answer::Exists(found);
+        }
+        // Per platform: read the manifest (an index lists its platforms; a
+        // single manifest's platform is in its config blob).
+        let body: serde_json::Value = match self.manifest(repo, tag, Method::GET).await {
+            Ok(Some(r)) => match r.json().await {
+                Ok(v) => v,
+                Err(e) => {
+                    return Answer::Unknown(format!("manifest of {repo}:{tag} is not JSON: {e}"))
+                }
+            },
+            Ok(None) => return Answer::Absent,
+            Err(a) => return a,
+        };
+        let have: Vec<String> = if let Some(list) = body.get("manifests").and_then(|m| m.as_array())
+        {
+            list.iter()
+                .filter_map(|m| m.get("platform"))
+                .map(platform_of)
+                .collect()
+        } else {
+            let Some(config) = body.pointer("/config/digest").and_then(|d| d.as_str()) else {
+                return Answer::Unknown(format!("manifest of {repo}:{tag} has no config"));
+            };
+            match self
+                .client
+                .request(Method::GET, &format!("{repo}/blobs/{config}"), "*/*")
+                .await
+            {
+                Outcome::Response(r) if r.status().is_success() => match r
+                    .json::<serde_json::Value>()
+                    .await
+                {
+                    Ok(v) => vec![platform_of(&v)],
+                    Err(e) => return Answer::Unknown(format!("image config of {repo}:{tag}: {e}")),
+                },
+                Outcome::Response(r) => {
+                    return Answer::Unknown(format!("image config of {repo}:{tag}: {}", r.status()))
+                }
+                Outcome::Denied(why) => return Answer::Denied(why),
+                Outcome::Unknown(why) => return Answer::Unknown(why),
+            }
+        };
+        let missing: Vec<&String> = platforms
+            .iter()
+            .filter(|want| !have.iter().any(|h| platform_matches(h, want)))
+            .collect();
+        if missing.is_empty() {
+            Answer::Exists(found)
+        } else {
+            Answer::Absent
+        }
+    }
+
+    async fn push(
+        &self,
+        image: &str,
+        events: &Events,
+        cancel: &CancellationBox,
+    ) -> Result<String, PluginError> {
+        let reference = names::parse(image).map_err(invalid)?;
+        let Some(tag) = reference.tag().map(str::to_string) else {
+            return Err(invalid(format!(
+                "{image}: push an explicit tag, not a digest"
+            )));
+        };
+        let repo_full = image.rsplit_once(':').map_or(image, |(r, _)| r).to_string();
+        let docker = bollard::Docker::connect_with_defaults()
+            .map_err(|e| PluginError::new(ErrorKind::UNAVAILABLE, format!("Docker daemon: {e}")))?;
+        let credentials = self
+            .credentials
+            .as_ref()
+            .map(|c| bollard::auth::DockerCredentials {
+                username: Some(c.username.clone()),
+                password: Some(c.password.clone()),
+                serveraddress: Some(self.uri.host.clone()),
+                ..Default::default()
+            });
+        let mut stream = docker.push_image(
+            &repo_full,
+            Some(bollard::query_parameters::PushImageOptions {
+                tag: Some(tag.clone()),
+                ..Default::default()
+            }),
+            credentials,
+        );
+        let mut digest = None;
+        while let Some(item) = stream.next().await {
+            if cancel.is_cancelled() {
+                return Err(PluginError::new(ErrorKind::CANCELLED, "push cancelled"));
+            }
+            let info = item.map_err(|e| push_error(image, e.to_string()))?;
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(push_error(image, detail));
+            }
+            if let Some(status) = info.status {
+                if let Some(d) = status.split("digest: ").nth(1) {
+                    digest = d.split_whitespace().next().map(str::to_string);
+                }
+                events.info(status);
+            }
+        }
+        let digest =
+            digest.ok_or_else(|| push_error(image, "the daemon reported no digest".into()))?;
+        // Verify against the registry itself.
+        match self.exists(reference.repository(), &tag, &[]).await {
+            Answer::Exists(found) if found.ends_with(&digest) => Ok(digest),
+            Answer::Exists(found) => Err(push_error(
+                image,
+                format!("the daemon pushed {digest} but the registry has {found}"),
+            )),
+            other => Err(push_error(
+                image,
+                format!("not found after the push: {other:?}"),
+            )),
+        }
+    }
+}
+
+fn push_error(image: &str, message: String) -> PluginError {
+    let lower = message.to_ascii_lowercase();
+    let kind = if lower.contains("unauthorized")
+        || lower.contains("authentication")
+        || lower.contains("denied")
+    {
+        ErrorKind::AUTH
+    } else {
+        ErrorKind::UNAVAILABLE
+    };
+    PluginError::new(kind, format!("pushing {image}: {message}"))
+}
+
+/// An existence answer inside the plugin.
+#[derive(Debug)]
+enum Answer {
+    Exists(String),
+    Absent,
+    Unknown(String),
+    Denied(String),
+}
+
+impl Registry for DefaultRegistry {
+    fn uri(&self) -> String {
+        self.uri.display()
+    }
+
+    fn owns_image(&self, image: &str) -> Result<bool, PluginError> {
+        self.uri.owns(image).map_err(invalid)
+    }
+
+    fn push_image(
+        &self,
+        image: &str,
+        events: &Events,
+        cancel: &CancellationBox,
+    ) -> Result<String, PluginError> {
+        block_on(self.push(image, events, cancel))
+    }
+
+    fn image_exists(
+        &self,
+        repository: &str,
+        tag: &str,
+        platforms: &[RString],
+    ) -> Result<ImageExistence, PluginError> {
+        let reference = names::parse(&format!("{repository}:{tag}")).map_err(invalid)?;
+        if reference.registry() != self.uri.host {
+            return Err(invalid(format!(
+                "{repository} is not in registry {}",
+                self.uri.display()
+            )));
+        }
+        let platforms: Vec<String> = platforms.iter().map(|p| p.to_string()).collect();
+        let answer = block_on(self.exists(reference.repository(), tag, &platforms));
+        let (state, detail) = match answer {
+            Answer::Exists(found) => (Existence::EXISTS, found),
+            Answer::Absent => (Existence::ABSENT, String::new()),
+            Answer::Unknown(why) => (Existence::UNKNOWN, why),
+            Answer::Denied(why) => return Err(PluginError::new(ErrorKind::AUTH, why)),
+        };
+        Ok(ImageExistence {
+            state,
+            detail: detail.into(),
+        })
+    }
+
+    fn auth(&self) -> Result<Option<RegistryAuth>, PluginError> {
+        Ok(self.credentials.as_ref().map(|c| RegistryAuth {
+            server: self.uri.host.as_str().into(),
+            username: c.username.as_str().into(),
+            secret: c.password.as_str().into(),
+        }))
+    }
+}
+
+kiln_plugin_api::export_plugin! {
+    name: "kiln-registry",
+    builders: [],
+    registries: [DefaultFlavor],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_match_with_and_without_variants() {
+        assert!(platform_matches("linux/amd64", "linux/amd64"));
+        assert!(platform_matches("linux/arm64/v8", "linux/arm64"));
+        assert!(!platform_matches("linux/arm64", "linux/arm64/v8"));
+        assert!(!platform_matches("linux/amd64", "linux/arm64"));
+    }
+}
