@@ -572,5 +572,9 @@ fn a_registry_component_owns_the_names_answers_the_check_and_receives_the_push()
     let r = build("127.0.0.1:5999/team/app:1", &[]);
     r.code(5);
     assert!(r.stderr.contains("Successfully built"), "{}", r.stderr);
-    assert!(r.stderr.contains("pushing 127.0.0.1:5999/team/app:1"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("pushing 127.0.0.1:5999/team/app:1"),
+        "{}",
+        r.stderr
+    );
 }

@@ -259,3 +259,230 @@ fn a_registry_that_is_down_is_never_exists() {
         r.stderr
     );
 }
+
+/// A registry stand-in that answers 503 to everything and counts requests
+/// (a failure to inject; the real registry cannot be made to do this).
+fn always_503() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&count);
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (port, count)
+}
+
+#[test]
+fn a_503_is_retried_boundedly_then_unknown_and_never_exists() {
+    let (p, plugins) = project();
+    let (port, count) = always_503();
+    register(
+        &p,
+        &plugins,
+        "reg",
+        &[&format!("uri=127.0.0.1:{port}"), "retries=2"],
+    );
+    write(
+        &p.work().join("app"),
+        "Dockerfile",
+        "FROM local/busybox:1\n",
+    );
+    let image = format!("127.0.0.1:{port}/app:1");
+    // --on-unknown fail: stop, exit 7, after 1 + 2 retries.
+    let r = build(
+        &p,
+        &plugins,
+        &image,
+        &["--on-unknown", "fail", "--builder-flavor", "local"],
+    );
+    r.code(7);
+    assert!(r.stderr.contains("503"), "{}", r.stderr);
+    assert!(r.stderr.contains("after 3 attempts"), "{}", r.stderr);
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+    // A builder that does not build on this machine cannot use a loopback
+    // registry: refused before it is constructed (`aborts` would kill kiln).
+    let r = build(
+        &p,
+        &plugins,
+        &image,
+        &[
+            "--builder-flavor",
+            "aborts",
+            "--builder-config",
+            r#"{"host":"x"}"#,
+        ],
+    );
+    r.code(2);
+    assert!(
+        r.stderr.contains("does not build on this machine"),
+        "{}",
+        r.stderr
+    );
+
+    if !tools_and_daemon() {
+        return;
+    }
+    // By default unknown means build (Flyte's rule); the push then fails.
+    let r = build(&p, &plugins, &image, &[]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("no checker could tell"), "{}", r.stderr);
+    assert!(!r.stdout.contains("skipped"));
+}
+
+fn sha256_of(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("digest")
+        .to_string()
+}
+
+/// Put `bytes` in the layout's blobs; return its descriptor fields.
+fn blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
+    let tmp = layout.join("tmp-blob");
+    fs::write(&tmp, bytes).expect("write blob");
+    let digest = sha256_of(&tmp);
+    fs::rename(&tmp, layout.join("blobs/sha256").join(&digest)).expect("place blob");
+    (format!("sha256:{digest}"), bytes.len())
+}
+
+/// An OCI layout with one index of two platforms (linux/amd64, linux/arm64/v8).
+fn two_platform_layout(layout: &Path) {
+    fs::create_dir_all(layout.join("blobs/sha256")).expect("mkdir");
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("oci-layout");
+    let mut compressor = libdeflater::Compressor::new(libdeflater::CompressionLvl::default());
+    let empty_tar = [0u8; 1024];
+    let mut gz = vec![0u8; compressor.gzip_compress_bound(empty_tar.len())];
+    let n = compressor.gzip_compress(&empty_tar, &mut gz).expect("gzip");
+    gz.truncate(n);
+    let (layer, layer_size) = blob(layout, &gz);
+    let diff_id = {
+        let tmp = layout.join("tmp-tar");
+        fs::write(&tmp, empty_tar).expect("tar");
+        let d = sha256_of(&tmp);
+        fs::remove_file(tmp).expect("rm");
+        format!("sha256:{d}")
+    };
+    let mut entries = Vec::new();
+    for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
+        let mut config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        });
+        let mut platform = serde_json::json!({"architecture": arch, "os": "linux"});
+        if let Some(v) = variant {
+            config["variant"] = v.into();
+            platform["variant"] = v.into();
+        }
+        let (config_digest, config_size) = blob(layout, config.to_string().as_bytes());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_size}],
+        });
+        let (digest, size) = blob(layout, manifest.to_string().as_bytes());
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": size, "platform": platform,
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    });
+    let (digest, size) = blob(layout, index.to_string().as_bytes());
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": digest, "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": "1"},
+        }],
+    });
+    fs::write(layout.join("index.json"), top.to_string()).expect("index.json");
+}
+
+#[test]
+fn an_index_with_two_platforms_answers_per_platform() {
+    if !tools_and_daemon() {
+        return;
+    }
+    let registry = TestRegistry::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = dir.path().join("layout");
+    two_platform_layout(&layout);
+    let dest = format!("docker://{}/team/multi:1", registry.host());
+    let copy = Command::new("skopeo")
+        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(&dest)
+        .output()
+        .expect("skopeo copy");
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+
+    use kiln_plugin_api::{abi_stable::std_types::RString, Existence};
+    let catalog = kiln::plugins::Catalog::from_files(&[shipped_plugin("kiln-registry")]);
+    let flavor = catalog
+        .find(
+            Some(kiln_plugin_api::ComponentType::CONTAINER_REGISTRY),
+            "default",
+        )
+        .expect("default flavor");
+    let config = serde_json::json!({"uri": registry.host()});
+    let reg = flavor
+        .plugin
+        .construct_registry("default", config.as_object().expect("object"))
+        .expect("construct");
+    let repo = format!("{}/team/multi", registry.host());
+    let ask = |platforms: &[&str]| {
+        let p: Vec<RString> = platforms.iter().map(|s| RString::from(*s)).collect();
+        reg.image_exists(repo.as_str().into(), "1".into(), p.as_slice().into())
+            .into_result()
+            .expect("check")
+    };
+    let any = ask(&[]);
+    assert_eq!(any.state, Existence::EXISTS);
+    assert!(any.detail.contains("/team/multi@sha256:"), "{}", any.detail);
+    assert_eq!(ask(&["linux/amd64"]).state, Existence::EXISTS);
+    assert_eq!(ask(&["linux/arm64"]).state, Existence::EXISTS);
+    assert_eq!(
+        ask(&["linux/arm64/v8", "linux/amd64"]).state,
+        Existence::EXISTS
+    );
+    assert_eq!(ask(&["linux/s390x"]).state, Existence::ABSENT);
+    assert_eq!(
+        ask(&["linux/amd64", "linux/s390x"]).state,
+        Existence::ABSENT
+    );
+    assert_eq!(
+        reg.image_exists(repo.as_str().into(), "2".into(), Default::default())
+            .into_result()
+            .expect("check")
+            .state,
+        Existence::ABSENT
+    );
+}

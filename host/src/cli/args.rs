@@ -261,6 +261,15 @@ pub enum ContextCommand {
     },
 }
 
+/// `--on-unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnUnknown {
+    /// Build the image.
+    Build,
+    /// Stop with exit code 7.
+    Fail,
+}
+
 /// `kiln build DIR ...`
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -317,6 +326,10 @@ pub struct BuildArgs {
     /// Build even when a checker finds the image already.
     #[arg(long)]
     pub force: bool,
+    /// What to do when no checker can tell whether the image exists: build
+    /// (default, Flyte's rule) or fail.
+    #[arg(long = "on-unknown", value_enum, default_value_t = OnUnknown::Build)]
+    pub on_unknown: OnUnknown,
     /// Print the plan (builder, context hash and size, image, checks) and stop:
     /// nothing is constructed or contacted.
     #[arg(long = "dry-run")]

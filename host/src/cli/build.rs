@@ -16,7 +16,11 @@ use kiln_plugin_api::{
 };
 use serde_json::{json, Map, Value};
 
-use super::{args::BuildArgs, context::hook_files, Session};
+use super::{
+    args::{BuildArgs, OnUnknown},
+    context::hook_files,
+    Session,
+};
 use crate::{
     build::{decide, default_name, derived_tag, split_tag, CheckAnswer, Decision, TagInputs},
     config::{resolve_references, validate_component},
@@ -69,6 +73,8 @@ fn choose_registry(session: &Session<'_>, catalog: &Catalog, name: &str) -> Resu
 /// it, and ask whether the first image exists already.
 fn registry_check(
     choice: &RegistryChoice,
+    builder: &str,
+    builds_locally: bool,
     images: &[String],
     platform: Option<&str>,
     run_check: bool,
@@ -91,6 +97,18 @@ fn registry_check(
         .plugin
         .construct_registry(choice.flavor.name(), &config)
         .map_err(|e| plugin_err("construct", e))?;
+    // A builder elsewhere (a cloud service) cannot reach a loopback registry.
+    let uri = registry.uri().to_string();
+    let host = uri.split('/').next().unwrap_or("");
+    let loopback =
+        host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+    if !builds_locally && loopback {
+        return Err(Error::BadArgument(format!(
+            "builder {builder} does not build on this machine, so it cannot reach registry {} \
+             at {host} (a loopback address); use a registry it can reach",
+            choice.name
+        )));
+    }
     for image in images {
         let owned = registry
             .owns_image(image.as_str().into())
@@ -414,13 +432,43 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
     let (registry, answers) = match &registry_choice {
         Some(r) => {
             let run_check = crate::build::checks_apply(&tag, args.force).is_ok();
-            let (registry, answers) =
-                registry_check(r, &images, args.platform.as_deref(), run_check)?;
+            let builds_locally = choice
+                .flavor
+                .descriptor
+                .capabilities
+                .iter()
+                .any(|c| c.as_str() == kiln_plugin_api::capability::BUILDS_LOCALLY);
+            let (registry, answers) = registry_check(
+                r,
+                &choice.label,
+                builds_locally,
+                &images,
+                args.platform.as_deref(),
+                run_check,
+            )?;
             (Some(registry), answers)
         }
         None => (None, Vec::new()),
     };
     let decision = decide(&tag, args.force, &answers);
+    if args.on_unknown == OnUnknown::Fail
+        && !answers.is_empty()
+        && answers
+            .iter()
+            .all(|(_, a)| matches!(a, CheckAnswer::Unknown(_)))
+        && crate::build::checks_apply(&tag, args.force).is_ok()
+    {
+        let why: Vec<String> = answers.iter().map(|(c, a)| format!("{c}: {a:?}")).collect();
+        return Err(Error::Build {
+            builder: choice.label.clone(),
+            message: format!(
+                "no checker could tell whether {} exists ({}), and --on-unknown fail is set",
+                images[0],
+                why.join("; ")
+            ),
+            code: exit::REGISTRY,
+        });
+    }
     let reason = match decision {
         Decision::Skip { digest, reason } => {
             report_result(
