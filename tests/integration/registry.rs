@@ -486,3 +486,101 @@ fn an_index_with_two_platforms_answers_per_platform() {
         Existence::ABSENT
     );
 }
+
+#[test]
+fn credentials_come_from_dockers_config_and_helpers_are_bounded() {
+    if !tools_and_daemon() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let password = "from-docker-config-5ecret";
+    let registry = TestRegistry::start(Some(("kiln", password)));
+    let (p, plugins) = project();
+    register(
+        &p,
+        &plugins,
+        "reg",
+        &[&format!("uri={}", registry.host()), "timeout_seconds=2"],
+    );
+    write(
+        &p.work().join("app"),
+        "Dockerfile",
+        "FROM local/busybox:1\nRUN echo cfg > /v\n",
+    );
+    let image = format!("{}/cfg/app:1", registry.host());
+    let base = [
+        "--plugins-dir",
+        plugins.as_str(),
+        "build",
+        "app",
+        "-t",
+        image.as_str(),
+        "--registry",
+        "reg",
+        "--json",
+    ];
+    let docker_config = p.root().join("docker-config");
+    fs::create_dir_all(&docker_config).expect("mkdir");
+    let docker_config_s = docker_config.to_string_lossy().into_owned();
+
+    // `auths` with the base64 user:password, as `docker login` writes it.
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("kiln:{password}"))
+    };
+    fs::write(
+        docker_config.join("config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .expect("config.json");
+    let r = p.kiln_env(&base, &[("DOCKER_CONFIG", &docker_config_s)]);
+    r.ok();
+    assert_eq!(r.json()["status"], "built");
+    assert!(!r.all_output().contains(password));
+
+    // A credential helper that hangs: a bounded, clear error (exit 7).
+    let bin = p.root().join("bin");
+    fs::create_dir_all(&bin).expect("mkdir");
+    let helper = bin.join("docker-credential-kilnhang");
+    fs::write(&helper, "#!/bin/sh\nsleep 30\n").expect("helper");
+    fs::set_permissions(&helper, fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::write(
+        docker_config.join("config.json"),
+        r#"{"credsStore": "kilnhang"}"#,
+    )
+    .expect("config");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let started = std::time::Instant::now();
+    let r = p.kiln_env(
+        &base,
+        &[("DOCKER_CONFIG", &docker_config_s), ("PATH", &path)],
+    );
+    r.code(7);
+    assert!(
+        r.stderr
+            .contains("docker-credential-kilnhang did not answer within 2 s"),
+        "{}",
+        r.stderr
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+
+    // A helper that answers: its credentials are used.
+    fs::write(
+        &helper,
+        format!("#!/bin/sh\ncat >/dev/null\necho '{{\"Username\":\"kiln\",\"Secret\":\"{password}\"}}'\n"),
+    )
+    .expect("helper");
+    let r = p.kiln_env(
+        &[&base[..], &["--force"]].concat(),
+        &[("DOCKER_CONFIG", &docker_config_s), ("PATH", &path)],
+    );
+    r.ok();
+    assert!(!r.all_output().contains(password));
+}

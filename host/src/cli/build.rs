@@ -96,7 +96,17 @@ fn registry_check(
         .flavor
         .plugin
         .construct_registry(choice.flavor.name(), &config)
-        .map_err(|e| plugin_err("construct", e))?;
+        .map_err(|e| match e.kind {
+            ErrorKind::AUTH => Error::Build {
+                builder: format!("registry {}", choice.name),
+                message: e.message.to_string(),
+                code: exit::REGISTRY,
+            },
+            ErrorKind::INVALID_CONFIG => {
+                Error::BadArgument(format!("registry {}: {}", choice.name, e.message))
+            }
+            _ => plugin_err("construct", e),
+        })?;
     // A builder elsewhere (a cloud service) cannot reach a loopback registry.
     let uri = registry.uri().to_string();
     let host = uri.split('/').next().unwrap_or("");

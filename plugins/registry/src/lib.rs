@@ -8,6 +8,7 @@
 //!   [`Registry::auth`]; `push_image` pushes through the Docker daemon at
 //!   `DOCKER_HOST` (default socket) itself.
 
+pub mod dockercfg;
 pub mod http;
 pub mod names;
 
@@ -32,7 +33,9 @@ pub struct DefaultConfig {
     /// or digest is refused.
     #[schemars(length(min = 1))]
     pub uri: String,
-    /// User name for the registry.
+    /// User name for the registry. Without `username` and `password`, kiln
+    /// uses Docker's own config (`$DOCKER_CONFIG/config.json`: `credHelpers`,
+    /// `credsStore`, `auths`), as the Docker CLI does.
     pub username: Option<String>,
     /// Password or token; a literal (kept in .kiln/secrets.json) or `${env:NAME}`.
     pub password: Option<Secret>,
@@ -79,7 +82,11 @@ impl RegistryFlavor for DefaultFlavor {
                 username: u.clone(),
                 password: p.expose().to_string(),
             }),
-            (None, None) => None,
+            // As the Docker CLI: credential helpers, then config.json auths.
+            (None, None) => {
+                dockercfg::lookup(&uri.host, Duration::from_secs(config.timeout_seconds))
+                    .map_err(|e| PluginError::new(ErrorKind::AUTH, e))?
+            }
             _ => {
                 return Err(PluginError::new(
                     ErrorKind::INVALID_CONFIG,
