@@ -584,3 +584,68 @@ fn credentials_come_from_dockers_config_and_helpers_are_bounded() {
     r.ok();
     assert!(!r.all_output().contains(password));
 }
+
+#[test]
+fn kiln_push_pushes_an_explicit_tag_and_the_registry_agrees() {
+    if !tools_and_daemon() {
+        return;
+    }
+    let registry = TestRegistry::start(None);
+    let (p, plugins) = project();
+    register(
+        &p,
+        &plugins,
+        "reg",
+        &[&registry.host()]
+            .map(|h| format!("uri={h}/base"))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let image = format!("{}/base/busybox:1", registry.host());
+    let tag = Command::new("docker")
+        .args(["tag", "local/busybox:1", &image])
+        .status()
+        .expect("docker tag");
+    assert!(tag.success());
+    let v = p
+        .kiln(&[
+            "--plugins-dir",
+            &plugins,
+            "push",
+            &image,
+            "--registry",
+            "reg",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let digest = v["digest"].as_str().expect("digest").to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{image}"))
+        .output()
+        .expect("skopeo inspect");
+    assert_eq!(String::from_utf8_lossy(&inspect.stdout).trim(), digest);
+    // No tag, or a name outside the registry: refused.
+    let untagged = format!("{}/base/busybox", registry.host());
+    p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "push",
+        &untagged,
+        "--registry",
+        "reg",
+    ])
+    .code(2);
+    p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "push",
+        "elsewhere.io/x:1",
+        "--registry",
+        "reg",
+    ])
+    .code(2);
+}

@@ -41,6 +41,18 @@ pub enum Command {
     Init,
     /// Build an image from a context directory through a builder plugin.
     Build(BuildArgs),
+    /// Push a local image (an explicit NAME:TAG) through a registry component.
+    Push {
+        /// The image, with its tag.
+        #[arg(value_name = "NAME:TAG")]
+        image: String,
+        /// The container-registry component.
+        #[arg(long, value_name = "COMPONENT")]
+        registry: String,
+        /// Print JSON: {"image","digest"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and pack build contexts (Docker's .dockerignore rules, deterministic archive).
     #[command(subcommand)]
     Context(ContextCommand),

@@ -600,3 +600,51 @@ fn report_result(
         ));
     }
 }
+
+/// `kiln push NAME:TAG --registry COMPONENT`: membership, then
+/// `prepare_image_push` and `push_image` through the registry plugin.
+pub(crate) fn push(session: &Session<'_>, image: &str, registry: &str, json: bool) -> Result<i32> {
+    if split_tag(image).1.is_none() {
+        return Err(Error::BadArgument(format!(
+            "{image}: push an explicit tag (NAME:TAG); kiln never pushes every tag of a name"
+        )));
+    }
+    let catalog = session.catalog();
+    let choice = choose_registry(session, &catalog, registry)?;
+    let images = [image.to_string()];
+    let (handle, _) = registry_check(&choice, "kiln push", true, &images, None, false)?;
+    let fail = |e: PluginError| {
+        let code = match e.kind {
+            ErrorKind::AUTH => exit::REGISTRY,
+            ErrorKind::UNAVAILABLE => exit::DAEMON,
+            ErrorKind::INVALID_INPUT | ErrorKind::INVALID_CONFIG => exit::USAGE,
+            ErrorKind::CANCELLED => exit::INTERRUPTED,
+            _ => exit::REGISTRY,
+        };
+        Error::Build {
+            builder: format!("registry {registry}"),
+            message: e.message.to_string(),
+            code,
+        }
+    };
+    handle
+        .prepare_image_push(image.into())
+        .into_result()
+        .map_err(fail)?;
+    let flag = CancelFlag::new();
+    install_interrupt(&flag);
+    let digest = handle
+        .push_image(
+            image.into(),
+            progress_sink(&choice.flavor.plugin.name),
+            flag.handle(),
+        )
+        .into_result()
+        .map_err(fail)?;
+    if json {
+        output::json(&json!({ "image": image, "digest": digest.as_str() }));
+    } else {
+        output::result(&format!("pushed {image} ({digest})"));
+    }
+    Ok(exit::OK)
+}

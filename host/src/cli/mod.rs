@@ -111,6 +111,11 @@ pub fn run(cli: Cli, env: &Environment) -> Result<i32> {
         Command::Component(cmd) => component::run(&session, cmd),
         Command::Context(cmd) => context::run(&session, cmd),
         Command::Build(args) => build::run(&session, args),
+        Command::Push {
+            image,
+            registry,
+            json,
+        } => build::push(&session, &image, &registry, json),
         Command::Init => {
             let root = session
                 .project_flag
