@@ -518,11 +518,12 @@ fn a_registry_component_owns_the_names_answers_the_check_and_receives_the_push()
         "Dockerfile",
         "FROM local/busybox:1\nRUN true\n",
     );
-    let aborts = [
+    // The docker builder pointed at a dead socket: any contact would fail.
+    let dead_builder = [
         "--builder-flavor",
-        "aborts",
+        "local",
         "--builder-config",
-        ABORTS_CONFIG,
+        r#"{"docker_host": "unix:///nonexistent/docker.sock"}"#,
     ];
     let build = |tag: &str, extra: &[&str]| {
         let base = [
@@ -537,9 +538,8 @@ fn a_registry_component_owns_the_names_answers_the_check_and_receives_the_push()
         ];
         p.kiln(&[&base[..], extra].concat())
     };
-    // A name outside the registry: refused before any builder is constructed
-    // (the `aborts` builder would kill the process).
-    let r = build("other.example/app:1", &aborts);
+    // A name outside the registry: refused before anything is built.
+    let r = build("other.example/app:1", &dead_builder);
     r.code(2);
     assert!(
         r.stderr.contains("does not belong to registry reg"),
@@ -547,11 +547,11 @@ fn a_registry_component_owns_the_names_answers_the_check_and_receives_the_push()
         r.stderr
     );
     // Membership is not a string prefix: team vs teammate.
-    build("127.0.0.1:5999/teammate/app:1", &aborts).code(2);
+    build("127.0.0.1:5999/teammate/app:1", &dead_builder).code(2);
     // The plan names the check.
     let v = build(
         "127.0.0.1:5999/team/app:1",
-        &[&aborts[..], &["--dry-run", "--json"]].concat(),
+        &[&dead_builder[..], &["--dry-run", "--json"]].concat(),
     )
     .ok()
     .json();
