@@ -649,3 +649,57 @@ fn kiln_push_pushes_an_explicit_tag_and_the_registry_agrees() {
     ])
     .code(2);
 }
+
+#[test]
+fn without_a_tag_the_name_comes_from_the_registry() {
+    let (p, plugins) = project();
+    register(
+        &p,
+        &plugins,
+        "reg",
+        &[
+            "uri=https://127.0.0.1:5999/team/",
+            "default_repository=svc/api",
+        ],
+    );
+    register(&p, &plugins, "plain", &["uri=127.0.0.1:5999/team"]);
+    write(&p.work().join("my-app"), "Dockerfile", "FROM scratch\n");
+    let plan = |registry: &str| {
+        p.kiln(&[
+            "--plugins-dir",
+            &plugins,
+            "build",
+            "my-app",
+            "--registry",
+            registry,
+            "--dry-run",
+            "--json",
+        ])
+        .ok()
+        .json()
+    };
+    let v = plan("reg");
+    let image = v["image"].as_str().expect("image");
+    assert!(image.starts_with("127.0.0.1:5999/team/svc/api:"), "{image}");
+    let v = plan("plain");
+    let image = v["image"].as_str().expect("image");
+    assert!(image.starts_with("127.0.0.1:5999/team/my-app:"), "{image}");
+    // A bad default_repository is refused at registration.
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "component",
+        "register",
+        "bad",
+        "--type",
+        "container-registry",
+        "--flavor",
+        "default",
+        "--set",
+        "uri=reg.io",
+        "--set",
+        "default_repository=Bad Name",
+    ]);
+    r.code(2);
+    assert!(r.stderr.contains("/default_repository"), "{}", r.stderr);
+}

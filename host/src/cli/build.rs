@@ -365,7 +365,29 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            vec![default_name(&folder)]
+            // With a registry: <uri>/<default_repository or folder name>, so
+            // the default name belongs to it.
+            let repo = registry_choice
+                .as_ref()
+                .and_then(|r| r.config.get("default_repository"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| default_name(&folder));
+            match registry_choice
+                .as_ref()
+                .and_then(|r| r.config.get("uri"))
+                .and_then(Value::as_str)
+            {
+                Some(uri) => {
+                    let uri = uri
+                        .trim()
+                        .trim_start_matches("https://")
+                        .trim_start_matches("http://")
+                        .trim_end_matches('/');
+                    vec![format!("{uri}/{repo}")]
+                }
+                None => vec![repo],
+            }
         } else {
             args.tags.clone()
         };

@@ -39,6 +39,13 @@ pub struct DefaultConfig {
     pub username: Option<String>,
     /// Password or token; a literal (kept in .kiln/secrets.json) or `${env:NAME}`.
     pub password: Option<Secret>,
+    /// Repository `kiln build --registry` names the image with when no `-t` is
+    /// given (`<uri>/<default_repository>:<derived tag>`); default: the
+    /// context folder's name.
+    #[schemars(regex(
+        pattern = r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+    ))]
+    pub default_repository: Option<String>,
     /// Talk plain HTTP to this registry. Loopback hosts (127.0.0.0/8,
     /// localhost) always use plain HTTP, as the Docker daemon does.
     #[serde(default)]
