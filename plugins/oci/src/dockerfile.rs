@@ -1,0 +1,597 @@
+//! Dockerfile parsing with Docker's rules.
+//!
+//! - Parser directives (`# escape=`, `# syntax=`) only before the first
+//!   instruction, comment or blank line; the escape character is `\` or `` ` ``.
+//! - A line ending in the escape character (trailing whitespace allowed)
+//!   continues on the next; comment lines and blank lines inside a
+//!   continuation are dropped.
+//! - Keywords are case-insensitive; `--flag=value` options come first.
+//! - `RUN`, `CMD`, `ENTRYPOINT`, `SHELL`, `COPY`, `ADD` and `VOLUME` take a
+//!   JSON array (exec form) when their arguments parse as one, else the shell
+//!   form.
+//! - `$VAR`, `${VAR}`, `${VAR:-word}`, `${VAR:+word}` are expanded in the
+//!   instructions Docker expands them in, with the escape character
+//!   protecting `$`.
+
+use std::{collections::BTreeMap, fmt};
+
+/// One instruction as written, after joining continuation lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instruction {
+    /// 1-based line where it starts.
+    pub line: usize,
+    /// Upper-cased keyword.
+    pub keyword: String,
+    /// `--name=value` flags, in order.
+    pub flags: Vec<(String, String)>,
+    /// The arguments.
+    pub args: Args,
+    /// The text after the keyword and flags, as written (continuations joined).
+    pub original: String,
+}
+
+/// The arguments of an instruction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Args {
+    /// Exec form: a JSON array of strings.
+    Exec(Vec<String>),
+    /// Shell form: the rest of the line.
+    Shell(String),
+}
+
+/// A parse error, naming the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Dockerfile line {}: {}", self.line, self.message)
+    }
+}
+
+/// A parsed Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dockerfile {
+    /// The escape character in effect.
+    pub escape: char,
+    /// `# syntax=` when given.
+    pub syntax: Option<String>,
+    /// The instructions, in order.
+    pub instructions: Vec<Instruction>,
+}
+
+const KEYWORDS: &[&str] = &[
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
+const JSON_FORMS: &[&str] = &["RUN", "CMD", "ENTRYPOINT", "SHELL", "COPY", "ADD", "VOLUME"];
+
+/// Instructions whose arguments get variable substitution (Docker's list).
+pub const EXPANDED: &[&str] = &[
+    "ADD",
+    "COPY",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "LABEL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+    "ONBUILD",
+];
+
+/// Parse `text`.
+pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines: Vec<&str> = text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect();
+    let mut escape = '\\';
+    let mut syntax = None;
+    let mut index = 0;
+    // Parser directives: `# key=value` lines at the very top.
+    while index < lines.len() {
+        let Some(rest) = lines[index].trim_start().strip_prefix('#') else {
+            break;
+        };
+        let Some((key, value)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let value = value.trim();
+        if key.contains(char::is_whitespace) {
+            break;
+        }
+        match key.as_str() {
+            "escape" => {
+                escape = match value {
+                    "\\" => '\\',
+                    "`" => '`',
+                    other => {
+                        return Err(ParseError {
+                            line: index + 1,
+                            message: format!("invalid escape token '{other}' does not validate"),
+                        })
+                    }
+                }
+            }
+            "syntax" => syntax = Some(value.to_string()),
+            _ => break,
+        }
+        index += 1;
+    }
+
+    let mut instructions = Vec::new();
+    while index < lines.len() {
+        let start = index;
+        let first = lines[index].trim();
+        index += 1;
+        if first.is_empty() || first.starts_with('#') {
+            continue;
+        }
+        // Join continuation lines.
+        let mut joined = String::new();
+        let mut current = first.to_string();
+        loop {
+            let trimmed = current.trim_end();
+            match trimmed.strip_suffix(escape) {
+                Some(body) if index < lines.len() || !body.is_empty() => {
+                    joined.push_str(body);
+                    // Skip comment and blank lines inside the continuation.
+                    while index < lines.len() {
+                        let next = lines[index].trim_start();
+                        if next.starts_with('#') || next.trim().is_empty() {
+                            index += 1;
+                            continue;
+                        }
+                        break;
+                    }
+                    if index >= lines.len() {
+                        break;
+                    }
+                    current = lines[index].to_string();
+                    index += 1;
+                }
+                _ => {
+                    joined.push_str(&current);
+                    break;
+                }
+            }
+        }
+        instructions.push(instruction(start + 1, joined.trim())?);
+    }
+    Ok(Dockerfile {
+        escape,
+        syntax,
+        instructions,
+    })
+}
+
+fn instruction(line: usize, text: &str) -> Result<Instruction, ParseError> {
+    let (word, rest) = text
+        .split_once(char::is_whitespace)
+        .map_or((text, ""), |(w, r)| (w, r.trim_start()));
+    let keyword = word.to_ascii_uppercase();
+    if !KEYWORDS.contains(&keyword.as_str()) {
+        return Err(ParseError {
+            line,
+            message: format!("unknown instruction: {word}"),
+        });
+    }
+    if rest.contains("<<") && matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") {
+        let heredoc = rest
+            .split_whitespace()
+            .any(|w| w.starts_with("<<") && w.len() > 2);
+        if heredoc {
+            return Err(ParseError {
+                line,
+                message: "heredocs are not supported by kiln's parser".into(),
+            });
+        }
+    }
+    // Flags: leading `--name=value` words.
+    let mut flags = Vec::new();
+    let mut remainder = rest;
+    if !matches!(
+        keyword.as_str(),
+        "ENV" | "LABEL" | "ARG" | "MAINTAINER" | "USER" | "WORKDIR"
+    ) {
+        while let Some(after) = remainder.strip_prefix("--") {
+            let (word, next) = after
+                .split_once(char::is_whitespace)
+                .map_or((after, ""), |(w, r)| (w, r.trim_start()));
+            let (name, value) = word.split_once('=').unwrap_or((word, "true"));
+            flags.push((name.to_ascii_lowercase(), value.to_string()));
+            remainder = next;
+        }
+    }
+    let args = if JSON_FORMS.contains(&keyword.as_str()) {
+        match serde_json::from_str::<Vec<String>>(remainder) {
+            Ok(list) if remainder.trim_start().starts_with('[') => Args::Exec(list),
+            _ => Args::Shell(remainder.to_string()),
+        }
+    } else {
+        Args::Shell(remainder.to_string())
+    };
+    if remainder.is_empty() && !matches!(keyword.as_str(), "HEALTHCHECK") {
+        return Err(ParseError {
+            line,
+            message: format!("{keyword} requires at least one argument"),
+        });
+    }
+    Ok(Instruction {
+        line,
+        keyword,
+        flags,
+        args,
+        original: remainder.to_string(),
+    })
+}
+
+/// Expand `$VAR`, `${VAR}`, `${VAR:-word}` and `${VAR:+word}` in `word` with
+/// `vars`, as Docker's shell lexer does for the instructions in [`EXPANDED`]:
+/// the escape character protects the next character, single quotes stop
+/// expansion, unset variables expand to nothing.
+pub fn expand(word: &str, vars: &BTreeMap<String, String>, escape: char) -> Result<String, String> {
+    let chars: Vec<char> = word.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    let mut in_single = false;
+    let mut in_double = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if in_single {
+            if c == '\'' {
+                in_single = false;
+            }
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        if c == escape && i + 1 < chars.len() {
+            let next = chars[i + 1];
+            if next == '$' {
+                out.push('$');
+            } else {
+                out.push(c);
+                out.push(next);
+            }
+            i += 2;
+            continue;
+        }
+        match c {
+            '\'' if !in_double => {
+                in_single = true;
+                out.push(c);
+                i += 1;
+            }
+            '"' => {
+                in_double = !in_double;
+                out.push(c);
+                i += 1;
+            }
+            '$' => {
+                let (value, used) = variable(&chars[i + 1..], vars, escape)?;
+                out.push_str(&value);
+                i += 1 + used;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Expand one variable reference after `$`; returns the value and how many
+/// characters it used.
+fn variable(
+    chars: &[char],
+    vars: &BTreeMap<String, String>,
+    escape: char,
+) -> Result<(String, usize), String> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    if chars.first() == Some(&'{') {
+        let close = chars
+            .iter()
+            .position(|&c| c == '}')
+            .ok_or_else(|| "missing '}' in a ${...} substitution".to_string())?;
+        let inner: String = chars[1..close].iter().collect();
+        let value = if let Some((name, word)) = inner.split_once(":-") {
+            match vars.get(name) {
+                Some(v) if !v.is_empty() => v.clone(),
+                _ => expand(word, vars, escape)?,
+            }
+        } else if let Some((name, word)) = inner.split_once(":+") {
+            match vars.get(name) {
+                Some(v) if !v.is_empty() => expand(word, vars, escape)?,
+                _ => String::new(),
+            }
+        } else if inner.chars().all(is_name) && !inner.is_empty() {
+            vars.get(&inner).cloned().unwrap_or_default()
+        } else {
+            return Err(format!("unsupported modifier in ${{{inner}}}"));
+        };
+        return Ok((value, close + 1));
+    }
+    let len = chars.iter().take_while(|&&c| is_name(c)).count();
+    if len == 0 {
+        return Ok(("$".into(), 0));
+    }
+    let name: String = chars[..len].iter().collect();
+    Ok((vars.get(&name).cloned().unwrap_or_default(), len))
+}
+
+/// `key=value` pairs (ENV, LABEL, ARG) with Docker's quoting: quotes group,
+/// the escape character escapes. The legacy `ENV key value` form gives one
+/// pair.
+pub fn pairs(
+    text: &str,
+    escape: char,
+    legacy_allowed: bool,
+) -> Result<Vec<(String, String)>, String> {
+    let words = split_words(text, escape)?;
+    if words.is_empty() {
+        return Err("expected KEY=VALUE".into());
+    }
+    if legacy_allowed && !words[0].contains('=') {
+        let (key, value) = text
+            .trim()
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| format!("{} needs a value", words[0]))?;
+        return Ok(vec![(key.to_string(), unquote(value.trim(), escape))]);
+    }
+    words
+        .iter()
+        .map(|w| {
+            w.split_once('=')
+                .map(|(k, v)| (k.to_string(), unquote(v, escape)))
+                .ok_or_else(|| format!("{w:?} is not KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// Split on unquoted whitespace, keeping quotes (removed later by `unquote`).
+fn split_words(text: &str, escape: char) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (_, c) if c == escape => {
+                current.push(c);
+                if let Some(n) = chars.next() {
+                    current.push(n);
+                }
+            }
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                current.push(c);
+            }
+            (Some(q), c) if c == q => {
+                quote = None;
+                current.push(c);
+            }
+            (None, c) if c.is_whitespace() => {
+                if !current.is_empty() {
+                    words.push(std::mem::take(&mut current));
+                }
+            }
+            (_, c) => current.push(c),
+        }
+    }
+    if quote.is_some() {
+        return Err("unmatched quote".into());
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    Ok(words)
+}
+
+/// Remove quotes and escapes from one value.
+fn unquote(value: &str, escape: char) -> String {
+    let mut out = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some('\''), '\'') => quote = None,
+            (Some('\''), c) => out.push(c),
+            (_, c) if c == escape => {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            }
+            (None, '"' | '\'') => quote = Some(c),
+            (Some('"'), '"') => quote = None,
+            (_, c) => out.push(c),
+        }
+    }
+    out
+}
+
+/// Instructions kiln's `oci` builder cannot carry out without a container
+/// runtime: an error naming the line and pointing to the `local` builder.
+pub fn needs_runtime(file: &Dockerfile) -> Option<ParseError> {
+    file.instructions.iter().find_map(|i| {
+        let onbuild_run = i.keyword == "ONBUILD"
+            && i.original.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case("RUN"));
+        (i.keyword == "RUN" || onbuild_run).then(|| ParseError {
+            line: i.line,
+            message: format!(
+                "{} runs a command, which needs a container runtime; the daemonless `oci` builder \
+                 runs nothing: build this Dockerfile with the `local` builder (--builder-flavor local)",
+                i.keyword
+            ),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn continuations_comments_and_case() {
+        let f = parse(
+            "from scratch\nCOPY a \\\n  # a comment inside\n\n  b /dst/\nenv A=1 \\\n    B=2\n",
+        )
+        .expect("parses");
+        let kinds: Vec<&str> = f.instructions.iter().map(|i| i.keyword.as_str()).collect();
+        assert_eq!(kinds, vec!["FROM", "COPY", "ENV"]);
+        assert_eq!(f.instructions[1].line, 2);
+        assert_eq!(f.instructions[1].args, Args::Shell("a   b /dst/".into()));
+        assert_eq!(f.instructions[2].original, "A=1     B=2");
+    }
+
+    #[test]
+    fn escape_directive_switches_to_backtick() {
+        let f = parse("# escape=`\nFROM scratch\nCOPY a `\n  b c:\\dir\\\n").expect("parses");
+        assert_eq!(f.escape, '`');
+        assert_eq!(
+            f.instructions[1].args,
+            Args::Shell("a   b c:\\dir\\".into())
+        );
+        // A directive after an instruction is only a comment.
+        let f = parse("FROM scratch\n# escape=`\nCOPY a \\\n b /\n").expect("parses");
+        assert_eq!(f.escape, '\\');
+        assert_eq!(f.instructions.len(), 2);
+        assert!(parse("# escape=x\nFROM scratch\n").is_err());
+    }
+
+    #[test]
+    fn exec_and_shell_forms() {
+        let f = parse(
+            "FROM scratch\nCMD [\"sh\", \"-c\", \"echo hi\"]\nENTRYPOINT echo \"[not json\"\nCOPY [\"a b\", \"/c/\"]\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            f.instructions[1].args,
+            Args::Exec(vec!["sh".into(), "-c".into(), "echo hi".into()])
+        );
+        assert_eq!(
+            f.instructions[2].args,
+            Args::Shell("echo \"[not json\"".into())
+        );
+        assert_eq!(
+            f.instructions[3].args,
+            Args::Exec(vec!["a b".into(), "/c/".into()])
+        );
+    }
+
+    #[test]
+    fn flags_come_first() {
+        let f = parse("FROM --platform=linux/arm64 scratch AS base\nCOPY --from=base --chown=1:2 --chmod=755 /a /b\n")
+            .expect("parses");
+        assert_eq!(
+            f.instructions[0].flags,
+            vec![("platform".into(), "linux/arm64".into())]
+        );
+        assert_eq!(f.instructions[0].original, "scratch AS base");
+        assert_eq!(
+            f.instructions[1].flags,
+            vec![
+                ("from".into(), "base".into()),
+                ("chown".into(), "1:2".into()),
+                ("chmod".into(), "755".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = parse("FROM scratch\n\nFROMM x\n").expect_err("unknown");
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("unknown instruction: FROMM"));
+        let e = parse("FROM scratch\nWORKDIR\n").expect_err("empty");
+        assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn run_is_refused_naming_the_line() {
+        let f = parse("FROM scratch\nCOPY a /\nRUN make\n").expect("parses");
+        let e = needs_runtime(&f).expect("RUN refused");
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("local"));
+        let f = parse("FROM scratch\nONBUILD run make\n").expect("parses");
+        assert!(needs_runtime(&f).is_some());
+        assert!(needs_runtime(&parse("FROM scratch\nCOPY a /\n").expect("parses")).is_none());
+    }
+
+    #[test]
+    fn substitution_follows_dockers_rules() {
+        let v = vars(&[("NAME", "app"), ("EMPTY", ""), ("DIR", "/srv")]);
+        assert_eq!(
+            expand("$DIR/${NAME}.conf", &v, '\\').expect("ok"),
+            "/srv/app.conf"
+        );
+        assert_eq!(
+            expand("${MISSING:-fallback}", &v, '\\').expect("ok"),
+            "fallback"
+        );
+        assert_eq!(
+            expand("${EMPTY:-fallback}", &v, '\\').expect("ok"),
+            "fallback"
+        );
+        assert_eq!(expand("${NAME:+set}", &v, '\\').expect("ok"), "set");
+        assert_eq!(expand("${MISSING:+set}", &v, '\\').expect("ok"), "");
+        assert_eq!(expand("\\$NAME", &v, '\\').expect("ok"), "$NAME");
+        assert_eq!(expand("'$NAME'", &v, '\\').expect("ok"), "'$NAME'");
+        assert_eq!(expand("\"$NAME\"", &v, '\\').expect("ok"), "\"app\"");
+        assert_eq!(expand("`$NAME", &v, '`').expect("ok"), "$NAME");
+        assert_eq!(expand("$MISSING-x", &v, '\\').expect("ok"), "-x");
+        assert!(expand("${NAME", &v, '\\').is_err());
+    }
+
+    #[test]
+    fn key_value_pairs() {
+        assert_eq!(
+            pairs("A=1 B=\"two words\" C=three\\ words", '\\', true).expect("ok"),
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "three words".into())
+            ]
+        );
+        assert_eq!(
+            pairs("LEGACY some value", '\\', true).expect("ok"),
+            vec![("LEGACY".into(), "some value".into())]
+        );
+        assert!(pairs("A=\"open", '\\', true).is_err());
+        assert!(pairs("NOEQUALS", '\\', false).is_err());
+    }
+}
