@@ -8,3 +8,4 @@
 //! is done.
 
 pub mod dockerfile;
+pub mod image;
