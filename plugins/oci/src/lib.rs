@@ -1,11 +1,13 @@
 //! kiln's daemonless builder, flavor `oci` (in progress).
 //!
-//! So far: the Dockerfile front end ([`dockerfile`]), following BuildKit's
-//! parser rules (parser directives, the escape character, line
-//! continuations, comments inside continuations, JSON and shell forms,
-//! instruction flags) and its variable substitution, with the check that
-//! refuses instructions needing a container runtime (`RUN`) before any work
-//! is done.
+//! So far: the Dockerfile front end ([`dockerfile`]): parser directives,
+//! the escape character, line continuations, comments inside continuations,
+//! JSON and shell forms, instruction flags, variable substitution, and the
+//! check that refuses `RUN` before any work is done; builds of stages from
+//! `scratch` with `COPY`/`ADD` of local files and the metadata instructions
+//! ([`build`]); reproducible OCI images and archives that `docker load` and
+//! `skopeo` read ([`image`]). Not yet a plugin.
 
+pub mod build;
 pub mod dockerfile;
 pub mod image;

@@ -119,3 +119,118 @@ fn docker_loads_and_runs_the_image_and_skopeo_agrees_on_the_digest() {
     );
     let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
 }
+
+/// A context archive as the host makes it (a plain tar).
+fn context_tar(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data, mode) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(*mode);
+        h.set_size(data.len() as u64);
+        h.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut h, path, *data).expect("append");
+    }
+    builder.into_inner().expect("tar")
+}
+
+#[test]
+fn a_multi_stage_dockerfile_builds_without_a_daemon_and_runs() {
+    if !tools() {
+        return;
+    }
+    let busybox = std::fs::read("/bin/busybox").expect("busybox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let context = dir.path().join("context.tar");
+    std::fs::write(
+        &context,
+        context_tar(&[
+            ("bin/busybox", &busybox, 0o755),
+            ("app/message.txt", b"copied from the context\n", 0o644),
+        ]),
+    )
+    .expect("context");
+    let dockerfile = r#"# a daemonless build
+FROM scratch AS tools
+COPY bin/busybox /bin/busybox
+
+FROM scratch
+ARG GREETING=hello
+ENV GREETING=$GREETING \
+    PATH=/bin
+COPY --from=tools /bin/busybox /bin/
+COPY --chmod=600 --chown=65534:65534 app/ /srv/app/
+WORKDIR /srv/app
+USER 65534
+LABEL org.kiln.stage=final
+ENTRYPOINT ["/bin/busybox", "sh", "-c"]
+CMD ["echo \"$GREETING\"; pwd; id -u; cat message.txt; stat -c '%a %u' message.txt"]
+"#;
+    let build = |created: u64| {
+        kiln_oci::build::build(&kiln_oci::build::BuildInput {
+            dockerfile,
+            context: &context,
+            build_args: [("GREETING".to_string(), "bonjour".to_string())].into(),
+            target: None,
+            created,
+            architecture: "amd64",
+        })
+        .expect("build")
+    };
+    let image = build(0);
+    assert_eq!(image.digest(), build(0).digest(), "reproducible");
+    assert_ne!(
+        image.digest(),
+        build(1_700_000_000).digest(),
+        "created is recorded"
+    );
+    let archive = dir.path().join("image.tar");
+    let tag = format!("kiln-oci-multi:{}", std::process::id());
+    write_archive(&image, &tag, &archive).expect("archive");
+    let load = Command::new("docker")
+        .arg("load")
+        .arg("-i")
+        .arg(&archive)
+        .output()
+        .expect("docker load");
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let out = Command::new("docker")
+        .args(["run", "--rm", &tag])
+        .output()
+        .expect("docker run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "bonjour\n/srv/app\n65534\ncopied from the context\n600 65534\n"
+    );
+    let label = Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"org.kiln.stage\"}}",
+            &tag,
+        ])
+        .output()
+        .expect("inspect");
+    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), "final");
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+
+    // The target stage, and RUN refused naming its line.
+    let tools_only = kiln_oci::build::build(&kiln_oci::build::BuildInput {
+        dockerfile,
+        context: &context,
+        build_args: Default::default(),
+        target: Some("tools"),
+        created: 0,
+        architecture: "amd64",
+    })
+    .expect("target");
+    assert_eq!(tools_only.layers.len(), 1);
+}
