@@ -578,3 +578,90 @@ fn a_registry_component_owns_the_names_answers_the_check_and_receives_the_push()
         r.stderr
     );
 }
+
+#[test]
+fn the_oci_builder_writes_an_archive_docker_loads_and_refuses_run() {
+    let p = TestProject::new();
+    let dir = p.root().join("plugins");
+    let f = shipped_plugin("kiln-oci");
+    fs::copy(&f, dir.join(f.file_name().expect("name"))).expect("copy");
+    let plugins = dir.to_string_lossy().into_owned();
+    let c = p.work().join("daemonless");
+    fs::create_dir_all(c.join("bin")).expect("mkdir");
+    if let Ok(busybox) = fs::read("/bin/busybox") {
+        fs::write(c.join("bin/busybox"), busybox).expect("busybox");
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(c.join("bin/busybox"), fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    write(&c, "site/index.html", "<h1>built without a daemon</h1>\n");
+    write(&c, "secret.env", "TOKEN=x\n");
+    write(&c, ".dockerignore", "secret.env\n");
+    write(
+        &c,
+        "Dockerfile",
+        "FROM scratch\nCOPY bin/busybox /bin/busybox\nCOPY site/ /srv/\nWORKDIR /srv\n\
+         ENTRYPOINT [\"/bin/busybox\", \"cat\", \"index.html\"]\n",
+    );
+    let out = p.root().join("image.tar");
+    let tag = format!("{}:1", unique("kiln-e2e-oci"));
+    let dest = format!("type=oci,dest={}", out.display());
+    let build = |extra: &[&str]| {
+        let base = [
+            "--plugins-dir",
+            plugins.as_str(),
+            "build",
+            "daemonless",
+            "-t",
+            tag.as_str(),
+            "--builder-flavor",
+            "oci",
+        ];
+        p.kiln(&[&base[..], extra].concat())
+    };
+    let v = build(&["--output", &dest, "--json"]).ok().json();
+    assert_eq!(v["status"], "built");
+    let digest = v["digest"].as_str().expect("digest").to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    // Reproducible: the same input, the same digest.
+    let again = build(&["--output", &dest, "--json"]).ok().json();
+    assert_eq!(again["digest"], digest.as_str());
+    // Without --output the builder says what it needs.
+    let r = build(&[]);
+    r.code(2);
+    assert!(
+        r.stderr.contains("--output type=oci,dest=FILE"),
+        "{}",
+        r.stderr
+    );
+    // RUN is refused naming the line and the builder to use.
+    write(
+        &c,
+        "Dockerfile",
+        "FROM scratch\nCOPY site/ /srv/\nRUN echo no\n",
+    );
+    let r = build(&["--output", &dest]);
+    r.code(2);
+    assert!(
+        r.stderr.contains("line 3") && r.stderr.contains("local"),
+        "{}",
+        r.stderr
+    );
+
+    if !daemon() {
+        return;
+    }
+    let load = Command::new("docker")
+        .arg("load")
+        .arg("-i")
+        .arg(&out)
+        .output()
+        .expect("docker load");
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    assert_eq!(docker_run(&tag, &[]), "<h1>built without a daemon</h1>\n");
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+}

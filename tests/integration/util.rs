@@ -31,7 +31,7 @@ const FIXTURES: &[(&str, Option<&str>)] = &[
 ];
 
 /// Plugins shipped in `plugins/` that the tests load, built with the fixtures.
-const SHIPPED: &[&str] = &["kiln-docker", "kiln-registry"];
+const SHIPPED: &[&str] = &["kiln-docker", "kiln-registry", "kiln-oci"];
 
 fn lib_file_name(crate_name: &str) -> String {
     format!(

@@ -317,6 +317,10 @@ pub struct BuildArgs {
     /// builder pushes through it.
     #[arg(long, value_name = "COMPONENT")]
     pub registry: Option<String>,
+    /// Where a builder that writes archives puts the image, buildx's spelling:
+    /// type=oci,dest=FILE (an archive `docker load` and OCI tools read).
+    #[arg(long, value_name = "type=oci,dest=FILE")]
+    pub output: Option<String>,
     /// Build-time variable KEY=VALUE (repeatable).
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,

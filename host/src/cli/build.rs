@@ -328,7 +328,7 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
         platform: opt(&args.platform),
         no_cache: args.no_cache,
         pull: args.pull,
-        extra_json: "{}".into(),
+        extra_json: extra_json(&args, &session.env.cwd)?.into(),
     };
     if choice.flavor.plugin.has_context_hook() {
         let files = match &choice.component {
@@ -669,4 +669,33 @@ pub(crate) fn push(session: &Session<'_>, image: &str, registry: &str, json: boo
         output::result(&format!("pushed {image} ({digest})"));
     }
     Ok(exit::OK)
+}
+
+/// `--output type=oci,dest=FILE` as the request's extra JSON.
+fn extra_json(args: &BuildArgs, cwd: &std::path::Path) -> Result<String> {
+    let Some(spec) = &args.output else {
+        return Ok("{}".into());
+    };
+    let mut kind = None;
+    let mut dest = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_string()),
+            Some(("dest", v)) => dest = Some(cwd.join(v).to_string_lossy().into_owned()),
+            _ => {
+                return Err(Error::BadArgument(format!(
+                    "--output {spec:?}: expected type=oci,dest=FILE"
+                )))
+            }
+        }
+    }
+    match (kind.as_deref(), dest) {
+        (Some("oci") | Some("docker"), Some(dest)) => Ok(json!({
+            "output": {"type": kind, "dest": dest}
+        })
+        .to_string()),
+        _ => Err(Error::BadArgument(format!(
+            "--output {spec:?}: expected type=oci,dest=FILE"
+        ))),
+    }
 }

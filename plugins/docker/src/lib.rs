@@ -247,6 +247,12 @@ impl LocalBuilder {
         events: &Events,
         cancel: &CancellationBox,
     ) -> Result<BuildOutput, PluginError> {
+        if request.extra_json.contains("\"output\"") {
+            return Err(PluginError::new(
+                ErrorKind::INVALID_INPUT,
+                "the local builder leaves the image in the Docker daemon; --output is for the oci builder",
+            ));
+        }
         let docker = self.connect().await?;
         let file = tokio::fs::File::open(context.archive_path.as_str())
             .await

@@ -49,6 +49,8 @@ pub struct BuildInput<'a> {
     pub build_args: BTreeMap<String, String>,
     /// `--target`.
     pub target: Option<&'a str>,
+    /// `--label`s, set on the result after the Dockerfile's own.
+    pub labels: BTreeMap<String, String>,
     /// The epoch second recorded in the image (0, or `SOURCE_DATE_EPOCH`).
     pub created: u64,
     /// `amd64`, `arm64`, ...
@@ -364,7 +366,8 @@ pub fn build(input: &BuildInput<'_>) -> Result<Image, BuildError> {
             .checked_sub(1)
             .ok_or_else(|| at(0, "the Dockerfile has no FROM"))?,
     };
-    let stage = stages.swap_remove(target);
+    let mut stage = stages.swap_remove(target);
+    stage.runtime.labels.extend(input.labels.clone());
     Ok(image::assemble(
         &stage.runtime,
         stage.layers,
@@ -577,6 +580,7 @@ mod tests {
             context: Path::new("/nonexistent/context.tar"),
             build_args: BTreeMap::new(),
             target: None,
+            labels: BTreeMap::new(),
             created: 0,
             architecture: "amd64",
         };

@@ -11,3 +11,5 @@
 pub mod build;
 pub mod dockerfile;
 pub mod image;
+
+pub mod plugin;

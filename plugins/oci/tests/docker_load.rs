@@ -171,6 +171,7 @@ CMD ["echo \"$GREETING\"; pwd; id -u; cat message.txt; stat -c '%a %u' message.t
             context: &context,
             build_args: [("GREETING".to_string(), "bonjour".to_string())].into(),
             target: None,
+            labels: Default::default(),
             created,
             architecture: "amd64",
         })
@@ -228,6 +229,7 @@ CMD ["echo \"$GREETING\"; pwd; id -u; cat message.txt; stat -c '%a %u' message.t
         context: &context,
         build_args: Default::default(),
         target: Some("tools"),
+        labels: Default::default(),
         created: 0,
         architecture: "amd64",
     })
