@@ -18,61 +18,21 @@ use serde_json::{json, Map, Value};
 
 use super::{
     args::{BuildArgs, OnUnknown},
-    context::hook_files,
+    chosen::Chosen,
     Session,
 };
 use crate::{
     build::{decide, default_name, derived_tag, split_tag, CheckAnswer, Decision, TagInputs},
-    config::{resolve_references, validate_component},
     context::{Context, ContextOptions},
     error::{exit, Error, Result},
     output,
-    plugins::{progress_sink, CancelFlag, Catalog, Flavor},
-    state::ComponentStore,
+    plugins::{progress_sink, CancelFlag, Catalog},
 };
-
-/// The builder a build will use: its flavor and validated config.
-struct BuilderChoice {
-    /// The component name, or `flavor <name>` for --builder-flavor.
-    label: String,
-    component: Option<String>,
-    flavor: Flavor,
-    config: Map<String, Value>,
-}
-
-/// The registry a build checks and pushes to: its flavor and validated config.
-struct RegistryChoice {
-    name: String,
-    flavor: Flavor,
-    config: Map<String, Value>,
-}
-
-fn choose_registry(session: &Session<'_>, catalog: &Catalog, name: &str) -> Result<RegistryChoice> {
-    let t = ComponentType::CONTAINER_REGISTRY;
-    let project = session.require_project()?;
-    let state = ComponentStore::new(&project).read()?;
-    let stored = state.get(name)?;
-    if stored.component_type != t.as_str() {
-        return Err(Error::BadArgument(format!(
-            "component {name:?} is a {}, not a container-registry",
-            stored.component_type
-        )));
-    }
-    let flavor = catalog.find(Some(t), &stored.flavor)?.clone();
-    let schema = flavor.schema()?;
-    let config = state.full_config(name)?;
-    validate_component(name, t.as_str(), flavor.name(), &schema, &config)?;
-    Ok(RegistryChoice {
-        name: name.to_owned(),
-        flavor,
-        config,
-    })
-}
 
 /// Construct the registry (real builds only), check every image belongs to
 /// it, and ask whether the first image exists already.
 fn registry_check(
-    choice: &RegistryChoice,
+    choice: &Chosen,
     builder: &str,
     builds_locally: bool,
     images: &[String],
@@ -82,30 +42,20 @@ fn registry_check(
     kiln_plugin_api::ContainerRegistryBox,
     Vec<(String, CheckAnswer)>,
 )> {
-    let plugin_err = |call: &'static str, e: PluginError| Error::Plugin {
-        plugin: choice.flavor.plugin.path.clone(),
-        flavor: choice.flavor.name().to_owned(),
-        call,
-        message: e.message.to_string(),
-    };
-    let schema = choice.flavor.schema()?;
-    let config = resolve_references(&choice.name, &choice.config, schema.secrets(), |n| {
-        std::env::var(n).ok()
-    })?;
     let registry = choice
         .flavor
         .plugin
-        .construct_registry(choice.flavor.name(), &config)
+        .construct_registry(choice.flavor.name(), &choice.resolved_config()?)
         .map_err(|e| match e.kind {
             ErrorKind::AUTH => Error::Build {
-                builder: format!("registry {}", choice.name),
+                builder: format!("registry {}", choice.label),
                 message: e.message.to_string(),
                 code: exit::REGISTRY,
             },
             ErrorKind::INVALID_CONFIG => {
-                Error::BadArgument(format!("registry {}: {}", choice.name, e.message))
+                Error::BadArgument(format!("registry {}: {}", choice.label, e.message))
             }
-            _ => plugin_err("construct", e),
+            _ => choice.plugin_error("construct", e),
         })?;
     // A builder elsewhere (a cloud service) cannot reach a loopback registry.
     let uri = registry.uri().to_string();
@@ -116,18 +66,18 @@ fn registry_check(
         return Err(Error::BadArgument(format!(
             "builder {builder} does not build on this machine, so it cannot reach registry {} \
              at {host} (a loopback address); use a registry it can reach",
-            choice.name
+            choice.label
         )));
     }
     for image in images {
         let owned = registry
             .owns_image(image.as_str().into())
             .into_result()
-            .map_err(|e| plugin_err("owns_image", e))?;
+            .map_err(|e| choice.plugin_error("owns_image", e))?;
         if !owned {
             return Err(Error::BadArgument(format!(
                 "image {image} does not belong to registry {} ({}); name it {}/...",
-                choice.name,
+                choice.label,
                 registry.uri(),
                 registry.uri()
             )));
@@ -152,14 +102,14 @@ fn registry_check(
             },
             Err(e) if e.kind == ErrorKind::AUTH => {
                 return Err(Error::Build {
-                    builder: format!("registry {}", choice.name),
+                    builder: format!("registry {}", choice.label),
                     message: e.message.to_string(),
                     code: exit::REGISTRY,
                 })
             }
             Err(e) => CheckAnswer::Unknown(e.message.to_string()),
         };
-        answers.push((format!("registry {}", choice.name), answer));
+        answers.push((format!("registry {}", choice.label), answer));
     }
     Ok((registry, answers))
 }
@@ -179,32 +129,10 @@ fn parse_pairs(flag: &str, values: &[String]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-fn choose_builder(
-    session: &Session<'_>,
-    catalog: &Catalog,
-    args: &BuildArgs,
-) -> Result<BuilderChoice> {
+fn choose_builder(session: &Session<'_>, catalog: &Catalog, args: &BuildArgs) -> Result<Chosen> {
     let t = ComponentType::IMAGE_BUILDER;
     if let Some(name) = &args.builder {
-        let project = session.require_project()?;
-        let state = ComponentStore::new(&project).read()?;
-        let stored = state.get(name)?;
-        if stored.component_type != t.as_str() {
-            return Err(Error::BadArgument(format!(
-                "component {name:?} is a {}, not an image-builder",
-                stored.component_type
-            )));
-        }
-        let flavor = catalog.find(Some(t), &stored.flavor)?.clone();
-        let schema = flavor.schema()?;
-        let config = state.full_config(name)?;
-        validate_component(name, t.as_str(), flavor.name(), &schema, &config)?;
-        return Ok(BuilderChoice {
-            label: name.clone(),
-            component: Some(name.clone()),
-            flavor,
-            config,
-        });
+        return Chosen::stored(session, catalog, name, t);
     }
     let flavor_name = args.builder_flavor.as_deref().unwrap_or(DEFAULT_FLAVOR);
     let flavor = catalog.find(Some(t), flavor_name).map_err(|e| {
@@ -217,7 +145,6 @@ fn choose_builder(
             e
         }
     })?;
-    let flavor = flavor.clone();
     let config = match &args.builder_config {
         Some(text) => match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(map)) => map,
@@ -234,28 +161,11 @@ fn choose_builder(
         },
         None => Map::new(),
     };
-    let schema = flavor.schema()?;
-    let label = format!("flavor {}", flavor.name());
-    validate_component(&label, t.as_str(), flavor.name(), &schema, &config)?;
-    Ok(BuilderChoice {
-        label,
-        component: None,
-        flavor,
-        config,
-    })
-}
-
-fn plugin_error(choice: &BuilderChoice, call: &'static str, e: PluginError) -> Error {
-    Error::Plugin {
-        plugin: choice.flavor.plugin.path.clone(),
-        flavor: choice.flavor.name().to_owned(),
-        call,
-        message: e.message.to_string(),
-    }
+    Chosen::inline(flavor.clone(), config)
 }
 
 /// Errors from the builder's `build`, with the exit code their kind means.
-fn build_error(choice: &BuilderChoice, e: PluginError) -> Error {
+fn build_error(choice: &Chosen, e: PluginError) -> Error {
     let code = match e.kind {
         ErrorKind::UNAVAILABLE => exit::DAEMON,
         ErrorKind::BUILD_FAILED => exit::BUILD_FAILED,
@@ -265,7 +175,7 @@ fn build_error(choice: &BuilderChoice, e: PluginError) -> Error {
         _ => exit::PLUGIN,
     };
     if code == exit::PLUGIN {
-        return plugin_error(choice, "build", e);
+        return choice.plugin_error("build", e);
     }
     Error::Build {
         builder: choice.label.clone(),
@@ -299,7 +209,12 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
     let catalog = session.catalog();
     let choice = choose_builder(session, &catalog, &args)?;
     let registry_choice = match &args.registry {
-        Some(name) => Some(choose_registry(session, &catalog, name)?),
+        Some(name) => Some(Chosen::stored(
+            session,
+            &catalog,
+            name,
+            ComponentType::CONTAINER_REGISTRY,
+        )?),
         None => None,
     };
     let build_args = parse_pairs("--build-arg", &args.build_args)?;
@@ -330,24 +245,8 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
         pull: args.pull,
         extra_json: extra_json(&args, &session.env.cwd)?.into(),
     };
-    if choice.flavor.plugin.has_context_hook() {
-        let files = match &choice.component {
-            Some(component) => hook_files(session, component, &request)?,
-            None => choice
-                .flavor
-                .plugin
-                .customize_context(choice.flavor.name(), &choice.config, &request)
-                .map_err(|e| plugin_error(&choice, "customize_context", e))?
-                .into_iter()
-                .map(|f| crate::context::ExtraFile {
-                    path: f.path.into_string(),
-                    contents: f.contents.into_vec(),
-                    mode: f.mode,
-                })
-                .collect(),
-        };
-        context.add_files(files)?;
-    }
+    let files = choice.context_files(&request)?;
+    context.add_files(files)?;
 
     let tag_for = |sha1: &str| {
         derived_tag(&TagInputs {
@@ -412,7 +311,7 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
             (Ok(()), None) => "none configured: the image will be built".to_string(),
             (Ok(()), Some(r)) => format!(
                 "registry {} (flavor {}) is asked whether {} exists; the build is skipped if it does",
-                r.name,
+                r.label,
                 r.flavor.name(),
                 images[0]
             ),
@@ -519,15 +418,11 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
     request.tags = images.iter().map(|t| RString::from(t.as_str())).collect();
 
     // Construct the builder only now, with secrets resolved.
-    let schema = choice.flavor.schema()?;
-    let config = resolve_references(&choice.label, &choice.config, schema.secrets(), |n| {
-        std::env::var(n).ok()
-    })?;
     let builder = choice
         .flavor
         .plugin
-        .construct_builder(choice.flavor.name(), &config)
-        .map_err(|e| plugin_error(&choice, "construct", e))?;
+        .construct_builder(choice.flavor.name(), &choice.resolved_config()?)
+        .map_err(|e| choice.plugin_error("construct", e))?;
     let flag = CancelFlag::new();
     install_interrupt(&flag);
     output::status(&format!(
@@ -578,7 +473,7 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
-fn describe(choice: &BuilderChoice) -> String {
+fn describe(choice: &Chosen) -> String {
     match &choice.component {
         Some(c) => format!("component {c} (flavor {})", choice.flavor.name()),
         None => choice.label.clone(),
@@ -632,7 +527,12 @@ pub(crate) fn push(session: &Session<'_>, image: &str, registry: &str, json: boo
         )));
     }
     let catalog = session.catalog();
-    let choice = choose_registry(session, &catalog, registry)?;
+    let choice = Chosen::stored(
+        session,
+        &catalog,
+        registry,
+        ComponentType::CONTAINER_REGISTRY,
+    )?;
     let images = [image.to_string()];
     let (handle, _) = registry_check(&choice, "kiln push", true, &images, None, false)?;
     let fail = |e: PluginError| {

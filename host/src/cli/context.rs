@@ -6,17 +6,16 @@ use serde_json::json;
 
 use super::{
     args::{ContextArgs, ContextCommand},
+    chosen::Chosen,
     Session,
 };
 use crate::{
-    config::resolve_references,
     context::{
         store::{self, LocalStore},
-        Context, ContextOptions, Entry, ExtraFile, Report,
+        Context, ContextOptions, Entry, Report,
     },
     error::{exit, Error, Result},
     output,
-    state::ComponentStore,
 };
 
 pub(crate) fn run(session: &Session<'_>, cmd: ContextCommand) -> Result<i32> {
@@ -99,8 +98,13 @@ pub(crate) fn plan(session: &Session<'_>, args: &ContextArgs) -> Result<Context>
             dockerfile: ctx.dockerfile().into(),
             ..BuildRequest::default()
         };
-        let files = hook_files(session, builder, &request)?;
-        ctx.add_files(files)?;
+        let chosen = Chosen::stored(
+            session,
+            &session.catalog(),
+            builder,
+            ComponentType::IMAGE_BUILDER,
+        )?;
+        ctx.add_files(chosen.context_files(&request)?)?;
     }
     Ok(ctx)
 }
@@ -143,48 +147,4 @@ fn list(ctx: &Context, json: bool) -> Result<Report> {
     }
     let _ = out.flush();
     Ok(report)
-}
-
-/// The files an image-builder component's context hook adds (ZenML's
-/// `build_context_class`). The builder itself is not constructed.
-pub(crate) fn hook_files(
-    session: &Session<'_>,
-    component: &str,
-    request: &BuildRequest,
-) -> Result<Vec<ExtraFile>> {
-    let project = session.require_project()?;
-    let state = ComponentStore::new(&project).read()?;
-    let stored = state.get(component)?;
-    if stored.component_type != ComponentType::IMAGE_BUILDER.as_str() {
-        return Err(Error::BadArgument(format!(
-            "component {component:?} is a {}, not an image-builder",
-            stored.component_type
-        )));
-    }
-    let catalog = session.catalog();
-    let flavor = catalog.find(Some(ComponentType::IMAGE_BUILDER), &stored.flavor)?;
-    let schema = flavor.schema()?;
-    let config = resolve_references(
-        component,
-        &state.full_config(component)?,
-        schema.secrets(),
-        |name| std::env::var(name).ok(),
-    )?;
-    let files = flavor
-        .plugin
-        .customize_context(flavor.name(), &config, request)
-        .map_err(|e| Error::Plugin {
-            plugin: flavor.plugin.path.clone(),
-            flavor: flavor.name().to_owned(),
-            call: "customize_context",
-            message: e.message.to_string(),
-        })?;
-    Ok(files
-        .into_iter()
-        .map(|f| ExtraFile {
-            path: f.path.into_string(),
-            contents: f.contents.into_vec(),
-            mode: f.mode,
-        })
-        .collect())
 }

@@ -3,6 +3,7 @@
 
 mod args;
 mod build;
+mod chosen;
 mod component;
 mod context;
 mod flavor;
