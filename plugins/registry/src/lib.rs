@@ -1,16 +1,12 @@
 //! kiln's container registry: flavor `default`, for any registry that speaks
 //! the OCI distribution API (HTTP API v2).
 //!
-//! - Image membership follows Docker's reference grammar ([`names`]).
+//! - Image membership follows Docker's reference grammar (`kiln_distribution::names`).
 //! - "Does this image exist?" is answered over the HTTP API, no daemon
-//!   needed ([`http`]): exists (`uri@digest`), absent, or unknown (why).
+//!   needed (`kiln_distribution`): exists (`uri@digest`), absent, or unknown (why).
 //! - Builders that push through a daemon get the credentials from
 //!   [`Registry::auth`]; `push_image` pushes through the Docker daemon at
 //!   `DOCKER_HOST` (default socket) itself.
-
-pub mod dockercfg;
-pub mod http;
-pub mod names;
 
 use std::time::Duration;
 
@@ -22,8 +18,9 @@ use kiln_plugin_api::{
 };
 use reqwest::Method;
 
-use http::{Credentials, Outcome, RegistryClient, MANIFEST_TYPES};
-use names::RegistryUri;
+use kiln_distribution::{
+    dockercfg, names, names::RegistryUri, Credentials, Outcome, RegistryClient, MANIFEST_TYPES,
+};
 
 /// Config of the `default` registry.
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]

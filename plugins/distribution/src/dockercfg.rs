@@ -13,7 +13,7 @@ use std::{
 
 use base64::Engine;
 
-use crate::http::Credentials;
+use crate::client::Credentials;
 
 /// Docker Hub's key in `auths` and for helpers.
 const HUB_KEY: &str = "https://index.docker.io/v1/";

@@ -1,0 +1,514 @@
+//! One registry's HTTP API v2 client: manifest and blob calls, monolithic
+//! blob uploads, Basic and Bearer token auth negotiated from the
+//! `WWW-Authenticate` challenge (and reused for the next call), bounded
+//! retries of 429 and 5xx. No daemon involved.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::{header, Client, Method, Response, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+/// Every manifest type a registry may hold; registry 2.8 answers 404 for an
+/// OCI manifest when the OCI types are missing, and converts Docker v2 to
+/// schema 1 (another digest) when `Accept` is empty.
+pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, \
+application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json, \
+application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// User name and password for the registry.
+#[derive(Clone)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password or token; never printed.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, ********)", self.username)
+    }
+}
+
+/// How a request ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A final answer (any status but 401/403, 429 and 5xx).
+    Response(Response),
+    /// 401/403 with the credentials we have (or none).
+    Denied(String),
+    /// Retries used up, or the registry cannot be reached.
+    Unknown(String),
+}
+
+/// A manifest as fetched: its bytes, media type and digest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The bytes, exactly as served (the digest is theirs).
+    pub bytes: Vec<u8>,
+    /// `Content-Type`, else the document's own `mediaType`.
+    pub media_type: String,
+    /// `sha256:` of `bytes`.
+    pub digest: String,
+}
+
+/// `sha256:<hex>` of `data`.
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+/// A small client for one registry.
+pub struct RegistryClient {
+    client: Client,
+    base: String,
+    credentials: Option<Credentials>,
+    retries: u32,
+    /// The auth the last challenge asked for, tried first on the next call.
+    auth: Mutex<Option<Auth>>,
+}
+
+impl RegistryClient {
+    /// `base` is `http(s)://host[:port]`; `timeout` bounds connecting and
+    /// each whole request.
+    pub fn new(
+        base: String,
+        credentials: Option<Credentials>,
+        timeout: Duration,
+        retries: u32,
+    ) -> Result<Self, String> {
+        let client = Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            base,
+            credentials,
+            retries,
+            auth: Mutex::new(None),
+        })
+    }
+
+    /// `http(s)://host[:port]`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `method` on `/v2/<path>`, with auth negotiated and retries.
+    pub async fn request(&self, method: Method, path: &str, accept: &str) -> Outcome {
+        self.send(
+            method,
+            &format!("/v2/{path}"),
+            &[(header::ACCEPT, accept)],
+            None,
+        )
+        .await
+    }
+
+    /// `method` on `target` (a `/v2/...` path or an absolute URL, as upload
+    /// `Location`s are), with `headers` and an optional body; auth is
+    /// negotiated on a 401 and 429/5xx are retried with backoff.
+    pub async fn send(
+        &self,
+        method: Method,
+        target: &str,
+        headers: &[(header::HeaderName, &str)],
+        body: Option<Bytes>,
+    ) -> Outcome {
+        let url = if target.starts_with("http://") || target.starts_with("https://") {
+            target.to_string()
+        } else {
+            format!("{}{target}", self.base)
+        };
+        let mut auth: Option<Auth> = self.auth.lock().await.clone();
+        let mut negotiated = false;
+        let mut attempt = 0u32;
+        loop {
+            let mut req = self.client.request(method.clone(), &url);
+            for (name, value) in headers {
+                req = req.header(name, *value);
+            }
+            if let Some(b) = &body {
+                req = req.body(b.clone());
+            }
+            match (&auth, &self.credentials) {
+                (Some(Auth::Basic), Some(c)) => {
+                    req = req.basic_auth(&c.username, Some(&c.password))
+                }
+                (Some(Auth::Bearer(token)), _) => req = req.bearer_auth(token),
+                _ => {}
+            }
+            let response = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    let why = if e.is_timeout() {
+                        "timed out".to_string()
+                    } else if e.is_connect() {
+                        "cannot connect".to_string()
+                    } else {
+                        e.to_string()
+                    };
+                    return Outcome::Unknown(format!("{} {why}", self.base));
+                }
+            };
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && !negotiated {
+                negotiated = true;
+                let challenge = response
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                match self.authorization(&challenge).await {
+                    Ok(Some(a)) => {
+                        *self.auth.lock().await = Some(a.clone());
+                        auth = Some(a);
+                        continue;
+                    }
+                    Ok(None) => {
+                        return Outcome::Denied(format!(
+                            "{} requires credentials (401) and none are configured",
+                            self.base
+                        ))
+                    }
+                    Err(e) => return Outcome::Denied(e),
+                }
+            }
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                return Outcome::Denied(format!(
+                    "{} refused the credentials ({status})",
+                    self.base
+                ));
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                if attempt < self.retries {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+                    continue;
+                }
+                return Outcome::Unknown(format!(
+                    "{} answered {status} after {} attempts",
+                    self.base,
+                    attempt + 1
+                ));
+            }
+            return Outcome::Response(response);
+        }
+    }
+
+    /// A successful response to `method target`, or an error naming `what`.
+    async fn expect(
+        &self,
+        what: &str,
+        method: Method,
+        target: &str,
+        headers: &[(header::HeaderName, &str)],
+        body: Option<Bytes>,
+    ) -> Result<Response, CallError> {
+        match self.send(method, target, headers, body).await {
+            Outcome::Response(r) if r.status().is_success() => Ok(r),
+            Outcome::Response(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                let text = text.trim();
+                Err(CallError::Failed(if text.is_empty() {
+                    format!("{what}: {} answered {status}", self.base)
+                } else {
+                    format!("{what}: {} answered {status}: {text}", self.base)
+                }))
+            }
+            Outcome::Denied(why) => Err(CallError::Denied(format!("{what}: {why}"))),
+            Outcome::Unknown(why) => Err(CallError::Unavailable(format!("{what}: {why}"))),
+        }
+    }
+
+    /// Whether `repo` has the blob `digest` (a `HEAD`).
+    pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool, CallError> {
+        let target = format!("/v2/{repo}/blobs/{digest}");
+        match self.send(Method::HEAD, &target, &[], None).await {
+            Outcome::Response(r) if r.status().is_success() => Ok(true),
+            Outcome::Response(r) if r.status() == StatusCode::NOT_FOUND => Ok(false),
+            Outcome::Response(r) => Err(CallError::Failed(format!(
+                "checking blob {digest} in {repo}: {} answered {}",
+                self.base,
+                r.status()
+            ))),
+            Outcome::Denied(why) => Err(CallError::Denied(why)),
+            Outcome::Unknown(why) => Err(CallError::Unavailable(why)),
+        }
+    }
+
+    /// Upload `data` as the blob `digest` of `repo` in one request
+    /// (`POST` an upload, `PUT` it with the digest).
+    pub async fn upload_blob(
+        &self,
+        repo: &str,
+        digest: &str,
+        data: Bytes,
+    ) -> Result<(), CallError> {
+        let what = format!("uploading blob {digest} to {repo}");
+        let started = self
+            .expect(
+                &what,
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &[(header::CONTENT_LENGTH, "0")],
+                Some(Bytes::new()),
+            )
+            .await?;
+        let location = started
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| CallError::Failed(format!("{what}: no upload Location")))?
+            .to_string();
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let target = format!("{location}{sep}digest={digest}");
+        let length = data.len().to_string();
+        self.expect(
+            &what,
+            Method::PUT,
+            &target,
+            &[
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::CONTENT_LENGTH, &length),
+            ],
+            Some(data),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `PUT` a manifest under `reference` (a tag or digest); returns the
+    /// digest the registry reports (else the bytes' own).
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<String, CallError> {
+        let own = sha256(&bytes);
+        let response = self
+            .expect(
+                &format!("pushing the manifest of {repo}:{reference}"),
+                Method::PUT,
+                &format!("/v2/{repo}/manifests/{reference}"),
+                &[(header::CONTENT_TYPE, media_type)],
+                Some(Bytes::from(bytes)),
+            )
+            .await?;
+        Ok(response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map_or(own, str::to_string))
+    }
+
+    /// `GET` the manifest `repo:reference`; a digest reference is verified.
+    pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest, CallError> {
+        let what = format!("fetching the manifest of {repo}:{reference}");
+        let response = self
+            .expect(
+                &what,
+                Method::GET,
+                &format!("/v2/{repo}/manifests/{reference}"),
+                &[(header::ACCEPT, MANIFEST_TYPES)],
+                None,
+            )
+            .await?;
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|t| t.split(';').next().unwrap_or(t).trim().to_string());
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| CallError::Unavailable(format!("{what}: {e}")))?
+            .to_vec();
+        let digest = sha256(&bytes);
+        if reference.starts_with("sha256:") && reference != digest {
+            return Err(CallError::Failed(format!(
+                "{what}: the registry sent content with digest {digest}"
+            )));
+        }
+        let media_type = content_type
+            .filter(|t| t != "application/json" && !t.is_empty())
+            .or_else(|| {
+                serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
+            })
+            .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into());
+        Ok(Manifest {
+            bytes,
+            media_type,
+            digest,
+        })
+    }
+
+    /// `GET` the blob `digest` of `repo`, verified against the digest.
+    pub async fn get_blob(&self, repo: &str, digest: &str) -> Result<Bytes, CallError> {
+        let what = format!("fetching blob {digest} of {repo}");
+        let response = self
+            .expect(
+                &what,
+                Method::GET,
+                &format!("/v2/{repo}/blobs/{digest}"),
+                &[],
+                None,
+            )
+            .await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| CallError::Unavailable(format!("{what}: {e}")))?;
+        let got = sha256(&bytes);
+        if got != digest {
+            return Err(CallError::Failed(format!(
+                "{what}: the registry sent content with digest {got}"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// How to answer a challenge: Basic with our credentials, or a Bearer
+    /// token fetched from the realm (with our credentials, if any).
+    async fn authorization(&self, challenge: &str) -> Result<Option<Auth>, String> {
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Ok(self.credentials.as_ref().map(|_| Auth::Basic));
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(format!(
+                "{} asks for unsupported authentication {scheme:?}",
+                self.base
+            ));
+        }
+        let params = parse_params(params);
+        let realm = params
+            .iter()
+            .find(|(k, _)| k == "realm")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| format!("{}: Bearer challenge without a realm", self.base))?;
+        let mut req = self.client.get(&realm);
+        let query: Vec<(&str, &str)> = params
+            .iter()
+            .filter(|(k, _)| k == "service" || k == "scope")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        req = req.query(&query);
+        if let Some(c) = &self.credentials {
+            req = req.basic_auth(&c.username, Some(&c.password));
+        }
+        let response = req
+            .send()
+            .await
+            .map_err(|e| format!("token request to {realm}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "the token service {realm} refused the credentials ({})",
+                response.status()
+            ));
+        }
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| format!("token from {realm} is not JSON: {e}"))?;
+        let token = body
+            .get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| format!("the token service {realm} sent no token"))?;
+        Ok(Some(Auth::Bearer(token.to_string())))
+    }
+}
+
+/// Why a registry call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// Credentials missing or refused (401/403).
+    Denied(String),
+    /// The registry could not be reached, or kept answering 429/5xx.
+    Unavailable(String),
+    /// Any other refusal (404, 400, a digest mismatch), with the registry's words.
+    Failed(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Denied(m) | Self::Unavailable(m) | Self::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Auth {
+    Basic,
+    Bearer(String),
+}
+
+/// `key="value", key2="value2"` from a challenge.
+fn parse_params(params: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = params.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        out.push((key, value.to_string()));
+        rest = next.trim_start_matches(',').trim();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        let p = parse_params(
+            r#"realm="https://auth.example/token",service="registry.example",scope="repository:team/app:pull""#,
+        );
+        assert_eq!(
+            p,
+            vec![
+                ("realm".into(), "https://auth.example/token".into()),
+                ("service".into(), "registry.example".into()),
+                ("scope".into(), "repository:team/app:pull".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn credentials_never_print_the_password() {
+        let c = Credentials {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
