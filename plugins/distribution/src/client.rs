@@ -94,6 +94,30 @@ impl RegistryClient {
         })
     }
 
+    /// A client for the registry at `host` (`host[:port]`, `docker.io` for
+    /// Docker Hub): plain HTTP for loopback hosts and those in `insecure`,
+    /// HTTPS for the rest.
+    pub fn for_host(
+        host: &str,
+        insecure: &[String],
+        credentials: Option<Credentials>,
+        timeout: Duration,
+        retries: u32,
+    ) -> Result<Self, String> {
+        let uri = crate::names::RegistryUri::parse(host)?;
+        let scheme = if uri.plain_http(insecure.iter().any(|h| h == host)) {
+            "http"
+        } else {
+            "https"
+        };
+        Self::new(
+            format!("{scheme}://{}", uri.api_host()),
+            credentials,
+            timeout,
+            retries,
+        )
+    }
+
     /// `http(s)://host[:port]`.
     pub fn base(&self) -> &str {
         &self.base

@@ -15,4 +15,6 @@ pub mod client;
 pub mod dockercfg;
 pub mod names;
 
-pub use client::{Credentials, Outcome, RegistryClient, MANIFEST_TYPES};
+pub use client::{
+    sha256, CallError, Credentials, Manifest, Outcome, RegistryClient, MANIFEST_TYPES,
+};

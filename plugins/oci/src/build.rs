@@ -1,16 +1,36 @@
-//! Carrying out a Dockerfile without a daemon: stages from `scratch`,
-//! `COPY`/`ADD` of local files from the context archive (and `--from` other
-//! stages), and the metadata instructions. One layer per `COPY`/`ADD`.
+//! Carrying out a Dockerfile without a daemon.
 //!
-//! Not yet: base images from a registry or an OCI layout, `ADD` of URLs and
-//! local archives, `HEALTHCHECK`, `ONBUILD`; each is a clear error naming
-//! the line.
+//! Stages start from `scratch`, an earlier stage, a registry image or an
+//! OCI layout build context; base images' `ONBUILD` triggers run first.
+//! `COPY`/`ADD` take local files from the context archive (globs, `--from`
+//! an earlier stage or an image, `--chown` by number or by the stage's
+//! `/etc/passwd` and `/etc/group`, `--chmod`), one layer each; the metadata
+//! instructions (`ARG`, `ENV`, `LABEL`, `WORKDIR`, `USER`, `EXPOSE`,
+//! `VOLUME`, `SHELL`, `CMD`, `ENTRYPOINT`, `STOPSIGNAL`, `HEALTHCHECK`,
+//! `ONBUILD`, `MAINTAINER`) change the config. `RUN` is refused before any
+//! work. File data is shared, never copied: every file is a slice of the
+//! context archive or of a base layer.
+//!
+//! A layer whose tar is unchanged since an earlier build takes its blob from
+//! the [`Store`] instead of being compressed again.
 
-use std::{collections::BTreeMap, io::Read, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    rc::Rc,
+};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
 
 use crate::{
+    base::{self, Base},
     dockerfile::{self, Args, Instruction},
-    image::{self, Image, LayerFile, RuntimeConfig},
+    image::{
+        self, gzip_parallel, history_entry, layer_tar, media, sha256, Entry, Image, Kind, Layer,
+        Platform, RuntimeConfig,
+    },
+    store::Store,
 };
 
 /// A build failure, naming the Dockerfile line when there is one.
@@ -39,11 +59,14 @@ fn at(line: usize, message: impl Into<String>) -> BuildError {
     }
 }
 
+/// Fetches a registry image for a platform.
+pub type Pull<'a> = dyn Fn(&str, &Platform) -> Result<Base, String> + 'a;
+
 /// What to build.
 pub struct BuildInput<'a> {
     /// The Dockerfile's text.
     pub dockerfile: &'a str,
-    /// The context archive (tar, or tar.gz) the host made.
+    /// The context archive (an uncompressed tar) the host made.
     pub context: &'a Path,
     /// `--build-arg` values.
     pub build_args: BTreeMap<String, String>,
@@ -53,39 +76,104 @@ pub struct BuildInput<'a> {
     pub labels: BTreeMap<String, String>,
     /// The epoch second recorded in the image (0, or `SOURCE_DATE_EPOCH`).
     pub created: u64,
-    /// `amd64`, `arm64`, ...
-    pub architecture: &'a str,
+    /// The platform built for.
+    pub platform: Platform,
+    /// `--build-context NAME=VALUE` (`oci-layout://PATH[:TAG]`,
+    /// `docker-image://REF`).
+    pub contexts: BTreeMap<String, String>,
+    /// `--no-cache`: compress every layer again.
+    pub no_cache: bool,
+    /// The layer cache.
+    pub store: Option<&'a Store>,
+    /// Fetches registry images.
+    pub pull: &'a Pull<'a>,
 }
 
-#[derive(Debug, Clone)]
-struct Node {
-    data: Vec<u8>,
-    mode: u32,
+/// The result of a build.
+pub struct Built {
+    /// The image.
+    pub image: Image,
+    /// Layers made by this build.
+    pub layers_made: usize,
+    /// Of those, how many came from the cache.
+    pub layers_cached: usize,
 }
 
-/// A stage: its files (the union of its layers) and what it has set.
-#[derive(Default)]
+/// A stage being built.
+#[derive(Clone, Default)]
 struct Stage {
     name: Option<String>,
-    files: BTreeMap<String, Node>,
-    layers: Vec<image::Layer>,
-    history: Vec<String>,
+    /// The base's config, when not `scratch`.
+    base_config: Option<Value>,
+    /// Layers whose files are not in `files` (a base image's), bottom first.
+    lower: Vec<Layer>,
+    /// The files of `lower`, applied once when first needed.
+    lower_fs: Option<Rc<BTreeMap<String, Entry>>>,
+    /// Files this stage (or the stage it started from) added.
+    files: BTreeMap<String, Entry>,
+    /// All layers, bottom first.
+    layers: Vec<Layer>,
+    history: Vec<Value>,
     runtime: RuntimeConfig,
+    /// ARG and ENV values for substitution.
     vars: BTreeMap<String, String>,
     shell: Vec<String>,
+    cmd_set: bool,
+    author: Option<String>,
 }
 
-/// Read the context archive into memory: regular files only, by path.
-fn read_context(path: &Path) -> Result<BTreeMap<String, Node>, BuildError> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| {
-            at(
-                0,
-                format!("reading the build context {}: {e}", path.display()),
-            )
-        })?;
+impl Stage {
+    fn lower_fs(&mut self) -> Result<Rc<BTreeMap<String, Entry>>, String> {
+        if let Some(fs) = &self.lower_fs {
+            return Ok(fs.clone());
+        }
+        let fs = Rc::new(base::filesystem(&self.lower)?);
+        self.lower_fs = Some(fs.clone());
+        Ok(fs)
+    }
+
+    /// The whole filesystem: the base's, then this stage's files.
+    fn filesystem(&mut self) -> Result<BTreeMap<String, Entry>, String> {
+        let mut fs = (*self.lower_fs()?).clone();
+        for (path, entry) in &self.files {
+            if !matches!(entry.kind, Kind::Dir) {
+                remove_under(&mut fs, path);
+            }
+            fs.insert(path.clone(), entry.clone());
+        }
+        Ok(fs)
+    }
+
+    /// An entry of the filesystem, without building all of it.
+    fn lookup(&mut self, path: &str) -> Result<Option<Entry>, String> {
+        if let Some(e) = self.files.get(path) {
+            return Ok(Some(e.clone()));
+        }
+        if self.lower.is_empty() {
+            return Ok(None);
+        }
+        Ok(self.lower_fs()?.get(path).cloned())
+    }
+}
+
+fn remove_under(fs: &mut BTreeMap<String, Entry>, path: &str) {
+    let prefix = format!("{path}/");
+    let under: Vec<String> = fs
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in under {
+        fs.remove(&k);
+    }
+}
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Read the context archive: every file a slice of one buffer.
+fn read_context(path: &Path) -> Result<BTreeMap<String, Entry>, BuildError> {
+    let failed = |e: std::io::Error| at(0, format!("build context {}: {e}", path.display()));
+    let bytes = Bytes::from(std::fs::read(path).map_err(failed)?);
     if bytes.starts_with(&[0x1f, 0x8b]) {
         return Err(at(
             0,
@@ -96,39 +184,116 @@ fn read_context(path: &Path) -> Result<BTreeMap<String, Node>, BuildError> {
         ));
     }
     let mut files = BTreeMap::new();
-    let mut archive = tar::Archive::new(bytes.as_slice());
-    let entries = archive
-        .entries()
-        .map_err(|e| at(0, format!("build context: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| at(0, format!("build context: {e}")))?;
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            continue;
-        }
+    let mut archive = tar::Archive::new(bytes.as_ref());
+    for entry in archive.entries().map_err(failed)? {
+        let entry = entry.map_err(failed)?;
         let name = entry
             .path()
-            .map_err(|e| at(0, format!("build context: {e}")))?
+            .map_err(failed)?
             .to_string_lossy()
-            .into_owned();
-        let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
-        let mut data = Vec::new();
-        entry
-            .read_to_end(&mut data)
-            .map_err(|e| at(0, format!("build context {name}: {e}")))?;
-        files.insert(name, Node { data, mode });
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        if name.is_empty() {
+            continue;
+        }
+        let h = entry.header();
+        let mode = h.mode().unwrap_or(0o644) & 0o7777;
+        let kind = match h.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let start = entry.raw_file_position() as usize;
+                let end = start + entry.size() as usize;
+                if end > bytes.len() {
+                    return Err(at(0, format!("build context: {name} is cut short")));
+                }
+                Kind::File(bytes.slice(start..end))
+            }
+            tar::EntryType::Directory => Kind::Dir,
+            tar::EntryType::Symlink => Kind::Symlink(
+                entry
+                    .link_name()
+                    .map_err(failed)?
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(failed)?
+                    .map(|l| l.to_string_lossy().trim_start_matches("./").to_string())
+                    .unwrap_or_default();
+                match files.get(&target) {
+                    Some(Entry { kind, .. }) => kind.clone(),
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
+        files.insert(
+            name,
+            Entry {
+                kind,
+                mode,
+                uid: 0,
+                gid: 0,
+            },
+        );
     }
     Ok(files)
 }
 
-/// A shell-style glob on one path component: `*` and `?`.
+/// Go's `filepath.Match` on one path component: `*`, `?`, `[...]`
+/// (ranges, `^` negation) and `\` escapes.
 fn glob_match(pattern: &str, name: &str) -> bool {
+    fn class(p: &[char], c: char) -> Option<(bool, usize)> {
+        // p starts after '['; returns (matched, length consumed incl. ']').
+        let mut i = 0;
+        let negate = matches!(p.first(), Some('^') | Some('!'));
+        if negate {
+            i += 1;
+        }
+        let mut matched = false;
+        let mut first = true;
+        while i < p.len() {
+            if p[i] == ']' && !first {
+                return Some((matched != negate, i + 1));
+            }
+            first = false;
+            let mut lo = p[i];
+            if lo == '\\' {
+                i += 1;
+                lo = *p.get(i)?;
+            }
+            let mut hi = lo;
+            if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|&x| x != ']') {
+                hi = p[i + 2];
+                if hi == '\\' {
+                    hi = *p.get(i + 3)?;
+                    i += 1;
+                }
+                i += 2;
+            }
+            if lo <= c && c <= hi {
+                matched = true;
+            }
+            i += 1;
+        }
+        None
+    }
     fn go(p: &[char], n: &[char]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && n[0] != '/' && go(p, &n[1..])),
-            (Some('?'), Some(c)) if *c != '/' => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|k| go(&p[1..], &n[k..])),
+            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
+            Some('[') => match (
+                n.first(),
+                class(&p[1..], n.first().copied().unwrap_or('\0')),
+            ) {
+                (Some(_), Some((true, len))) => go(&p[1 + len..], &n[1..]),
+                _ => false,
+            },
+            Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && go(&p[2..], &n[1..]),
+            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
         }
     }
     let p: Vec<char> = pattern.chars().collect();
@@ -136,53 +301,147 @@ fn glob_match(pattern: &str, name: &str) -> bool {
     go(&p, &n)
 }
 
-/// The files a `COPY` source names in `files`: a file, a directory's
-/// contents, or a glob; each with the path relative to what is copied.
-fn select(files: &BTreeMap<String, Node>, source: &str) -> Vec<(String, String)> {
-    let source = source
-        .trim_start_matches("./")
-        .trim_start_matches('/')
-        .trim_end_matches('/');
-    let has_glob = source.contains(['*', '?', '[']);
-    let mut out = Vec::new();
-    for path in files.keys() {
-        if source.is_empty() || source == "." {
-            out.push((path.clone(), path.clone()));
-        } else if has_glob {
-            let depth = source.matches('/').count();
-            let head: String = path
-                .split('/')
-                .take(depth + 1)
-                .collect::<Vec<_>>()
-                .join("/");
-            if glob_match(source, &head) {
-                let base = head.rsplit('/').next().unwrap_or(&head).to_string();
-                let rest = path[head.len()..].trim_start_matches('/');
-                let rel = if rest.is_empty() {
-                    base
-                } else {
-                    format!("{base}/{rest}")
-                };
-                out.push((path.clone(), rel));
+fn clean(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
             }
-        } else if path == source {
-            let base = path.rsplit('/').next().unwrap_or(path).to_string();
-            out.push((path.clone(), base));
-        } else if let Some(rest) = path.strip_prefix(source).and_then(|r| r.strip_prefix('/')) {
-            out.push((path.clone(), rest.to_string()));
+            p => parts.push(p),
         }
     }
-    out
+    parts.join("/")
 }
 
-fn parse_chown(value: &str, line: usize) -> Result<(u64, u64), BuildError> {
-    let (u, g) = value.split_once(':').unwrap_or((value, value));
-    let num = |s: &str| {
-        s.parse::<u64>().map_err(|_| {
-            at(line, format!("--chown={value}: only numeric uid:gid are supported (there is no /etc/passwd to read)"))
-        })
+/// The paths a source names in `fs`: itself, or each glob match.
+fn matches(fs: &BTreeMap<String, Entry>, source: &str) -> Vec<String> {
+    let source = clean(source);
+    if !source.contains(['*', '?', '[']) {
+        let exists = source.is_empty()
+            || fs.contains_key(&source)
+            || fs
+                .range(format!("{source}/")..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(&format!("{source}/")));
+        return if exists { vec![source] } else { vec![] };
+    }
+    let parts: Vec<&str> = source.split('/').collect();
+    let mut found = BTreeSet::new();
+    for path in fs.keys() {
+        let comps: Vec<&str> = path.split('/').collect();
+        if comps.len() >= parts.len() && parts.iter().zip(&comps).all(|(p, c)| glob_match(p, c)) {
+            found.insert(comps[..parts.len()].join("/"));
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// The entries under `path` (a directory: its contents, relative to it;
+/// a file or link: itself, under its base name), symlinks at the top
+/// followed as Docker does.
+fn gather(fs: &BTreeMap<String, Entry>, path: &str) -> (bool, Vec<(String, Entry)>) {
+    let mut path = path.to_string();
+    for _ in 0..40 {
+        match fs.get(&path) {
+            Some(Entry {
+                kind: Kind::Symlink(target),
+                ..
+            }) => {
+                let parent = path.rsplit_once('/').map_or("", |(p, _)| p);
+                let resolved = if target.starts_with('/') {
+                    clean(target)
+                } else {
+                    clean(&format!("{parent}/{target}"))
+                };
+                if resolved == path || !fs.contains_key(&resolved) {
+                    break;
+                }
+                path = resolved;
+            }
+            _ => break,
+        }
+    }
+    let is_dir = path.is_empty()
+        || !matches!(
+            fs.get(&path).map(|e| &e.kind),
+            Some(Kind::File(_) | Kind::Symlink(_))
+        );
+    if !is_dir {
+        let base = path.rsplit('/').next().unwrap_or(&path).to_string();
+        return (
+            false,
+            fs.get(&path)
+                .map(|e| (base, e.clone()))
+                .into_iter()
+                .collect(),
+        );
+    }
+    let prefix = if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}/")
     };
-    Ok((num(u)?, num(g)?))
+    let items = fs
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .filter(|(k, _)| k.len() > prefix.len())
+        .map(|(k, e)| (k[prefix.len()..].to_string(), e.clone()))
+        .collect();
+    (true, items)
+}
+
+/// Follow symlinks in the directories of `path` (an absolute path without
+/// the leading `/`) as the image's filesystem has them, so `COPY x /bin/`
+/// over a base whose `/bin` links to `usr/bin` writes `usr/bin/x`.
+fn resolve_dirs(stage: &mut Stage, path: &str) -> Result<String, String> {
+    let mut done: Vec<String> = Vec::new();
+    let mut rest: Vec<String> = path
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    rest.reverse();
+    let mut hops = 0;
+    while let Some(part) = rest.pop() {
+        if rest.is_empty() {
+            done.push(part);
+            break;
+        }
+        let candidate = if done.is_empty() {
+            part.clone()
+        } else {
+            format!("{}/{part}", done.join("/"))
+        };
+        match stage.lookup(&candidate)? {
+            Some(Entry {
+                kind: Kind::Symlink(target),
+                ..
+            }) => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(format!("too many levels of symbolic links in /{path}"));
+                }
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                for t in target.split('/').rev() {
+                    if !t.is_empty() && t != "." {
+                        rest.push(t.to_string());
+                    }
+                }
+            }
+            _ => {
+                if part == ".." {
+                    done.pop();
+                } else {
+                    done.push(part);
+                }
+            }
+        }
+    }
+    Ok(clean(&done.join("/")))
 }
 
 fn shell_or_exec(args: &Args, shell: &[String]) -> Vec<String> {
@@ -196,339 +455,830 @@ fn shell_or_exec(args: &Args, shell: &[String]) -> Vec<String> {
     }
 }
 
-/// Build the target stage of `input` into an image.
-pub fn build(input: &BuildInput<'_>) -> Result<Image, BuildError> {
-    let file = dockerfile::parse(input.dockerfile).map_err(|e| at(e.line, e.message))?;
-    if let Some(e) = dockerfile::needs_runtime(&file) {
-        return Err(at(e.line, e.message));
-    }
-    let context = read_context(input.context)?;
-    let escape = file.escape;
-    let mut global_args: BTreeMap<String, String> = BTreeMap::new();
-    let mut stages: Vec<Stage> = Vec::new();
-    for ins in &file.instructions {
-        let line = ins.line;
-        let expand = |text: &str, vars: &BTreeMap<String, String>| {
-            dockerfile::expand(text, vars, escape).map_err(|e| at(line, e))
-        };
-        if ins.keyword == "ARG" && stages.is_empty() {
-            for (name, default) in arg_pairs(ins)? {
-                let value = input
-                    .build_args
-                    .get(&name)
-                    .cloned()
-                    .or(default)
-                    .unwrap_or_default();
-                global_args.insert(name, value);
+/// `ARG` declarations: `NAME[=default]`, several per line, quotes removed.
+fn arg_pairs(text: &str) -> Vec<(String, Option<String>)> {
+    text.split_whitespace()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) => {
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                    .unwrap_or(v);
+                (k.to_string(), Some(v.to_string()))
             }
-            continue;
+            None => (w.to_string(), None),
+        })
+        .collect()
+}
+
+/// Go's `time.ParseDuration` for `HEALTHCHECK` flags, in nanoseconds.
+fn duration_ns(text: &str) -> Option<i64> {
+    if text == "0" {
+        return Some(0);
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Some(total as i64)
+}
+
+fn healthcheck(ins: &Instruction, shell: &[String]) -> Result<Value, BuildError> {
+    let line = ins.line;
+    let text = ins.original.trim();
+    let (word, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+    if word.eq_ignore_ascii_case("NONE") {
+        if !rest.trim().is_empty() || !ins.flags.is_empty() {
+            return Err(at(line, "HEALTHCHECK NONE takes no arguments"));
         }
-        if ins.keyword == "FROM" {
-            let text = expand(&ins.original, &global_args)?;
-            let words: Vec<&str> = text.split_whitespace().collect();
-            let name = match words.as_slice() {
-                [_] => None,
-                [_, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => Some(name.to_string()),
-                _ => return Err(at(line, format!("FROM {text}: expected IMAGE [AS NAME]"))),
-            };
-            if words[0] != "scratch" {
+        return Ok(json!({"Test": ["NONE"]}));
+    }
+    if !word.eq_ignore_ascii_case("CMD") {
+        return Err(at(
+            line,
+            format!("HEALTHCHECK: expected CMD or NONE, found {word:?}"),
+        ));
+    }
+    let rest = rest.trim();
+    let test: Vec<String> = match serde_json::from_str::<Vec<String>>(rest) {
+        Ok(list) => std::iter::once("CMD".to_string()).chain(list).collect(),
+        Err(_) if rest.is_empty() => return Err(at(line, "HEALTHCHECK CMD needs a command")),
+        Err(_) => {
+            let _ = shell;
+            vec!["CMD-SHELL".to_string(), rest.to_string()]
+        }
+    };
+    let mut check = json!({ "Test": test });
+    for (name, value) in &ins.flags {
+        let key = match name.as_str() {
+            "interval" => "Interval",
+            "timeout" => "Timeout",
+            "start-period" => "StartPeriod",
+            "start-interval" => "StartInterval",
+            "retries" => {
+                let n: i64 = value.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    at(
+                        line,
+                        format!("HEALTHCHECK --retries={value}: expected a whole number"),
+                    )
+                })?;
+                if n > 0 {
+                    check["Retries"] = json!(n);
+                }
+                continue;
+            }
+            other => {
                 return Err(at(
                     line,
-                    format!(
-                        "FROM {}: only `scratch` is supported by the oci builder so far",
-                        words[0]
-                    ),
-                ));
+                    format!("HEALTHCHECK --{other} is not a HEALTHCHECK option"),
+                ))
             }
-            stages.push(Stage {
-                name,
-                shell: vec!["/bin/sh".into(), "-c".into()],
+        };
+        let ns = duration_ns(value).ok_or_else(|| {
+            at(
+                line,
+                format!("HEALTHCHECK --{name}={value}: expected a duration such as 30s"),
+            )
+        })?;
+        if ns > 0 {
+            check[key] = json!(ns);
+        }
+    }
+    Ok(check)
+}
+
+/// Look a user or group up in the stage's `/etc/passwd` or `/etc/group`.
+fn id_of(stage: &mut Stage, file: &str, name: &str) -> Result<Option<(u64, u64)>, String> {
+    let Some(Entry {
+        kind: Kind::File(data),
+        ..
+    }) = stage.lookup(file)?
+    else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&data);
+    Ok(text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[0] == name)
+            .then(|| (f[2].parse().unwrap_or(0), f[3].parse().unwrap_or(0)))
+    }))
+}
+
+fn chown(stage: &mut Stage, value: &str, line: usize) -> Result<(u64, u64), BuildError> {
+    let (user, group) = match value.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (value, None),
+    };
+    let e = |m: String| at(line, m);
+    let (uid, primary) = match user.parse::<u64>() {
+        Ok(n) => (n, n),
+        Err(_) => id_of(stage, "etc/passwd", user)
+            .map_err(e)?
+            .ok_or_else(|| {
+                at(
+                    line,
+                    format!("--chown={value}: no user {user:?} in the image's /etc/passwd"),
+                )
+            })?,
+    };
+    let gid = match group {
+        None => primary,
+        Some(g) => match g.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => id_of(stage, "etc/group", g)
+                .map_err(e)?
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| {
+                    at(
+                        line,
+                        format!("--chown={value}: no group {g:?} in the image's /etc/group"),
+                    )
+                })?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// The builder's state across stages.
+struct Run<'a, 'i> {
+    input: &'i BuildInput<'a>,
+    context: BTreeMap<String, Entry>,
+    escape: char,
+    global_args: BTreeMap<String, String>,
+    stages: Vec<Stage>,
+    layers_made: usize,
+    layers_cached: usize,
+}
+
+impl Run<'_, '_> {
+    /// The base named by `FROM` or `COPY --from`: not a stage.
+    fn image(&self, name: &str, platform: &Platform, line: usize) -> Result<Base, BuildError> {
+        let spec = self.input.contexts.get(name).map(String::as_str);
+        let got = match spec {
+            Some(s) if s.starts_with("oci-layout://") => {
+                base::from_layout(&s["oci-layout://".len()..], platform)
+            }
+            Some(s) if s.starts_with("docker-image://") => {
+                (self.input.pull)(&s["docker-image://".len()..], platform)
+            }
+            Some(s) => Err(format!(
+                "build context {name}={s}: only oci-layout:// and docker-image:// contexts are supported"
+            )),
+            None => (self.input.pull)(name, platform),
+        };
+        got.map_err(|e| at(line, e))
+    }
+
+    fn stage_index(&self, name: &str) -> Option<usize> {
+        self.stages
+            .iter()
+            .position(|s| {
+                s.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+            .or_else(|| {
+                name.parse::<usize>()
+                    .ok()
+                    .filter(|i| *i < self.stages.len())
+            })
+    }
+
+    fn from(&mut self, ins: &Instruction) -> Result<(), BuildError> {
+        let line = ins.line;
+        let text = dockerfile::expand(&ins.original, &self.global_args, self.escape)
+            .map_err(|e| at(line, e))?;
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let name = match words.as_slice() {
+            [_] => None,
+            [_, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => Some(name.to_lowercase()),
+            _ => return Err(at(line, format!("FROM {text}: expected IMAGE [AS NAME]"))),
+        };
+        let mut platform = self.input.platform.clone();
+        for (flag, value) in &ins.flags {
+            match flag.as_str() {
+                "platform" => {
+                    let value = dockerfile::expand(value, &self.global_args, self.escape)
+                        .map_err(|e| at(line, e))?;
+                    platform = Platform::parse(&value).map_err(|e| at(line, e))?;
+                }
+                other => return Err(at(line, format!("FROM --{other} is not a FROM option"))),
+            }
+        }
+        let image = words[0];
+        let mut stage = if image.eq_ignore_ascii_case("scratch") {
+            Stage {
                 runtime: RuntimeConfig {
-                    env: vec![
-                        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-                    ],
+                    env: vec![DEFAULT_PATH.into()],
                     ..Default::default()
                 },
                 ..Default::default()
-            });
-            continue;
+            }
+        } else if let Some(i) = self
+            .stage_index(image)
+            .filter(|_| !self.input.contexts.contains_key(image))
+        {
+            let mut s = self.stages[i].clone();
+            s.cmd_set = false;
+            s
+        } else {
+            let base = self.image(image, &platform, line)?;
+            let runtime = base
+                .config
+                .get("config")
+                .map(RuntimeConfig::from_config)
+                .unwrap_or_default();
+            let history = base
+                .config
+                .get("history")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            Stage {
+                vars: BTreeMap::new(),
+                shell: runtime.shell.clone().unwrap_or_default(),
+                runtime,
+                history,
+                lower: base.layers.clone(),
+                layers: base.layers,
+                base_config: Some(base.config),
+                ..Default::default()
+            }
+        };
+        stage.name = name;
+        if stage.shell.is_empty() {
+            stage.shell = vec!["/bin/sh".into(), "-c".into()];
         }
-        let Some(current) = stages.len().checked_sub(1) else {
+        stage.vars = stage
+            .runtime
+            .env
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        // The base's ONBUILD triggers run now, and are not inherited.
+        let triggers = std::mem::take(&mut stage.runtime.on_build);
+        self.stages.push(stage);
+        for trigger in triggers {
+            let parsed = dockerfile::parse(&trigger).map_err(|e| {
+                at(
+                    line,
+                    format!("ONBUILD trigger {trigger:?} of {image}: {}", e.message),
+                )
+            })?;
+            for t in parsed.instructions {
+                if matches!(
+                    t.keyword.as_str(),
+                    "RUN" | "FROM" | "ONBUILD" | "MAINTAINER"
+                ) {
+                    return Err(at(
+                        line,
+                        format!(
+                            "{image} has the ONBUILD trigger {trigger:?}, which the daemonless `oci` \
+                             builder cannot run: build with the `local` builder (--builder-flavor local)"
+                        ),
+                    ));
+                }
+                let t = Instruction { line, ..t };
+                self.instruction(&t)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn instruction(&mut self, ins: &Instruction) -> Result<(), BuildError> {
+        let line = ins.line;
+        let escape = self.escape;
+        let Some(current) = self.stages.len().checked_sub(1) else {
             return Err(at(line, format!("{} before the first FROM", ins.keyword)));
         };
-        let vars = stages[current].vars.clone();
+        let vars = self.stages[current].vars.clone();
+        let expand = |text: &str| dockerfile::expand(text, &vars, escape).map_err(|e| at(line, e));
+        let mut layer = false;
+        let stage = &mut self.stages[current];
         match ins.keyword.as_str() {
             "ARG" => {
-                for (name, default) in arg_pairs(ins)? {
-                    let value = input
+                for (name, default) in arg_pairs(&ins.original) {
+                    let default = default.map(|d| expand(&d)).transpose()?;
+                    let value = self
+                        .input
                         .build_args
                         .get(&name)
                         .cloned()
                         .or(default)
-                        .or_else(|| global_args.get(&name).cloned())
-                        .unwrap_or_default();
-                    stages[current].vars.insert(name, value);
+                        .or_else(|| self.global_args.get(&name).cloned())
+                        .or_else(|| automatic_arg(&name, &self.input.platform));
+                    if let Some(v) = value {
+                        stage.vars.insert(name, v);
+                    }
                 }
             }
             "ENV" => {
-                let text = expand(&ins.original, &vars)?;
+                let text = expand(&ins.original)?;
                 for (k, v) in dockerfile::pairs(&text, escape, true).map_err(|e| at(line, e))? {
-                    let stage = &mut stages[current];
                     stage.vars.insert(k.clone(), v.clone());
-                    stage
-                        .runtime
-                        .env
-                        .retain(|e| !e.starts_with(&format!("{k}=")));
-                    stage.runtime.env.push(format!("{k}={v}"));
+                    let key = format!("{k}=");
+                    match stage.runtime.env.iter_mut().find(|e| e.starts_with(&key)) {
+                        Some(e) => *e = format!("{k}={v}"),
+                        None => stage.runtime.env.push(format!("{k}={v}")),
+                    }
                 }
             }
             "LABEL" => {
-                let text = expand(&ins.original, &vars)?;
+                let text = expand(&ins.original)?;
                 for (k, v) in dockerfile::pairs(&text, escape, false).map_err(|e| at(line, e))? {
-                    stages[current].runtime.labels.insert(k, v);
+                    stage.runtime.labels.insert(k, v);
                 }
             }
             "WORKDIR" => {
-                let dir = expand(&ins.original, &vars)?;
-                let stage = &mut stages[current];
-                let base = stage
-                    .runtime
-                    .working_dir
-                    .clone()
-                    .unwrap_or_else(|| "/".into());
+                let dir = expand(&ins.original)?;
+                let base = stage.runtime.working_dir.clone().unwrap_or_else(|| "/".into());
                 let joined = if dir.starts_with('/') {
                     dir
                 } else {
                     format!("{}/{dir}", base.trim_end_matches('/'))
                 };
-                stage.runtime.working_dir = Some(joined);
+                stage.runtime.working_dir = Some(format!("/{}", clean(&joined)));
             }
-            "USER" => stages[current].runtime.user = Some(expand(&ins.original, &vars)?),
-            "STOPSIGNAL" => {
-                stages[current].runtime.stop_signal = Some(expand(&ins.original, &vars)?)
-            }
+            "USER" => stage.runtime.user = Some(expand(&ins.original)?),
+            "STOPSIGNAL" => stage.runtime.stop_signal = Some(expand(&ins.original)?),
             "EXPOSE" => {
-                for port in expand(&ins.original, &vars)?.split_whitespace() {
-                    let port = if port.contains('/') {
-                        port.to_string()
-                    } else {
-                        format!("{port}/tcp")
-                    };
-                    stages[current].runtime.exposed_ports.push(port);
+                for port in expand(&ins.original)?.split_whitespace() {
+                    let (number, proto) = port.split_once('/').unwrap_or((port, "tcp"));
+                    let valid = !number.is_empty()
+                        && number.split('-').all(|n| n.parse::<u16>().is_ok());
+                    if !valid {
+                        return Err(at(line, format!("EXPOSE {port}: invalid port")));
+                    }
+                    stage
+                        .runtime
+                        .exposed_ports
+                        .insert(format!("{number}/{}", proto.to_lowercase()));
                 }
             }
             "VOLUME" => {
                 let list = match &ins.args {
-                    Args::Exec(l) => l.clone(),
-                    Args::Shell(t) => expand(t, &vars)?
-                        .split_whitespace()
-                        .map(str::to_string)
-                        .collect(),
+                    Args::Exec(l) => l.iter().map(|v| expand(v)).collect::<Result<Vec<_>, _>>()?,
+                    Args::Shell(t) => expand(t)?.split_whitespace().map(str::to_string).collect(),
                 };
-                stages[current].runtime.volumes.extend(list);
+                if list.iter().any(|v| v.trim().is_empty()) {
+                    return Err(at(line, "VOLUME specified can not be an empty string"));
+                }
+                stage.runtime.volumes.extend(list);
             }
             "SHELL" => match &ins.args {
-                Args::Exec(l) => stages[current].shell = l.clone(),
-                Args::Shell(_) => return Err(at(line, "SHELL requires the JSON form")),
+                Args::Exec(l) if !l.is_empty() => {
+                    stage.shell = l.clone();
+                    stage.runtime.shell = Some(l.clone());
+                }
+                _ => return Err(at(line, "SHELL requires the arguments to be in JSON form")),
             },
             "CMD" => {
-                let shell = stages[current].shell.clone();
-                stages[current].runtime.cmd = Some(shell_or_exec(&ins.args, &shell));
+                stage.runtime.cmd = Some(shell_or_exec(&ins.args, &stage.shell));
+                stage.cmd_set = true;
             }
             "ENTRYPOINT" => {
-                let shell = stages[current].shell.clone();
-                stages[current].runtime.entrypoint = Some(shell_or_exec(&ins.args, &shell));
-                // Docker resets an inherited CMD when ENTRYPOINT is set.
-                stages[current].runtime.cmd = None;
+                stage.runtime.entrypoint = Some(shell_or_exec(&ins.args, &stage.shell));
+                // Docker drops an inherited CMD when ENTRYPOINT is set.
+                if !stage.cmd_set {
+                    stage.runtime.cmd = None;
+                }
             }
-            "MAINTAINER" => {
-                stages[current]
-                    .runtime
-                    .labels
-                    .insert("maintainer".into(), ins.original.clone());
+            "HEALTHCHECK" => stage.runtime.healthcheck = Some(healthcheck(ins, &stage.shell)?),
+            "ONBUILD" => {
+                let trigger = ins.original.trim();
+                let word = trigger.split_whitespace().next().unwrap_or("").to_uppercase();
+                if matches!(word.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+                    return Err(at(line, format!("{word} isn't allowed as an ONBUILD trigger")));
+                }
+                if word.is_empty() {
+                    return Err(at(line, "ONBUILD requires an instruction"));
+                }
+                stage.runtime.on_build.push(trigger.to_string());
             }
-            "COPY" | "ADD" => copy(ins, input, &context, &mut stages, current, escape)?,
-            other => {
+            "MAINTAINER" => stage.author = Some(ins.original.trim().to_string()),
+            "COPY" | "ADD" => {
+                self.copy(ins, current, &vars)?;
+                layer = true;
+            }
+            "RUN" => {
                 return Err(at(
                     line,
-                    format!("{other} is not supported by the oci builder yet"),
+                    "RUN runs a command, which needs a container runtime: build with the `local` builder (--builder-flavor local)",
                 ))
             }
+            other => return Err(at(line, format!("{other} is not supported by the oci builder"))),
         }
+        let created_by = format!("{} {}", ins.keyword, ins.original.trim());
+        self.stages[current]
+            .history
+            .push(history_entry(self.input.created, &created_by, !layer));
+        Ok(())
     }
-    let target = match input.target {
-        Some(t) => stages
-            .iter()
-            .position(|s| s.name.as_deref() == Some(t))
-            .ok_or_else(|| at(0, format!("target stage {t:?} not found")))?,
-        None => stages
-            .len()
-            .checked_sub(1)
-            .ok_or_else(|| at(0, "the Dockerfile has no FROM"))?,
-    };
-    let mut stage = stages.swap_remove(target);
-    stage.runtime.labels.extend(input.labels.clone());
-    Ok(image::assemble(
-        &stage.runtime,
-        stage.layers,
-        &stage.history,
-        input.created,
-        input.architecture,
-    ))
-}
 
-fn arg_pairs(ins: &Instruction) -> Result<Vec<(String, Option<String>)>, BuildError> {
-    Ok(ins
-        .original
-        .split_whitespace()
-        .map(|w| match w.split_once('=') {
-            Some((k, v)) => (k.to_string(), Some(v.trim_matches('"').to_string())),
-            None => (w.to_string(), None),
-        })
-        .collect())
-}
-
-fn copy(
-    ins: &Instruction,
-    input: &BuildInput<'_>,
-    context: &BTreeMap<String, Node>,
-    stages: &mut [Stage],
-    current: usize,
-    escape: char,
-) -> Result<(), BuildError> {
-    let line = ins.line;
-    let vars = stages[current].vars.clone();
-    let mut words = match &ins.args {
-        Args::Exec(list) => list.clone(),
-        Args::Shell(text) => dockerfile::expand(text, &vars, escape)
-            .map_err(|e| at(line, e))?
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
-    };
-    if words.len() < 2 {
-        return Err(at(
-            line,
-            format!("{} requires at least two arguments", ins.keyword),
-        ));
-    }
-    let dest = words.pop().unwrap_or_default();
-    let mut chown = (0, 0);
-    let mut chmod = None;
-    let mut from = None;
-    for (name, value) in &ins.flags {
-        match name.as_str() {
-            "chown" => chown = parse_chown(value, line)?,
-            "chmod" => {
-                chmod = Some(u32::from_str_radix(value, 8).map_err(|_| {
-                    at(
-                        line,
-                        format!("--chmod={value}: expected octal permission bits"),
-                    )
-                })?)
-            }
-            "from" => from = Some(value.clone()),
-            "link" => {}
-            other => {
-                return Err(at(
-                    line,
-                    format!("{} --{other} is not supported", ins.keyword),
-                ))
-            }
-        }
-    }
-    if ins.keyword == "ADD"
-        && words.iter().any(|w| {
-            w.contains("://")
-                || [".tar", ".tgz", ".tar.gz", ".tar.xz", ".tar.bz2"]
-                    .iter()
-                    .any(|s| w.ends_with(s))
-        })
-    {
-        return Err(at(
-            line,
-            "ADD of URLs and archives is not supported by the oci builder yet; use COPY",
-        ));
-    }
-    let source_files: BTreeMap<String, Node> = match &from {
-        None => context.clone(),
-        Some(stage_ref) => {
-            let stage = stages[..current]
-                .iter()
-                .find(|s| s.name.as_deref() == Some(stage_ref.as_str()))
-                .or_else(|| {
-                    stage_ref
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|i| stages.get(i).filter(|_| i < current))
-                })
-                .ok_or_else(|| {
-                    at(
-                        line,
-                        format!("--from={stage_ref}: no earlier stage of that name"),
-                    )
-                })?;
-            stage.files.clone()
-        }
-    };
-    let workdir = stages[current]
-        .runtime
-        .working_dir
-        .clone()
-        .unwrap_or_else(|| "/".into());
-    let dest_abs = if dest.starts_with('/') {
-        dest.clone()
-    } else {
-        format!("{}/{dest}", workdir.trim_end_matches('/'))
-    };
-    let mut layer_files = Vec::new();
-    for source in &words {
-        let selected = select(&source_files, source);
-        if selected.is_empty() {
+    fn copy(
+        &mut self,
+        ins: &Instruction,
+        current: usize,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<(), BuildError> {
+        let line = ins.line;
+        let escape = self.escape;
+        let expand = |t: &str| dockerfile::expand(t, vars, escape).map_err(|e| at(line, e));
+        let mut words: Vec<String> = match &ins.args {
+            Args::Exec(list) => list.iter().map(|w| expand(w)).collect::<Result<_, _>>()?,
+            Args::Shell(text) => expand(text)?
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+        };
+        if words.len() < 2 {
             return Err(at(
                 line,
                 format!(
-                    "{} {source}: no such file in the build context",
-                    ins.keyword
+                    "{} requires at least two arguments, but got {}",
+                    ins.keyword,
+                    words.len()
                 ),
             ));
         }
-        let is_single_file = selected.len() == 1
-            && selected[0].1 == selected[0].0.rsplit('/').next().unwrap_or("")
-            && !source.contains(['*', '?'])
-            && source_files.contains_key(source.trim_start_matches("./").trim_start_matches('/'));
-        for (path, rel) in selected {
-            let target = if is_single_file && words.len() == 1 && !dest.ends_with('/') {
-                dest_abs.clone()
+        let dest = words.pop().unwrap_or_default();
+        let mut owner = None;
+        let mut chmod = None;
+        let mut from = None;
+        for (name, value) in &ins.flags {
+            match name.as_str() {
+                "chown" => owner = Some(expand(value)?),
+                "chmod" => {
+                    chmod = Some(
+                        u32::from_str_radix(value, 8)
+                            .ok()
+                            .filter(|m| *m <= 0o7777)
+                            .ok_or_else(|| {
+                                at(
+                                    line,
+                                    format!(
+                                    "--chmod={value}: expected octal permission bits such as 755"
+                                ),
+                                )
+                            })?,
+                    )
+                }
+                "from" if ins.keyword == "COPY" => from = Some(expand(value)?),
+                "link" => {}
+                other => {
+                    return Err(at(
+                        line,
+                        format!("{} --{other} is not supported", ins.keyword),
+                    ))
+                }
+            }
+        }
+        if ins.keyword == "ADD" {
+            if let Some(w) = words
+                .iter()
+                .find(|w| w.contains("://") || w.starts_with("git@"))
+            {
+                return Err(at(line, format!("ADD {w}: the oci builder fetches nothing from the network; download it into the context and COPY it")));
+            }
+            if let Some(w) = words.iter().find(|w| {
+                [
+                    ".tar", ".tgz", ".tar.gz", ".tar.xz", ".tar.bz2", ".tar.zst", ".txz", ".tbz2",
+                ]
+                .iter()
+                .any(|s| w.ends_with(s))
+            }) {
+                return Err(at(line, format!("ADD {w}: unpacking local archives is not supported by the oci builder yet; unpack it into the context and COPY the folder")));
+            }
+        }
+        let source_fs: BTreeMap<String, Entry> = match &from {
+            None => self.context.clone(),
+            Some(name) => match self.stage_index(name).filter(|i| *i < current) {
+                Some(i) => self.stages[i].filesystem().map_err(|e| at(line, e))?,
+                None if self.stage_index(name).is_some() => {
+                    return Err(at(
+                        line,
+                        format!("--from={name}: a stage cannot copy from itself or a later stage"),
+                    ))
+                }
+                None => {
+                    let base = self.image(name, &self.input.platform.clone(), line)?;
+                    base::filesystem(&base.layers).map_err(|e| at(line, e))?
+                }
+            },
+        };
+        let stage = &mut self.stages[current];
+        let (uid, gid) = match &owner {
+            Some(o) => chown(stage, o, line)?,
+            None => (0, 0),
+        };
+        let workdir = stage
+            .runtime
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".into());
+        let dest_abs = if dest.starts_with('/') {
+            dest.clone()
+        } else {
+            format!("{}/{dest}", workdir.trim_end_matches('/'))
+        };
+        let dest_clean = resolve_dirs(stage, &clean(&dest_abs)).map_err(|e| at(line, e))?;
+        let dest_is_dir = dest.ends_with('/')
+            || dest_clean.is_empty()
+            || matches!(
+                stage
+                    .lookup(&dest_clean)
+                    .map_err(|e| at(line, e))?
+                    .map(|e| e.kind),
+                Some(Kind::Dir)
+            );
+        let mut sources: Vec<String> = Vec::new();
+        for source in &words {
+            let found = matches(&source_fs, source);
+            if found.is_empty() {
+                let place = if from.is_some() {
+                    "the source stage or image"
+                } else {
+                    "the build context"
+                };
+                return Err(at(
+                    line,
+                    format!(
+                        "{} {source}: no such file or directory in {place}",
+                        ins.keyword
+                    ),
+                ));
+            }
+            sources.extend(found);
+        }
+        let many = sources.len() > 1;
+        if many && !dest_is_dir {
+            return Err(at(line, format!("When using {} with more than one source file, the destination must be a directory and end with a /", ins.keyword)));
+        }
+        let join = |a: &str, b: &str| {
+            if a.is_empty() {
+                b.to_string()
+            } else if b.is_empty() {
+                a.to_string()
             } else {
-                format!("{}/{rel}", dest_abs.trim_end_matches('/'))
-            };
-            let node = &source_files[&path];
-            layer_files.push(LayerFile {
-                path: target.trim_start_matches('/').to_string(),
-                data: node.data.clone(),
-                mode: chmod.unwrap_or(node.mode),
-                uid: chown.0,
-                gid: chown.1,
-            });
+                format!("{a}/{b}")
+            }
+        };
+        let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+        for source in &sources {
+            let (is_dir, items) = gather(&source_fs, source);
+            for (rel, mut entry) in items {
+                let target = if is_dir || dest_is_dir {
+                    join(&dest_clean, &rel)
+                } else {
+                    dest_clean.clone()
+                };
+                entry.uid = uid;
+                entry.gid = gid;
+                if let Some(m) = chmod {
+                    entry.mode = m;
+                }
+                entries.insert(target, entry);
+            }
+            if is_dir && !dest_clean.is_empty() {
+                entries.entry(dest_clean.clone()).or_insert(Entry {
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                    uid,
+                    gid,
+                });
+            }
+        }
+        // Directories the layer passes through keep the metadata the image has.
+        let mut parents: BTreeSet<String> = BTreeSet::new();
+        for path in entries.keys() {
+            let mut p = path.as_str();
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                parents.insert(parent.to_string());
+                p = parent;
+            }
+        }
+        for parent in parents {
+            if entries.contains_key(&parent) {
+                continue;
+            }
+            if let Some(e) = stage.lookup(&parent).map_err(|e| at(line, e))? {
+                if matches!(e.kind, Kind::Dir) {
+                    entries.insert(parent, e);
+                }
+            }
+        }
+        let tar_bytes = layer_tar(&entries, self.input.created).map_err(|e| at(line, e))?;
+        let diff_id = sha256(&tar_bytes);
+        let cached = if self.input.no_cache {
+            None
+        } else {
+            self.input.store.and_then(|s| s.layer(&diff_id))
+        };
+        let layer = match cached {
+            Some(l) => {
+                self.layers_cached += 1;
+                l
+            }
+            None => {
+                let blob = gzip_parallel(&tar_bytes).map_err(|e| at(line, e))?;
+                let l = Layer {
+                    digest: sha256(&blob),
+                    diff_id,
+                    blob: Bytes::from(blob),
+                    media_type: media::LAYER_GZIP.into(),
+                };
+                if let Some(store) = self.input.store {
+                    // The cache is an optimisation: a full disk must not fail the build.
+                    let _ = store.put_layer(&l);
+                }
+                l
+            }
+        };
+        self.layers_made += 1;
+        for (path, entry) in entries {
+            if !matches!(entry.kind, Kind::Dir) {
+                remove_under(&mut stage.files, &path);
+            }
+            stage.files.insert(path, entry);
+        }
+        stage.layers.push(layer);
+        Ok(())
+    }
+}
+
+/// The values BuildKit gives `ARG TARGETPLATFORM` and friends when declared.
+fn automatic_arg(name: &str, platform: &Platform) -> Option<String> {
+    let value = match name {
+        "TARGETPLATFORM" | "BUILDPLATFORM" => platform.to_string(),
+        "TARGETOS" | "BUILDOS" => platform.os.clone(),
+        "TARGETARCH" | "BUILDARCH" => platform.architecture.clone(),
+        "TARGETVARIANT" | "BUILDVARIANT" => platform.variant.clone().unwrap_or_default(),
+        _ => return None,
+    };
+    Some(value)
+}
+
+/// Build the target stage of `input` into an image.
+pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
+    let file = dockerfile::parse(input.dockerfile).map_err(|e| at(e.line, e.message))?;
+    if let Some(e) = dockerfile::needs_runtime(&file) {
+        return Err(at(e.line, e.message));
+    }
+    if !file.instructions.iter().any(|i| i.keyword == "FROM") {
+        return Err(at(0, "the Dockerfile has no FROM"));
+    }
+    let mut run = Run {
+        input,
+        context: read_context(input.context)?,
+        escape: file.escape,
+        global_args: BTreeMap::new(),
+        stages: Vec::new(),
+        layers_made: 0,
+        layers_cached: 0,
+    };
+    // Stages the target does not need are skipped, as BuildKit does.
+    let needed = needed_stages(&file, input.target)?;
+    let mut index = 0usize;
+    let mut skipping = false;
+    for ins in &file.instructions {
+        if ins.keyword == "ARG" && run.stages.is_empty() && !skipping {
+            for (name, default) in arg_pairs(&ins.original) {
+                let default = default
+                    .map(|d| dockerfile::expand(&d, &run.global_args, run.escape))
+                    .transpose()
+                    .map_err(|e| at(ins.line, e))?;
+                let value = input
+                    .build_args
+                    .get(&name)
+                    .cloned()
+                    .or(default)
+                    .or_else(|| automatic_arg(&name, &input.platform));
+                if let Some(v) = value {
+                    run.global_args.insert(name, v);
+                }
+            }
+            continue;
+        }
+        if ins.keyword == "FROM" {
+            skipping = !needed.contains(&index);
+            index += 1;
+            if skipping {
+                // Keep stage numbering: a placeholder for a stage not built.
+                run.stages.push(Stage {
+                    name: stage_name(ins),
+                    ..Default::default()
+                });
+                continue;
+            }
+            run.from(ins)?;
+            continue;
+        }
+        if !skipping {
+            run.instruction(ins)?;
         }
     }
-    let layer = image::layer(&layer_files, input.created).map_err(|e| at(line, e))?;
-    let stage = &mut stages[current];
-    for f in &layer_files {
-        stage.files.insert(
-            f.path.clone(),
-            Node {
-                data: f.data.clone(),
-                mode: f.mode,
-            },
-        );
+    let target = needed.iter().max().copied().unwrap_or(0);
+    let mut stage = run.stages.swap_remove(target);
+    stage.runtime.labels.extend(input.labels.clone());
+    let image = image::assemble(image::Assembly {
+        base_config: stage.base_config.as_ref(),
+        runtime: &stage.runtime,
+        layers: stage.layers,
+        history: stage.history,
+        author: stage.author.as_deref(),
+        created: input.created,
+        platform: &input.platform,
+    });
+    Ok(Built {
+        image,
+        layers_made: run.layers_made,
+        layers_cached: run.layers_cached,
+    })
+}
+
+fn stage_name(ins: &Instruction) -> Option<String> {
+    let words: Vec<&str> = ins.original.split_whitespace().collect();
+    match words.as_slice() {
+        [_, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => Some(name.to_lowercase()),
+        _ => None,
     }
-    stage.layers.push(layer);
-    stage
-        .history
-        .push(format!("{} {}", ins.keyword, ins.original));
-    Ok(())
+}
+
+/// The stages the target needs: itself and, transitively, the stages its
+/// `FROM` and `COPY --from` name.
+fn needed_stages(
+    file: &dockerfile::Dockerfile,
+    target: Option<&str>,
+) -> Result<BTreeSet<usize>, BuildError> {
+    let mut names: Vec<Option<String>> = Vec::new();
+    let mut deps: Vec<BTreeSet<String>> = Vec::new();
+    for ins in &file.instructions {
+        if ins.keyword == "FROM" {
+            names.push(stage_name(ins));
+            let image = ins
+                .original
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_lowercase();
+            deps.push(std::iter::once(image).collect());
+        } else if let Some(d) = deps.last_mut() {
+            for (flag, value) in &ins.flags {
+                if flag == "from" {
+                    d.insert(value.to_lowercase());
+                }
+            }
+        }
+    }
+    let find = |name: &str| {
+        names
+            .iter()
+            .position(|n| n.as_deref() == Some(name))
+            .or_else(|| name.parse::<usize>().ok().filter(|i| *i < names.len()))
+    };
+    let last = names.len().saturating_sub(1);
+    let start = match target {
+        Some(t) => find(&t.to_lowercase())
+            .ok_or_else(|| at(0, format!("target stage {t:?} could not be found")))?,
+        None => last,
+    };
+    let mut needed = BTreeSet::new();
+    let mut todo = vec![start];
+    while let Some(i) = todo.pop() {
+        if !needed.insert(i) {
+            continue;
+        }
+        for d in &deps[i] {
+            if let Some(j) = find(d).filter(|j| *j < i) {
+                todo.push(j);
+            }
+        }
+    }
+    Ok(needed)
 }
 
 #[cfg(test)]
@@ -536,22 +1286,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn globs_match_one_component() {
+    fn globs_follow_go_filepath_match() {
         assert!(glob_match("*.txt", "a.txt"));
-        assert!(!glob_match("*.txt", "d/a.txt"));
         assert!(glob_match("a?c", "abc"));
-        assert!(!glob_match("a?c", "a/c"));
+        assert!(glob_match("[ab]*", "bcd"));
+        assert!(!glob_match("[^ab]*", "bcd"));
+        assert!(glob_match("file[0-9].md", "file7.md"));
+        assert!(!glob_match("file[0-9].md", "fileX.md"));
+        assert!(glob_match("\\*", "*"));
+        assert!(!glob_match("\\*", "a"));
     }
 
-    fn ctx(paths: &[&str]) -> BTreeMap<String, Node> {
+    fn ctx(paths: &[&str]) -> BTreeMap<String, Entry> {
         paths
             .iter()
             .map(|p| {
                 (
                     p.to_string(),
-                    Node {
-                        data: p.as_bytes().to_vec(),
+                    Entry {
+                        kind: Kind::File(Bytes::from(p.to_string())),
                         mode: 0o644,
+                        uid: 0,
+                        gid: 0,
                     },
                 )
             })
@@ -559,18 +1315,34 @@ mod tests {
     }
 
     #[test]
-    fn sources_select_files_dirs_and_globs() {
+    fn sources_match_files_dirs_and_globs() {
         let c = ctx(&["a.txt", "b.txt", "src/x.rs", "src/sub/y.rs"]);
-        assert_eq!(select(&c, "a.txt"), vec![("a.txt".into(), "a.txt".into())]);
-        assert_eq!(
-            select(&c, "src"),
-            vec![
-                ("src/sub/y.rs".into(), "sub/y.rs".into()),
-                ("src/x.rs".into(), "x.rs".into())
-            ]
-        );
-        assert_eq!(select(&c, "*.txt").len(), 2);
-        assert_eq!(select(&c, ".").len(), 4);
+        assert_eq!(matches(&c, "./a.txt"), vec!["a.txt".to_string()]);
+        assert_eq!(matches(&c, "src/"), vec!["src".to_string()]);
+        assert_eq!(matches(&c, "*.txt").len(), 2);
+        assert_eq!(matches(&c, "s*/*.rs"), vec!["src/x.rs".to_string()]);
+        assert_eq!(matches(&c, "."), vec![String::new()]);
+        assert!(matches(&c, "missing").is_empty());
+        let (is_dir, items) = gather(&c, "src");
+        assert!(is_dir);
+        let names: Vec<&str> = items.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(names, vec!["sub/y.rs", "x.rs"]);
+        let (is_dir, items) = gather(&c, "a.txt");
+        assert!(!is_dir);
+        assert_eq!(items[0].0, "a.txt");
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(duration_ns("30s"), Some(30_000_000_000));
+        assert_eq!(duration_ns("1m30s"), Some(90_000_000_000));
+        assert_eq!(duration_ns("500ms"), Some(500_000_000));
+        assert_eq!(duration_ns("10"), None);
+        assert_eq!(duration_ns("x"), None);
+    }
+
+    fn no_pull(name: &str, _: &Platform) -> Result<Base, String> {
+        Err(format!("no registry in this test: {name}"))
     }
 
     #[test]
@@ -582,10 +1354,31 @@ mod tests {
             target: None,
             labels: BTreeMap::new(),
             created: 0,
-            architecture: "amd64",
+            platform: Platform::parse("linux/amd64").expect("platform"),
+            contexts: BTreeMap::new(),
+            no_cache: false,
+            store: None,
+            pull: &no_pull,
         };
-        let e = build(&input).expect_err("RUN refused");
+        let e = build(&input).err().expect("RUN refused");
         assert_eq!(e.line, 2);
         assert!(e.message.contains("local"));
+    }
+
+    #[test]
+    fn stages_the_target_does_not_need_are_skipped() {
+        let f = dockerfile::parse(
+            "FROM scratch AS a\nFROM scratch AS b\nCOPY --from=a x y\nFROM scratch AS c\nFROM b\n",
+        )
+        .expect("parse");
+        assert_eq!(
+            needed_stages(&f, None).expect("ok"),
+            [0, 1, 3].into_iter().collect()
+        );
+        assert_eq!(
+            needed_stages(&f, Some("c")).expect("ok"),
+            [2].into_iter().collect()
+        );
+        assert!(needed_stages(&f, Some("zzz")).is_err());
     }
 }

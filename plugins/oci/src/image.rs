@@ -1,24 +1,58 @@
-//! Reproducible OCI images: layers from files, the image config, the
+//! Reproducible OCI images: layers from file entries, the image config, the
 //! manifest, and an archive that both `docker load` (Docker's
 //! `manifest.json`) and OCI tools (`oci-layout`, `index.json`) read.
 //!
 //! Every byte depends only on the inputs: tar headers carry uid/gid and mode
-//! as asked, a fixed mtime, no user or group names; entries are sorted; the
-//! gzip stream is libdeflate's at a fixed level with a zero gzip mtime; the
-//! config's `created` is the given epoch second.
+//! as asked, a fixed mtime, no user or group names; entries are sorted; a
+//! layer's tar is cut into 1 MiB pieces, each compressed (on every core) into
+//! its own gzip member by libdeflate at a fixed level with a zero gzip
+//! mtime, so the blob is the same whatever the number of cores; the config's
+//! `created` is the given epoch second.
 
-use std::{collections::BTreeMap, io::Write, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{BufWriter, Write},
+    path::{Path, PathBuf},
+};
 
-use serde_json::{json, Value};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-/// A file to put in a layer.
+/// OCI media types.
+pub mod media {
+    /// An OCI image manifest.
+    pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    /// An OCI image index.
+    pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    /// An OCI image config.
+    pub const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    /// A gzip'd tar layer.
+    pub const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    /// An uncompressed tar layer.
+    pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+    /// Docker's schema 2 manifest.
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    /// Docker's manifest list.
+    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+}
+
+/// What a layer entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerFile {
-    /// Path inside the image, without a leading `/`.
-    pub path: String,
-    /// Contents.
-    pub data: Vec<u8>,
+pub enum Kind {
+    /// A regular file and its contents.
+    File(Bytes),
+    /// A directory.
+    Dir,
+    /// A symbolic link and its target.
+    Symlink(String),
+}
+
+/// An entry to put in a layer (or a file of a stage's filesystem).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// What it is.
+    pub kind: Kind,
     /// Permission bits.
     pub mode: u32,
     /// Owner.
@@ -27,105 +61,143 @@ pub struct LayerFile {
     pub gid: u64,
 }
 
-/// A finished layer.
+/// A finished layer: where its blob is, and its digests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layer {
-    /// The gzip'd tar.
-    pub blob: Vec<u8>,
+    /// The compressed tar.
+    pub blob: Bytes,
     /// `sha256:` of the blob.
     pub digest: String,
     /// `sha256:` of the uncompressed tar.
     pub diff_id: String,
+    /// The blob's media type.
+    pub media_type: String,
 }
 
-fn sha256(data: &[u8]) -> String {
+/// `sha256:<hex>` of `data`.
+pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
 }
 
-/// Build a layer from files; parent directories are added (mode 0755,
-/// root-owned) when missing. `mtime` is the epoch second every entry gets.
-pub fn layer(files: &[LayerFile], mtime: u64) -> Result<Layer, String> {
-    let tar_bytes = layer_tar(files, mtime)?;
-    let mut compressor =
-        libdeflater::Compressor::new(libdeflater::CompressionLvl::new(6).unwrap_or_default());
-    let mut blob = vec![0u8; compressor.gzip_compress_bound(tar_bytes.len())];
-    let n = compressor
-        .gzip_compress(&tar_bytes, &mut blob)
-        .map_err(|e| format!("compressing a layer: {e:?}"))?;
-    blob.truncate(n);
-    Ok(Layer {
-        digest: sha256(&blob),
-        diff_id: sha256(&tar_bytes),
-        blob,
-    })
-}
-
-/// The uncompressed tar of a layer.
-fn layer_tar(files: &[LayerFile], mtime: u64) -> Result<Vec<u8>, String> {
-    let mut sorted: Vec<&LayerFile> = files.iter().collect();
-    sorted.sort_by(|a, b| a.path.cmp(&b.path));
-    let mut dirs: Vec<String> = Vec::new();
-    for f in &sorted {
-        let mut prefix = String::new();
-        for part in f
-            .path
-            .split('/')
-            .rev()
-            .skip(1)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
-            prefix.push_str(part);
-            prefix.push('/');
-            if !dirs.contains(&prefix) {
-                dirs.push(prefix.clone());
-            }
+/// The uncompressed tar of a layer holding `entries` (path without a
+/// leading `/` to entry). Parent directories missing from `entries` are
+/// added (mode 0755, root-owned). `mtime` is the epoch second every entry
+/// gets.
+pub fn layer_tar(entries: &BTreeMap<String, Entry>, mtime: u64) -> Result<Vec<u8>, String> {
+    let mut all: BTreeMap<String, Option<&Entry>> = BTreeMap::new();
+    for (path, entry) in entries {
+        let mut parent = path.as_str();
+        while let Some((p, _)) = parent.rsplit_once('/') {
+            all.entry(p.to_string()).or_insert(None);
+            parent = p;
         }
+        all.insert(path.clone(), Some(entry));
     }
-    dirs.sort();
-    let mut builder = tar::Builder::new(Vec::new());
-    let header = |kind: tar::EntryType, mode: u32, uid: u64, gid: u64, size: u64| {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_uid(uid);
-        h.set_gid(gid);
-        h.set_mtime(mtime);
-        h.set_size(size);
-        h
+    let size: usize = entries
+        .values()
+        .map(|e| match &e.kind {
+            Kind::File(d) => d.len() + 1024,
+            _ => 512,
+        })
+        .sum();
+    let mut builder = tar::Builder::new(Vec::with_capacity(size + 2048));
+    let dir = Entry {
+        kind: Kind::Dir,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
     };
-    let mut entries: Vec<(String, Option<&LayerFile>)> =
-        dirs.into_iter().map(|d| (d, None)).collect();
-    entries.extend(sorted.iter().map(|f| (f.path.clone(), Some(*f))));
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    for (path, file) in entries {
-        match file {
-            None => {
-                let mut h = header(tar::EntryType::Directory, 0o755, 0, 0, 0);
+    for (path, entry) in all {
+        let entry = entry.unwrap_or(&dir);
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(entry.mode & 0o7777);
+        h.set_uid(entry.uid);
+        h.set_gid(entry.gid);
+        h.set_mtime(mtime);
+        let failed = |e: std::io::Error| format!("layer entry {path}: {e}");
+        match &entry.kind {
+            Kind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
                 builder
-                    .append_data(&mut h, &path, std::io::empty())
-                    .map_err(|e| format!("layer entry {path}: {e}"))?;
+                    .append_data(&mut h, format!("{path}/"), std::io::empty())
+                    .map_err(failed)?;
             }
-            Some(f) => {
-                let mut h = header(
-                    tar::EntryType::Regular,
-                    f.mode,
-                    f.uid,
-                    f.gid,
-                    f.data.len() as u64,
-                );
+            Kind::File(data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(data.len() as u64);
                 builder
-                    .append_data(&mut h, &path, f.data.as_slice())
-                    .map_err(|e| format!("layer entry {path}: {e}"))?;
+                    .append_data(&mut h, &path, data.as_ref())
+                    .map_err(failed)?;
+            }
+            Kind::Symlink(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                builder.append_link(&mut h, &path, target).map_err(failed)?;
             }
         }
     }
     builder.into_inner().map_err(|e| format!("layer: {e}"))
 }
 
+/// Size of the pieces compressed independently.
+const PIECE: usize = 1 << 20;
+
+/// `data` as concatenated gzip members, one per 1 MiB piece, compressed on
+/// every core. Any gzip reader (Go's, which the Docker daemon and
+/// containerd use, zlib's, `gzip -d`) reads the members as one stream.
+pub fn gzip_parallel(data: &[u8]) -> Result<Vec<u8>, String> {
+    let pieces: Vec<&[u8]> = if data.is_empty() {
+        vec![data]
+    } else {
+        data.chunks(PIECE).collect()
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(pieces.len());
+    let mut results: Vec<Result<Vec<u8>, String>> = Vec::new();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let pieces = &pieces;
+                scope.spawn(move || {
+                    let level = libdeflater::CompressionLvl::new(6).unwrap_or_default();
+                    let mut compressor = libdeflater::Compressor::new(level);
+                    let mut done = Vec::new();
+                    for (i, piece) in pieces.iter().enumerate().skip(w).step_by(workers) {
+                        let mut out = vec![0u8; compressor.gzip_compress_bound(piece.len())];
+                        let r = compressor
+                            .gzip_compress(piece, &mut out)
+                            .map(|n| {
+                                out.truncate(n);
+                                out
+                            })
+                            .map_err(|e| format!("compressing a layer: {e:?}"));
+                        done.push((i, r));
+                    }
+                    done
+                })
+            })
+            .collect();
+        let mut all: Vec<(usize, Result<Vec<u8>, String>)> = Vec::new();
+        for h in handles {
+            match h.join() {
+                Ok(done) => all.extend(done),
+                Err(_) => all.push((0, Err("a compression thread panicked".into()))),
+            }
+        }
+        all.sort_by_key(|(i, _)| *i);
+        results = all.into_iter().map(|(_, r)| r).collect();
+    });
+    let mut blob = Vec::with_capacity(data.len() / 2);
+    for r in results {
+        blob.extend_from_slice(&r?);
+    }
+    Ok(blob)
+}
+
 /// The runtime settings of an image (the `config` object of the image config).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuntimeConfig {
     /// `KEY=value` entries, in order.
     pub env: Vec<String>,
@@ -140,17 +212,176 @@ pub struct RuntimeConfig {
     /// `LABEL`s.
     pub labels: BTreeMap<String, String>,
     /// `EXPOSE` (`80/tcp`).
-    pub exposed_ports: Vec<String>,
+    pub exposed_ports: BTreeSet<String>,
     /// `VOLUME`s.
-    pub volumes: Vec<String>,
+    pub volumes: BTreeSet<String>,
     /// `STOPSIGNAL`.
     pub stop_signal: Option<String>,
+    /// `HEALTHCHECK` (Docker's `Healthcheck` object).
+    pub healthcheck: Option<Value>,
+    /// `ONBUILD` triggers.
+    pub on_build: Vec<String>,
+    /// `SHELL`, when set.
+    pub shell: Option<Vec<String>>,
+}
+
+fn strings(v: Option<&Value>) -> Option<Vec<String>> {
+    v?.as_array().map(|a| {
+        a.iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    })
+}
+
+fn keys(v: Option<&Value>) -> BTreeSet<String> {
+    v.and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+impl RuntimeConfig {
+    /// The settings of a base image's config (its `config` object).
+    pub fn from_config(c: &Value) -> Self {
+        let text = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+        Self {
+            env: strings(c.get("Env")).unwrap_or_default(),
+            cmd: strings(c.get("Cmd")),
+            entrypoint: strings(c.get("Entrypoint")),
+            working_dir: text("WorkingDir").filter(|w| !w.is_empty()),
+            user: text("User").filter(|u| !u.is_empty()),
+            labels: c
+                .get("Labels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            exposed_ports: keys(c.get("ExposedPorts")),
+            volumes: keys(c.get("Volumes")),
+            stop_signal: text("StopSignal"),
+            healthcheck: c.get("Healthcheck").filter(|h| !h.is_null()).cloned(),
+            on_build: strings(c.get("OnBuild")).unwrap_or_default(),
+            shell: strings(c.get("Shell")),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let set = |items: &BTreeSet<String>| -> Value {
+            Value::Object(items.iter().map(|i| (i.clone(), json!({}))).collect())
+        };
+        let mut config = Map::new();
+        if let Some(u) = &self.user {
+            config.insert("User".into(), json!(u));
+        }
+        if !self.exposed_ports.is_empty() {
+            config.insert("ExposedPorts".into(), set(&self.exposed_ports));
+        }
+        config.insert("Env".into(), json!(self.env));
+        if let Some(e) = &self.entrypoint {
+            config.insert("Entrypoint".into(), json!(e));
+        }
+        if let Some(c) = &self.cmd {
+            config.insert("Cmd".into(), json!(c));
+        }
+        if let Some(h) = &self.healthcheck {
+            config.insert("Healthcheck".into(), h.clone());
+        }
+        if !self.volumes.is_empty() {
+            config.insert("Volumes".into(), set(&self.volumes));
+        }
+        if let Some(w) = &self.working_dir {
+            config.insert("WorkingDir".into(), json!(w));
+        }
+        if !self.labels.is_empty() {
+            config.insert("Labels".into(), json!(self.labels));
+        }
+        if let Some(s) = &self.stop_signal {
+            config.insert("StopSignal".into(), json!(s));
+        }
+        if !self.on_build.is_empty() {
+            config.insert("OnBuild".into(), json!(self.on_build));
+        }
+        if let Some(s) = &self.shell {
+            config.insert("Shell".into(), json!(s));
+        }
+        Value::Object(config)
+    }
+}
+
+/// One history entry of the image config, made by this builder.
+pub fn history_entry(created: u64, created_by: &str, empty_layer: bool) -> Value {
+    let mut entry = json!({
+        "created": rfc3339(created),
+        "created_by": created_by,
+        "comment": "kiln oci",
+    });
+    if empty_layer {
+        entry["empty_layer"] = json!(true);
+    }
+    entry
+}
+
+/// The platform an image is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// `linux`.
+    pub os: String,
+    /// `amd64`, `arm64`, ...
+    pub architecture: String,
+    /// `v8`, `v7`, ... when any.
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// Parse `os/arch[/variant]`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Self {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: None,
+            }),
+            [os, arch, variant] if !os.is_empty() && !arch.is_empty() => Ok(Self {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: Some(variant.to_string()).filter(|v| !v.is_empty()),
+            }),
+            _ => Err(format!(
+                "platform {text:?}: expected os/arch[/variant], e.g. linux/amd64"
+            )),
+        }
+    }
+
+    /// Whether an index entry's `platform` object is this platform
+    /// (`linux/arm64` accepts `linux/arm64/v8`).
+    pub fn matches(&self, p: &Value) -> bool {
+        let field = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("");
+        field("os") == self.os
+            && field("architecture") == self.architecture
+            && self
+                .variant
+                .as_deref()
+                .is_none_or(|v| field("variant") == v)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
 }
 
 /// A finished image: blobs and the documents that name them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
-    /// The layers, bottom first.
+    /// The layers, bottom first (a base image's first).
     pub layers: Vec<Layer>,
     /// The image config JSON.
     pub config: Vec<u8>,
@@ -170,77 +401,75 @@ impl Image {
     }
 }
 
-/// Assemble config and manifest. `created` is the epoch second recorded
-/// (a fixed value, or `SOURCE_DATE_EPOCH`), `history` one line per layer.
-pub fn assemble(
-    runtime: &RuntimeConfig,
-    layers: Vec<Layer>,
-    history: &[String],
-    created: u64,
-    architecture: &str,
-) -> Image {
-    let created = rfc3339(created);
-    let set = |items: &[String]| -> Value {
-        Value::Object(items.iter().map(|i| (i.clone(), json!({}))).collect())
+/// What an image is assembled from.
+pub struct Assembly<'a> {
+    /// The base image's config, when not `scratch`: its fields outside
+    /// `config`, `rootfs` and `history` are kept.
+    pub base_config: Option<&'a Value>,
+    /// The runtime settings (the base's, changed by the Dockerfile).
+    pub runtime: &'a RuntimeConfig,
+    /// All layers, bottom first.
+    pub layers: Vec<Layer>,
+    /// The base's history entries (as they are) followed by this build's.
+    pub history: Vec<Value>,
+    /// `MAINTAINER`, recorded as the config's `author`.
+    pub author: Option<&'a str>,
+    /// The epoch second recorded.
+    pub created: u64,
+    /// The platform.
+    pub platform: &'a Platform,
+}
+
+/// Assemble config and manifest.
+pub fn assemble(a: Assembly<'_>) -> Image {
+    let created = rfc3339(a.created);
+    let mut image_config = match a.base_config {
+        Some(Value::Object(base)) => base.clone(),
+        _ => Map::new(),
     };
-    let mut config = serde_json::Map::new();
-    config.insert("Env".into(), json!(runtime.env));
-    if let Some(c) = &runtime.cmd {
-        config.insert("Cmd".into(), json!(c));
+    for k in ["container", "container_config", "docker_version", "config"] {
+        image_config.remove(k);
     }
-    if let Some(e) = &runtime.entrypoint {
-        config.insert("Entrypoint".into(), json!(e));
+    image_config.insert("created".into(), json!(created));
+    image_config.insert("architecture".into(), json!(a.platform.architecture));
+    image_config.insert("os".into(), json!(a.platform.os));
+    match &a.platform.variant {
+        Some(v) => image_config.insert("variant".into(), json!(v)),
+        None => image_config.remove("variant"),
+    };
+    image_config.insert("config".into(), a.runtime.to_json());
+    image_config.insert(
+        "rootfs".into(),
+        json!({"type": "layers", "diff_ids": a.layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()}),
+    );
+    if let Some(author) = a.author {
+        image_config.insert("author".into(), json!(author));
     }
-    if let Some(w) = &runtime.working_dir {
-        config.insert("WorkingDir".into(), json!(w));
-    }
-    if let Some(u) = &runtime.user {
-        config.insert("User".into(), json!(u));
-    }
-    if !runtime.labels.is_empty() {
-        config.insert("Labels".into(), json!(runtime.labels));
-    }
-    if !runtime.exposed_ports.is_empty() {
-        config.insert("ExposedPorts".into(), set(&runtime.exposed_ports));
-    }
-    if !runtime.volumes.is_empty() {
-        config.insert("Volumes".into(), set(&runtime.volumes));
-    }
-    if let Some(s) = &runtime.stop_signal {
-        config.insert("StopSignal".into(), json!(s));
-    }
-    let image_config = json!({
-        "created": created,
-        "architecture": architecture,
-        "os": "linux",
-        "config": Value::Object(config),
-        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
-        "history": history.iter().map(|h| json!({"created": created, "created_by": h})).collect::<Vec<_>>(),
-    });
-    let config_bytes = serde_json::to_vec(&image_config).unwrap_or_default();
+    image_config.insert("history".into(), Value::Array(a.history));
+    let config_bytes = serde_json::to_vec(&Value::Object(image_config)).unwrap_or_default();
     let manifest = json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": media::MANIFEST,
         "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "mediaType": media::CONFIG,
             "digest": sha256(&config_bytes),
             "size": config_bytes.len(),
         },
-        "layers": layers.iter().map(|l| json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+        "layers": a.layers.iter().map(|l| json!({
+            "mediaType": l.media_type,
             "digest": l.digest,
             "size": l.blob.len(),
         })).collect::<Vec<_>>(),
     });
     Image {
-        layers,
+        layers: a.layers,
         config: config_bytes,
         manifest: serde_json::to_vec(&manifest).unwrap_or_default(),
     }
 }
 
 /// Days-from-civil (Howard Hinnant's algorithm) for a UTC timestamp.
-fn rfc3339(epoch: u64) -> String {
+pub fn rfc3339(epoch: u64) -> String {
     let days = (epoch / 86_400) as i64;
     let secs = epoch % 86_400;
     let z = days + 719_468;
@@ -260,143 +489,188 @@ fn rfc3339(epoch: u64) -> String {
     )
 }
 
+fn blob_path(digest: &str) -> String {
+    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+}
+
 /// Write `image` as an archive `docker load` reads (Docker's `manifest.json`
 /// with `RepoTags`) that is also an OCI image layout (`oci-layout`,
-/// `index.json` naming the tag), written atomically. Entries are sorted and
-/// timestamps fixed, so the archive is reproducible too.
-pub fn write_archive(image: &Image, tag: &str, out: &Path) -> Result<(), String> {
-    let blob_path = |digest: &str| format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
-    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+/// `index.json` naming the tags), atomically: through a temporary file
+/// beside `out`, synced and renamed, so a failure leaves nothing at `out`.
+/// Entries are sorted and timestamps fixed, so the archive is reproducible.
+pub fn write_archive(image: &Image, tags: &[String], out: &Path) -> Result<(), String> {
+    let mut files: BTreeMap<String, Bytes> = BTreeMap::new();
     files.insert(
         "oci-layout".into(),
-        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        Bytes::from_static(br#"{"imageLayoutVersion":"1.0.0"}"#),
     );
-    files.insert(blob_path(&image.config_digest()), image.config.clone());
-    files.insert(blob_path(&image.digest()), image.manifest.clone());
+    files.insert(
+        blob_path(&image.config_digest()),
+        Bytes::from(image.config.clone()),
+    );
+    files.insert(
+        blob_path(&image.digest()),
+        Bytes::from(image.manifest.clone()),
+    );
     for layer in &image.layers {
         files.insert(blob_path(&layer.digest), layer.blob.clone());
     }
-    let ref_name = tag.rsplit_once(':').map_or("latest", |(_, t)| t);
+    let manifests: Vec<Value> = tags
+        .iter()
+        .map(|tag| {
+            let ref_name = tag
+                .rsplit_once(':')
+                .filter(|(_, t)| !t.contains('/'))
+                .map_or("latest", |(_, t)| t);
+            json!({
+                "mediaType": media::MANIFEST,
+                "digest": image.digest(),
+                "size": image.manifest.len(),
+                "annotations": {
+                    "io.containerd.image.name": tag,
+                    "org.opencontainers.image.ref.name": ref_name,
+                },
+            })
+        })
+        .collect();
     let index = json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": image.digest(),
-            "size": image.manifest.len(),
-            "annotations": {
-                "io.containerd.image.name": tag,
-                "org.opencontainers.image.ref.name": ref_name,
-            },
-        }],
+        "mediaType": media::INDEX,
+        "manifests": manifests,
     });
     files.insert(
         "index.json".into(),
-        serde_json::to_vec(&index).unwrap_or_default(),
+        Bytes::from(serde_json::to_vec(&index).unwrap_or_default()),
     );
     let docker_manifest = json!([{
         "Config": blob_path(&image.config_digest()),
-        "RepoTags": [tag],
+        "RepoTags": tags,
         "Layers": image.layers.iter().map(|l| blob_path(&l.digest)).collect::<Vec<_>>(),
     }]);
     files.insert(
         "manifest.json".into(),
-        serde_json::to_vec(&docker_manifest).unwrap_or_default(),
+        Bytes::from(serde_json::to_vec(&docker_manifest).unwrap_or_default()),
     );
 
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut dirs = vec!["blobs/".to_string(), "blobs/sha256/".to_string()];
-    dirs.sort();
-    for d in &dirs {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        h.set_mtime(0);
-        h.set_size(0);
-        builder
-            .append_data(&mut h, d, std::io::empty())
-            .map_err(|e| e.to_string())?;
-    }
-    for (path, data) in &files {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_size(data.len() as u64);
-        builder
-            .append_data(&mut h, path, data.as_slice())
-            .map_err(|e| e.to_string())?;
-    }
-    let bytes = builder.into_inner().map_err(|e| e.to_string())?;
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut temp = tempfile_in(dir)?;
-    temp.1
-        .write_all(&bytes)
-        .and_then(|()| temp.1.sync_all())
-        .map_err(|e| format!("writing {}: {e}", out.display()))?;
-    std::fs::rename(&temp.0, out).map_err(|e| format!("writing {}: {e}", out.display()))?;
-    temp.0 = std::path::PathBuf::new();
-    Ok(())
+    let temp = Temp::create_in(dir)?;
+    let failed = |e: std::io::Error| format!("writing {}: {e}", out.display());
+    {
+        let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, &temp.file));
+        for d in ["blobs/", "blobs/sha256/"] {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_mtime(0);
+            h.set_size(0);
+            builder
+                .append_data(&mut h, d, std::io::empty())
+                .map_err(failed)?;
+        }
+        for (path, data) in &files {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_size(data.len() as u64);
+            builder
+                .append_data(&mut h, path, data.as_ref())
+                .map_err(failed)?;
+        }
+        let mut writer = builder.into_inner().map_err(failed)?;
+        writer.flush().map_err(failed)?;
+    }
+    temp.file.sync_all().map_err(failed)?;
+    temp.persist(out)
 }
 
-/// A temp file beside the output, removed on drop unless renamed.
-struct Temp(std::path::PathBuf, std::fs::File);
+/// A temporary file, removed on drop unless persisted.
+pub struct Temp {
+    path: PathBuf,
+    /// The open file.
+    pub file: std::fs::File,
+    kept: bool,
+}
+
+impl Temp {
+    /// A new file with a unique name in `dir`.
+    pub fn create_in(dir: &Path) -> Result<Self, String> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        for _ in 0..1000 {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = dir.join(format!(".kiln-oci-{}-{n}.tmp", std::process::id()));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(Self {
+                        path,
+                        file,
+                        kept: false,
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(format!(
+                        "creating a temporary file in {}: {e}",
+                        dir.display()
+                    ))
+                }
+            }
+        }
+        Err(format!("no temporary file name free in {}", dir.display()))
+    }
+
+    /// Rename into place at `to`.
+    pub fn persist(mut self, to: &Path) -> Result<(), String> {
+        std::fs::rename(&self.path, to).map_err(|e| format!("writing {}: {e}", to.display()))?;
+        self.kept = true;
+        Ok(())
+    }
+}
 
 impl Drop for Temp {
     fn drop(&mut self) {
-        if !self.0.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.0);
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
-}
-
-fn tempfile_in(dir: &Path) -> Result<Temp, String> {
-    for n in 0..100u32 {
-        let path = dir.join(format!(".kiln-oci-{}-{n}.tmp", std::process::id()));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(f) => return Ok(Temp(path, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(format!(
-                    "creating a temporary file in {}: {e}",
-                    dir.display()
-                ))
-            }
-        }
-    }
-    Err(format!("no temporary file name free in {}", dir.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn file(path: &str, data: &str) -> LayerFile {
-        LayerFile {
-            path: path.into(),
-            data: data.as_bytes().to_vec(),
+    fn file(data: &str) -> Entry {
+        Entry {
+            kind: Kind::File(Bytes::from(data.to_string())),
             mode: 0o644,
             uid: 0,
             gid: 0,
         }
     }
 
+    fn tree(items: &[(&str, &str)]) -> BTreeMap<String, Entry> {
+        items
+            .iter()
+            .map(|(p, d)| (p.to_string(), file(d)))
+            .collect()
+    }
+
     #[test]
-    fn layers_are_reproducible_and_order_free() {
-        let a = layer(&[file("b/x", "1"), file("a", "2")], 0).expect("layer");
-        let b = layer(&[file("a", "2"), file("b/x", "1")], 0).expect("layer");
+    fn layers_are_reproducible_with_parents_added() {
+        let a = layer_tar(&tree(&[("b/x", "1"), ("a", "2")]), 0).expect("layer");
+        let b = layer_tar(&tree(&[("a", "2"), ("b/x", "1")]), 0).expect("layer");
         assert_eq!(a, b);
-        let c = layer(&[file("a", "2"), file("b/x", "changed")], 0).expect("layer");
-        assert_ne!(a.digest, c.digest);
-        // Parent directories are added; headers carry what was asked.
-        let tar_bytes = layer_tar(&[file("b/c/x", "1")], 7).expect("tar");
+        let c = layer_tar(&tree(&[("a", "2"), ("b/x", "changed")]), 0).expect("layer");
+        assert_ne!(sha256(&a), sha256(&c));
+        let tar_bytes = layer_tar(&tree(&[("b/c/x", "1")]), 7).expect("tar");
         let mut archive = tar::Archive::new(tar_bytes.as_slice());
         let mut seen = Vec::new();
         for entry in archive.entries().expect("entries") {
@@ -410,6 +684,52 @@ mod tests {
     }
 
     #[test]
+    fn long_names_and_symlinks_survive() {
+        let long = format!("{}/file.txt", "d".repeat(150));
+        let mut t = tree(&[(long.as_str(), "x")]);
+        t.insert(
+            "link".into(),
+            Entry {
+                kind: Kind::Symlink("d/file.txt".into()),
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+            },
+        );
+        let bytes = layer_tar(&t, 0).expect("tar");
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                let e = e.expect("entry");
+                e.path().expect("path").to_string_lossy().into_owned()
+            })
+            .collect();
+        assert!(names.contains(&long), "{names:?}");
+        assert!(names.contains(&"link".to_string()));
+    }
+
+    #[test]
+    fn parallel_gzip_reads_back_as_one_stream() {
+        use std::io::Read;
+        let data: Vec<u8> = (0..(3 * PIECE + 17)).map(|i| (i % 251) as u8).collect();
+        let blob = gzip_parallel(&data).expect("gzip");
+        assert_eq!(blob, gzip_parallel(&data).expect("gzip"), "deterministic");
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(blob.as_slice())
+            .read_to_end(&mut back)
+            .expect("gunzip");
+        assert_eq!(back, data);
+        let empty = gzip_parallel(&[]).expect("gzip");
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(empty.as_slice())
+            .read_to_end(&mut back)
+            .expect("gunzip");
+        assert!(back.is_empty());
+    }
+
+    #[test]
     fn timestamps_format_as_rfc3339() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
@@ -417,28 +737,49 @@ mod tests {
     }
 
     #[test]
-    fn the_same_inputs_give_the_same_digest() {
+    fn platforms_parse_and_match() {
+        let p = Platform::parse("linux/arm64").expect("platform");
+        assert!(p.matches(&json!({"os": "linux", "architecture": "arm64", "variant": "v8"})));
+        assert!(!p.matches(&json!({"os": "linux", "architecture": "amd64"})));
+        let v7 = Platform::parse("linux/arm/v7").expect("platform");
+        assert!(!v7.matches(&json!({"os": "linux", "architecture": "arm", "variant": "v6"})));
+        assert!(Platform::parse("linux").is_err());
+    }
+
+    #[test]
+    fn the_same_inputs_give_the_same_archive() {
+        let platform = Platform::parse("linux/amd64").expect("platform");
         let build = || {
-            let l = layer(&[file("app/hello.txt", "hi")], 0).expect("layer");
+            let tar_bytes = layer_tar(&tree(&[("app/hello.txt", "hi")]), 0).expect("tar");
+            let blob = gzip_parallel(&tar_bytes).expect("gzip");
+            let layer = Layer {
+                digest: sha256(&blob),
+                diff_id: sha256(&tar_bytes),
+                blob: Bytes::from(blob),
+                media_type: media::LAYER_GZIP.into(),
+            };
             let runtime = RuntimeConfig {
                 env: vec!["A=1".into()],
                 cmd: Some(vec!["cat".into(), "/app/hello.txt".into()]),
                 ..Default::default()
             };
-            assemble(
-                &runtime,
-                vec![l],
-                &["COPY hello.txt /app/".into()],
-                0,
-                "amd64",
-            )
+            assemble(Assembly {
+                base_config: None,
+                runtime: &runtime,
+                layers: vec![layer],
+                history: vec![history_entry(0, "COPY hello.txt /app/", false)],
+                author: None,
+                created: 0,
+                platform: &platform,
+            })
         };
         assert_eq!(build().digest(), build().digest());
         let dir = tempfile::tempdir().expect("tempdir");
         let one = dir.path().join("one.tar");
         let two = dir.path().join("two.tar");
-        write_archive(&build(), "x:1", &one).expect("write");
-        write_archive(&build(), "x:1", &two).expect("write");
+        let tags = vec!["x:1".to_string()];
+        write_archive(&build(), &tags, &one).expect("write");
+        write_archive(&build(), &tags, &two).expect("write");
         assert_eq!(
             std::fs::read(one).expect("read"),
             std::fs::read(two).expect("read")

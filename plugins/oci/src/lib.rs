@@ -1,15 +1,20 @@
-//! kiln's daemonless builder, flavor `oci` (in progress).
+//! kiln's daemonless builder, flavor `oci`.
 //!
-//! So far: the Dockerfile front end ([`dockerfile`]): parser directives,
-//! the escape character, line continuations, comments inside continuations,
-//! JSON and shell forms, instruction flags, variable substitution, and the
-//! check that refuses `RUN` before any work is done; builds of stages from
-//! `scratch` with `COPY`/`ADD` of local files and the metadata instructions
-//! ([`build`]); reproducible OCI images and archives that `docker load` and
-//! `skopeo` read ([`image`]). Not yet a plugin.
+//! - [`dockerfile`]: the Dockerfile front end (parser directives, the escape
+//!   character, continuations, JSON and shell forms, flags, variable
+//!   substitution) and the check that refuses `RUN` before any work.
+//! - [`build`]: carrying the instructions out into layers and a config.
+//! - [`base`]: base images from a registry or an OCI layout.
+//! - [`image`]: reproducible layers (compressed on every core), config,
+//!   manifest, and an archive that `docker load` and `skopeo` read.
+//! - [`store`]: the layer and blob cache that makes rebuilds cheap.
+//! - [`push`]: pushing over the distribution API.
+//! - [`plugin`]: the flavor kiln loads.
 
+pub mod base;
 pub mod build;
 pub mod dockerfile;
 pub mod image;
-
 pub mod plugin;
+pub mod push;
+pub mod store;

@@ -1,9 +1,9 @@
-//! The `oci` image-builder flavor: builds without a daemon and writes the
-//! image as an archive (`kiln build ... --output type=oci,dest=FILE`).
-//! Pushing straight to a registry is not done yet; with a registry the
-//! build is refused with that reason.
+//! The `oci` image-builder flavor: builds without a daemon, then pushes the
+//! image over the distribution API to the build's registry (`--registry`)
+//! and/or writes it as an archive (`kiln build ... --output
+//! type=oci,dest=FILE`), whichever were asked for.
 
-use std::{collections::BTreeMap, io::Read, path::PathBuf};
+use std::{collections::BTreeMap, io::Read, path::PathBuf, time::Duration};
 
 use kiln_plugin_api::{
     author::{Builder, BuilderFlavor, Events, Flavor},
@@ -11,7 +11,7 @@ use kiln_plugin_api::{
     ErrorKind, PluginError,
 };
 
-use crate::{build, image};
+use crate::{base, build, image, push, store::Store};
 
 /// Config of the `oci` builder.
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
@@ -20,8 +20,25 @@ pub struct OciConfig {
     /// Epoch second recorded as the image's creation time; the default uses
     /// `SOURCE_DATE_EPOCH` when set, else 0, so images are reproducible.
     pub created: Option<u64>,
-    /// Image architecture (`amd64`, `arm64`, ...); default: this machine's.
+    /// Image architecture (`amd64`, `arm64`, ...) when `--platform` is not
+    /// given; default: this machine's.
     pub architecture: Option<String>,
+    /// The layer and base-image cache; default `$KILN_CACHE_DIR/oci`, else
+    /// `~/.cache/kiln/oci`.
+    pub cache_dir: Option<String>,
+    /// Registry hosts (`host[:port]`) spoken to over plain HTTP; loopback
+    /// hosts always are, as the Docker daemon treats them.
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+    /// Bound on each registry request, in seconds (a blob upload or
+    /// download is one request).
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1))]
+    pub timeout_seconds: u64,
+}
+
+fn default_timeout() -> u64 {
+    300
 }
 
 /// The `oci` flavor.
@@ -31,7 +48,7 @@ impl Flavor for OciFlavor {
     type Config = OciConfig;
     const NAME: &'static str = "oci";
     const DESCRIPTION: &'static str =
-        "Builds OCI images without a daemon (COPY-only Dockerfiles; in progress)";
+        "Builds OCI images without a daemon (Dockerfiles without RUN); pushes them or writes an archive";
     const CAPABILITIES: &'static [&'static str] = &[capability::BUILDS_LOCALLY];
 }
 
@@ -55,6 +72,12 @@ impl BuilderFlavor for OciFlavor {
         Ok(OciBuilder {
             created,
             architecture,
+            cache_dir: config
+                .cache_dir
+                .map(PathBuf::from)
+                .unwrap_or_else(Store::default_root),
+            insecure: config.insecure_registries,
+            timeout: Duration::from_secs(config.timeout_seconds.max(1)),
         })
     }
 }
@@ -63,6 +86,9 @@ impl BuilderFlavor for OciFlavor {
 pub struct OciBuilder {
     created: u64,
     architecture: String,
+    cache_dir: PathBuf,
+    insecure: Vec<String>,
+    timeout: Duration,
 }
 
 fn invalid(message: String) -> PluginError {
@@ -113,23 +139,36 @@ impl Builder for OciBuilder {
             .pointer("/output/dest")
             .and_then(|d| d.as_str())
             .map(PathBuf::from);
-        if registry.is_some() {
-            return Err(PluginError::new(
-                ErrorKind::UNSUPPORTED,
-                "the oci builder cannot push to a registry yet; write an archive with \
-                 --output type=oci,dest=FILE, or build with the local builder",
+        if registry.is_none() && dest.is_none() {
+            return Err(invalid(
+                "the oci builder keeps no local image store: give --registry COMPONENT to push \
+                 the image, or --output type=oci,dest=FILE to write an archive (`docker load -i \
+                 FILE` loads it)"
+                    .into(),
             ));
         }
-        let Some(dest) = dest else {
-            return Err(invalid(
-                "the oci builder writes an archive: pass --output type=oci,dest=FILE".into(),
-            ));
-        };
         if context.gzip {
             return Err(invalid(
                 "the oci builder needs an uncompressed context".into(),
             ));
         }
+        let contexts: BTreeMap<String, String> = extra
+            .get("build_contexts")
+            .and_then(|c| c.as_object())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.to_lowercase(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let platform = match request.platform.as_ref().into_option() {
+            Some(p) => image::Platform::parse(p.as_str()).map_err(invalid)?,
+            None => image::Platform {
+                os: "linux".into(),
+                architecture: self.architecture.clone(),
+                variant: None,
+            },
+        };
         let text = dockerfile_text(context, request.dockerfile.as_str())?;
         let build_args: BTreeMap<String, String> = request
             .build_args
@@ -139,6 +178,29 @@ impl Builder for OciBuilder {
         if cancel.is_cancelled() {
             return Err(PluginError::new(ErrorKind::CANCELLED, "cancelled"));
         }
+        let store = match Store::open(&self.cache_dir) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                events.warn(format!("{e}; building without the layer cache"));
+                None
+            }
+        };
+        let pull = |name: &str, platform: &image::Platform| {
+            let Some(store) = &store else {
+                return Err(format!(
+                    "{name}: pulling base images needs the cache folder"
+                ));
+            };
+            base::Sources {
+                store,
+                platform,
+                registry,
+                insecure: &self.insecure,
+                timeout: self.timeout,
+                events,
+            }
+            .pull(name)
+        };
         let built = build::build(&build::BuildInput {
             dockerfile: &text,
             context: std::path::Path::new(context.archive_path.as_str()),
@@ -150,25 +212,45 @@ impl Builder for OciBuilder {
                 .map(|p| (p.0.to_string(), p.1.to_string()))
                 .collect(),
             created: self.created,
-            architecture: &self.architecture,
+            platform,
+            contexts,
+            no_cache: request.no_cache,
+            store: store.as_ref(),
+            pull: &pull,
         })
         .map_err(|e| invalid(e.to_string()))?;
-        let tag = request
-            .tags
-            .first()
-            .map(|t| t.to_string())
-            .unwrap_or_default();
-        image::write_archive(&built, &tag, &dest)
-            .map_err(|e| PluginError::new(ErrorKind::OTHER, e))?;
+        let image = built.image;
         events.info(format!(
-            "wrote {} ({} layers) to {}",
-            built.digest(),
-            built.layers.len(),
-            dest.display()
+            "built {} ({} layers; {} made by this build, {} of them from the cache)",
+            image.digest(),
+            image.layers.len(),
+            built.layers_made,
+            built.layers_cached
         ));
+        let tags: Vec<String> = request.tags.iter().map(|t| t.to_string()).collect();
+        if cancel.is_cancelled() {
+            return Err(PluginError::new(ErrorKind::CANCELLED, "cancelled"));
+        }
+        if let Some(dest) = &dest {
+            image::write_archive(&image, &tags, dest)
+                .map_err(|e| PluginError::new(ErrorKind::OTHER, e))?;
+            events.info(format!("wrote {} to {}", image.digest(), dest.display()));
+        }
+        let digest = match registry {
+            Some(r) => push::push(
+                &image,
+                &tags,
+                r,
+                &self.insecure,
+                self.timeout,
+                events,
+                cancel,
+            )?,
+            None => image.digest(),
+        };
         Ok(BuildOutput {
-            image: tag.into(),
-            digest: Some(built.digest().into()).into(),
+            image: tags.first().cloned().unwrap_or_default().into(),
+            digest: Some(digest.into()).into(),
         })
     }
 }

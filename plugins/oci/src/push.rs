@@ -1,0 +1,108 @@
+//! Pushing a built image over the distribution API: each blob the registry
+//! does not have yet is uploaded (a `HEAD` first, so unchanged layers and
+//! base layers cost one request), then the manifest is `PUT` under every
+//! tag. The manifest bytes are kiln's own, so the pushed digest is the
+//! archive's digest.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use bytes::Bytes;
+use kiln_distribution::{names, CallError, Credentials, RegistryClient};
+use kiln_plugin_api::{
+    author::{block_on, Events},
+    CancellationBox, ContainerRegistryBox, ErrorKind, PluginError,
+};
+
+use crate::image::{media, Image};
+
+fn plugin_error(e: CallError) -> PluginError {
+    match e {
+        CallError::Denied(m) => PluginError::new(ErrorKind::AUTH, m),
+        CallError::Unavailable(m) => PluginError::new(ErrorKind::UNAVAILABLE, m),
+        CallError::Failed(m) => PluginError::other(m),
+    }
+}
+
+/// Push `image` under each of `tags` (all of `registry`'s); returns
+/// `host/repo@digest` of the first tag.
+pub fn push(
+    image: &Image,
+    tags: &[String],
+    registry: &ContainerRegistryBox,
+    insecure: &[String],
+    timeout: Duration,
+    events: &Events,
+    cancel: &CancellationBox,
+) -> Result<String, PluginError> {
+    let credentials = registry
+        .auth()
+        .into_result()?
+        .into_option()
+        .map(|a| Credentials {
+            username: a.username.into_string(),
+            password: a.secret.into_string(),
+        });
+    let config = Bytes::from(image.config.clone());
+    let config_digest = image.config_digest();
+    let mut first = None;
+    let mut done_repos: BTreeSet<String> = BTreeSet::new();
+    for tag in tags {
+        registry
+            .prepare_image_push(tag.as_str().into())
+            .into_result()?;
+        let reference =
+            names::parse(tag).map_err(|e| PluginError::new(ErrorKind::INVALID_INPUT, e))?;
+        let host = reference.registry().to_string();
+        let repo = reference.repository().to_string();
+        let Some(tag_name) = reference.tag().map(str::to_string) else {
+            return Err(PluginError::new(
+                ErrorKind::INVALID_INPUT,
+                format!("{tag}: push needs an explicit tag"),
+            ));
+        };
+        let client = RegistryClient::for_host(&host, insecure, credentials.clone(), timeout, 3)
+            .map_err(|e| PluginError::new(ErrorKind::UNAVAILABLE, e))?;
+        let pushed = block_on(async {
+            if done_repos.insert(format!("{host}/{repo}")) {
+                let blobs = image
+                    .layers
+                    .iter()
+                    .map(|l| (l.digest.clone(), l.blob.clone()))
+                    .chain(std::iter::once((config_digest.clone(), config.clone())));
+                for (digest, data) in blobs {
+                    if cancel.is_cancelled() {
+                        return Err(PluginError::new(ErrorKind::CANCELLED, "cancelled"));
+                    }
+                    let short = &digest[7..19];
+                    if client
+                        .blob_exists(&repo, &digest)
+                        .await
+                        .map_err(plugin_error)?
+                    {
+                        events.output(format!("{short}: already in {host}/{repo}"));
+                        continue;
+                    }
+                    let size = data.len();
+                    client
+                        .upload_blob(&repo, &digest, data)
+                        .await
+                        .map_err(plugin_error)?;
+                    events.output(format!("{short}: pushed ({size} bytes)"));
+                }
+            }
+            client
+                .put_manifest(&repo, &tag_name, media::MANIFEST, image.manifest.clone())
+                .await
+                .map_err(plugin_error)
+        })?;
+        if pushed != image.digest() {
+            return Err(PluginError::other(format!(
+                "{tag}: the registry reports digest {pushed}, kiln pushed {}",
+                image.digest()
+            )));
+        }
+        events.output(format!("{tag}: digest: {pushed}"));
+        first.get_or_insert(format!("{host}/{repo}@{pushed}"));
+    }
+    first.ok_or_else(|| PluginError::new(ErrorKind::INVALID_INPUT, "no tag to push"))
+}
