@@ -106,6 +106,8 @@ fn builds_run_copy_and_honour_dockerignore() {
         "--plugins-dir",
         &plugins,
         "build",
+        "--builder-flavor",
+        "local",
         "app",
         "-t",
         &image,
@@ -152,6 +154,8 @@ fn build_args_target_and_labels_reach_the_build() {
         "--plugins-dir",
         &plugins,
         "build",
+        "--builder-flavor",
+        "local",
         "multi",
         "-t",
         &image,
@@ -194,6 +198,8 @@ fn failing_run_and_bad_dockerfile_fail_with_the_daemons_message() {
         "--plugins-dir",
         &plugins,
         "build",
+        "--builder-flavor",
+        "local",
         "failing",
         "-t",
         &format!("{marker}:x"),
@@ -215,6 +221,8 @@ fn failing_run_and_bad_dockerfile_fail_with_the_daemons_message() {
         "--plugins-dir",
         &plugins,
         "build",
+        "--builder-flavor",
+        "local",
         "failing",
         "-t",
         "kiln-e2e-syntax:x",
@@ -262,7 +270,16 @@ fn an_unreachable_daemon_is_one_clear_error_naming_it() {
 
     // tcp:// with nothing listening.
     let r = p.kiln_env(
-        &["--plugins-dir", &plugins, "build", "ctx", "-t", "x:1"],
+        &[
+            "--plugins-dir",
+            &plugins,
+            "build",
+            "ctx",
+            "-t",
+            "x:1",
+            "--builder-flavor",
+            "local",
+        ],
         &[("DOCKER_HOST", "tcp://127.0.0.1:1")],
     );
     r.code(5);
@@ -393,6 +410,8 @@ fn two_builds_at_once_both_succeed() {
                 "--plugins-dir",
                 &plugins,
                 "build",
+                "--builder-flavor",
+                "local",
                 &format!("par{i}"),
                 "-t",
                 &image,
@@ -437,6 +456,8 @@ fn ctrl_c_stops_the_build_in_the_daemon_and_exits_130() {
             "--plugins-dir",
             &plugins,
             "build",
+            "--builder-flavor",
+            "local",
             "slow",
             "-t",
             &format!("{marker}:x"),
@@ -569,7 +590,7 @@ fn a_registry_component_owns_the_names_answers_the_check_and_receives_the_push()
     // The fixture registry answers "absent", so the image is built, then the
     // builder pushes it through its daemon to the registry's host, where
     // nothing listens: a clear push error naming it.
-    let r = build("127.0.0.1:5999/team/app:1", &[]);
+    let r = build("127.0.0.1:5999/team/app:1", &["--builder-flavor", "local"]);
     r.code(5);
     assert!(r.stderr.contains("Successfully built"), "{}", r.stderr);
     assert!(

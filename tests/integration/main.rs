@@ -4,6 +4,7 @@
 mod build;
 mod context;
 mod docker_cli;
+mod oci;
 mod registry;
 mod util;
 

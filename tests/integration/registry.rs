@@ -77,7 +77,13 @@ fn build(p: &TestProject, plugins: &str, image: &str, extra: &[&str]) -> crate::
         "reg",
         "--json",
     ];
-    p.kiln(&[&base[..], extra].concat())
+    // These tests exercise the Docker Engine builder unless told otherwise.
+    let local: &[&str] = if extra.contains(&"--builder-flavor") {
+        &[]
+    } else {
+        &["--builder-flavor", "local"]
+    };
+    p.kiln(&[&base[..], local, extra].concat())
 }
 
 #[test]
@@ -195,6 +201,8 @@ fn credentials_work_and_wrong_ones_are_an_auth_error_without_leaking() {
         "--plugins-dir",
         plugins.as_str(),
         "build",
+        "--builder-flavor",
+        "local",
         "app",
         "-t",
         image.as_str(),
@@ -512,6 +520,8 @@ fn credentials_come_from_dockers_config_and_helpers_are_bounded() {
         "--plugins-dir",
         plugins.as_str(),
         "build",
+        "--builder-flavor",
+        "local",
         "app",
         "-t",
         image.as_str(),
@@ -669,6 +679,8 @@ fn without_a_tag_the_name_comes_from_the_registry() {
             "--plugins-dir",
             &plugins,
             "build",
+            "--builder-flavor",
+            "local",
             "my-app",
             "--registry",
             registry,

@@ -222,6 +222,9 @@ impl TestProject {
             .env("HOME", self.dir.path().join("home"))
             .env("XDG_DATA_HOME", self.dir.path().join("data"))
             .env_remove("KILN_PLUGINS_DIR")
+            .env_remove("KILN_CACHE_DIR")
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("SOURCE_DATE_EPOCH")
             .env_remove("KILN_LOG")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null());
@@ -330,4 +333,38 @@ impl Drop for TestRegistry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether the Docker Engine answers and each of `tools` runs
+/// (`TOOL --version`). Under `CI=true` anything missing fails the test;
+/// elsewhere the test says what is missing and does not run.
+#[allow(clippy::print_stderr)]
+pub fn daemon_and(tools: &[&str]) -> bool {
+    let runs = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| !runs(t, &["--version"]))
+        .collect();
+    if !runs("docker", &["info"]) {
+        missing.push("a Docker Engine");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "{} required (CI=true); scripts/test.sh installs and starts them",
+            missing.join(", ")
+        );
+    }
+    eprintln!("{} missing: this test did not run", missing.join(", "));
+    false
 }

@@ -3,6 +3,8 @@
 //! for `--dry-run` and for a real build; only a real build constructs the
 //! builder or contacts anything.
 
+pub mod dockerfile;
+
 use sha1::{Digest, Sha1};
 
 /// How long a derived tag is (hex characters of its hash).

@@ -302,7 +302,8 @@ pub struct BuildArgs {
     /// The image-builder component to use.
     #[arg(long, value_name = "COMPONENT", conflicts_with = "builder_flavor")]
     pub builder: Option<String>,
-    /// Use this builder flavor directly (default: local), configured with --builder-config.
+    /// Use this builder flavor directly, configured with --builder-config
+    /// (default: oci, the daemonless builder, for Dockerfiles without RUN).
     #[arg(long = "builder-flavor", value_name = "FLAVOR")]
     pub builder_flavor: Option<String>,
     /// JSON config for --builder-flavor, validated against the flavor's schema.
@@ -321,6 +322,11 @@ pub struct BuildArgs {
     /// type=oci,dest=FILE (an archive `docker load` and OCI tools read).
     #[arg(long, value_name = "type=oci,dest=FILE")]
     pub output: Option<String>,
+    /// A named base for FROM and COPY --from, buildx's spelling (repeatable):
+    /// NAME=oci-layout://PATH[:TAG] (an OCI layout folder or archive) or
+    /// NAME=docker-image://REF.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
     /// Build-time variable KEY=VALUE (repeatable).
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,

@@ -114,8 +114,11 @@ fn registry_check(
     Ok((registry, answers))
 }
 
-/// The flavor used when no builder is named.
-const DEFAULT_FLAVOR: &str = "local";
+/// The flavor used when no builder is named and the Dockerfile runs no
+/// command: the daemonless builder.
+const DEFAULT_FLAVOR: &str = "oci";
+/// The flavor named when the Dockerfile runs commands.
+const RUNNING_FLAVOR: &str = "local";
 
 fn parse_pairs(flag: &str, values: &[String]) -> Result<Vec<(String, String)>> {
     values
@@ -129,10 +132,30 @@ fn parse_pairs(flag: &str, values: &[String]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-fn choose_builder(session: &Session<'_>, catalog: &Catalog, args: &BuildArgs) -> Result<Chosen> {
+/// The builder: the component or flavor named, else the daemonless `oci`
+/// flavor when `dockerfile` runs no command; a Dockerfile with `RUN` and no
+/// builder named is refused, saying which builder it needs.
+fn choose_builder(
+    session: &Session<'_>,
+    catalog: &Catalog,
+    args: &BuildArgs,
+    dockerfile: &std::path::Path,
+) -> Result<Chosen> {
     let t = ComponentType::IMAGE_BUILDER;
     if let Some(name) = &args.builder {
         return Chosen::stored(session, catalog, name, t);
+    }
+    if args.builder_flavor.is_none() {
+        let text = std::fs::read_to_string(dockerfile)
+            .map_err(|e| Error::io("reading", dockerfile.to_path_buf(), e))?;
+        if let Some(line) = crate::build::dockerfile::first_run(&text) {
+            return Err(Error::BadArgument(format!(
+                "{} line {line}: RUN runs a command, and the default builder (flavor \
+                 {DEFAULT_FLAVOR}, no daemon) runs none: build with a Docker Engine with \
+                 --builder-flavor {RUNNING_FLAVOR}, or name a builder with --builder COMPONENT",
+                dockerfile.display()
+            )));
+        }
     }
     let flavor_name = args.builder_flavor.as_deref().unwrap_or(DEFAULT_FLAVOR);
     let flavor = catalog.find(Some(t), flavor_name).map_err(|e| {
@@ -207,7 +230,17 @@ fn install_interrupt(flag: &CancelFlag) {
 pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
     let started = Instant::now();
     let catalog = session.catalog();
-    let choice = choose_builder(session, &catalog, &args)?;
+    let options = ContextOptions {
+        root: args.dir.clone(),
+        dockerfile: args.file.clone(),
+        ignore_file: args.dockerignore.clone(),
+    };
+    let mut context = Context::plan(&options, &session.env.cwd)?;
+    let dockerfile_path = match &args.file {
+        Some(f) => session.env.cwd.join(f),
+        None => session.env.cwd.join(&args.dir).join("Dockerfile"),
+    };
+    let choice = choose_builder(session, &catalog, &args, &dockerfile_path)?;
     let registry_choice = match &args.registry {
         Some(name) => Some(Chosen::stored(
             session,
@@ -220,14 +253,8 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
     let build_args = parse_pairs("--build-arg", &args.build_args)?;
     let labels = parse_pairs("--label", &args.labels)?;
 
-    // The context, with the builder's hook (a describe-stage call: the
-    // builder is not constructed for it).
-    let options = ContextOptions {
-        root: args.dir.clone(),
-        dockerfile: args.file.clone(),
-        ignore_file: args.dockerignore.clone(),
-    };
-    let mut context = Context::plan(&options, &session.env.cwd)?;
+    // The builder's context hook (a describe-stage call: the builder is
+    // not constructed for it).
     let mut request = BuildRequest {
         tags: Default::default(),
         dockerfile: context.dockerfile().into(),
@@ -571,17 +598,28 @@ pub(crate) fn push(session: &Session<'_>, image: &str, registry: &str, json: boo
     Ok(exit::OK)
 }
 
-/// `--output type=oci,dest=FILE` as the request's extra JSON.
+/// `--output type=oci,dest=FILE` and `--build-context NAME=VALUE` as the
+/// request's extra JSON; paths are made absolute against `cwd`.
 fn extra_json(args: &BuildArgs, cwd: &std::path::Path) -> Result<String> {
-    let Some(spec) = &args.output else {
-        return Ok("{}".into());
-    };
-    let mut kind = None;
-    let mut dest = None;
-    for part in spec.split(',') {
-        match part.split_once('=') {
-            Some(("type", v)) => kind = Some(v.to_string()),
-            Some(("dest", v)) => dest = Some(cwd.join(v).to_string_lossy().into_owned()),
+    let mut extra = Map::new();
+    if let Some(spec) = &args.output {
+        let mut kind = None;
+        let mut dest = None;
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("type", v)) => kind = Some(v.to_string()),
+                Some(("dest", v)) => dest = Some(cwd.join(v).to_string_lossy().into_owned()),
+                _ => {
+                    return Err(Error::BadArgument(format!(
+                        "--output {spec:?}: expected type=oci,dest=FILE"
+                    )))
+                }
+            }
+        }
+        match (kind.as_deref(), dest) {
+            (Some("oci") | Some("docker"), Some(dest)) => {
+                extra.insert("output".into(), json!({"type": kind, "dest": dest}));
+            }
             _ => {
                 return Err(Error::BadArgument(format!(
                     "--output {spec:?}: expected type=oci,dest=FILE"
@@ -589,13 +627,28 @@ fn extra_json(args: &BuildArgs, cwd: &std::path::Path) -> Result<String> {
             }
         }
     }
-    match (kind.as_deref(), dest) {
-        (Some("oci") | Some("docker"), Some(dest)) => Ok(json!({
-            "output": {"type": kind, "dest": dest}
-        })
-        .to_string()),
-        _ => Err(Error::BadArgument(format!(
-            "--output {spec:?}: expected type=oci,dest=FILE"
-        ))),
+    let mut contexts = Map::new();
+    for spec in &args.build_contexts {
+        let (name, value) = spec
+            .split_once('=')
+            .filter(|(n, _)| !n.is_empty())
+            .ok_or_else(|| {
+                Error::BadArgument(format!("--build-context {spec:?}: expected NAME=VALUE"))
+            })?;
+        let value = if let Some(path) = value.strip_prefix("oci-layout://") {
+            format!("oci-layout://{}", cwd.join(path).to_string_lossy())
+        } else if value.starts_with("docker-image://") {
+            value.to_string()
+        } else {
+            return Err(Error::BadArgument(format!(
+                "--build-context {spec:?}: kiln takes oci-layout://PATH[:TAG] (an OCI layout \
+                 folder or archive) or docker-image://REF"
+            )));
+        };
+        contexts.insert(name.to_string(), Value::String(value));
     }
+    if !contexts.is_empty() {
+        extra.insert("build_contexts".into(), Value::Object(contexts));
+    }
+    Ok(Value::Object(extra).to_string())
 }

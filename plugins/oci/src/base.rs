@@ -15,7 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use kiln_distribution::{dockercfg, names, Credentials, RegistryClient};
+use kiln_distribution::{dockercfg, names, CallError, Credentials, RegistryClient};
 use kiln_plugin_api::{author::Events, ContainerRegistryBox};
 use serde_json::Value;
 
@@ -174,8 +174,8 @@ fn from_manifest(
 
 impl Sources<'_> {
     /// Pull `image` (Docker's reference grammar) from its registry.
-    pub fn pull(&self, image: &str) -> Result<Base, String> {
-        let reference = names::parse(image)?;
+    pub fn pull(&self, image: &str) -> Result<Base, CallError> {
+        let reference = names::parse(image).map_err(CallError::Failed)?;
         let host = reference.registry().to_string();
         let repo = reference.repository().to_string();
         let wanted = reference
@@ -183,26 +183,22 @@ impl Sources<'_> {
             .or(reference.tag())
             .unwrap_or("latest")
             .to_string();
-        let credentials = self.credentials(image, &host)?;
-        let client = RegistryClient::for_host(&host, self.insecure, credentials, self.timeout, 3)?;
+        let credentials = self.credentials(image, &host).map_err(CallError::Denied)?;
+        let client = RegistryClient::for_host(&host, self.insecure, credentials, self.timeout, 3)
+            .map_err(CallError::Unavailable)?;
         self.events
             .info(format!("pulling {image} for {}", self.platform));
         kiln_plugin_api::author::block_on(async {
-            let mut m = client
-                .get_manifest(&repo, &wanted)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut doc: Value = serde_json::from_slice(&m.bytes)
-                .map_err(|e| format!("the manifest of {image} is not JSON: {e}"))?;
+            let not_json = |e: serde_json::Error| {
+                CallError::Failed(format!("the manifest of {image} is not JSON: {e}"))
+            };
+            let mut m = client.get_manifest(&repo, &wanted).await?;
+            let mut doc: Value = serde_json::from_slice(&m.bytes).map_err(not_json)?;
             if is_index(&m.media_type, &doc) {
-                let entry = pick_platform(&doc, self.platform, image)?;
-                let digest = digest_of(entry, image)?;
-                m = client
-                    .get_manifest(&repo, &digest)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                doc = serde_json::from_slice(&m.bytes)
-                    .map_err(|e| format!("the manifest of {image} is not JSON: {e}"))?;
+                let entry = pick_platform(&doc, self.platform, image).map_err(CallError::Failed)?;
+                let digest = digest_of(entry, image).map_err(CallError::Failed)?;
+                m = client.get_manifest(&repo, &digest).await?;
+                doc = serde_json::from_slice(&m.bytes).map_err(not_json)?;
             }
             let mut blobs: BTreeMap<String, Bytes> = BTreeMap::new();
             let needed: Vec<String> = doc
@@ -220,11 +216,10 @@ impl Sources<'_> {
                 let blob = match self.store.blob(&digest) {
                     Some(b) => b,
                     None => {
-                        let b = client
-                            .get_blob(&repo, &digest)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        self.store.put_blob(&digest, &b)?;
+                        let b = client.get_blob(&repo, &digest).await?;
+                        self.store
+                            .put_blob(&digest, &b)
+                            .map_err(CallError::Failed)?;
                         b
                     }
                 };
@@ -236,6 +231,7 @@ impl Sources<'_> {
                     .cloned()
                     .ok_or_else(|| format!("{image}: blob {d} missing"))
             })
+            .map_err(CallError::Failed)
         })
     }
 

@@ -21,6 +21,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use kiln_distribution::CallError;
 use serde_json::{json, Value};
 
 use crate::{
@@ -40,6 +41,19 @@ pub struct BuildError {
     pub line: usize,
     /// What went wrong.
     pub message: String,
+    /// Why: the input, or a registry that refused or could not be reached.
+    pub cause: Cause,
+}
+
+/// What a [`BuildError`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The Dockerfile, the context or the request.
+    Input,
+    /// A registry refused the credentials (or wanted some).
+    Auth,
+    /// A registry could not be reached.
+    Unavailable,
 }
 
 impl std::fmt::Display for BuildError {
@@ -56,11 +70,25 @@ fn at(line: usize, message: impl Into<String>) -> BuildError {
     BuildError {
         line,
         message: message.into(),
+        cause: Cause::Input,
+    }
+}
+
+fn pull_failed(line: usize, e: CallError) -> BuildError {
+    let cause = match &e {
+        CallError::Denied(_) => Cause::Auth,
+        CallError::Unavailable(_) => Cause::Unavailable,
+        CallError::Failed(_) => Cause::Input,
+    };
+    BuildError {
+        line,
+        message: e.to_string(),
+        cause,
     }
 }
 
 /// Fetches a registry image for a platform.
-pub type Pull<'a> = dyn Fn(&str, &Platform) -> Result<Base, String> + 'a;
+pub type Pull<'a> = dyn Fn(&str, &Platform) -> Result<Base, CallError> + 'a;
 
 /// What to build.
 pub struct BuildInput<'a> {
@@ -637,19 +665,19 @@ impl Run<'_, '_> {
     /// The base named by `FROM` or `COPY --from`: not a stage.
     fn image(&self, name: &str, platform: &Platform, line: usize) -> Result<Base, BuildError> {
         let spec = self.input.contexts.get(name).map(String::as_str);
-        let got = match spec {
+        match spec {
             Some(s) if s.starts_with("oci-layout://") => {
-                base::from_layout(&s["oci-layout://".len()..], platform)
+                base::from_layout(&s["oci-layout://".len()..], platform).map_err(|e| at(line, e))
             }
             Some(s) if s.starts_with("docker-image://") => {
                 (self.input.pull)(&s["docker-image://".len()..], platform)
+                    .map_err(|e| pull_failed(line, e))
             }
-            Some(s) => Err(format!(
+            Some(s) => Err(at(line, format!(
                 "build context {name}={s}: only oci-layout:// and docker-image:// contexts are supported"
-            )),
-            None => (self.input.pull)(name, platform),
-        };
-        got.map_err(|e| at(line, e))
+            ))),
+            None => (self.input.pull)(name, platform).map_err(|e| pull_failed(line, e)),
+        }
     }
 
     fn stage_index(&self, name: &str) -> Option<usize> {
@@ -1341,8 +1369,10 @@ mod tests {
         assert_eq!(duration_ns("x"), None);
     }
 
-    fn no_pull(name: &str, _: &Platform) -> Result<Base, String> {
-        Err(format!("no registry in this test: {name}"))
+    fn no_pull(name: &str, _: &Platform) -> Result<Base, CallError> {
+        Err(CallError::Failed(format!(
+            "no registry in this test: {name}"
+        )))
     }
 
     #[test]

@@ -187,9 +187,9 @@ impl Builder for OciBuilder {
         };
         let pull = |name: &str, platform: &image::Platform| {
             let Some(store) = &store else {
-                return Err(format!(
+                return Err(kiln_distribution::CallError::Failed(format!(
                     "{name}: pulling base images needs the cache folder"
-                ));
+                )));
             };
             base::Sources {
                 store,
@@ -218,7 +218,14 @@ impl Builder for OciBuilder {
             store: store.as_ref(),
             pull: &pull,
         })
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| {
+            let kind = match e.cause {
+                build::Cause::Input => ErrorKind::INVALID_INPUT,
+                build::Cause::Auth => ErrorKind::AUTH,
+                build::Cause::Unavailable => ErrorKind::UNAVAILABLE,
+            };
+            PluginError::new(kind, e.to_string())
+        })?;
         let image = built.image;
         events.info(format!(
             "built {} ({} layers; {} made by this build, {} of them from the cache)",

@@ -138,8 +138,10 @@ CMD ["echo \"$GREETING\"; pwd; id -u; cat message.txt; stat -c '%a %u' message.t
     assert_eq!(tools_only.layers_made, 1);
 }
 
-fn no_pull(name: &str, _: &Platform) -> Result<Base, String> {
-    Err(format!("no registry in this test: {name}"))
+fn no_pull(name: &str, _: &Platform) -> Result<Base, kiln_distribution::CallError> {
+    Err(kiln_distribution::CallError::Failed(format!(
+        "no registry in this test: {name}"
+    )))
 }
 
 fn input<'a>(dockerfile: &'a str, context: &'a std::path::Path, created: u64) -> BuildInput<'a> {

@@ -1,0 +1,561 @@
+//! The daemonless `oci` builder end to end: the real `kiln` binary and
+//! plugins; images checked with the real Docker Engine (`docker load`,
+//! `docker pull`, `docker run`, `docker inspect`), a real registry
+//! (Debian's `docker-registry`, with htpasswd auth) and `skopeo` as an
+//! independent OCI client.
+
+use std::{
+    fs,
+    os::unix::fs::{symlink, PermissionsExt},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::Value;
+
+use crate::util::{daemon_and, shipped_plugin, TestProject, TestRegistry};
+
+fn project() -> (TestProject, String) {
+    let p = TestProject::initialised();
+    let dir = p.root().join("plugins");
+    for name in ["kiln-oci", "kiln-docker", "kiln-registry"] {
+        let f = shipped_plugin(name);
+        fs::copy(&f, dir.join(f.file_name().expect("name"))).expect("copy plugin");
+    }
+    (p, dir.to_string_lossy().into_owned())
+}
+
+fn write(root: &Path, rel: &str, contents: &str) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    fs::write(p, contents).expect("write");
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// A base-image context: busybox with `sh`/`cat`/... links, and a user
+/// `app` (1000:1000) in /etc/passwd and /etc/group. Without /bin/busybox
+/// (only where the tests do not run) the links dangle.
+fn busybox_context(dir: &Path) {
+    fs::create_dir_all(dir.join("rootfs/bin")).expect("mkdir");
+    if let Ok(data) = fs::read("/bin/busybox") {
+        fs::write(dir.join("rootfs/bin/busybox"), data).expect("busybox");
+        fs::set_permissions(
+            dir.join("rootfs/bin/busybox"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
+    }
+    for tool in ["sh", "cat", "id", "stat", "ls", "echo", "pwd"] {
+        symlink("busybox", dir.join("rootfs/bin").join(tool)).expect("symlink");
+    }
+    write(
+        dir,
+        "rootfs/etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    );
+    write(dir, "rootfs/etc/group", "root:x:0:\napp:x:1000:\n");
+    write(
+        dir,
+        "Dockerfile",
+        "FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD [\"sh\"]\n",
+    );
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn skopeo_digest(target: &str, extra: &[&str]) -> String {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .args(extra)
+        .arg(target)
+        .output()
+        .expect("skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo inspect {target}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn without_a_builder_kiln_uses_oci_and_says_which_builder_run_needs() {
+    let (p, plugins) = project();
+    let c = p.work().join("app");
+    write(&c, "Dockerfile", "FROM scratch\nCOPY a /a\nRUN make\n");
+    write(&c, "a", "x");
+    let r = p.kiln(&["--plugins-dir", &plugins, "build", "app", "-t", "x:1"]);
+    r.code(2);
+    assert!(
+        r.stderr.contains("line 3")
+            && r.stderr.contains("RUN")
+            && r.stderr.contains("--builder-flavor local"),
+        "{}",
+        r.stderr
+    );
+    // Naming the local builder is what it asks for: the plan says local.
+    let v = p
+        .kiln(&[
+            "--plugins-dir",
+            &plugins,
+            "build",
+            "app",
+            "--builder-flavor",
+            "local",
+            "--dry-run",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["flavor"], "local");
+    // Without RUN, the default is the daemonless builder.
+    write(&c, "Dockerfile", "FROM scratch\nCOPY a /a\n");
+    let v = p
+        .kiln(&[
+            "--plugins-dir",
+            &plugins,
+            "build",
+            "app",
+            "--dry-run",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["flavor"], "oci");
+    // It needs somewhere to put the image.
+    let r = p.kiln(&["--plugins-dir", &plugins, "build", "app", "-t", "x:1"]);
+    r.code(2);
+    assert!(
+        r.stderr.contains("--output type=oci,dest=FILE") && r.stderr.contains("--registry"),
+        "{}",
+        r.stderr
+    );
+    // A bad --build-context is refused before anything is built.
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "app",
+        "--build-context",
+        "base=./somewhere",
+    ]);
+    r.code(2);
+    assert!(r.stderr.contains("oci-layout://"), "{}", r.stderr);
+}
+
+/// The same Dockerfile and context in `dir`, written in a given order with
+/// given mtimes.
+fn checkout(dir: &Path, reverse: bool, mtime: std::time::SystemTime) {
+    let mut files = vec![
+        ("Dockerfile", "FROM scratch AS assets\nCOPY site/ /site/\nFROM scratch\nARG VERSION=0\nLABEL version=$VERSION\nCOPY --from=assets /site /srv\nCOPY --chmod=640 conf/*.conf /etc/app/\nWORKDIR /srv\nENTRYPOINT [\"/bin/false\"]\n"),
+        ("site/index.html", "<h1>hi</h1>\n"),
+        ("site/css/a.css", "body{}\n"),
+        ("conf/one.conf", "1\n"),
+        ("conf/two.conf", "2\n"),
+        ("conf/skip.txt", "not copied\n"),
+    ];
+    if reverse {
+        files.reverse();
+    }
+    for (rel, text) in files {
+        write(dir, rel, text);
+        let f = fs::File::options()
+            .write(true)
+            .open(dir.join(rel))
+            .expect("open");
+        f.set_modified(mtime).expect("mtime");
+    }
+}
+
+fn archive_digest(
+    p: &TestProject,
+    plugins: &str,
+    dir: &str,
+    out: &Path,
+    env: &[(&str, &str)],
+) -> (String, String) {
+    let dest = format!("type=oci,dest={}", out.display());
+    let r = p.kiln_env(
+        &[
+            "--plugins-dir",
+            plugins,
+            "build",
+            dir,
+            "-t",
+            "repro:1",
+            "--build-arg",
+            "VERSION=2",
+            "--output",
+            &dest,
+            "--json",
+        ],
+        env,
+    );
+    r.ok();
+    let v = r.json();
+    (
+        v["digest"].as_str().expect("digest").to_string(),
+        r.stderr.clone(),
+    )
+}
+
+#[test]
+fn two_checkouts_give_the_same_digest_and_rebuilds_reuse_layers() {
+    let (p, plugins) = project();
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    checkout(&p.work().join("one"), false, old);
+    checkout(&p.work().join("two"), true, std::time::SystemTime::now());
+    let a = p.root().join("a.tar");
+    let b = p.root().join("b.tar");
+    let (da, first) = archive_digest(&p, &plugins, "one", &a, &[]);
+    let (db, second) = archive_digest(&p, &plugins, "two", &b, &[]);
+    assert_eq!(da, db, "same content, other checkout: same digest");
+    assert_eq!(fs::read(&a).expect("a"), fs::read(&b).expect("b"));
+    assert!(
+        first.contains("3 made by this build, 0 of them from the cache"),
+        "{first}"
+    );
+    // The second checkout's layers are the first's: taken from the cache.
+    assert!(
+        second.contains("3 made by this build, 3 of them from the cache"),
+        "{second}"
+    );
+    // --no-cache compresses again, to the same bytes.
+    let dest = format!("type=oci,dest={}", b.display());
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "two",
+        "-t",
+        "repro:1",
+        "--build-arg",
+        "VERSION=2",
+        "--output",
+        &dest,
+        "--no-cache",
+        "--json",
+    ]);
+    r.ok();
+    assert_eq!(r.json()["digest"], da.as_str());
+    assert!(
+        r.stderr.contains("0 of them from the cache"),
+        "{}",
+        r.stderr
+    );
+    // SOURCE_DATE_EPOCH is recorded: another digest, the same on both.
+    let (ea, _) = archive_digest(
+        &p,
+        &plugins,
+        "one",
+        &a,
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    let (eb, _) = archive_digest(
+        &p,
+        &plugins,
+        "two",
+        &b,
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert_eq!(ea, eb);
+    assert_ne!(ea, da);
+
+    if !daemon_and(&["skopeo"]) {
+        return;
+    }
+    assert_eq!(
+        skopeo_digest(&format!("oci-archive:{}", a.display()), &[]),
+        ea
+    );
+    let tag = format!("{}:1", unique("kiln-oci-repro"));
+    let dest = format!("type=oci,dest={}", a.display());
+    p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "one",
+        "-t",
+        &tag,
+        "--output",
+        &dest,
+    ])
+    .ok();
+    docker(&["load", "-i", &a.to_string_lossy()]);
+    let config: Value =
+        serde_json::from_str(&docker(&["inspect", "--format", "{{json .Config}}", &tag]))
+            .expect("inspect");
+    assert_eq!(config["WorkingDir"], "/srv");
+    assert_eq!(config["Labels"]["version"], "0");
+    assert_eq!(config["Entrypoint"][0], "/bin/false");
+    let _ = docker(&["rmi", "-f", &tag]);
+}
+
+/// Everything a Dockerfile can arrange, read back through `docker run` and
+/// `docker inspect`.
+#[test]
+fn an_image_from_a_registry_base_runs_what_the_dockerfile_arranged() {
+    if !daemon_and(&["docker-registry", "skopeo", "htpasswd"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    let registry = TestRegistry::start(Some(("ci", "s3cret-pw")));
+    let host = registry.host();
+    let uri = format!("uri={host}/team");
+    p.kiln_env(
+        &[
+            "--plugins-dir",
+            &plugins,
+            "component",
+            "register",
+            "reg",
+            "--type",
+            "container-registry",
+            "--flavor",
+            "default",
+            "--set",
+            &uri,
+            "--set",
+            "username=ci",
+            "--set",
+            "password=${env:REG_PASSWORD}",
+        ],
+        &[],
+    )
+    .ok();
+    let env = [("REG_PASSWORD", "s3cret-pw")];
+    let build = |dir: &str, tag: &str, extra: &[&str]| {
+        let base = [
+            "--plugins-dir",
+            plugins.as_str(),
+            "build",
+            dir,
+            "-t",
+            tag,
+            "--registry",
+            "reg",
+            "--json",
+        ];
+        p.kiln_env(&[&base[..], extra].concat(), &env)
+    };
+
+    // The base: pushed over the distribution API with Basic auth.
+    busybox_context(&p.work().join("base"));
+    let base_tag = format!("{host}/team/base:1");
+    let r = build("base", &base_tag, &[]);
+    r.ok();
+    let v = r.json();
+    assert_eq!(v["status"], "built");
+    let pushed = v["digest"].as_str().expect("digest").to_string();
+    let (repo_at, digest) = pushed.split_once('@').expect("repo@digest");
+    assert_eq!(repo_at, format!("{host}/team/base"));
+    assert_eq!(
+        skopeo_digest(
+            &format!("docker://{base_tag}"),
+            &["--creds", "ci:s3cret-pw"]
+        ),
+        digest
+    );
+    assert!(!r.stderr.contains("s3cret-pw") && !r.stdout.contains("s3cret-pw"));
+    // Unchanged: the registry says it exists, and nothing is built.
+    let again = build("base", &base_tag, &[]).ok().json();
+    assert_eq!(again["status"], "skipped");
+
+    // An image on top of it: FROM the registry (with the same credentials),
+    // --chown by the base's names, and everything else a Dockerfile sets.
+    let c = p.work().join("app");
+    write(&c, "greeting.txt", "hello from the oci builder\n");
+    write(
+        &c,
+        "Dockerfile",
+        &format!(
+            r#"# syntax=docker/dockerfile:1
+ARG BASE={host}/team/base:1
+FROM $BASE AS runtime
+ONBUILD COPY greeting.txt /onbuild.txt
+LABEL org.kiln.layer=base
+
+FROM runtime
+ARG WHO=world
+ENV GREETING="hello, ${{WHO}}" \
+    APP_HOME=/home/app
+COPY --chown=app:app greeting.txt $APP_HOME/
+WORKDIR $APP_HOME
+USER app
+EXPOSE 8080 9090/udp
+VOLUME ["/data"]
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=5s --retries=2 CMD cat greeting.txt
+ENTRYPOINT ["sh", "-c"]
+CMD ["echo \"$GREETING\"; pwd; id -u; cat greeting.txt; stat -c '%u:%g' greeting.txt; cat /onbuild.txt"]
+"#
+        ),
+    );
+    let app_tag = format!("{host}/team/app:1");
+    let r = build("app", &app_tag, &["--build-arg", "WHO=kiln"]);
+    r.ok();
+    assert!(
+        r.stderr.contains(&format!("pulling {host}/team/base:1")),
+        "{}",
+        r.stderr
+    );
+    let app_digest = r.json()["digest"].as_str().expect("digest").to_string();
+
+    // docker pull (after docker login) and docker run.
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config_dir.path().to_string_lossy().into_owned();
+    let login = Command::new("docker")
+        .args([
+            "--config",
+            &cfg,
+            "login",
+            &host,
+            "-u",
+            "ci",
+            "--password-stdin",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(b"s3cret-pw")?;
+            child.wait_with_output()
+        })
+        .expect("docker login");
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    docker(&["--config", &cfg, "pull", &app_tag]);
+    let out = docker(&["run", "--rm", &app_tag]);
+    assert_eq!(
+        out,
+        "hello, kiln\n/home/app\n1000\nhello from the oci builder\n1000:1000\nhello from the oci builder\n"
+    );
+    let config: Value = serde_json::from_str(&docker(&[
+        "inspect",
+        "--format",
+        "{{json .Config}}",
+        &app_tag,
+    ]))
+    .expect("inspect");
+    assert_eq!(config["User"], "app");
+    assert_eq!(config["Labels"]["org.kiln.layer"], "base");
+    assert!(config["ExposedPorts"].get("8080/tcp").is_some(), "{config}");
+    assert!(config["ExposedPorts"].get("9090/udp").is_some(), "{config}");
+    assert!(config["Volumes"].get("/data").is_some(), "{config}");
+    assert_eq!(config["StopSignal"], "SIGTERM");
+    assert_eq!(config["Healthcheck"]["Test"][0], "CMD-SHELL");
+    assert_eq!(config["Healthcheck"]["Interval"], 30_000_000_000i64);
+    assert_eq!(config["Healthcheck"]["Retries"], 2);
+    assert!(config["Env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .any(|e| e == "PATH=/bin"));
+    // The digest Docker pulled is the one kiln reported.
+    let repo_digests = docker(&["inspect", "--format", "{{json .RepoDigests}}", &app_tag]);
+    let (_, d) = app_digest.split_once('@').expect("digest");
+    assert!(repo_digests.contains(d), "{repo_digests} vs {app_digest}");
+    let _ = docker(&["rmi", "-f", &app_tag]);
+
+    // Without the registry's credentials, the base cannot be pulled: an
+    // auth error naming the registry, no password in it.
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "app",
+        "-t",
+        "local-only:1",
+        "--output",
+        "type=oci,dest=out.tar",
+        "--no-cache",
+    ]);
+    r.code(7);
+    assert!(
+        r.stderr.contains(&host) && r.stderr.contains("401"),
+        "{}",
+        r.stderr
+    );
+    assert!(!p.work().join("out.tar").exists(), "nothing half-written");
+}
+
+#[test]
+fn a_base_from_an_oci_layout_archive_and_a_multi_stage_build_run() {
+    if !daemon_and(&["skopeo"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    busybox_context(&p.work().join("base"));
+    let base_tar: PathBuf = p.root().join("base.tar");
+    let dest = format!("type=oci,dest={}", base_tar.display());
+    p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "base",
+        "-t",
+        "bb:1",
+        "--output",
+        &dest,
+    ])
+    .ok();
+    let c = p.work().join("site");
+    write(&c, "src/index.html", "<p>from a layout</p>\n");
+    write(&c, "src/notes.md", "left out\n");
+    write(
+        &c,
+        "Dockerfile",
+        "FROM scratch AS pages\nCOPY src/*.html /pages/\n\
+         FROM base\nCOPY --from=pages /pages /www\nCOPY --from=base /etc/group /copied-group\n\
+         WORKDIR /www\nCMD [\"sh\", \"-c\", \"ls /www; cat index.html; cat /copied-group | wc -l\"]\n",
+    );
+    let out = p.root().join("site.tar");
+    let tag = format!("{}:1", unique("kiln-oci-layout"));
+    let dest = format!("type=oci,dest={}", out.display());
+    let layout = format!("base=oci-layout://{}:1", base_tar.display());
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "site",
+        "-t",
+        &tag,
+        "--build-context",
+        &layout,
+        "--output",
+        &dest,
+        "--json",
+    ]);
+    r.ok();
+    let digest = r.json()["digest"].as_str().expect("digest").to_string();
+    assert_eq!(
+        skopeo_digest(&format!("oci-archive:{}", out.display()), &[]),
+        digest
+    );
+    docker(&["load", "-i", &out.to_string_lossy()]);
+    assert_eq!(
+        docker(&["run", "--rm", &tag]),
+        "index.html\n<p>from a layout</p>\n2\n"
+    );
+    let _ = docker(&["rmi", "-f", &tag]);
+}
