@@ -96,6 +96,9 @@ pub struct BuildInput<'a> {
     pub dockerfile: &'a str,
     /// The context archive (an uncompressed tar) the host made.
     pub context: &'a Path,
+    /// The sha1 of that archive, when known: it lets an unchanged `COPY`
+    /// find its layer by recipe.
+    pub context_sha1: Option<&'a str>,
     /// `--build-arg` values.
     pub build_args: BTreeMap<String, String>,
     /// `--target`.
@@ -198,10 +201,13 @@ fn remove_under(fs: &mut BTreeMap<String, Entry>, path: &str) {
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Read the context archive: every file a slice of one buffer.
-fn read_context(path: &Path) -> Result<BTreeMap<String, Entry>, BuildError> {
+/// Read the context archive (mapped): every file a slice of it.
+fn read_context(path: &Path) -> Result<(Bytes, BTreeMap<String, Entry>), BuildError> {
     let failed = |e: std::io::Error| at(0, format!("build context {}: {e}", path.display()));
-    let bytes = Bytes::from(std::fs::read(path).map_err(failed)?);
+    let bytes = match crate::store::map(path) {
+        Some(b) => b,
+        None => Bytes::from(std::fs::read(path).map_err(failed)?),
+    };
     if bytes.starts_with(&[0x1f, 0x8b]) {
         return Err(at(
             0,
@@ -267,7 +273,52 @@ fn read_context(path: &Path) -> Result<BTreeMap<String, Entry>, BuildError> {
             },
         );
     }
-    Ok(files)
+    Ok((bytes, files))
+}
+
+/// The recipe of a layer: everything its tar is made of, with each file's
+/// bytes named by where they sit in the context archive (whose sha1 pins
+/// them) rather than hashed; bytes from elsewhere are hashed.
+fn recipe_key(
+    context_sha1: &str,
+    context: &Bytes,
+    entries: &BTreeMap<String, Entry>,
+    created: u64,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"kiln-oci-recipe-v1\0");
+    h.update(context_sha1.as_bytes());
+    h.update(created.to_le_bytes());
+    let base = context.as_ptr() as usize;
+    let end = base + context.len();
+    for (path, e) in entries {
+        h.update(path.as_bytes());
+        h.update([0]);
+        h.update(e.mode.to_le_bytes());
+        h.update(e.uid.to_le_bytes());
+        h.update(e.gid.to_le_bytes());
+        match &e.kind {
+            Kind::Dir => h.update(b"d"),
+            Kind::Symlink(t) => {
+                h.update(b"l");
+                h.update(t.as_bytes());
+                h.update([0]);
+            }
+            Kind::File(data) => {
+                let at = data.as_ptr() as usize;
+                if at >= base && at + data.len() <= end {
+                    h.update(b"c");
+                    h.update(((at - base) as u64).to_le_bytes());
+                    h.update((data.len() as u64).to_le_bytes());
+                } else {
+                    h.update(b"f");
+                    h.update(Sha256::digest(data));
+                }
+            }
+        }
+    }
+    format!("sha256:{:x}", h.finalize())
 }
 
 /// Go's `filepath.Match` on one path component: `*`, `?`, `[...]`
@@ -653,6 +704,8 @@ fn chown(stage: &mut Stage, value: &str, line: usize) -> Result<(u64, u64), Buil
 /// The builder's state across stages.
 struct Run<'a, 'i> {
     input: &'i BuildInput<'a>,
+    /// The context archive's bytes, which its files are slices of.
+    archive: Bytes,
     context: BTreeMap<String, Entry>,
     escape: char,
     global_args: BTreeMap<String, String>,
@@ -927,6 +980,51 @@ impl Run<'_, '_> {
         Ok(())
     }
 
+    /// The layer of `entries`: by recipe or by `diff_id` from the cache
+    /// when it was made before (unless `--no-cache`), else made now.
+    fn layer(
+        &mut self,
+        entries: &BTreeMap<String, Entry>,
+        line: usize,
+    ) -> Result<Layer, BuildError> {
+        let store = self.input.store.filter(|_| !self.input.no_cache);
+        let key = self
+            .input
+            .context_sha1
+            .map(|sha1| recipe_key(sha1, &self.archive, entries, self.input.created));
+        if let (Some(store), Some(key)) = (store, &key) {
+            if let Some(l) = store.recipe(key) {
+                self.layers_cached += 1;
+                return Ok(l);
+            }
+        }
+        let tar_bytes = layer_tar(entries, self.input.created).map_err(|e| at(line, e))?;
+        let diff_id = sha256(&tar_bytes);
+        let layer = match store.and_then(|s| s.layer(&diff_id)) {
+            Some(l) => {
+                self.layers_cached += 1;
+                l
+            }
+            None => {
+                let blob = gzip_parallel(&tar_bytes).map_err(|e| at(line, e))?;
+                Layer {
+                    digest: sha256(&blob),
+                    diff_id,
+                    blob: Bytes::from(blob),
+                    media_type: media::LAYER_GZIP.into(),
+                }
+            }
+        };
+        // The cache is an optimisation: a full disk must not fail the build.
+        if let Some(store) = self.input.store {
+            let _ = store.put_layer(&layer);
+            if let Some(key) = &key {
+                let _ = store.put_recipe(key, &layer.diff_id);
+            }
+        }
+        Ok(layer)
+    }
+
     fn copy(
         &mut self,
         ins: &Instruction,
@@ -1119,34 +1217,9 @@ impl Run<'_, '_> {
                 }
             }
         }
-        let tar_bytes = layer_tar(&entries, self.input.created).map_err(|e| at(line, e))?;
-        let diff_id = sha256(&tar_bytes);
-        let cached = if self.input.no_cache {
-            None
-        } else {
-            self.input.store.and_then(|s| s.layer(&diff_id))
-        };
-        let layer = match cached {
-            Some(l) => {
-                self.layers_cached += 1;
-                l
-            }
-            None => {
-                let blob = gzip_parallel(&tar_bytes).map_err(|e| at(line, e))?;
-                let l = Layer {
-                    digest: sha256(&blob),
-                    diff_id,
-                    blob: Bytes::from(blob),
-                    media_type: media::LAYER_GZIP.into(),
-                };
-                if let Some(store) = self.input.store {
-                    // The cache is an optimisation: a full disk must not fail the build.
-                    let _ = store.put_layer(&l);
-                }
-                l
-            }
-        };
+        let layer = self.layer(&entries, line)?;
         self.layers_made += 1;
+        let stage = &mut self.stages[current];
         for (path, entry) in entries {
             if !matches!(entry.kind, Kind::Dir) {
                 remove_under(&mut stage.files, &path);
@@ -1179,9 +1252,11 @@ pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
     if !file.instructions.iter().any(|i| i.keyword == "FROM") {
         return Err(at(0, "the Dockerfile has no FROM"));
     }
+    let (archive, context) = read_context(input.context)?;
     let mut run = Run {
         input,
-        context: read_context(input.context)?,
+        archive,
+        context,
         escape: file.escape,
         global_args: BTreeMap::new(),
         stages: Vec::new(),
@@ -1380,6 +1455,7 @@ mod tests {
         let input = BuildInput {
             dockerfile: "FROM scratch\nRUN echo hi\n",
             context: Path::new("/nonexistent/context.tar"),
+            context_sha1: None,
             build_args: BTreeMap::new(),
             target: None,
             labels: BTreeMap::new(),

@@ -204,6 +204,7 @@ impl Builder for OciBuilder {
         let built = build::build(&build::BuildInput {
             dockerfile: &text,
             context: std::path::Path::new(context.archive_path.as_str()),
+            context_sha1: Some(context.sha1.as_str()).filter(|s| !s.is_empty()),
             build_args,
             target: request.target.as_ref().map(|t| t.as_str()).into(),
             labels: request

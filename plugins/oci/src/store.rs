@@ -1,12 +1,18 @@
-//! The builder's content-addressed cache: blobs by digest
-//! (`blobs/sha256/<hex>`), and for each layer this builder made, its
-//! `diff_id` to blob digest (`diffids/<hex>`). A rebuild whose layer tar is
-//! unchanged takes the compressed blob from here instead of compressing
-//! again; base image layers pulled once are not fetched again.
+//! The builder's content-addressed cache:
 //!
-//! Every write goes through a temporary file renamed into place, and every
-//! read is checked against its digest, so a torn or altered file is ignored
-//! (and replaced), never used.
+//! - `blobs/sha256/<hex>`: blobs by digest (layers made, base image blobs);
+//! - `diffids/<hex>`: for each layer this builder made, its `diff_id` to
+//!   its blob's digest and size, so a layer whose tar is unchanged is not
+//!   compressed again;
+//! - `recipes/<hex>`: a layer's recipe (the context archive's sha1, where
+//!   each file's bytes sit in it, every path and its metadata) to its
+//!   `diff_id`, so an unchanged `COPY` from an unchanged context finds its
+//!   layer without building or hashing the tar at all.
+//!
+//! Every write goes through a temporary file renamed into place (a file is
+//! never changed in place, so mapping one is safe). Layer blobs are mapped,
+//! not read, and checked against their recorded size; base blobs are
+//! checked against their digest. A torn or altered file is ignored.
 
 use std::path::{Path, PathBuf};
 
@@ -26,7 +32,7 @@ fn hex(digest: &str) -> &str {
 impl Store {
     /// Open (creating) the cache at `root`.
     pub fn open(root: &Path) -> Result<Self, String> {
-        for sub in ["blobs/sha256", "diffids"] {
+        for sub in ["blobs/sha256", "diffids", "recipes"] {
             std::fs::create_dir_all(root.join(sub))
                 .map_err(|e| format!("creating the cache {}: {e}", root.join(sub).display()))?;
         }
@@ -72,7 +78,8 @@ impl Store {
 
     /// Cache `data` as the blob `digest`.
     pub fn put_blob(&self, digest: &str, data: &[u8]) -> Result<(), String> {
-        if self.has_blob(digest) {
+        let have = std::fs::metadata(self.blob_path(digest)).map(|m| m.len());
+        if have.is_ok_and(|n| n == data.len() as u64) {
             return Ok(());
         }
         self.write(&self.blob_path(digest), data)
@@ -88,11 +95,20 @@ impl Store {
         temp.persist(path)
     }
 
-    /// The layer this builder made earlier with this `diff_id`.
+    /// The layer this builder made earlier with this `diff_id`: its blob
+    /// mapped from the cache, of the size recorded.
     pub fn layer(&self, diff_id: &str) -> Option<Layer> {
-        let digest = std::fs::read_to_string(self.root.join("diffids").join(hex(diff_id))).ok()?;
-        let digest = digest.trim().to_string();
-        let blob = self.blob(&digest)?;
+        let text = std::fs::read_to_string(self.root.join("diffids").join(hex(diff_id))).ok()?;
+        let mut words = text.split_whitespace();
+        let digest = words.next()?.to_string();
+        let size: usize = words.next()?.parse().ok()?;
+        if !digest.starts_with("sha256:") || hex(&digest).contains(['/', '.']) {
+            return None;
+        }
+        let blob = map(&self.blob_path(&digest))?;
+        if blob.len() != size {
+            return None;
+        }
         Some(Layer {
             blob,
             digest,
@@ -106,8 +122,38 @@ impl Store {
         self.put_blob(&layer.digest, &layer.blob)?;
         self.write(
             &self.root.join("diffids").join(hex(&layer.diff_id)),
-            layer.digest.as_bytes(),
+            format!("{} {}", layer.digest, layer.blob.len()).as_bytes(),
         )
+    }
+
+    /// The layer made from the recipe `key` before.
+    pub fn recipe(&self, key: &str) -> Option<Layer> {
+        let diff_id = std::fs::read_to_string(self.root.join("recipes").join(hex(key))).ok()?;
+        self.layer(diff_id.trim())
+    }
+
+    /// Remember that recipe `key` makes the layer `diff_id`.
+    pub fn put_recipe(&self, key: &str, diff_id: &str) -> Result<(), String> {
+        self.write(
+            &self.root.join("recipes").join(hex(key)),
+            diff_id.as_bytes(),
+        )
+    }
+}
+
+/// The file at `path`, mapped into memory (read on an error to map it).
+pub fn map(path: &Path) -> Option<Bytes> {
+    let file = std::fs::File::open(path).ok()?;
+    if file.metadata().ok()?.len() == 0 {
+        return Some(Bytes::new());
+    }
+    // SAFETY: kiln never changes these files in place: the cache writes
+    // new files and renames them, and the context archive is the host's
+    // own temporary file, kept until the build returns. A mapping stays
+    // valid when its file is unlinked or replaced by a rename.
+    match unsafe { memmap2::Mmap::map(&file) } {
+        Ok(m) => Some(Bytes::from_owner(m)),
+        Err(_) => std::fs::read(path).ok().map(Bytes::from),
     }
 }
 
@@ -129,9 +175,15 @@ mod tests {
         assert!(store.layer(&layer.diff_id).is_none());
         store.put_layer(&layer).expect("put");
         assert_eq!(store.layer(&layer.diff_id), Some(layer.clone()));
-        // A damaged blob is not used.
-        std::fs::write(store.blob_path(&layer.digest), b"other").expect("damage");
+        let key = sha256(b"recipe");
+        assert!(store.recipe(&key).is_none());
+        store.put_recipe(&key, &layer.diff_id).expect("recipe");
+        assert_eq!(store.recipe(&key), Some(layer.clone()));
+        // A cut-short blob is not used as a layer; a changed one not as a blob.
+        std::fs::write(store.blob_path(&layer.digest), b"cut").expect("damage");
         assert!(store.layer(&layer.diff_id).is_none());
+        assert!(store.recipe(&key).is_none());
+        assert!(store.blob(&layer.digest).is_none());
         assert!(store.blob("sha256:../../etc/passwd").is_none());
     }
 }

@@ -148,6 +148,7 @@ fn input<'a>(dockerfile: &'a str, context: &'a std::path::Path, created: u64) ->
     BuildInput {
         dockerfile,
         context,
+        context_sha1: None,
         build_args: [("GREETING".to_string(), "bonjour".to_string())].into(),
         target: None,
         labels: Default::default(),
