@@ -474,7 +474,8 @@ fn gather(fs: &BTreeMap<String, Entry>, path: &str) -> (bool, Vec<(String, Entry
 /// Follow symlinks in the directories of `path` (an absolute path without
 /// the leading `/`) as the image's filesystem has them, so `COPY x /bin/`
 /// over a base whose `/bin` links to `usr/bin` writes `usr/bin/x`.
-fn resolve_dirs(stage: &mut Stage, path: &str) -> Result<String, String> {
+/// With `last`, the final component is followed too (a folder copied into).
+fn resolve_dirs(stage: &mut Stage, path: &str, last: bool) -> Result<String, String> {
     let mut done: Vec<String> = Vec::new();
     let mut rest: Vec<String> = path
         .split('/')
@@ -484,7 +485,7 @@ fn resolve_dirs(stage: &mut Stage, path: &str) -> Result<String, String> {
     rest.reverse();
     let mut hops = 0;
     while let Some(part) = rest.pop() {
-        if rest.is_empty() {
+        if rest.is_empty() && !last {
             done.push(part);
             break;
         }
@@ -534,21 +535,45 @@ fn shell_or_exec(args: &Args, shell: &[String]) -> Vec<String> {
     }
 }
 
-/// `ARG` declarations: `NAME[=default]`, several per line, quotes removed.
-fn arg_pairs(text: &str) -> Vec<(String, Option<String>)> {
-    text.split_whitespace()
-        .map(|w| match w.split_once('=') {
-            Some((k, v)) => {
-                let v = v
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                    .unwrap_or(v);
-                (k.to_string(), Some(v.to_string()))
-            }
-            None => (w.to_string(), None),
-        })
-        .collect()
+/// The files of a tar archive `data` (plain or gzip'd), or `None` when it
+/// is not one (then `ADD` copies it as it is).
+fn unpack_archive(data: &Bytes, source: &str) -> Result<Option<BTreeMap<String, Entry>>, String> {
+    use std::io::Read;
+    fn is_tar(d: &[u8]) -> bool {
+        d.len() >= 262 && &d[257..262] == b"ustar"
+    }
+    let plain = if data.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        if flate2::read::MultiGzDecoder::new(data.as_ref())
+            .read_to_end(&mut out)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        Bytes::from(out)
+    } else if data.starts_with(b"BZh")
+        || data.starts_with(&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])
+        || data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+    {
+        return Err(format!(
+            "ADD {source}: bzip2, xz and zstd archives are not unpacked by the oci builder; \
+             unpack it into the context and COPY the folder, or gzip it"
+        ));
+    } else {
+        data.clone()
+    };
+    if !is_tar(&plain) {
+        return Ok(None);
+    }
+    let layer = Layer {
+        blob: plain,
+        digest: String::new(),
+        diff_id: String::new(),
+        media_type: media::LAYER_TAR.into(),
+    };
+    base::filesystem(std::slice::from_ref(&layer))
+        .map(Some)
+        .map_err(|e| format!("ADD {source}: {e}"))
 }
 
 /// Go's `time.ParseDuration` for `HEALTHCHECK` flags, in nanoseconds.
@@ -862,16 +887,17 @@ impl Run<'_, '_> {
         let stage = &mut self.stages[current];
         match ins.keyword.as_str() {
             "ARG" => {
-                for (name, default) in arg_pairs(&ins.original) {
-                    let default = default.map(|d| expand(&d)).transpose()?;
+                let text = expand(&ins.original)?;
+                for (name, default) in
+                    dockerfile::arg_decls(&text, escape).map_err(|e| at(line, e))?
+                {
                     let value = self
                         .input
                         .build_args
                         .get(&name)
                         .cloned()
                         .or(default)
-                        .or_else(|| self.global_args.get(&name).cloned())
-                        .or_else(|| automatic_arg(&name, &self.input.platform));
+                        .or_else(|| self.global_args.get(&name).cloned());
                     if let Some(v) = value {
                         stage.vars.insert(name, v);
                     }
@@ -1090,15 +1116,6 @@ impl Run<'_, '_> {
             {
                 return Err(at(line, format!("ADD {w}: the oci builder fetches nothing from the network; download it into the context and COPY it")));
             }
-            if let Some(w) = words.iter().find(|w| {
-                [
-                    ".tar", ".tgz", ".tar.gz", ".tar.xz", ".tar.bz2", ".tar.zst", ".txz", ".tbz2",
-                ]
-                .iter()
-                .any(|s| w.ends_with(s))
-            }) {
-                return Err(at(line, format!("ADD {w}: unpacking local archives is not supported by the oci builder yet; unpack it into the context and COPY the folder")));
-            }
         }
         let source_fs: BTreeMap<String, Entry> = match &from {
             None => self.context.clone(),
@@ -1131,16 +1148,23 @@ impl Run<'_, '_> {
         } else {
             format!("{}/{dest}", workdir.trim_end_matches('/'))
         };
-        let dest_clean = resolve_dirs(stage, &clean(&dest_abs)).map_err(|e| at(line, e))?;
+        // The destination as the image's filesystem has it: through
+        // symlinked folders (a base whose /bin links to usr/bin).
+        let followed = resolve_dirs(stage, &clean(&dest_abs), true).map_err(|e| at(line, e))?;
         let dest_is_dir = dest.ends_with('/')
-            || dest_clean.is_empty()
+            || followed.is_empty()
             || matches!(
                 stage
-                    .lookup(&dest_clean)
+                    .lookup(&followed)
                     .map_err(|e| at(line, e))?
                     .map(|e| e.kind),
                 Some(Kind::Dir)
             );
+        let dest_clean = if dest_is_dir {
+            followed
+        } else {
+            resolve_dirs(stage, &clean(&dest_abs), false).map_err(|e| at(line, e))?
+        };
         let mut sources: Vec<String> = Vec::new();
         for source in &words {
             let found = matches(&source_fs, source);
@@ -1176,6 +1200,29 @@ impl Run<'_, '_> {
         let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
         for source in &sources {
             let (is_dir, items) = gather(&source_fs, source);
+            // ADD unpacks a local tar archive (plain or gzip'd), found by
+            // its content as Docker does, into the destination folder.
+            if ins.keyword == "ADD" && !is_dir {
+                if let Some((
+                    _,
+                    Entry {
+                        kind: Kind::File(data),
+                        ..
+                    },
+                )) = items.first()
+                {
+                    if let Some(unpacked) = unpack_archive(data, source).map_err(|e| at(line, e))? {
+                        for (rel, mut entry) in unpacked {
+                            if owner.is_some() {
+                                entry.uid = uid;
+                                entry.gid = gid;
+                            }
+                            entries.insert(join(&dest_clean, &rel), entry);
+                        }
+                        continue;
+                    }
+                }
+            }
             for (rel, mut entry) in items {
                 let target = if is_dir || dest_is_dir {
                     join(&dest_clean, &rel)
@@ -1231,16 +1278,31 @@ impl Run<'_, '_> {
     }
 }
 
-/// The values BuildKit gives `ARG TARGETPLATFORM` and friends when declared.
-fn automatic_arg(name: &str, platform: &Platform) -> Option<String> {
-    let value = match name {
-        "TARGETPLATFORM" | "BUILDPLATFORM" => platform.to_string(),
-        "TARGETOS" | "BUILDOS" => platform.os.clone(),
-        "TARGETARCH" | "BUILDARCH" => platform.architecture.clone(),
-        "TARGETVARIANT" | "BUILDVARIANT" => platform.variant.clone().unwrap_or_default(),
-        _ => return None,
+/// BuildKit's automatic platform ARGs, in the global scope (usable in
+/// `FROM`; a stage sees them once it declares them). BUILD* name this
+/// machine, TARGET* the platform built for.
+fn platform_args(target: &Platform) -> BTreeMap<String, String> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
     };
-    Some(value)
+    let build = Platform {
+        os: "linux".into(),
+        architecture: arch.into(),
+        variant: None,
+    };
+    let mut args = BTreeMap::new();
+    for (prefix, p) in [("TARGET", target), ("BUILD", &build)] {
+        args.insert(format!("{prefix}PLATFORM"), p.to_string());
+        args.insert(format!("{prefix}OS"), p.os.clone());
+        args.insert(format!("{prefix}ARCH"), p.architecture.clone());
+        args.insert(
+            format!("{prefix}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        );
+    }
+    args
 }
 
 /// Build the target stage of `input` into an image.
@@ -1258,7 +1320,7 @@ pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
         archive,
         context,
         escape: file.escape,
-        global_args: BTreeMap::new(),
+        global_args: platform_args(&input.platform),
         stages: Vec::new(),
         layers_made: 0,
         layers_cached: 0,
@@ -1269,17 +1331,17 @@ pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
     let mut skipping = false;
     for ins in &file.instructions {
         if ins.keyword == "ARG" && run.stages.is_empty() && !skipping {
-            for (name, default) in arg_pairs(&ins.original) {
-                let default = default
-                    .map(|d| dockerfile::expand(&d, &run.global_args, run.escape))
-                    .transpose()
-                    .map_err(|e| at(ins.line, e))?;
+            let text = dockerfile::expand(&ins.original, &run.global_args, run.escape)
+                .map_err(|e| at(ins.line, e))?;
+            for (name, default) in
+                dockerfile::arg_decls(&text, run.escape).map_err(|e| at(ins.line, e))?
+            {
                 let value = input
                     .build_args
                     .get(&name)
                     .cloned()
                     .or(default)
-                    .or_else(|| automatic_arg(&name, &input.platform));
+                    .or_else(|| run.global_args.get(&name).cloned());
                 if let Some(v) = value {
                     run.global_args.insert(name, v);
                 }
@@ -1486,5 +1548,197 @@ mod tests {
             [2].into_iter().collect()
         );
         assert!(needed_stages(&f, Some("zzz")).is_err());
+    }
+
+    /// A context archive holding `files` (a path ending in `/` is a folder,
+    /// `->` makes a symlink), and a build of `dockerfile` over it.
+    fn build_over(dockerfile: &str, files: &[(&str, &[u8])]) -> Result<Built, BuildError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            if let Some((link, target)) = path.split_once(" -> ") {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                tar.append_link(&mut h, link, target).expect("link");
+            } else if path.ends_with('/') {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                tar.append_data(&mut h, path, std::io::empty())
+                    .expect("dir");
+            } else {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(data.len() as u64);
+                tar.append_data(&mut h, path, *data).expect("file");
+            }
+        }
+        let context = dir.path().join("context.tar");
+        std::fs::write(&context, tar.into_inner().expect("tar")).expect("write");
+        build(&BuildInput {
+            dockerfile,
+            context: &context,
+            context_sha1: None,
+            build_args: [("FROM_CLI".to_string(), "cli value".to_string())].into(),
+            target: None,
+            labels: BTreeMap::new(),
+            created: 0,
+            platform: Platform::parse("linux/arm64").expect("platform"),
+            contexts: BTreeMap::new(),
+            no_cache: false,
+            store: None,
+            pull: &no_pull,
+        })
+    }
+
+    fn config(built: &Built) -> Value {
+        serde_json::from_slice(&built.image.config).expect("config")
+    }
+
+    fn paths(layer: &Layer) -> Vec<String> {
+        base::filesystem(std::slice::from_ref(layer))
+            .expect("layer")
+            .into_keys()
+            .collect()
+    }
+
+    #[test]
+    fn args_keep_quotes_and_platform_args_are_global() {
+        let built = build_over(
+            "ARG BASE=scratch\nFROM --platform=$BUILDPLATFORM $BASE\n\
+             ARG MSG=\"hello world\" FROM_CLI TARGETARCH\n\
+             LABEL msg=\"$MSG\" cli=\"$FROM_CLI\" arch=$TARGETARCH\n",
+            &[],
+        )
+        .expect("build");
+        let c = config(&built);
+        assert_eq!(c["config"]["Labels"]["msg"], "hello world");
+        assert_eq!(c["config"]["Labels"]["cli"], "cli value");
+        assert_eq!(c["config"]["Labels"]["arch"], "arm64");
+        assert_eq!(c["architecture"], "arm64");
+        // ARG values are not left in the image's environment.
+        assert!(!c["config"]["Env"].to_string().contains("hello world"));
+    }
+
+    #[test]
+    fn add_unpacks_local_tar_archives_and_copies_other_files() {
+        let mut inner = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o600);
+        h.set_uid(7);
+        h.set_size(3);
+        h.set_entry_type(tar::EntryType::Regular);
+        inner
+            .append_data(&mut h, "pkg/data.txt", &b"abc"[..])
+            .expect("inner");
+        let inner = inner.into_inner().expect("inner");
+        let gz = image::gzip_parallel(&inner).expect("gzip");
+        let built = build_over(
+            "FROM scratch\nADD bundle.tgz plain.tar notes.gz /opt/\n",
+            &[
+                ("bundle.tgz", &gz),
+                ("plain.tar", &inner),
+                ("notes.gz", b"\x1f\x8bnot gzip"),
+            ],
+        )
+        .expect("build");
+        let fs = base::filesystem(&built.image.layers).expect("fs");
+        assert_eq!(fs["opt/pkg/data.txt"].mode, 0o600);
+        assert_eq!(fs["opt/pkg/data.txt"].uid, 7, "ownership from the archive");
+        assert!(fs.contains_key("opt/notes.gz"), "not an archive: copied");
+        assert!(!fs.contains_key("opt/bundle.tgz"));
+        let e = build_over(
+            "FROM scratch\nADD a.tar.xz /\n",
+            &[("a.tar.xz", b"\xfd7zXZ\x00rest")],
+        )
+        .err()
+        .expect("xz refused");
+        assert!(e.message.contains("xz") && e.line == 2, "{e}");
+        let e = build_over("FROM scratch\nADD https://example.com/x /\n", &[])
+            .err()
+            .expect("url refused");
+        assert!(e.message.contains("network"), "{e}");
+    }
+
+    #[test]
+    fn copies_follow_symlinked_folders_and_dockers_destination_rules() {
+        let built = build_over(
+            "FROM scratch AS root\nCOPY rootfs/ /\nCOPY link /followed\n\
+             FROM root\nCOPY tool /bin/\nCOPY tool /renamed\nCOPY dir/ /into/\n\
+             WORKDIR /w\nCOPY one two ./\n",
+            &[
+                ("rootfs/", b""),
+                ("rootfs/usr/", b""),
+                ("rootfs/usr/bin/", b""),
+                ("rootfs/usr/bin/x", b"x"),
+                ("rootfs/bin -> usr/bin", b""),
+                ("link -> tool", b""),
+                ("tool", b"t"),
+                ("dir/", b""),
+                ("dir/sub/f", b"f"),
+                ("one", b"1"),
+                ("two", b"2"),
+            ],
+        )
+        .expect("build");
+        let layers = &built.image.layers;
+        // A symlink inside a copied folder stays a link; a source that is
+        // a link is followed (BuildKit's FollowSymlinks).
+        let root = base::filesystem(&layers[..1]).expect("fs");
+        assert_eq!(root["bin"].kind, Kind::Symlink("usr/bin".into()));
+        assert_eq!(paths(&layers[1]), vec!["followed"]);
+        assert_eq!(paths(&layers[2]), vec!["usr", "usr/bin", "usr/bin/tool"]);
+        assert_eq!(paths(&layers[3]), vec!["renamed"]);
+        assert_eq!(paths(&layers[4]), vec!["into", "into/sub", "into/sub/f"]);
+        assert_eq!(paths(&layers[5]), vec!["w", "w/one", "w/two"]);
+        let e = build_over(
+            "FROM scratch\nCOPY one two /file\n",
+            &[("one", b"1"), ("two", b"2")],
+        )
+        .err()
+        .expect("many into a file");
+        assert!(e.message.contains("must be a directory"), "{e}");
+        let e = build_over("FROM scratch\nCOPY missing /\n", &[])
+            .err()
+            .expect("missing");
+        assert!(e.message.contains("missing") && e.line == 2, "{e}");
+    }
+
+    #[test]
+    fn metadata_instructions_reach_the_config() {
+        let built = build_over(
+            "FROM scratch AS base\nCMD [\"base-cmd\"]\nONBUILD LABEL from=onbuild\n\
+             FROM base\nENTRYPOINT [\"/app\"]\nHEALTHCHECK --interval=1m30s --retries=3 CMD [\"/app\", \"check\"]\n\
+             EXPOSE 80 53/UDP\nSTOPSIGNAL SIGQUIT\nSHELL [\"/bin/bash\", \"-c\"]\nCMD run it\nMAINTAINER someone\n",
+            &[],
+        )
+        .expect("build");
+        let c = config(&built);
+        let cfg = &c["config"];
+        assert_eq!(cfg["Entrypoint"], serde_json::json!(["/app"]));
+        // CMD after ENTRYPOINT in the same stage is kept; shell form uses SHELL.
+        assert_eq!(cfg["Cmd"], serde_json::json!(["/bin/bash", "-c", "run it"]));
+        assert_eq!(
+            cfg["Healthcheck"]["Test"],
+            serde_json::json!(["CMD", "/app", "check"])
+        );
+        assert_eq!(cfg["Healthcheck"]["Interval"], 90_000_000_000i64);
+        assert_eq!(cfg["Healthcheck"]["Retries"], 3);
+        assert!(cfg["ExposedPorts"].get("53/udp").is_some());
+        assert!(cfg["ExposedPorts"].get("80/tcp").is_some());
+        assert_eq!(cfg["StopSignal"], "SIGQUIT");
+        assert_eq!(cfg["Labels"]["from"], "onbuild", "the base's trigger ran");
+        assert!(cfg.get("OnBuild").is_none(), "triggers are not inherited");
+        assert_eq!(c["author"], "someone");
+        let history = c["history"].as_array().expect("history");
+        assert!(history.iter().all(|h| h["empty_layer"] == true));
+        // ENTRYPOINT drops a CMD inherited from the base stage.
+        let built = build_over(
+            "FROM scratch AS b\nCMD [\"x\"]\nFROM b\nENTRYPOINT [\"/e\"]\n",
+            &[],
+        )
+        .expect("build");
+        assert!(config(&built)["config"].get("Cmd").is_none());
     }
 }

@@ -376,6 +376,28 @@ pub fn pairs(
         .collect()
 }
 
+/// `ARG` declarations, `NAME[=default]` (several per line), with the same
+/// quoting as [`pairs`]: `ARG MSG="hello world"` declares one.
+pub fn arg_decls(text: &str, escape: char) -> Result<Vec<(String, Option<String>)>, String> {
+    let words = split_words(text, escape)?;
+    if words.is_empty() {
+        return Err("ARG requires at least one argument".into());
+    }
+    words
+        .iter()
+        .map(|w| {
+            let (name, value) = match w.split_once('=') {
+                Some((k, v)) => (k, Some(unquote(v, escape))),
+                None => (w.as_str(), None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("ARG {w:?}: invalid name"));
+            }
+            Ok((name.to_string(), value))
+        })
+        .collect()
+}
+
 /// Split on unquoted whitespace, keeping quotes (removed later by `unquote`).
 fn split_words(text: &str, escape: char) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
@@ -537,6 +559,20 @@ mod tests {
         assert!(e.message.contains("unknown instruction: FROMM"));
         let e = parse("FROM scratch\nWORKDIR\n").expect_err("empty");
         assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn arg_declarations_keep_quoted_spaces() {
+        assert_eq!(
+            arg_decls(r#"MSG="hello world" EMPTY= NAME"#, '\\').expect("ok"),
+            vec![
+                ("MSG".to_string(), Some("hello world".to_string())),
+                ("EMPTY".to_string(), Some(String::new())),
+                ("NAME".to_string(), None),
+            ]
+        );
+        assert!(arg_decls("=x", '\\').is_err());
+        assert!(arg_decls("A-B=1", '\\').is_err());
     }
 
     #[test]
