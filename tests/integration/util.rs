@@ -335,9 +335,9 @@ impl Drop for TestRegistry {
     }
 }
 
-/// Whether the Docker Engine answers and each of `tools` runs
-/// (`TOOL --version`). Under `CI=true` anything missing fails the test;
-/// elsewhere the test says what is missing and does not run.
+/// Whether the Docker Engine answers and each of `tools` is on `PATH`.
+/// Under `CI=true` anything missing fails the test; elsewhere the test says
+/// what is missing and does not run.
 #[allow(clippy::print_stderr)]
 pub fn daemon_and(tools: &[&str]) -> bool {
     let runs = |cmd: &str, args: &[&str]| {
@@ -348,11 +348,16 @@ pub fn daemon_and(tools: &[&str]) -> bool {
             .status()
             .is_ok_and(|s| s.success())
     };
-    let mut missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| !runs(t, &["--version"]))
-        .collect();
+    let on_path = |tool: &str| {
+        std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| {
+                use std::os::unix::fs::PermissionsExt;
+                fs::metadata(dir.join(tool))
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+        })
+    };
+    let mut missing: Vec<&str> = tools.iter().copied().filter(|t| !on_path(t)).collect();
     if !runs("docker", &["info"]) {
         missing.push("a Docker Engine");
     }
