@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::{
     image::{media, sha256, Entry, Kind, Layer, Platform},
     store::Store,
+    tree::{self, remove_under, Member},
 };
 
 /// A base image: its config and layers (bottom first).
@@ -383,48 +384,24 @@ pub fn from_layout(spec: &str, platform: &Platform) -> Result<Base, String> {
     from_manifest(&what, &doc, |d| layout.blob(d, &what))
 }
 
-fn clean(path: &str) -> String {
-    path.trim_start_matches("./")
-        .trim_start_matches('/')
-        .trim_end_matches('/')
-        .to_string()
-}
-
-fn remove_tree(files: &mut BTreeMap<String, Entry>, path: &str) {
-    files.remove(path);
-    let prefix = format!("{path}/");
-    let under: Vec<String> = files
-        .range(prefix.clone()..)
-        .take_while(|(k, _)| k.starts_with(&prefix))
-        .map(|(k, _)| k.clone())
-        .collect();
-    for k in under {
-        files.remove(&k);
-    }
-}
-
 /// The files of `layers` applied in order, with overlay whiteouts
 /// (`.wh.NAME` removes `NAME`, `.wh..wh..opq` empties its directory).
 pub fn filesystem(layers: &[Layer]) -> Result<BTreeMap<String, Entry>, String> {
     let mut files: BTreeMap<String, Entry> = BTreeMap::new();
     for layer in layers {
-        let mut plain = Vec::new();
-        let failed = |e: std::io::Error| format!("reading layer {}: {e}", layer.digest);
-        if layer.blob.starts_with(&[0x1f, 0x8b]) {
+        let plain = if layer.blob.starts_with(&[0x1f, 0x8b]) {
+            let mut plain = Vec::new();
             flate2::read::MultiGzDecoder::new(layer.blob.as_ref())
                 .read_to_end(&mut plain)
-                .map_err(failed)?;
+                .map_err(|e| format!("reading layer {}: {e}", layer.digest))?;
+            Bytes::from(plain)
         } else {
-            plain = layer.blob.to_vec();
-        }
+            layer.blob.clone()
+        };
         let mut upper: BTreeMap<String, Entry> = BTreeMap::new();
-        let mut archive = tar::Archive::new(plain.as_slice());
-        for entry in archive.entries().map_err(failed)? {
-            let mut entry = entry.map_err(failed)?;
-            let path = clean(&entry.path().map_err(failed)?.to_string_lossy());
-            if path.is_empty() {
-                continue;
-            }
+        let members =
+            tree::members(&plain).map_err(|e| format!("reading layer {}: {e}", layer.digest))?;
+        for (path, member) in members {
             let (parent, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
             if name == ".wh..wh..opq" {
                 let prefix = if parent.is_empty() {
@@ -441,53 +418,27 @@ pub fn filesystem(layers: &[Layer]) -> Result<BTreeMap<String, Entry>, String> {
                 } else {
                     format!("{parent}/{gone}")
                 };
-                remove_tree(&mut files, &gone);
+                files.remove(&gone);
+                remove_under(&mut files, &gone);
                 continue;
             }
-            let h = entry.header();
-            let mode = h.mode().unwrap_or(0o644) & 0o7777;
-            let uid = h.uid().unwrap_or(0);
-            let gid = h.gid().unwrap_or(0);
-            let kind = match h.entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let mut data = Vec::new();
-                    entry.read_to_end(&mut data).map_err(failed)?;
-                    Kind::File(Bytes::from(data))
-                }
-                tar::EntryType::Directory => Kind::Dir,
-                tar::EntryType::Symlink => Kind::Symlink(
-                    entry
-                        .link_name()
-                        .map_err(failed)?
-                        .map(|l| l.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                ),
-                tar::EntryType::Link => {
-                    let target = entry
-                        .link_name()
-                        .map_err(failed)?
-                        .map(|l| clean(&l.to_string_lossy()))
-                        .unwrap_or_default();
+            let entry = match member {
+                Member::Entry(e) => e,
+                Member::HardLink(target, e) => {
                     match upper.get(&target).or_else(|| files.get(&target)) {
-                        Some(e) => e.kind.clone(),
+                        Some(t) => Entry {
+                            kind: t.kind.clone(),
+                            ..e
+                        },
                         None => continue,
                     }
                 }
-                _ => continue,
             };
-            upper.insert(
-                path,
-                Entry {
-                    kind,
-                    mode,
-                    uid,
-                    gid,
-                },
-            );
+            upper.insert(path, entry);
         }
         for (path, entry) in upper {
             if !matches!(entry.kind, Kind::Dir) {
-                remove_tree(&mut files, &path);
+                remove_under(&mut files, &path);
             }
             files.insert(path, entry);
         }

@@ -32,6 +32,7 @@ use crate::{
         Platform, RuntimeConfig,
     },
     store::Store,
+    tree::{self, clean, remove_under},
 };
 
 /// A build failure, naming the Dockerfile line when there is one.
@@ -187,18 +188,6 @@ impl Stage {
     }
 }
 
-fn remove_under(fs: &mut BTreeMap<String, Entry>, path: &str) {
-    let prefix = format!("{path}/");
-    let under: Vec<String> = fs
-        .range(prefix.clone()..)
-        .take_while(|(k, _)| k.starts_with(&prefix))
-        .map(|(k, _)| k.clone())
-        .collect();
-    for k in under {
-        fs.remove(&k);
-    }
-}
-
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Read the context archive (mapped): every file a slice of it.
@@ -217,59 +206,27 @@ fn read_context(path: &Path) -> Result<(Bytes, BTreeMap<String, Entry>), BuildEr
             ),
         ));
     }
-    let mut files = BTreeMap::new();
-    let mut archive = tar::Archive::new(bytes.as_ref());
-    for entry in archive.entries().map_err(failed)? {
-        let entry = entry.map_err(failed)?;
-        let name = entry
-            .path()
-            .map_err(failed)?
-            .to_string_lossy()
-            .trim_start_matches("./")
-            .trim_end_matches('/')
-            .to_string();
-        if name.is_empty() {
-            continue;
-        }
-        let h = entry.header();
-        let mode = h.mode().unwrap_or(0o644) & 0o7777;
-        let kind = match h.entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let start = entry.raw_file_position() as usize;
-                let end = start + entry.size() as usize;
-                if end > bytes.len() {
-                    return Err(at(0, format!("build context: {name} is cut short")));
-                }
-                Kind::File(bytes.slice(start..end))
-            }
-            tar::EntryType::Directory => Kind::Dir,
-            tar::EntryType::Symlink => Kind::Symlink(
-                entry
-                    .link_name()
-                    .map_err(failed)?
-                    .map(|l| l.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            ),
-            tar::EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(failed)?
-                    .map(|l| l.to_string_lossy().trim_start_matches("./").to_string())
-                    .unwrap_or_default();
-                match files.get(&target) {
-                    Some(Entry { kind, .. }) => kind.clone(),
-                    None => continue,
-                }
-            }
-            _ => continue,
+    let mut files: BTreeMap<String, Entry> = BTreeMap::new();
+    let members = tree::members(&bytes)
+        .map_err(|e| at(0, format!("build context {}: {e}", path.display())))?;
+    for (name, member) in members {
+        // Docker ignores the context's owners: files are root's.
+        let entry = match member {
+            tree::Member::Entry(e) => e,
+            tree::Member::HardLink(target, e) => match files.get(&target) {
+                Some(t) => Entry {
+                    kind: t.kind.clone(),
+                    ..e
+                },
+                None => continue,
+            },
         };
         files.insert(
             name,
             Entry {
-                kind,
-                mode,
                 uid: 0,
                 gid: 0,
+                ..entry
             },
         );
     }
@@ -378,20 +335,6 @@ fn glob_match(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
     go(&p, &n)
-}
-
-fn clean(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
 }
 
 /// The paths a source names in `fs`: itself, or each glob match.

@@ -8,6 +8,7 @@
 //! - [`image`]: reproducible layers (compressed on every core), config,
 //!   manifest, and an archive that `docker load` and `skopeo` read.
 //! - [`store`]: the layer and blob cache that makes rebuilds cheap.
+//! - [`tree`]: file trees read from tar archives without copying.
 //! - [`push`]: pushing over the distribution API.
 //! - [`plugin`]: the flavor kiln loads.
 
@@ -18,3 +19,4 @@ pub mod image;
 pub mod plugin;
 pub mod push;
 pub mod store;
+pub mod tree;

@@ -1,0 +1,117 @@
+//! File trees as the builder keeps them: paths (no leading `/`) to
+//! [`Entry`]s, read from tar archives without copying file data.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::image::{Entry, Kind};
+
+/// `path` without `.`, empty parts, a leading `/` or `..` above the root.
+pub fn clean(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+/// Remove everything below `path` (not `path` itself).
+pub fn remove_under(fs: &mut BTreeMap<String, Entry>, path: &str) {
+    let prefix = format!("{path}/");
+    let under: Vec<String> = fs
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in under {
+        fs.remove(&k);
+    }
+}
+
+/// One member of a tar archive.
+pub enum Member {
+    /// A file, folder or symlink.
+    Entry(Entry),
+    /// A hard link to an earlier member (its cleaned path).
+    HardLink(String, Entry),
+}
+
+/// The members of the tar archive `data`, in order, by cleaned path; a
+/// file's contents are a slice of `data`. Devices, FIFOs and other kinds
+/// are left out.
+pub fn members(data: &Bytes) -> Result<Vec<(String, Member)>, String> {
+    let failed = |e: std::io::Error| e.to_string();
+    let mut out = Vec::new();
+    let mut archive = tar::Archive::new(data.as_ref());
+    for entry in archive.entries().map_err(failed)? {
+        let entry = entry.map_err(failed)?;
+        let path = clean(&entry.path().map_err(failed)?.to_string_lossy());
+        if path.is_empty() {
+            continue;
+        }
+        let h = entry.header();
+        let meta = |kind| Entry {
+            kind,
+            mode: h.mode().unwrap_or(0o644) & 0o7777,
+            uid: h.uid().unwrap_or(0),
+            gid: h.gid().unwrap_or(0),
+        };
+        let link = || -> Result<String, String> {
+            Ok(entry
+                .link_name()
+                .map_err(failed)?
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default())
+        };
+        let member = match h.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let start = entry.raw_file_position() as usize;
+                let end = start + entry.size() as usize;
+                if end > data.len() {
+                    return Err(format!("{path} is cut short"));
+                }
+                Member::Entry(meta(Kind::File(data.slice(start..end))))
+            }
+            tar::EntryType::Directory => Member::Entry(meta(Kind::Dir)),
+            tar::EntryType::Symlink => Member::Entry(meta(Kind::Symlink(link()?))),
+            tar::EntryType::Link => Member::HardLink(clean(&link()?), meta(Kind::Dir)),
+            _ => continue,
+        };
+        out.push((path, member));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_cleaned_and_subtrees_removed() {
+        assert_eq!(clean("./a//b/../c/"), "a/c");
+        assert_eq!(clean("/../../etc/passwd"), "etc/passwd");
+        let mut fs: BTreeMap<String, Entry> = ["a", "a/b", "a/b/c", "ab"]
+            .iter()
+            .map(|p| {
+                (
+                    p.to_string(),
+                    Entry {
+                        kind: Kind::Dir,
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                    },
+                )
+            })
+            .collect();
+        remove_under(&mut fs, "a");
+        assert_eq!(fs.keys().collect::<Vec<_>>(), vec!["a", "ab"]);
+    }
+}
