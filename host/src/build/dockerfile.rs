@@ -1,7 +1,7 @@
 //! Just enough of Dockerfile syntax to choose the default builder: the
 //! first instruction that runs a command (`RUN`), with Docker's rules for
 //! the `# escape=` directive, line continuations (comment and blank lines
-//! inside one are skipped) and comments. The full front end lives in the
+//! inside one are skipped), comments and here-documents (`COPY <<EOF`). The full front end lives in the
 //! `oci` builder; the host reads no more than this.
 
 /// The 1-based line of the first `RUN`, if any.
@@ -10,8 +10,21 @@ pub fn first_run(text: &str) -> Option<usize> {
     let mut escape = '\\';
     let mut directives = true;
     let mut continuing = false;
+    // Delimiters of here-documents whose bodies are still to be skipped.
+    let mut heredocs: Vec<(String, bool)> = Vec::new();
     for (i, raw) in text.split('\n').enumerate() {
         let line = raw.trim_end_matches('\r');
+        if let Some((name, strip_tabs)) = heredocs.first() {
+            let text = if *strip_tabs {
+                line.trim_start_matches('\t')
+            } else {
+                line
+            };
+            if text == name {
+                heredocs.remove(0);
+            }
+            continue;
+        }
         let trimmed = line.trim_start();
         if directives {
             match directive(trimmed) {
@@ -28,11 +41,20 @@ pub fn first_run(text: &str) -> Option<usize> {
         }
         let starts = !continuing;
         continuing = line.trim_end().ends_with(escape);
-        if starts {
-            let word = trimmed.split_whitespace().next().unwrap_or("");
-            if word.eq_ignore_ascii_case("RUN") {
-                return Some(i + 1);
-            }
+        let word = trimmed.split_whitespace().next().unwrap_or("");
+        if starts && word.eq_ignore_ascii_case("RUN") {
+            return Some(i + 1);
+        }
+        let copies = word.eq_ignore_ascii_case("COPY") || word.eq_ignore_ascii_case("ADD");
+        if starts && copies && !continuing {
+            heredocs.extend(trimmed.split_whitespace().filter_map(|w| {
+                let rest = w.strip_prefix("<<")?;
+                let strip_tabs = rest.starts_with('-');
+                let name = rest
+                    .trim_start_matches('-')
+                    .trim_matches(|c| c == '"' || c == '\'');
+                (!name.is_empty()).then(|| (name.to_string(), strip_tabs))
+            }));
         }
     }
     None
@@ -67,5 +89,10 @@ mod tests {
             Some(4)
         );
         assert_eq!(first_run("# escape=`\nFROM x\nLABEL a=1 `\nRUN=x\n"), None);
+        // A here-document's body is not an instruction.
+        assert_eq!(
+            first_run("FROM x\nCOPY <<EOF /notes\nRUN is just text here\nEOF\nRUN real\n"),
+            Some(5)
+        );
     }
 }

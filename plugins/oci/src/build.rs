@@ -1109,7 +1109,22 @@ impl Run<'_, '_> {
             resolve_dirs(stage, &clean(&dest_abs), false).map_err(|e| at(line, e))?
         };
         let mut sources: Vec<String> = Vec::new();
+        let mut heredocs: Vec<(String, Bytes)> = Vec::new();
         for source in &words {
+            let heredoc_name = source.strip_prefix("<<").map(|n| {
+                n.trim_start_matches('-')
+                    .trim_matches(|c| c == '"' || c == '\'')
+            });
+            if let Some(doc) = heredoc_name.and_then(|n| ins.heredocs.iter().find(|h| h.name == n))
+            {
+                let body = if doc.expand {
+                    dockerfile::expand(&doc.body, vars, escape).map_err(|e| at(line, e))?
+                } else {
+                    doc.body.clone()
+                };
+                heredocs.push((doc.name.clone(), Bytes::from(body)));
+                continue;
+            }
             let found = matches(&source_fs, source);
             if found.is_empty() {
                 let place = if from.is_some() {
@@ -1127,7 +1142,7 @@ impl Run<'_, '_> {
             }
             sources.extend(found);
         }
-        let many = sources.len() > 1;
+        let many = sources.len() + heredocs.len() > 1;
         if many && !dest_is_dir {
             return Err(at(line, format!("When using {} with more than one source file, the destination must be a directory and end with a /", ins.keyword)));
         }
@@ -1187,6 +1202,20 @@ impl Run<'_, '_> {
                     gid,
                 });
             }
+        }
+        for (name, body) in heredocs {
+            let target = if dest_is_dir {
+                join(&dest_clean, &name)
+            } else {
+                dest_clean.clone()
+            };
+            let entry = Entry {
+                kind: Kind::File(body),
+                mode: chmod.unwrap_or(0o644),
+                uid,
+                gid,
+            };
+            entries.insert(target, entry);
         }
         // Directories the layer passes through keep the metadata the image has.
         let mut parents: BTreeSet<String> = BTreeSet::new();
@@ -1646,6 +1675,30 @@ mod tests {
             .err()
             .expect("missing");
         assert!(e.message.contains("missing") && e.line == 2, "{e}");
+    }
+
+    #[test]
+    fn heredocs_become_files() {
+        let built = build_over(
+            "FROM scratch\nARG WHO=kiln\nCOPY <<EOF <<'RAW' /etc/app/\nhello $WHO\nEOF\nraw $WHO\nRAW\n\
+             COPY --chmod=755 <<-SCRIPT /run.sh\n\t#!/bin/sh\n\techo hi\n\tSCRIPT\n",
+            &[],
+        )
+        .expect("build");
+        let fs = base::filesystem(&built.image.layers).expect("fs");
+        assert_eq!(
+            fs["etc/app/EOF"].kind,
+            Kind::File(Bytes::from("hello kiln\n"))
+        );
+        assert_eq!(
+            fs["etc/app/RAW"].kind,
+            Kind::File(Bytes::from("raw $WHO\n"))
+        );
+        assert_eq!(
+            fs["run.sh"].kind,
+            Kind::File(Bytes::from("#!/bin/sh\necho hi\n"))
+        );
+        assert_eq!(fs["run.sh"].mode, 0o755);
     }
 
     #[test]

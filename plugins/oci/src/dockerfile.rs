@@ -28,6 +28,42 @@ pub struct Instruction {
     pub args: Args,
     /// The text after the keyword and flags, as written (continuations joined).
     pub original: String,
+    /// Here-documents (`<<EOF` ... `EOF`) of `RUN`, `COPY` and `ADD`, in order.
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// One here-document (BuildKit's `<<NAME` syntax).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heredoc {
+    /// The delimiter word (for `COPY`, the file's name).
+    pub name: String,
+    /// The lines between the marker and the delimiter, each ending in `\n`.
+    pub body: String,
+    /// Whether variables are expanded (the delimiter was not quoted).
+    pub expand: bool,
+}
+
+/// The here-document markers in `text`: `<<NAME`, `<<-NAME` (strip leading
+/// tabs), `<<"NAME"` / `<<'NAME'` (no expansion).
+fn heredoc_markers(text: &str) -> Vec<(String, bool, bool)> {
+    text.split_whitespace()
+        .filter_map(|w| {
+            let rest = w.strip_prefix("<<")?;
+            let (strip_tabs, rest) = match rest.strip_prefix('-') {
+                Some(r) => (true, r),
+                None => (false, rest),
+            };
+            let (name, quoted) = match rest.chars().next() {
+                Some(q @ ('"' | '\'')) => (rest.strip_prefix(q)?.strip_suffix(q)?, true),
+                _ => (rest, false),
+            };
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            valid.then(|| (name.to_string(), strip_tabs, !quoted))
+        })
+        .collect()
 }
 
 /// The arguments of an instruction.
@@ -182,7 +218,35 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
                 }
             }
         }
-        instructions.push(instruction(start + 1, joined.trim())?);
+        let mut ins = instruction(start + 1, joined.trim())?;
+        if matches!(ins.keyword.as_str(), "RUN" | "COPY" | "ADD") {
+            for (name, strip_tabs, expand) in heredoc_markers(&ins.original) {
+                let mut body = String::new();
+                loop {
+                    let Some(raw) = lines.get(index) else {
+                        return Err(ParseError {
+                            line: start + 1,
+                            message: format!(
+                                "the here-document <<{name} is not closed by a line {name}"
+                            ),
+                        });
+                    };
+                    index += 1;
+                    let text = if strip_tabs {
+                        raw.trim_start_matches('\t')
+                    } else {
+                        raw
+                    };
+                    if text == name {
+                        break;
+                    }
+                    body.push_str(text);
+                    body.push('\n');
+                }
+                ins.heredocs.push(Heredoc { name, body, expand });
+            }
+        }
+        instructions.push(ins);
     }
     Ok(Dockerfile {
         escape,
@@ -201,17 +265,6 @@ fn instruction(line: usize, text: &str) -> Result<Instruction, ParseError> {
             line,
             message: format!("unknown instruction: {word}"),
         });
-    }
-    if rest.contains("<<") && matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") {
-        let heredoc = rest
-            .split_whitespace()
-            .any(|w| w.starts_with("<<") && w.len() > 2);
-        if heredoc {
-            return Err(ParseError {
-                line,
-                message: "heredocs are not supported by kiln's parser".into(),
-            });
-        }
     }
     // Flags: leading `--name=value` words.
     let mut flags = Vec::new();
@@ -249,6 +302,7 @@ fn instruction(line: usize, text: &str) -> Result<Instruction, ParseError> {
         flags,
         args,
         original: remainder.to_string(),
+        heredocs: Vec::new(),
     })
 }
 
@@ -370,7 +424,7 @@ pub fn pairs(
         .iter()
         .map(|w| {
             w.split_once('=')
-                .map(|(k, v)| (k.to_string(), unquote(v, escape)))
+                .map(|(k, v)| (unquote(k, escape), unquote(v, escape)))
                 .ok_or_else(|| format!("{w:?} is not KEY=VALUE"))
         })
         .collect()
@@ -559,6 +613,40 @@ mod tests {
         assert!(e.message.contains("unknown instruction: FROMM"));
         let e = parse("FROM scratch\nWORKDIR\n").expect_err("empty");
         assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn heredocs_are_read_to_their_delimiter() {
+        let f = parse(
+            "FROM scratch\nCOPY <<EOF <<-'RAW' /etc/\nhello $NAME\nEOF\n\tkept $X\n\tRAW\nRUN <<EOT\napt-get x\nEOT\nLABEL a=b\n",
+        )
+        .expect("parses");
+        let copy = &f.instructions[1];
+        assert_eq!(copy.heredocs.len(), 2);
+        assert_eq!(copy.heredocs[0].name, "EOF");
+        assert_eq!(copy.heredocs[0].body, "hello $NAME\n");
+        assert!(copy.heredocs[0].expand);
+        assert_eq!(copy.heredocs[1].body, "kept $X\n");
+        assert!(!copy.heredocs[1].expand);
+        assert_eq!(f.instructions[2].keyword, "RUN");
+        assert_eq!(f.instructions[3].keyword, "LABEL");
+        assert_eq!(f.instructions[3].line, 10);
+        let e = parse("FROM scratch\nCOPY <<EOF /x\nno end\n").expect_err("unclosed");
+        assert_eq!(e.line, 2);
+        // RUN with a here-document is refused as RUN, naming its line.
+        let f = parse("FROM scratch\nRUN <<EOF\nmake\nEOF\n").expect("parses");
+        assert_eq!(needs_runtime(&f).expect("refused").line, 2);
+    }
+
+    #[test]
+    fn quoted_keys_lose_their_quotes() {
+        assert_eq!(
+            pairs(r#""com.example.vendor"="ACME Inc" v=1"#, '\\', false).expect("ok"),
+            vec![
+                ("com.example.vendor".to_string(), "ACME Inc".to_string()),
+                ("v".to_string(), "1".to_string()),
+            ]
+        );
     }
 
     #[test]
