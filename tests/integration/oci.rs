@@ -158,6 +158,62 @@ fn without_a_builder_kiln_uses_oci_and_says_which_builder_run_needs() {
     assert!(r.stderr.contains("oci-layout://"), "{}", r.stderr);
 }
 
+#[test]
+fn a_push_to_a_registry_that_is_down_fails_naming_it_and_nothing_is_left() {
+    let (p, plugins) = project();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let uri = format!("uri=127.0.0.1:{port}/team");
+    p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "component",
+        "register",
+        "down",
+        "--type",
+        "container-registry",
+        "--flavor",
+        "default",
+        "--set",
+        &uri,
+        "--set",
+        "retries=0",
+    ])
+    .ok();
+    let c = p.work().join("app");
+    write(&c, "Dockerfile", "FROM scratch\nCOPY a /a\n");
+    write(&c, "a", "x");
+    let tag = format!("127.0.0.1:{port}/team/app:1");
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "app",
+        "-t",
+        &tag,
+        "--registry",
+        "down",
+        "--output",
+        "type=oci,dest=out.tar",
+    ]);
+    r.code(5);
+    assert!(
+        r.stderr.contains(&format!("127.0.0.1:{port}")) && r.stderr.contains("cannot connect"),
+        "{}",
+        r.stderr
+    );
+    // The archive was asked for too, and is complete (written before the push).
+    assert!(p.work().join("out.tar").is_file());
+    let leftovers: Vec<_> = fs::read_dir(p.work())
+        .expect("work")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 /// The same Dockerfile and context in `dir`, written in a given order with
 /// given mtimes.
 fn checkout(dir: &Path, reverse: bool, mtime: std::time::SystemTime) {
