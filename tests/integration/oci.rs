@@ -615,3 +615,102 @@ fn a_base_from_an_oci_layout_archive_and_a_multi_stage_build_run() {
     );
     let _ = docker(&["rmi", "-f", &tag]);
 }
+
+/// `docker save`-free multi-platform bases: an OCI layout holding an index
+/// of linux/amd64 and linux/arm64/v8, as a build context and, copied into a
+/// real registry with skopeo, as a registry base; the platform asked for is
+/// the one built on.
+#[test]
+fn multi_platform_bases_give_the_platform_asked_for() {
+    if !daemon_and(&["docker-registry", "skopeo"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    let layout = p.root().join("layout");
+    crate::registry::two_platform_layout(&layout);
+    let registry = TestRegistry::start(None);
+    let host = registry.host();
+    let copy = Command::new("skopeo")
+        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("docker://{host}/team/multi:1"))
+        .output()
+        .expect("skopeo copy");
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    let c = p.work().join("app");
+    write(&c, "a", "x");
+    let config_of = |archive: &Path| -> Value {
+        let mut tar = tar::Archive::new(fs::File::open(archive).expect("archive"));
+        let mut files = std::collections::BTreeMap::new();
+        for entry in tar.entries().expect("entries") {
+            let mut entry = entry.expect("entry");
+            let name = entry.path().expect("path").to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).expect("read");
+            files.insert(name, data);
+        }
+        let manifest: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest");
+        let config = manifest[0]["Config"].as_str().expect("config");
+        serde_json::from_slice(&files[config]).expect("config json")
+    };
+    let layout_ctx = format!("base=oci-layout://{}:1", layout.display());
+    for (from, extra) in [
+        (
+            "FROM base\nCOPY a /a\n",
+            vec!["--build-context", layout_ctx.as_str()],
+        ),
+        (&*format!("FROM {host}/team/multi:1\nCOPY a /a\n"), vec![]),
+    ] {
+        write(&c, "Dockerfile", from);
+        for (platform, arch) in [("linux/arm64", "arm64"), ("linux/amd64", "amd64")] {
+            let out = p.root().join(format!("{arch}.tar"));
+            let dest = format!("type=oci,dest={}", out.display());
+            let base = [
+                "--plugins-dir",
+                plugins.as_str(),
+                "build",
+                "app",
+                "-t",
+                "multi:1",
+                "--platform",
+                platform,
+                "--output",
+                dest.as_str(),
+            ];
+            p.kiln(&[&base[..], &extra[..]].concat()).ok();
+            let config = config_of(&out);
+            assert_eq!(config["architecture"], arch, "{from} {platform}");
+            if arch == "arm64" {
+                assert_eq!(config["variant"], "v8", "the base's variant stays");
+            }
+            assert_eq!(
+                config["rootfs"]["diff_ids"].as_array().map(Vec::len),
+                Some(2)
+            );
+        }
+        let base = [
+            "--plugins-dir",
+            plugins.as_str(),
+            "build",
+            "app",
+            "-t",
+            "multi:1",
+            "--platform",
+            "linux/s390x",
+            "--output",
+            "type=oci,dest=never.tar",
+        ];
+        let r = p.kiln(&[&base[..], &extra[..]].concat());
+        r.code(2);
+        assert!(
+            r.stderr.contains("no image for linux/s390x") && r.stderr.contains("linux/arm64/v8"),
+            "{}",
+            r.stderr
+        );
+        assert!(!p.work().join("never.tar").exists());
+    }
+}

@@ -369,7 +369,7 @@ fn blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
 }
 
 /// An OCI layout with one index of two platforms (linux/amd64, linux/arm64/v8).
-fn two_platform_layout(layout: &Path) {
+pub(crate) fn two_platform_layout(layout: &Path) {
     fs::create_dir_all(layout.join("blobs/sha256")).expect("mkdir");
     fs::write(
         layout.join("oci-layout"),

@@ -433,10 +433,11 @@ pub fn assemble(a: Assembly<'_>) -> Image {
     image_config.insert("created".into(), json!(created));
     image_config.insert("architecture".into(), json!(a.platform.architecture));
     image_config.insert("os".into(), json!(a.platform.os));
-    match &a.platform.variant {
-        Some(v) => image_config.insert("variant".into(), json!(v)),
-        None => image_config.remove("variant"),
-    };
+    // A variant asked for is recorded; without one, a base's stays
+    // (`linux/arm64` pulls `linux/arm64/v8`).
+    if let Some(v) = &a.platform.variant {
+        image_config.insert("variant".into(), json!(v));
+    }
     image_config.insert("config".into(), a.runtime.to_json());
     image_config.insert(
         "rootfs".into(),
