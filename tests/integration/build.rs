@@ -12,25 +12,9 @@ use std::{
 
 use crate::util::{fixture, shipped_plugin, TestProject};
 
-/// Whether a Docker Engine answers. Under `CI=true` a missing one fails the
-/// test; elsewhere the test says so and does not run.
-#[allow(clippy::print_stderr)]
+/// Whether a Docker Engine answers (under `CI=true` a missing one fails).
 fn daemon() -> bool {
-    let up = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !up {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("no Docker Engine answers; scripts/test.sh starts one (CI=true)");
-        }
-        eprintln!(
-            "no Docker Engine: this end-to-end test did not run (scripts/test.sh starts one)"
-        );
-    }
-    up
+    crate::util::daemon_and(&[])
 }
 
 fn unique(prefix: &str) -> String {

@@ -8,22 +8,9 @@ use serde_json::Value;
 
 use crate::util::{fixture, shipped_plugin, TestProject, TestRegistry};
 
-#[allow(clippy::print_stderr)]
+/// The Docker Engine and Debian's registry (under `CI=true` missing ones fail).
 fn tools_and_daemon() -> bool {
-    let ok = |cmd: &str, args: &[&str]| {
-        Command::new(cmd)
-            .args(args)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let up = ok("docker", &["info"]) && ok("docker-registry", &["--version"]);
-    if !up {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("the Docker Engine and docker-registry are required (CI=true); scripts/test.sh installs them");
-        }
-        eprintln!("no Docker Engine or docker-registry: this registry test did not run");
-    }
-    up
+    crate::util::daemon_and(&["docker-registry"])
 }
 
 fn project() -> (TestProject, String) {
