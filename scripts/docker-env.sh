@@ -2,7 +2,8 @@
 # Make sure a Docker Engine answers on this machine, that the base image the
 # tests and the example use (local/busybox:1) exists, and that the registry
 # tools the registry tests start themselves are installed (Debian's
-# docker-registry, htpasswd from apache2-utils, skopeo). Idempotent.
+# docker-registry, htpasswd from apache2-utils, skopeo, and openssl for the
+# token service of the Bearer-auth test). Idempotent.
 #
 # On a fresh Debian machine (root): installs Debian's docker.io and
 # busybox-static, starts dockerd detached, and makes local/busybox:1 with
@@ -40,6 +41,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
   command -v skopeo >/dev/null || missing+=(skopeo)
+  command -v openssl >/dev/null || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 ||

@@ -714,3 +714,281 @@ fn multi_platform_bases_give_the_platform_asked_for() {
         assert!(!p.work().join("never.tar").exists());
     }
 }
+
+/// A token service for registry token auth (Bearer): it checks Basic
+/// credentials and answers a JWT signed RS256 with `openssl`, its
+/// certificate in the `x5c` header, granting the scopes asked for.
+struct TokenService {
+    port: u16,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    dir: tempfile::TempDir,
+}
+
+fn b64url(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
+}
+
+impl TokenService {
+    fn start(user: &'static str, password: &'static str) -> TokenService {
+        use base64::Engine;
+        use std::io::{BufRead, BufReader, Write};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("key.pem");
+        let cert = dir.path().join("cert.pem");
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=kiln-test-token",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl req");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .expect("openssl x509");
+        let x5c = base64::engine::general_purpose::STANDARD.encode(der.stdout);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = requests.clone();
+        let want = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(200) {
+                let Ok(mut stream) = stream else { continue };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut request_line = String::new();
+                let _ = reader.read_line(&mut request_line);
+                let mut authorized = false;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("authorization") && v.trim() == want {
+                            authorized = true;
+                        }
+                    }
+                }
+                if !authorized {
+                    let _ = stream.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                let query = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|t| t.split_once('?'))
+                    .map(|(_, q)| q.to_string())
+                    .unwrap_or_default();
+                let access: Vec<Value> = query
+                    .split('&')
+                    .filter_map(|kv| kv.strip_prefix("scope="))
+                    .map(|s| {
+                        s.replace("%3A", ":")
+                            .replace("%2C", ",")
+                            .replace("%2F", "/")
+                    })
+                    .filter_map(|scope| {
+                        let mut parts = scope.splitn(3, ':');
+                        let kind = parts.next()?.to_string();
+                        let name = parts.next()?.to_string();
+                        let actions: Vec<String> =
+                            parts.next()?.split(',').map(str::to_string).collect();
+                        Some(serde_json::json!({"type": kind, "name": name, "actions": actions}))
+                    })
+                    .collect();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
+                let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
+                let claims = serde_json::json!({
+                    "iss": "kiln-test-issuer", "sub": user, "aud": "kiln-test",
+                    "exp": now + 600, "nbf": now - 60, "iat": now - 60,
+                    "jti": format!("{now}-{}", counter.load(std::sync::atomic::Ordering::SeqCst)),
+                    "access": access,
+                });
+                let signing_input = format!(
+                    "{}.{}",
+                    b64url(header.to_string().as_bytes()),
+                    b64url(claims.to_string().as_bytes())
+                );
+                let mut sign = Command::new("openssl")
+                    .args(["dgst", "-sha256", "-sign"])
+                    .arg(&key)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("openssl dgst");
+                sign.stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(signing_input.as_bytes())
+                    .expect("sign input");
+                let signature = sign.wait_with_output().expect("signature").stdout;
+                let token = format!("{signing_input}.{}", b64url(&signature));
+                let body = serde_json::json!({"token": token, "expires_in": 600}).to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenService {
+            port,
+            requests,
+            dir,
+        }
+    }
+
+    /// The registry's `auth:` section for this service.
+    fn registry_auth(&self) -> String {
+        format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: kiln-test\n    issuer: kiln-test-issuer\n    rootcertbundle: {}\n",
+            self.port,
+            self.dir.path().join("cert.pem").display()
+        )
+    }
+}
+
+#[test]
+fn pushes_and_pulls_with_bearer_token_auth() {
+    if !daemon_and(&["docker-registry", "skopeo", "openssl"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    let tokens = TokenService::start("ci", "t0ken-pw");
+    let registry = TestRegistry::start_token(&tokens.registry_auth());
+    let host = registry.host();
+    let register = |name: &str, password: &str| {
+        let uri = format!("uri={host}/team");
+        let password = format!("password={password}");
+        p.kiln(&[
+            "--plugins-dir",
+            &plugins,
+            "component",
+            "register",
+            name,
+            "--type",
+            "container-registry",
+            "--flavor",
+            "default",
+            "--set",
+            &uri,
+            "--set",
+            "username=ci",
+            "--set",
+            &password,
+        ])
+        .ok();
+    };
+    register("reg", "t0ken-pw");
+    register("wrong", "not-it");
+    busybox_context(&p.work().join("base"));
+    let base_tag = format!("{host}/team/base:1");
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "base",
+        "-t",
+        &base_tag,
+        "--registry",
+        "reg",
+        "--json",
+    ]);
+    r.ok();
+    let pushed = r.json()["digest"].as_str().expect("digest").to_string();
+    assert!(
+        tokens.requests.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "tokens were asked for"
+    );
+    let (_, digest) = pushed.split_once('@').expect("repo@digest");
+    assert_eq!(
+        skopeo_digest(&format!("docker://{base_tag}"), &["--creds", "ci:t0ken-pw"]),
+        digest
+    );
+    // FROM the token-protected registry, pushed to another repository there.
+    let c = p.work().join("app");
+    write(
+        &c,
+        "Dockerfile",
+        &format!("FROM {base_tag}\nCOPY a /a\nCMD [\"cat\", \"/a\"]\n"),
+    );
+    write(&c, "a", "through bearer tokens\n");
+    let app_tag = format!("{host}/team/app:1");
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "app",
+        "-t",
+        &app_tag,
+        "--registry",
+        "reg",
+        "--json",
+    ]);
+    r.ok();
+    assert!(
+        r.stderr.contains(&format!("pulling {base_tag}")),
+        "{}",
+        r.stderr
+    );
+    let skopeo = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "ci:t0ken-pw",
+            "--format",
+            "{{len .Layers}}",
+        ])
+        .arg(format!("docker://{app_tag}"))
+        .output()
+        .expect("skopeo");
+    assert_eq!(String::from_utf8_lossy(&skopeo.stdout).trim(), "2");
+    // The registry really wants a token: without credentials it refuses.
+    let anonymous = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{app_tag}"))
+        .output()
+        .expect("skopeo");
+    assert!(!anonymous.status.success(), "anonymous access was allowed");
+    // Refused credentials: an auth error (exit 7), the password nowhere.
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "app",
+        "-t",
+        &format!("{host}/team/other:1"),
+        "--registry",
+        "wrong",
+        "--force",
+    ]);
+    r.code(7);
+    assert!(!r.stderr.contains("not-it") && !r.stdout.contains("not-it"));
+}

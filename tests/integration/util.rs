@@ -275,6 +275,15 @@ pub struct TestRegistry {
 
 impl TestRegistry {
     pub fn start(auth: Option<(&str, &str)>) -> TestRegistry {
+        Self::start_with(auth, None)
+    }
+
+    /// A registry whose `auth:` section is `auth_yaml` (e.g. token auth).
+    pub fn start_token(auth_yaml: &str) -> TestRegistry {
+        Self::start_with(None, Some(auth_yaml))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>, auth_yaml: Option<&str>) -> TestRegistry {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -296,6 +305,9 @@ impl TestRegistry {
                 "auth:\n  htpasswd:\n    realm: kiln\n    path: {}\n",
                 file.display()
             ));
+        }
+        if let Some(yaml) = auth_yaml {
+            config.push_str(yaml);
         }
         let config_file = dir.path().join("config.yml");
         fs::write(&config_file, config).expect("write registry config");
