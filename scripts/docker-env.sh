@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure a Docker Engine answers on this machine, that the base image the
-# tests and the example use (local/busybox:1) exists, and that the registry
+# Docker-builder tests use (local/busybox:1) and /bin/busybox (which the
+# daemonless-builder tests copy into images) exist, and that the registry
 # tools the registry tests start themselves are installed (Debian's
 # docker-registry, htpasswd from apache2-utils, skopeo, and openssl for the
 # token service of the Bearer-auth test). Idempotent.
@@ -49,12 +50,14 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
 fi
 
+if ! [ -x /bin/busybox ]; then
+  [ "$(id -u)" = 0 ] || { say "busybox-static is needed (/bin/busybox)"; exit 1; }
+  say "installing busybox-static"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null; }
+fi
+
 if ! "$docker_cli" image inspect local/busybox:1 >/dev/null 2>&1; then
-  if ! [ -x /bin/busybox ]; then
-    [ "$(id -u)" = 0 ] || { say "busybox-static is needed to make local/busybox:1"; exit 1; }
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null 2>&1 ||
-      { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null; }
-  fi
   rootfs=$(mktemp -d)
   trap 'rm -rf "$rootfs"' EXIT
   mkdir -p "$rootfs/bin" "$rootfs/tmp" "$rootfs/etc"
