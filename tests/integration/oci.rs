@@ -145,6 +145,19 @@ fn without_a_builder_kiln_uses_oci_and_says_which_builder_run_needs() {
         "{}",
         r.stderr
     );
+    // An archive in a folder that does not exist: a usage error naming it.
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "app",
+        "-t",
+        "x:1",
+        "--output",
+        "type=oci,dest=no/such/dir/x.tar",
+    ]);
+    r.code(2);
+    assert!(r.stderr.contains("no/such/dir/x.tar"), "{}", r.stderr);
     // A bad --build-context is refused before anything is built.
     let r = p.kiln(&[
         "--plugins-dir",

@@ -240,8 +240,12 @@ impl Builder for OciBuilder {
             return Err(PluginError::new(ErrorKind::CANCELLED, "cancelled"));
         }
         if let Some(dest) = &dest {
-            image::write_archive(&image, &tags, dest)
-                .map_err(|e| PluginError::new(ErrorKind::OTHER, e))?;
+            image::write_archive(&image, &tags, dest).map_err(|e| {
+                PluginError::new(
+                    ErrorKind::INVALID_INPUT,
+                    format!("--output dest={}: {e}", dest.display()),
+                )
+            })?;
             events.info(format!("wrote {} to {}", image.digest(), dest.display()));
         }
         let digest = match registry {
