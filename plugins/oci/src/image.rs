@@ -6,8 +6,9 @@
 //! as asked, a fixed mtime, no user or group names; entries are sorted; a
 //! layer's tar is cut into 1 MiB pieces, each compressed (on every core) into
 //! its own gzip member by libdeflate at a fixed level with a zero gzip
-//! mtime, so the blob is the same whatever the number of cores; the config's
-//! `created` is the given epoch second.
+//! mtime (a piece whose bytes look random is stored, not compressed), so the
+//! blob is the same whatever the number of cores; the config's `created` is
+//! the given epoch second.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -143,6 +144,48 @@ pub fn layer_tar(entries: &BTreeMap<String, Entry>, mtime: u64) -> Result<Vec<u8
 /// Size of the pieces compressed independently.
 const PIECE: usize = 1 << 20;
 
+/// Order-0 entropy (bits per byte) above which a piece is stored, not
+/// compressed: random or already-compressed data, which deflate cannot
+/// shrink but spends most of its time on.
+const STORE_ABOVE_BITS: f64 = 7.9;
+
+/// How blobs are made from tars, for cache keys: a cache never hands out a
+/// blob made another way, which would change the digest.
+pub const BLOB_FORMAT: &str = "gzip-l6-1m-store7.9-probe32k";
+
+/// Whether `piece` looks incompressible: order-0 entropy above the bound,
+/// and a 32 KiB sample of it does not shrink by 3% at level 1 (repeated
+/// random blocks have high entropy yet compress well).
+fn incompressible(piece: &[u8]) -> bool {
+    if piece.len() < 4096 || !high_entropy(piece) {
+        return false;
+    }
+    let sample = &piece[..piece.len().min(32 << 10)];
+    let mut probe =
+        libdeflater::Compressor::new(libdeflater::CompressionLvl::new(1).unwrap_or_default());
+    let mut out = vec![0u8; probe.deflate_compress_bound(sample.len())];
+    probe
+        .deflate_compress(sample, &mut out)
+        .is_ok_and(|n| n * 100 > sample.len() * 97)
+}
+
+fn high_entropy(piece: &[u8]) -> bool {
+    let mut counts = [0u32; 256];
+    for &b in piece {
+        counts[b as usize] += 1;
+    }
+    let n = piece.len() as f64;
+    let bits: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    bits > STORE_ABOVE_BITS
+}
+
 /// `data` as concatenated gzip members, one per 1 MiB piece, compressed on
 /// every core. Any gzip reader (Go's, which the Docker daemon and
 /// containerd use, zlib's, `gzip -d`) reads the members as one stream.
@@ -162,11 +205,18 @@ pub fn gzip_parallel(data: &[u8]) -> Result<Vec<u8>, String> {
                 let pieces = &pieces;
                 scope.spawn(move || {
                     let level = libdeflater::CompressionLvl::new(6).unwrap_or_default();
+                    let stored = libdeflater::CompressionLvl::new(0).unwrap_or_default();
                     let mut compressor = libdeflater::Compressor::new(level);
+                    let mut storer = libdeflater::Compressor::new(stored);
                     let mut done = Vec::new();
                     for (i, piece) in pieces.iter().enumerate().skip(w).step_by(workers) {
-                        let mut out = vec![0u8; compressor.gzip_compress_bound(piece.len())];
-                        let r = compressor
+                        let c = if incompressible(piece) {
+                            &mut storer
+                        } else {
+                            &mut compressor
+                        };
+                        let mut out = vec![0u8; c.gzip_compress_bound(piece.len())];
+                        let r = c
                             .gzip_compress(piece, &mut out)
                             .map(|n| {
                                 out.truncate(n);
@@ -722,6 +772,25 @@ mod tests {
             .read_to_end(&mut back)
             .expect("gunzip");
         assert_eq!(back, data);
+        // Random bytes are stored, and still read back.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let noise: Vec<u8> = (0..PIECE)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        assert!(incompressible(&noise));
+        assert!(!incompressible(&data[..PIECE]));
+        let blob = gzip_parallel(&noise).expect("gzip");
+        assert!(blob.len() > noise.len() && blob.len() < noise.len() + 1024);
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(blob.as_slice())
+            .read_to_end(&mut back)
+            .expect("gunzip");
+        assert_eq!(back, noise);
         let empty = gzip_parallel(&[]).expect("gzip");
         let mut back = Vec::new();
         flate2::read::MultiGzDecoder::new(empty.as_slice())

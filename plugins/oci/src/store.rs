@@ -1,10 +1,10 @@
 //! The builder's content-addressed cache:
 //!
 //! - `blobs/sha256/<hex>`: blobs by digest (layers made, base image blobs);
-//! - `diffids/<hex>`: for each layer this builder made, its `diff_id` to
+//! - `diffids/<format>/<hex>`: for each layer this builder made, its `diff_id` to
 //!   its blob's digest and size, so a layer whose tar is unchanged is not
 //!   compressed again;
-//! - `recipes/<hex>`: a layer's recipe (the context archive's sha1, where
+//! - `recipes/<format>/<hex>`: a layer's recipe (the context archive's sha1, where
 //!   each file's bytes sit in it, every path and its metadata) to its
 //!   `diff_id`, so an unchanged `COPY` from an unchanged context finds its
 //!   layer without building or hashing the tar at all.
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::image::{media, sha256, Layer, Temp};
+use crate::image::{media, sha256, Layer, Temp, BLOB_FORMAT};
 
 /// The cache folder.
 pub struct Store {
@@ -32,9 +32,14 @@ fn hex(digest: &str) -> &str {
 impl Store {
     /// Open (creating) the cache at `root`.
     pub fn open(root: &Path) -> Result<Self, String> {
-        for sub in ["blobs/sha256", "diffids", "recipes"] {
-            std::fs::create_dir_all(root.join(sub))
-                .map_err(|e| format!("creating the cache {}: {e}", root.join(sub).display()))?;
+        for sub in [
+            "blobs/sha256".to_string(),
+            format!("diffids/{BLOB_FORMAT}"),
+            format!("recipes/{BLOB_FORMAT}"),
+        ] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating the cache {}: {e}", dir.display()))?;
         }
         Ok(Self {
             root: root.to_path_buf(),
@@ -51,6 +56,17 @@ impl Store {
             .unwrap_or_else(std::env::temp_dir)
             .join("kiln")
             .join("oci")
+    }
+
+    fn diffid_path(&self, diff_id: &str) -> PathBuf {
+        self.root
+            .join("diffids")
+            .join(BLOB_FORMAT)
+            .join(hex(diff_id))
+    }
+
+    fn recipe_path(&self, key: &str) -> PathBuf {
+        self.root.join("recipes").join(BLOB_FORMAT).join(hex(key))
     }
 
     fn blob_path(&self, digest: &str) -> PathBuf {
@@ -98,7 +114,7 @@ impl Store {
     /// The layer this builder made earlier with this `diff_id`: its blob
     /// mapped from the cache, of the size recorded.
     pub fn layer(&self, diff_id: &str) -> Option<Layer> {
-        let text = std::fs::read_to_string(self.root.join("diffids").join(hex(diff_id))).ok()?;
+        let text = std::fs::read_to_string(self.diffid_path(diff_id)).ok()?;
         let mut words = text.split_whitespace();
         let digest = words.next()?.to_string();
         let size: usize = words.next()?.parse().ok()?;
@@ -121,23 +137,20 @@ impl Store {
     pub fn put_layer(&self, layer: &Layer) -> Result<(), String> {
         self.put_blob(&layer.digest, &layer.blob)?;
         self.write(
-            &self.root.join("diffids").join(hex(&layer.diff_id)),
+            &self.diffid_path(&layer.diff_id),
             format!("{} {}", layer.digest, layer.blob.len()).as_bytes(),
         )
     }
 
     /// The layer made from the recipe `key` before.
     pub fn recipe(&self, key: &str) -> Option<Layer> {
-        let diff_id = std::fs::read_to_string(self.root.join("recipes").join(hex(key))).ok()?;
+        let diff_id = std::fs::read_to_string(self.recipe_path(key)).ok()?;
         self.layer(diff_id.trim())
     }
 
     /// Remember that recipe `key` makes the layer `diff_id`.
     pub fn put_recipe(&self, key: &str, diff_id: &str) -> Result<(), String> {
-        self.write(
-            &self.root.join("recipes").join(hex(key)),
-            diff_id.as_bytes(),
-        )
+        self.write(&self.recipe_path(key), diff_id.as_bytes())
     }
 }
 
