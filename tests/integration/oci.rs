@@ -13,7 +13,10 @@ use std::{
 
 use serde_json::Value;
 
-use crate::util::{daemon_and, shipped_plugin, TestProject, TestRegistry};
+use crate::{
+    registry::register,
+    util::{daemon_and, shipped_plugin, TestProject, TestRegistry},
+};
 
 fn project() -> (TestProject, String) {
     let p = TestProject::initialised();
@@ -179,22 +182,7 @@ fn a_push_to_a_registry_that_is_down_fails_naming_it_and_nothing_is_left() {
         .map(|a| a.port())
         .expect("free port");
     let uri = format!("uri=127.0.0.1:{port}/team");
-    p.kiln(&[
-        "--plugins-dir",
-        &plugins,
-        "component",
-        "register",
-        "down",
-        "--type",
-        "container-registry",
-        "--flavor",
-        "default",
-        "--set",
-        &uri,
-        "--set",
-        "retries=0",
-    ])
-    .ok();
+    register(&p, &plugins, "down", &[&uri, "retries=0"]);
     let c = p.work().join("app");
     write(&c, "Dockerfile", "FROM scratch\nCOPY a /a\n");
     write(&c, "a", "x");
@@ -386,27 +374,12 @@ fn an_image_from_a_registry_base_runs_what_the_dockerfile_arranged() {
     let registry = TestRegistry::start(Some(("ci", "s3cret-pw")));
     let host = registry.host();
     let uri = format!("uri={host}/team");
-    p.kiln_env(
-        &[
-            "--plugins-dir",
-            &plugins,
-            "component",
-            "register",
-            "reg",
-            "--type",
-            "container-registry",
-            "--flavor",
-            "default",
-            "--set",
-            &uri,
-            "--set",
-            "username=ci",
-            "--set",
-            "password=${env:REG_PASSWORD}",
-        ],
-        &[],
-    )
-    .ok();
+    register(
+        &p,
+        &plugins,
+        "reg",
+        &[&uri, "username=ci", "password=${env:REG_PASSWORD}"],
+    );
     let env = [("REG_PASSWORD", "s3cret-pw")];
     let build = |dir: &str, tag: &str, extra: &[&str]| {
         let base = [
@@ -896,30 +869,17 @@ fn pushes_and_pulls_with_bearer_token_auth() {
     let tokens = TokenService::start("ci", "t0ken-pw");
     let registry = TestRegistry::start_token(&tokens.registry_auth());
     let host = registry.host();
-    let register = |name: &str, password: &str| {
-        let uri = format!("uri={host}/team");
-        let password = format!("password={password}");
-        p.kiln(&[
-            "--plugins-dir",
+    let uri = format!("uri={host}/team");
+    let add = |name: &str, password: &str| {
+        register(
+            &p,
             &plugins,
-            "component",
-            "register",
             name,
-            "--type",
-            "container-registry",
-            "--flavor",
-            "default",
-            "--set",
-            &uri,
-            "--set",
-            "username=ci",
-            "--set",
-            &password,
-        ])
-        .ok();
+            &[&uri, "username=ci", &format!("password={password}")],
+        );
     };
-    register("reg", "t0ken-pw");
-    register("wrong", "not-it");
+    add("reg", "t0ken-pw");
+    add("wrong", "not-it");
     busybox_context(&p.work().join("base"));
     let base_tag = format!("{host}/team/base:1");
     let r = p.kiln(&[

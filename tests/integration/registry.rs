@@ -33,7 +33,7 @@ fn write(root: &Path, rel: &str, contents: &str) {
     fs::write(p, contents).expect("write");
 }
 
-fn register(p: &TestProject, plugins: &str, name: &str, sets: &[&str]) {
+pub(crate) fn register(p: &TestProject, plugins: &str, name: &str, sets: &[&str]) {
     let mut args = vec![
         "--plugins-dir",
         plugins,

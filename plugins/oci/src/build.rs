@@ -95,8 +95,8 @@ pub type Pull<'a> = dyn Fn(&str, &Platform) -> Result<Base, CallError> + 'a;
 pub struct BuildInput<'a> {
     /// The Dockerfile's text.
     pub dockerfile: &'a str,
-    /// The context archive (an uncompressed tar) the host made.
-    pub context: &'a Path,
+    /// The build context the host made.
+    pub context: &'a ContextFiles,
     /// The sha1 of that archive, when known: it lets an unchanged `COPY`
     /// find its layer by recipe.
     pub context_sha1: Option<&'a str>,
@@ -189,6 +189,30 @@ impl Stage {
 }
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The build context: the host's archive (an uncompressed tar), mapped,
+/// and its files by path, each a slice of it.
+#[derive(Default)]
+pub struct ContextFiles {
+    archive: Bytes,
+    files: BTreeMap<String, Entry>,
+}
+
+impl ContextFiles {
+    /// Map and index the archive at `path`.
+    pub fn open(path: &Path) -> Result<Self, BuildError> {
+        let (archive, files) = read_context(path)?;
+        Ok(Self { archive, files })
+    }
+
+    /// The regular file at `path` (relative to the context root), as text.
+    pub fn text(&self, path: &str) -> Option<String> {
+        match &self.files.get(path)?.kind {
+            Kind::File(data) => Some(String::from_utf8_lossy(data).into_owned()),
+            _ => None,
+        }
+    }
+}
 
 /// Read the context archive (mapped): every file a slice of it.
 fn read_context(path: &Path) -> Result<(Bytes, BTreeMap<String, Entry>), BuildError> {
@@ -672,9 +696,6 @@ fn chown(stage: &mut Stage, value: &str, line: usize) -> Result<(u64, u64), Buil
 /// The builder's state across stages.
 struct Run<'a, 'i> {
     input: &'i BuildInput<'a>,
-    /// The context archive's bytes, which its files are slices of.
-    archive: Bytes,
-    context: BTreeMap<String, Entry>,
     escape: char,
     global_args: BTreeMap<String, String>,
     stages: Vec<Stage>,
@@ -957,10 +978,14 @@ impl Run<'_, '_> {
         line: usize,
     ) -> Result<Layer, BuildError> {
         let store = self.input.store.filter(|_| !self.input.no_cache);
-        let key = self
-            .input
-            .context_sha1
-            .map(|sha1| recipe_key(sha1, &self.archive, entries, self.input.created));
+        let key = self.input.context_sha1.map(|sha1| {
+            recipe_key(
+                sha1,
+                &self.input.context.archive,
+                entries,
+                self.input.created,
+            )
+        });
         if let (Some(store), Some(key)) = (store, &key) {
             if let Some(l) = store.recipe(key) {
                 self.layers_cached += 1;
@@ -1061,7 +1086,7 @@ impl Run<'_, '_> {
             }
         }
         let source_fs: BTreeMap<String, Entry> = match &from {
-            None => self.context.clone(),
+            None => self.input.context.files.clone(),
             Some(name) => match self.stage_index(name).filter(|i| *i < current) {
                 Some(i) => self.stages[i].filesystem().map_err(|e| at(line, e))?,
                 None if self.stage_index(name).is_some() => {
@@ -1286,11 +1311,8 @@ pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
     if !file.instructions.iter().any(|i| i.keyword == "FROM") {
         return Err(at(0, "the Dockerfile has no FROM"));
     }
-    let (archive, context) = read_context(input.context)?;
     let mut run = Run {
         input,
-        archive,
-        context,
         escape: file.escape,
         global_args: platform_args(&input.platform),
         stages: Vec::new(),
@@ -1488,7 +1510,7 @@ mod tests {
     fn run_is_refused_before_any_work() {
         let input = BuildInput {
             dockerfile: "FROM scratch\nRUN echo hi\n",
-            context: Path::new("/nonexistent/context.tar"),
+            context: &ContextFiles::default(),
             context_sha1: None,
             build_args: BTreeMap::new(),
             target: None,
@@ -1550,7 +1572,7 @@ mod tests {
         std::fs::write(&context, tar.into_inner().expect("tar")).expect("write");
         build(&BuildInput {
             dockerfile,
-            context: &context,
+            context: &ContextFiles::open(&context)?,
             context_sha1: None,
             build_args: [("FROM_CLI".to_string(), "cli value".to_string())].into(),
             target: None,

@@ -3,7 +3,7 @@
 //! and/or writes it as an archive (`kiln build ... --output
 //! type=oci,dest=FILE`), whichever were asked for.
 
-use std::{collections::BTreeMap, io::Read, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use kiln_plugin_api::{
     author::{Builder, BuilderFlavor, Events, Flavor},
@@ -95,31 +95,6 @@ fn invalid(message: String) -> PluginError {
     PluginError::new(ErrorKind::INVALID_INPUT, message)
 }
 
-/// The Dockerfile's text from the context archive.
-fn dockerfile_text(context: &BuildContext, path: &str) -> Result<String, PluginError> {
-    let file = std::fs::File::open(context.archive_path.as_str())
-        .map_err(|e| invalid(format!("opening the build context: {e}")))?;
-    let mut archive = tar::Archive::new(file);
-    for entry in archive
-        .entries()
-        .map_err(|e| invalid(format!("reading the build context: {e}")))?
-    {
-        let mut entry = entry.map_err(|e| invalid(format!("reading the build context: {e}")))?;
-        let name = entry
-            .path()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if name == path {
-            let mut text = String::new();
-            entry
-                .read_to_string(&mut text)
-                .map_err(|e| invalid(format!("reading {path}: {e}")))?;
-            return Ok(text);
-        }
-    }
-    Err(invalid(format!("{path} is not in the build context")))
-}
-
 impl Builder for OciBuilder {
     fn is_building_locally(&self) -> bool {
         true
@@ -169,7 +144,12 @@ impl Builder for OciBuilder {
                 variant: None,
             },
         };
-        let text = dockerfile_text(context, request.dockerfile.as_str())?;
+        let files = build::ContextFiles::open(std::path::Path::new(context.archive_path.as_str()))
+            .map_err(|e| invalid(e.to_string()))?;
+        let dockerfile = request.dockerfile.as_str();
+        let text = files
+            .text(dockerfile)
+            .ok_or_else(|| invalid(format!("{dockerfile} is not in the build context")))?;
         let build_args: BTreeMap<String, String> = request
             .build_args
             .iter()
@@ -203,7 +183,7 @@ impl Builder for OciBuilder {
         };
         let built = build::build(&build::BuildInput {
             dockerfile: &text,
-            context: std::path::Path::new(context.archive_path.as_str()),
+            context: &files,
             context_sha1: Some(context.sha1.as_str()).filter(|s| !s.is_empty()),
             build_args,
             target: request.target.as_ref().map(|t| t.as_str()).into(),

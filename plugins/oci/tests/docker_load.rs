@@ -6,7 +6,7 @@ use std::process::Command;
 
 use kiln_oci::{
     base::Base,
-    build::{build, BuildInput, Built},
+    build::{build, BuildInput, Built, ContextFiles},
     image::{write_archive, Platform},
 };
 
@@ -75,10 +75,11 @@ LABEL org.kiln.stage=final
 ENTRYPOINT ["/bin/busybox", "sh", "-c"]
 CMD ["echo \"$GREETING\"; pwd; id -u; cat message.txt; stat -c '%a %u' message.txt"]
 "#;
+    let files = ContextFiles::open(&context).expect("context");
     let run_build = |created: u64, target: Option<&str>| -> Built {
         build(&BuildInput {
             target,
-            ..input(dockerfile, &context, created)
+            ..input(dockerfile, &files, created)
         })
         .expect("build")
     };
@@ -144,7 +145,7 @@ fn no_pull(name: &str, _: &Platform) -> Result<Base, kiln_distribution::CallErro
     )))
 }
 
-fn input<'a>(dockerfile: &'a str, context: &'a std::path::Path, created: u64) -> BuildInput<'a> {
+fn input<'a>(dockerfile: &'a str, context: &'a ContextFiles, created: u64) -> BuildInput<'a> {
     BuildInput {
         dockerfile,
         context,
