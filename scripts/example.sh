@@ -6,8 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked
-# A FROM scratch image needs a program with no shared libraries.
-cargo rustc --release --locked -q -p kiln-example-greeter --bin greeter -- -C target-feature=+crt-static
+# A FROM scratch image needs a program with no shared libraries; without
+# debug info (which holds the checkout's path) it is the same bytes, and the
+# image the same digest, from any checkout.
+cargo rustc --release --locked -q -p kiln-example-greeter --bin greeter -- \
+  -C target-feature=+crt-static -C strip=debuginfo
 mkdir -p examples/hello/bin
 cp target/release/greeter examples/hello/bin/greeter
 archive=target/kiln-example.tar
