@@ -1150,12 +1150,21 @@ impl Run<'_, '_> {
                 heredocs.push((doc.name.clone(), Bytes::from(body)));
                 continue;
             }
+            if from.is_none() && tree::escapes(source) {
+                return Err(at(
+                    line,
+                    format!(
+                        "{} {source}: forbidden path outside the build context",
+                        ins.keyword
+                    ),
+                ));
+            }
             let found = matches(&source_fs, source);
             if found.is_empty() {
                 let place = if from.is_some() {
                     "the source stage or image"
                 } else {
-                    "the build context"
+                    "the build context (or excluded by .dockerignore)"
                 };
                 return Err(at(
                     line,
@@ -1697,6 +1706,21 @@ mod tests {
             .err()
             .expect("missing");
         assert!(e.message.contains("missing") && e.line == 2, "{e}");
+        assert!(e.message.contains(".dockerignore"), "{e}");
+        for escaping in ["../one", "sub/../../one", "/../one"] {
+            let e = build_over(
+                &format!("FROM scratch\nCOPY {escaping} /\n"),
+                &[("one", b"1")],
+            )
+            .err()
+            .expect("outside the context");
+            assert!(
+                e.message.contains("outside the build context"),
+                "{escaping}: {e}"
+            );
+        }
+        // Inside the context, `..` is fine.
+        build_over("FROM scratch\nCOPY sub/../one /\n", &[("one", b"1")]).expect("inside");
     }
 
     #[test]

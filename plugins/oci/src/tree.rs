@@ -22,6 +22,21 @@ pub fn clean(path: &str) -> String {
     parts.join("/")
 }
 
+/// Whether `path` climbs above its root with `..` (Docker's "forbidden
+/// path outside the build context"); a leading `/` is the root itself.
+pub fn escapes(path: &str) -> bool {
+    let mut depth = 0usize;
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if depth == 0 => return true,
+            ".." => depth -= 1,
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
 /// Remove everything below `path` (not `path` itself).
 pub fn remove_under(fs: &mut BTreeMap<String, Entry>, path: &str) {
     let prefix = format!("{path}/");
@@ -97,6 +112,8 @@ mod tests {
     fn paths_are_cleaned_and_subtrees_removed() {
         assert_eq!(clean("./a//b/../c/"), "a/c");
         assert_eq!(clean("/../../etc/passwd"), "etc/passwd");
+        assert!(escapes("../x") && escapes("a/../../x") && escapes("/../x"));
+        assert!(!escapes("a/../x") && !escapes("./x") && !escapes("/x"));
         let mut fs: BTreeMap<String, Entry> = ["a", "a/b", "a/b/c", "ab"]
             .iter()
             .map(|p| {
