@@ -965,3 +965,84 @@ fn pushes_and_pulls_with_bearer_token_auth() {
     r.code(7);
     assert!(!r.stderr.contains("not-it") && !r.stdout.contains("not-it"));
 }
+
+/// `FROM` an image the local Docker Engine has (the test machine's
+/// `local/busybox:1`, made with `docker import`; nothing can be pulled
+/// here): taken from the engine as Docker's builder does, loaded and run;
+/// `--pull` asks the registry instead (a dead loopback port here, so no
+/// test ever contacts a public registry).
+#[test]
+fn a_base_the_local_engine_has_is_used_unless_pull() {
+    if !daemon_and(&[]) {
+        return;
+    }
+    let (p, plugins) = project();
+    let c = p.work().join("app");
+    write(&c, "msg.txt", "copied onto the engine's busybox\n");
+    write(
+        &c,
+        "Dockerfile",
+        "FROM local/busybox:1\nCOPY msg.txt /srv/msg.txt\nWORKDIR /srv\n\
+         CMD [\"sh\", \"-c\", \"cat msg.txt; pwd; ls /bin/busybox\"]\n",
+    );
+    let out = p.root().join("app.tar");
+    let tag = format!("{}:1", unique("kiln-oci-engine"));
+    let dest = format!("type=oci,dest={}", out.display());
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "app",
+        "-t",
+        &tag,
+        "--output",
+        &dest,
+    ]);
+    r.ok();
+    assert!(
+        r.stderr
+            .contains("using local/busybox:1 from the Docker Engine"),
+        "{}",
+        r.stderr
+    );
+    docker(&["load", "-i", &out.to_string_lossy()]);
+    assert_eq!(
+        docker(&["run", "--rm", &tag]),
+        "copied onto the engine's busybox\n/srv\n/bin/busybox\n"
+    );
+    let _ = docker(&["rmi", "-f", &tag]);
+    // The same image under a registry name: the engine's copy without
+    // --pull; with it, the registry, which is down.
+    let alias = format!("127.0.0.1:1/kiln-test/{}:1", unique("busybox"));
+    docker(&["tag", "local/busybox:1", &alias]);
+    write(
+        &c,
+        "Dockerfile",
+        &format!("FROM {alias}\nCOPY msg.txt /msg.txt\n"),
+    );
+    p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "app",
+        "-t",
+        "x:1",
+        "--output",
+        &dest,
+    ])
+    .ok();
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "app",
+        "-t",
+        "x:1",
+        "--output",
+        &dest,
+        "--pull",
+    ]);
+    let _ = docker(&["rmi", &alias]);
+    r.code(5);
+    assert!(r.stderr.contains("127.0.0.1:1"), "{}", r.stderr);
+}

@@ -257,6 +257,21 @@ impl Sources<'_> {
     }
 }
 
+/// The regular files of the tar archive `data`, by path (slices of it).
+pub fn archive_files(data: &Bytes) -> Result<BTreeMap<String, Bytes>, String> {
+    Ok(tree::members(data)
+        .map_err(|e| format!("not a tar archive: {e}"))?
+        .into_iter()
+        .filter_map(|(path, m)| match m {
+            Member::Entry(Entry {
+                kind: Kind::File(data),
+                ..
+            }) => Some((path, data)),
+            _ => None,
+        })
+        .collect())
+}
+
 /// The blobs of an OCI layout: a directory, or a tar archive of one.
 enum Layout {
     Dir(PathBuf),
@@ -268,31 +283,11 @@ impl Layout {
         if path.is_dir() {
             return Ok(Self::Dir(path.to_path_buf()));
         }
-        let data = std::fs::read(path)
-            .map_err(|e| format!("reading the OCI layout {}: {e}", path.display()))?;
-        let mut files = BTreeMap::new();
-        let mut archive = tar::Archive::new(data.as_slice());
-        let entries = archive
-            .entries()
-            .map_err(|e| format!("{}: not a tar archive: {e}", path.display()))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| format!("{}: {e}", path.display()))?;
-            if entry.header().entry_type() != tar::EntryType::Regular {
-                continue;
-            }
-            let name = entry
-                .path()
-                .map_err(|e| format!("{}: {e}", path.display()))?
-                .to_string_lossy()
-                .trim_start_matches("./")
-                .to_string();
-            let mut bytes = Vec::new();
-            entry
-                .read_to_end(&mut bytes)
-                .map_err(|e| format!("{}: {name}: {e}", path.display()))?;
-            files.insert(name, Bytes::from(bytes));
-        }
-        Ok(Self::Archive(files))
+        let data = crate::store::map(path)
+            .ok_or_else(|| format!("reading the OCI layout {}: cannot open it", path.display()))?;
+        Ok(Self::Archive(
+            archive_files(&data).map_err(|e| format!("{}: {e}", path.display()))?,
+        ))
     }
 
     fn read(&self, rel: &str, what: &str) -> Result<Bytes, String> {
@@ -335,14 +330,35 @@ pub fn from_layout(spec: &str, platform: &Platform) -> Result<Base, String> {
     };
     let what = format!("oci-layout://{spec}");
     let layout = Layout::open(Path::new(path))?;
-    let index: Value = serde_json::from_slice(&layout.read("index.json", &what)?)
+    resolve_layout(&layout, tag, digest.as_deref(), platform, &what)
+}
+
+/// A base from the files of an OCI layout archive (such as `docker save`
+/// writes on newer engines), the one image it holds or the one tagged `tag`.
+pub fn from_layout_files(
+    files: BTreeMap<String, Bytes>,
+    tag: Option<&str>,
+    platform: &Platform,
+    what: &str,
+) -> Result<Base, String> {
+    resolve_layout(&Layout::Archive(files), tag, None, platform, what)
+}
+
+fn resolve_layout(
+    layout: &Layout,
+    tag: Option<&str>,
+    digest: Option<&str>,
+    platform: &Platform,
+    what: &str,
+) -> Result<Base, String> {
+    let index: Value = serde_json::from_slice(&layout.read("index.json", what)?)
         .map_err(|e| format!("{what}: index.json is not JSON: {e}"))?;
     let entries = index
         .get("manifests")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let chosen = match (&digest, tag) {
+    let chosen = match (digest, tag) {
         (Some(d), _) => entries
             .iter()
             .find(|m| m.get("digest").and_then(Value::as_str) == Some(d))
@@ -370,18 +386,18 @@ pub fn from_layout(spec: &str, platform: &Platform) -> Result<Base, String> {
             ))
         }
     };
-    let mut digest = digest_of(&chosen, &what)?;
+    let mut digest = digest_of(&chosen, what)?;
     let mut doc: Value;
     loop {
-        doc = serde_json::from_slice(&layout.blob(&digest, &what)?)
+        doc = serde_json::from_slice(&layout.blob(&digest, what)?)
             .map_err(|e| format!("{what}: manifest {digest} is not JSON: {e}"))?;
         let media_type = doc.get("mediaType").and_then(Value::as_str).unwrap_or("");
         if !is_index(media_type, &doc) {
             break;
         }
-        digest = digest_of(pick_platform(&doc, platform, &what)?, &what)?;
+        digest = digest_of(pick_platform(&doc, platform, what)?, what)?;
     }
-    from_manifest(&what, &doc, |d| layout.blob(d, &what))
+    from_manifest(what, &doc, |d| layout.blob(d, what))
 }
 
 /// The files of `layers` applied in order, with overlay whiteouts

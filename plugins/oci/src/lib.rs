@@ -5,6 +5,7 @@
 //!   substitution) and the check that refuses `RUN` before any work.
 //! - [`build`]: carrying the instructions out into layers and a config.
 //! - [`base`]: base images from a registry or an OCI layout.
+//! - [`engine`]: base images from the local Docker Engine, when it has them.
 //! - [`image`]: reproducible layers (compressed on every core), config,
 //!   manifest, and an archive that `docker load` and `skopeo` read.
 //! - [`store`]: the layer and blob cache that makes rebuilds cheap.
@@ -15,6 +16,7 @@
 pub mod base;
 pub mod build;
 pub mod dockerfile;
+pub mod engine;
 pub mod image;
 pub mod plugin;
 pub mod push;

@@ -30,6 +30,11 @@ pub struct OciConfig {
     /// hosts always are, as the Docker daemon treats them.
     #[serde(default)]
     pub insecure_registries: Vec<String>,
+    /// The Docker Engine whose images `FROM` may use before pulling (as
+    /// Docker's builder does; `--pull` skips it): default `DOCKER_HOST`, then
+    /// `unix:///var/run/docker.sock`. No engine needed: without one, bases
+    /// come from registries.
+    pub docker_host: Option<String>,
     /// Bound on each registry request, in seconds (a blob upload or
     /// download is one request).
     #[serde(default = "default_timeout")]
@@ -77,6 +82,7 @@ impl BuilderFlavor for OciFlavor {
                 .map(PathBuf::from)
                 .unwrap_or_else(Store::default_root),
             insecure: config.insecure_registries,
+            engine: crate::engine::engine_host(config.docker_host.as_deref()),
             timeout: Duration::from_secs(config.timeout_seconds.max(1)),
         })
     }
@@ -88,6 +94,7 @@ pub struct OciBuilder {
     architecture: String,
     cache_dir: PathBuf,
     insecure: Vec<String>,
+    engine: String,
     timeout: Duration,
 }
 
@@ -171,6 +178,17 @@ impl Builder for OciBuilder {
                     "{name}: pulling base images needs the cache folder"
                 )));
             };
+            if !request.pull {
+                if let Some(found) = crate::engine::local_image(&self.engine, name, platform, store)
+                {
+                    let base = found.map_err(kiln_distribution::CallError::Failed)?;
+                    events.info(format!(
+                        "using {name} from the Docker Engine at {} (--pull asks the registry)",
+                        self.engine
+                    ));
+                    return Ok(base);
+                }
+            }
             base::Sources {
                 store,
                 platform,
