@@ -465,7 +465,7 @@ pub fn filesystem(layers: &[Layer]) -> Result<BTreeMap<String, Entry>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{gzip_parallel, layer_tar};
+    use crate::image::layer_tar;
 
     fn layer(entries: &[(&str, Option<&str>)]) -> Layer {
         let tree: BTreeMap<String, Entry> = entries
@@ -486,13 +486,7 @@ mod tests {
             })
             .collect();
         let tar_bytes = layer_tar(&tree, 0).expect("tar");
-        let blob = gzip_parallel(&tar_bytes).expect("gzip");
-        Layer {
-            digest: sha256(&blob),
-            diff_id: sha256(&tar_bytes),
-            blob: Bytes::from(blob),
-            media_type: media::LAYER_GZIP.into(),
-        }
+        Layer::compress(&tar_bytes, sha256(&tar_bytes)).expect("gzip")
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! the [`Store`] instead of being compressed again.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet},
     path::Path,
     rc::Rc,
@@ -28,8 +29,8 @@ use crate::{
     base::{self, Base},
     dockerfile::{self, Args, Instruction},
     image::{
-        self, gzip_parallel, history_entry, layer_tar, media, sha256, Entry, Image, Kind, Layer,
-        Platform, RuntimeConfig,
+        self, history_entry, layer_tar, media, sha256, Entry, Image, Kind, Layer, Platform,
+        RuntimeConfig,
     },
     store::Store,
     tree::{self, clean, remove_under},
@@ -852,20 +853,9 @@ impl Run<'_, '_> {
         match ins.keyword.as_str() {
             "ARG" => {
                 let text = expand(&ins.original)?;
-                for (name, default) in
-                    dockerfile::arg_decls(&text, escape).map_err(|e| at(line, e))?
-                {
-                    let value = self
-                        .input
-                        .build_args
-                        .get(&name)
-                        .cloned()
-                        .or(default)
-                        .or_else(|| self.global_args.get(&name).cloned());
-                    if let Some(v) = value {
-                        stage.vars.insert(name, v);
-                    }
-                }
+                let declared = declare_args(&text, escape, &self.input.build_args, &self.global_args)
+                    .map_err(|e| at(line, e))?;
+                stage.vars.extend(declared);
             }
             "ENV" => {
                 let text = expand(&ins.original)?;
@@ -999,15 +989,7 @@ impl Run<'_, '_> {
                 self.layers_cached += 1;
                 l
             }
-            None => {
-                let blob = gzip_parallel(&tar_bytes).map_err(|e| at(line, e))?;
-                Layer {
-                    digest: sha256(&blob),
-                    diff_id,
-                    blob: Bytes::from(blob),
-                    media_type: media::LAYER_GZIP.into(),
-                }
-            }
+            None => Layer::compress(&tar_bytes, diff_id).map_err(|e| at(line, e))?,
         };
         // The cache is an optimisation: a full disk must not fail the build.
         if let Some(store) = self.input.store {
@@ -1085,9 +1067,11 @@ impl Run<'_, '_> {
                 return Err(at(line, format!("ADD {w}: the oci builder fetches nothing from the network; download it into the context and COPY it")));
             }
         }
-        let source_fs: BTreeMap<String, Entry> = match &from {
-            None => self.input.context.files.clone(),
-            Some(name) => match self.stage_index(name).filter(|i| *i < current) {
+        // The context is borrowed, not copied for every COPY.
+        let context = self.input.context;
+        let source_fs: Cow<'_, BTreeMap<String, Entry>> = match &from {
+            None => Cow::Borrowed(&context.files),
+            Some(name) => Cow::Owned(match self.stage_index(name).filter(|i| *i < current) {
                 Some(i) => self.stages[i].filesystem().map_err(|e| at(line, e))?,
                 None if self.stage_index(name).is_some() => {
                     return Err(at(
@@ -1099,7 +1083,7 @@ impl Run<'_, '_> {
                     let base = self.image(name, &self.input.platform.clone(), line)?;
                     base::filesystem(&base.layers).map_err(|e| at(line, e))?
                 }
-            },
+            }),
         };
         let stage = &mut self.stages[current];
         let (uid, gid) = match &owner {
@@ -1284,18 +1268,35 @@ impl Run<'_, '_> {
     }
 }
 
+/// The values of the `ARG`s declared in `text` (already expanded): the
+/// `--build-arg` given, else the default, else the global ARG of that name;
+/// an ARG with none of these stays unset.
+fn declare_args(
+    text: &str,
+    escape: char,
+    build_args: &BTreeMap<String, String>,
+    global: &BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, String> {
+    Ok(dockerfile::arg_decls(text, escape)?
+        .into_iter()
+        .filter_map(|(name, default)| {
+            let value = build_args
+                .get(&name)
+                .cloned()
+                .or(default)
+                .or_else(|| global.get(&name).cloned())?;
+            Some((name, value))
+        })
+        .collect())
+}
+
 /// BuildKit's automatic platform ARGs, in the global scope (usable in
 /// `FROM`; a stage sees them once it declares them). BUILD* name this
 /// machine, TARGET* the platform built for.
 fn platform_args(target: &Platform) -> BTreeMap<String, String> {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
     let build = Platform {
         os: "linux".into(),
-        architecture: arch.into(),
+        architecture: image::host_architecture().into(),
         variant: None,
     };
     let mut args = BTreeMap::new();
@@ -1336,19 +1337,9 @@ pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
         if ins.keyword == "ARG" && run.stages.is_empty() && !skipping {
             let text = dockerfile::expand(&ins.original, &run.global_args, run.escape)
                 .map_err(|e| at(ins.line, e))?;
-            for (name, default) in
-                dockerfile::arg_decls(&text, run.escape).map_err(|e| at(ins.line, e))?
-            {
-                let value = input
-                    .build_args
-                    .get(&name)
-                    .cloned()
-                    .or(default)
-                    .or_else(|| run.global_args.get(&name).cloned());
-                if let Some(v) = value {
-                    run.global_args.insert(name, v);
-                }
-            }
+            let declared = declare_args(&text, run.escape, &input.build_args, &run.global_args)
+                .map_err(|e| at(ins.line, e))?;
+            run.global_args.extend(declared);
             continue;
         }
         if ins.keyword == "FROM" {

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::{
     base::{self, Base},
-    image::{gzip_parallel, media, sha256, Layer, Platform},
+    image::{sha256, Layer, Platform},
     store::Store,
 };
 
@@ -134,13 +134,7 @@ fn read_save(data: &Bytes, name: &str, platform: &Platform, store: &Store) -> Re
         let layer = match store.layer(diff_id) {
             Some(l) => l,
             None => {
-                let blob = gzip_parallel(tar_bytes)?;
-                let l = Layer {
-                    digest: sha256(&blob),
-                    diff_id: diff_id.to_string(),
-                    blob: Bytes::from(blob),
-                    media_type: media::LAYER_GZIP.into(),
-                };
+                let l = Layer::compress(tar_bytes, diff_id.to_string())?;
                 // The cache is an optimisation: a full disk must not fail the build.
                 let _ = store.put_layer(&l);
                 l

@@ -75,6 +75,28 @@ pub struct Layer {
     pub media_type: String,
 }
 
+/// This machine's architecture in OCI's spelling (`amd64`, `arm64`, ...).
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+impl Layer {
+    /// The gzip'd layer of `tar_bytes`, whose sha256 is `diff_id`.
+    pub fn compress(tar_bytes: &[u8], diff_id: String) -> Result<Self, String> {
+        let blob = gzip_parallel(tar_bytes)?;
+        Ok(Self {
+            digest: sha256(&blob),
+            diff_id,
+            blob: Bytes::from(blob),
+            media_type: media::LAYER_GZIP.into(),
+        })
+    }
+}
+
 /// `sha256:<hex>` of `data`.
 pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
@@ -821,13 +843,7 @@ mod tests {
         let platform = Platform::parse("linux/amd64").expect("platform");
         let build = || {
             let tar_bytes = layer_tar(&tree(&[("app/hello.txt", "hi")]), 0).expect("tar");
-            let blob = gzip_parallel(&tar_bytes).expect("gzip");
-            let layer = Layer {
-                digest: sha256(&blob),
-                diff_id: sha256(&tar_bytes),
-                blob: Bytes::from(blob),
-                media_type: media::LAYER_GZIP.into(),
-            };
+            let layer = Layer::compress(&tar_bytes, sha256(&tar_bytes)).expect("gzip");
             let runtime = RuntimeConfig {
                 env: vec!["A=1".into()],
                 cmd: Some(vec!["cat".into(), "/app/hello.txt".into()]),

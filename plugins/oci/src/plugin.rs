@@ -66,14 +66,9 @@ impl BuilderFlavor for OciFlavor {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0)
         });
-        let architecture = config.architecture.unwrap_or_else(|| {
-            match std::env::consts::ARCH {
-                "x86_64" => "amd64",
-                "aarch64" => "arm64",
-                other => other,
-            }
-            .to_string()
-        });
+        let architecture = config
+            .architecture
+            .unwrap_or_else(|| image::host_architecture().to_string());
         Ok(OciBuilder {
             created,
             architecture,
