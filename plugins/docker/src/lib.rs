@@ -24,7 +24,7 @@ use kiln_plugin_api::{
 use tokio::io::AsyncReadExt;
 
 /// The socket used when neither the config nor `DOCKER_HOST` names a daemon.
-pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+pub use kiln_distribution::engine::DEFAULT_DOCKER_HOST as DEFAULT_HOST;
 
 /// Config of the `local` builder.
 #[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
@@ -94,11 +94,7 @@ impl Flavor for LocalFlavor {
 impl BuilderFlavor for LocalFlavor {
     type Builder = LocalBuilder;
     fn construct(config: LocalConfig) -> Result<LocalBuilder, PluginError> {
-        let host = config
-            .docker_host
-            .clone()
-            .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
-            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        let host = kiln_distribution::engine::docker_host(config.docker_host.as_deref());
         Ok(LocalBuilder { config, host })
     }
 }
@@ -455,12 +451,11 @@ fn push_failed(image: &str, message: String) -> PluginError {
     PluginError::new(kind, format!("pushing {image}: {message}"))
 }
 
-/// `repo[:tag]` split at the tag's colon (not a registry port's).
+/// `repo[:tag]` split at the tag's colon (not a registry port's), with
+/// Docker's implied `latest`.
 fn split_tag(reference: &str) -> (&str, &str) {
-    match reference.rfind(':') {
-        Some(i) if !reference[i..].contains('/') => (&reference[..i], &reference[i + 1..]),
-        _ => (reference, "latest"),
-    }
+    let (repo, tag) = kiln_distribution::split_tag(reference);
+    (repo, tag.unwrap_or("latest"))
 }
 
 /// Forward one frame of the daemon's stream; an error frame fails the build.

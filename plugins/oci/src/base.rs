@@ -15,7 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use kiln_distribution::{dockercfg, names, CallError, Credentials, RegistryClient};
+use kiln_distribution::{dockercfg, names, CallError, Credentials, RegistryClient, Retry};
 use kiln_plugin_api::{author::Events, ContainerRegistryBox};
 use serde_json::Value;
 
@@ -48,6 +48,8 @@ pub struct Sources<'a> {
     pub insecure: &'a [String],
     /// Bounds each request.
     pub timeout: Duration,
+    /// How 429 and 5xx answers are retried.
+    pub retry: Retry,
     /// Progress.
     pub events: &'a Events,
 }
@@ -69,7 +71,10 @@ fn pick_platform<'v>(
         .and_then(Value::as_array)
         .ok_or_else(|| format!("{what}: an index without manifests"))?;
     list.iter()
-        .find(|m| m.get("platform").is_some_and(|p| platform.matches(p)))
+        .find(|m| {
+            m.get("platform")
+                .is_some_and(|p| crate::image::platform_matches(platform, p))
+        })
         .ok_or_else(|| {
             let have: Vec<String> = list
                 .iter()
@@ -185,8 +190,9 @@ impl Sources<'_> {
             .unwrap_or("latest")
             .to_string();
         let credentials = self.credentials(image, &host).map_err(CallError::Denied)?;
-        let client = RegistryClient::for_host(&host, self.insecure, credentials, self.timeout, 3)
-            .map_err(CallError::Unavailable)?;
+        let client =
+            RegistryClient::for_host(&host, self.insecure, credentials, self.timeout, self.retry)
+                .map_err(CallError::Unavailable)?;
         self.events
             .info(format!("pulling {image} for {}", self.platform));
         kiln_plugin_api::author::block_on(async {

@@ -26,10 +26,7 @@ use crate::{
 /// Where the engine listens: `docker_host`, else `DOCKER_HOST`, else the
 /// default socket.
 pub fn engine_host(configured: Option<&str>) -> String {
-    configured
-        .map(str::to_string)
-        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
+    kiln_distribution::engine::docker_host(configured)
 }
 
 fn connect(host: &str, timeout: Duration) -> Option<Docker> {

@@ -75,14 +75,7 @@ pub struct Layer {
     pub media_type: String,
 }
 
-/// This machine's architecture in OCI's spelling (`amd64`, `arm64`, ...).
-pub fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
+pub use kiln_distribution::platform::host_architecture;
 
 impl Layer {
     /// The gzip'd layer of `tar_bytes`, whose sha256 is `diff_id`.
@@ -395,59 +388,14 @@ pub fn history_entry(created: u64, created_by: &str, empty_layer: bool) -> Value
     entry
 }
 
-/// The platform an image is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    /// `linux`.
-    pub os: String,
-    /// `amd64`, `arm64`, ...
-    pub architecture: String,
-    /// `v8`, `v7`, ... when any.
-    pub variant: Option<String>,
-}
+pub use kiln_distribution::Platform;
 
-impl Platform {
-    /// Parse `os/arch[/variant]`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = text.split('/').collect();
-        match parts.as_slice() {
-            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Self {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, variant] if !os.is_empty() && !arch.is_empty() => Ok(Self {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: Some(variant.to_string()).filter(|v| !v.is_empty()),
-            }),
-            _ => Err(format!(
-                "platform {text:?}: expected os/arch[/variant], e.g. linux/amd64"
-            )),
-        }
-    }
-
-    /// Whether an index entry's `platform` object is this platform
-    /// (`linux/arm64` accepts `linux/arm64/v8`).
-    pub fn matches(&self, p: &Value) -> bool {
-        let field = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("");
-        field("os") == self.os
-            && field("architecture") == self.architecture
-            && self
-                .variant
-                .as_deref()
-                .is_none_or(|v| field("variant") == v)
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
+/// Whether an index entry's `platform` object serves `platform`
+/// (`linux/arm64` accepts `linux/arm64/v8`).
+pub fn platform_matches(platform: &Platform, p: &Value) -> bool {
+    let field = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("");
+    let variant = Some(field("variant")).filter(|v| !v.is_empty());
+    platform.accepts(field("os"), field("architecture"), variant)
 }
 
 /// A finished image: blobs and the documents that name them.
@@ -831,10 +779,19 @@ mod tests {
     #[test]
     fn platforms_parse_and_match() {
         let p = Platform::parse("linux/arm64").expect("platform");
-        assert!(p.matches(&json!({"os": "linux", "architecture": "arm64", "variant": "v8"})));
-        assert!(!p.matches(&json!({"os": "linux", "architecture": "amd64"})));
+        assert!(platform_matches(
+            &p,
+            &json!({"os": "linux", "architecture": "arm64", "variant": "v8"})
+        ));
+        assert!(!platform_matches(
+            &p,
+            &json!({"os": "linux", "architecture": "amd64"})
+        ));
         let v7 = Platform::parse("linux/arm/v7").expect("platform");
-        assert!(!v7.matches(&json!({"os": "linux", "architecture": "arm", "variant": "v6"})));
+        assert!(!platform_matches(
+            &v7,
+            &json!({"os": "linux", "architecture": "arm", "variant": "v6"})
+        ));
         assert!(Platform::parse("linux").is_err());
     }
 

@@ -11,6 +11,8 @@ use kiln_plugin_api::{
     ErrorKind, PluginError,
 };
 
+use kiln_distribution::Retry;
+
 use crate::{base, build, image, push, store::Store};
 
 /// Config of the `oci` builder.
@@ -40,10 +42,27 @@ pub struct OciConfig {
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 1))]
     pub timeout_seconds: u64,
+    /// Retries of a registry request answered with 429 or 5xx.
+    #[serde(default = "default_retries")]
+    #[schemars(range(max = 10))]
+    pub retries: u32,
+    /// Milliseconds before the first retry; each later wait doubles (up to
+    /// 32 times this).
+    #[serde(default = "default_backoff")]
+    #[schemars(range(max = 60000))]
+    pub retry_backoff_ms: u64,
 }
 
 fn default_timeout() -> u64 {
     300
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+fn default_backoff() -> u64 {
+    200
 }
 
 /// The `oci` flavor.
@@ -79,6 +98,7 @@ impl BuilderFlavor for OciFlavor {
             insecure: config.insecure_registries,
             engine: crate::engine::engine_host(config.docker_host.as_deref()),
             timeout: Duration::from_secs(config.timeout_seconds.max(1)),
+            retry: Retry::with_backoff_ms(config.retries, config.retry_backoff_ms),
         })
     }
 }
@@ -91,6 +111,7 @@ pub struct OciBuilder {
     insecure: Vec<String>,
     engine: String,
     timeout: Duration,
+    retry: Retry,
 }
 
 fn invalid(message: String) -> PluginError {
@@ -190,6 +211,7 @@ impl Builder for OciBuilder {
                 registry,
                 insecure: &self.insecure,
                 timeout: self.timeout,
+                retry: self.retry,
                 events,
             }
             .pull(name)
@@ -248,6 +270,7 @@ impl Builder for OciBuilder {
                 r,
                 &self.insecure,
                 self.timeout,
+                self.retry,
                 events,
                 cancel,
             )?,

@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use bytes::Bytes;
-use kiln_distribution::{names, CallError, Credentials, RegistryClient};
+use kiln_distribution::{names, CallError, Credentials, RegistryClient, Retry};
 use kiln_plugin_api::{
     author::{block_on, Events},
     CancellationBox, ContainerRegistryBox, ErrorKind, PluginError,
@@ -31,6 +31,7 @@ pub fn push(
     registry: &ContainerRegistryBox,
     insecure: &[String],
     timeout: Duration,
+    retry: Retry,
     events: &Events,
     cancel: &CancellationBox,
 ) -> Result<String, PluginError> {
@@ -60,7 +61,7 @@ pub fn push(
                 format!("{tag}: push needs an explicit tag"),
             ));
         };
-        let client = RegistryClient::for_host(&host, insecure, credentials.clone(), timeout, 3)
+        let client = RegistryClient::for_host(&host, insecure, credentials.clone(), timeout, retry)
             .map_err(|e| PluginError::new(ErrorKind::UNAVAILABLE, e))?;
         let pushed = block_on(async {
             if done_repos.insert(format!("{host}/{repo}")) {

@@ -19,7 +19,8 @@ use kiln_plugin_api::{
 use reqwest::Method;
 
 use kiln_distribution::{
-    dockercfg, names, names::RegistryUri, Credentials, Outcome, RegistryClient, MANIFEST_TYPES,
+    dockercfg, names, names::RegistryUri, Credentials, Outcome, Platform, RegistryClient, Retry,
+    MANIFEST_TYPES,
 };
 
 /// Config of the `default` registry.
@@ -55,6 +56,15 @@ pub struct DefaultConfig {
     #[serde(default = "default_retries")]
     #[schemars(range(max = 10))]
     pub retries: u32,
+    /// Milliseconds before the first retry; each later wait doubles (up to
+    /// 32 times this).
+    #[serde(default = "default_backoff")]
+    #[schemars(range(max = 60000))]
+    pub retry_backoff_ms: u64,
+}
+
+fn default_backoff() -> u64 {
+    200
 }
 
 fn default_timeout() -> u64 {
@@ -107,7 +117,7 @@ impl RegistryFlavor for DefaultFlavor {
             format!("{scheme}://{}", uri.api_host()),
             credentials.clone(),
             Duration::from_secs(config.timeout_seconds),
-            config.retries,
+            Retry::with_backoff_ms(config.retries, config.retry_backoff_ms),
         )
         .map_err(|e| PluginError::new(ErrorKind::UNAVAILABLE, e))?;
         Ok(DefaultRegistry {
@@ -129,20 +139,23 @@ fn invalid(message: String) -> PluginError {
     PluginError::new(ErrorKind::INVALID_INPUT, message)
 }
 
-/// `os/arch[/variant]` of one index entry or image config.
-fn platform_of(value: &serde_json::Value) -> String {
-    let field = |k: &str| value.get(k).and_then(|v| v.as_str()).unwrap_or("");
-    let mut p = format!("{}/{}", field("os"), field("architecture"));
-    if !field("variant").is_empty() {
-        p.push('/');
-        p.push_str(field("variant"));
-    }
-    p
+/// `[os, architecture, variant]` of one index entry or image config.
+fn platform_of(value: &serde_json::Value) -> [String; 3] {
+    ["os", "architecture", "variant"].map(|k| {
+        value
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    })
 }
 
-fn platform_matches(have: &str, want: &str) -> bool {
-    // `linux/arm64` matches `linux/arm64/v8`; a variant asked for must match.
-    have == want || have.starts_with(&format!("{want}/"))
+/// Whether an image of platform `have` serves `want` (`os/arch[/variant]`):
+/// `linux/arm64` is served by `linux/arm64/v8`; a variant asked for must match.
+fn platform_matches(have: &[String; 3], want: &str) -> bool {
+    let [os, arch, variant] = have;
+    Platform::parse(want)
+        .is_ok_and(|p| p.accepts(os, arch, Some(variant.as_str()).filter(|v| !v.is_empty())))
 }
 
 impl DefaultRegistry {
@@ -201,7 +214,8 @@ impl DefaultRegistry {
             Ok(None) => return Answer::Absent,
             Err(a) => return a,
         };
-        let have: Vec<String> = if let Some(list) = body.get("manifests").and_then(|m| m.as_array())
+        let have: Vec<[String; 3]> = if let Some(list) =
+            body.get("manifests").and_then(|m| m.as_array())
         {
             list.iter()
                 .filter_map(|m| m.get("platform"))
@@ -394,9 +408,13 @@ mod tests {
 
     #[test]
     fn platforms_match_with_and_without_variants() {
-        assert!(platform_matches("linux/amd64", "linux/amd64"));
-        assert!(platform_matches("linux/arm64/v8", "linux/arm64"));
-        assert!(!platform_matches("linux/arm64", "linux/arm64/v8"));
-        assert!(!platform_matches("linux/amd64", "linux/arm64"));
+        let p = |s: &str| {
+            let mut parts = s.split('/').map(str::to_string);
+            [(); 3].map(|_| parts.next().unwrap_or_default())
+        };
+        assert!(platform_matches(&p("linux/amd64"), "linux/amd64"));
+        assert!(platform_matches(&p("linux/arm64/v8"), "linux/arm64"));
+        assert!(!platform_matches(&p("linux/arm64"), "linux/arm64/v8"));
+        assert!(!platform_matches(&p("linux/amd64"), "linux/arm64"));
     }
 }

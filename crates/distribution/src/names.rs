@@ -1,9 +1,46 @@
-//! Registry URIs and image membership by Docker's reference grammar (the
+//! Image names, one copy of each rule: splitting a reference at its tag,
+//! registry URIs, image membership by Docker's reference grammar (the
 //! `oci-spec` parser, a port of distribution's `reference` package), never
-//! by string prefix: `localhost:5000` is not `localhost:50001`, `reg.io/team`
-//! is not `reg.io/teammate`, `ubuntu` is `docker.io/library/ubuntu`.
+//! by string prefix (`localhost:5000` is not `localhost:50001`, `reg.io/team`
+//! is not `reg.io/teammate`, `ubuntu` is `docker.io/library/ubuntu`), and
+//! which hosts are this machine.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use oci_spec::distribution::Reference;
+
+/// Split `name[:tag]` at the tag's colon (a registry port's colon is not a
+/// tag). A reference with a digest (`@sha256:...`) is left whole, with no
+/// tag. Callers that need Docker's implied tag write `.unwrap_or("latest")`.
+pub fn split_tag(reference: &str) -> (&str, Option<&str>) {
+    if reference.contains('@') {
+        return (reference, None);
+    }
+    match reference.rfind(':') {
+        Some(i) if !reference[i..].contains('/') => (&reference[..i], Some(&reference[i + 1..])),
+        _ => (reference, None),
+    }
+}
+
+/// Whether `host` (`name[:port]`, `[v6]:port`, any case) is this machine:
+/// `localhost`, 127.0.0.0/8 or `::1`, as the Docker daemon treats them.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim();
+    if host.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback()) {
+        return true;
+    }
+    let bare = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map_or(rest, |(h, _)| h)
+    } else {
+        match host.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => host,
+        }
+    };
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+        || bare.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback())
+}
 
 /// A registry URI: host (with port) and an optional namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,11 +110,7 @@ impl RegistryUri {
     /// Whether kiln talks plain HTTP to this host: loopback always (as the
     /// Docker daemon treats 127.0.0.0/8), others only when `insecure`.
     pub fn plain_http(&self, insecure: bool) -> bool {
-        let host = self
-            .host
-            .rsplit_once(':')
-            .map_or(self.host.as_str(), |(h, _)| h);
-        insecure || host == "localhost" || host.starts_with("127.") || host == "[::1]"
+        insecure || is_loopback(&self.host)
     }
 
     /// The API host for requests (Docker Hub's API lives elsewhere).
@@ -146,6 +179,45 @@ mod tests {
         let err = u.owns("reg.io/App:1").expect_err("uppercase");
         assert!(err.contains("invalid reference format"), "{err}");
         assert!(u.owns("reg.io/app:bad tag").is_err());
+    }
+
+    #[test]
+    fn tags_split_at_the_tag_not_the_port() {
+        assert_eq!(split_tag("app"), ("app", None));
+        assert_eq!(split_tag("app:1"), ("app", Some("1")));
+        assert_eq!(
+            split_tag("localhost:5000/app"),
+            ("localhost:5000/app", None)
+        );
+        assert_eq!(
+            split_tag("localhost:5000/app:v2"),
+            ("localhost:5000/app", Some("v2"))
+        );
+        assert_eq!(split_tag("app@sha256:ab"), ("app@sha256:ab", None));
+    }
+
+    #[test]
+    fn loopback_is_localhost_127_and_v6_one_in_any_case() {
+        for yes in [
+            "localhost",
+            "LocalHost:5000",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "[::1]:5000",
+            "[::1]",
+            "::1",
+        ] {
+            assert!(is_loopback(yes), "{yes}");
+        }
+        for no in [
+            "localhost.evil.io",
+            "127.example.com",
+            "10.0.0.1:5000",
+            "[::2]:5000",
+            "reg.io",
+        ] {
+            assert!(!is_loopback(no), "{no}");
+        }
     }
 
     #[test]

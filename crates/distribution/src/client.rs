@@ -60,12 +60,50 @@ pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
 }
 
+/// How a request the registry answers with 429 or 5xx is retried: up to
+/// `retries` more times, waiting `backoff`, then twice that, and so on (at
+/// most 32 times `backoff`). Plugins expose both in their config so tests
+/// and impatient users need not wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// The first wait.
+    pub backoff: Duration,
+}
+
+impl Retry {
+    /// The first wait when none is configured.
+    pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(200);
+
+    /// `retries` retries with the default backoff.
+    pub fn new(retries: u32) -> Self {
+        Self {
+            retries,
+            backoff: Self::DEFAULT_BACKOFF,
+        }
+    }
+
+    /// `retries` retries, first waiting `backoff_ms` milliseconds.
+    pub fn with_backoff_ms(retries: u32, backoff_ms: u64) -> Self {
+        Self {
+            retries,
+            backoff: Duration::from_millis(backoff_ms),
+        }
+    }
+
+    /// The wait before retry number `attempt` (1-based).
+    fn wait(&self, attempt: u32) -> Duration {
+        self.backoff * (1u32 << attempt.min(5))
+    }
+}
+
 /// A small client for one registry.
 pub struct RegistryClient {
     client: Client,
     base: String,
     credentials: Option<Credentials>,
-    retries: u32,
+    retry: Retry,
     /// The auth the last challenge asked for, tried first on the next call.
     auth: Mutex<Option<Auth>>,
 }
@@ -77,7 +115,7 @@ impl RegistryClient {
         base: String,
         credentials: Option<Credentials>,
         timeout: Duration,
-        retries: u32,
+        retry: Retry,
     ) -> Result<Self, String> {
         let client = Client::builder()
             .timeout(timeout)
@@ -89,7 +127,7 @@ impl RegistryClient {
             client,
             base,
             credentials,
-            retries,
+            retry,
             auth: Mutex::new(None),
         })
     }
@@ -102,7 +140,7 @@ impl RegistryClient {
         insecure: &[String],
         credentials: Option<Credentials>,
         timeout: Duration,
-        retries: u32,
+        retry: Retry,
     ) -> Result<Self, String> {
         let uri = crate::names::RegistryUri::parse(host)?;
         let scheme = if uri.plain_http(insecure.iter().any(|h| h == host)) {
@@ -114,7 +152,7 @@ impl RegistryClient {
             format!("{scheme}://{}", uri.api_host()),
             credentials,
             timeout,
-            retries,
+            retry,
         )
     }
 
@@ -211,9 +249,9 @@ impl RegistryClient {
                 ));
             }
             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                if attempt < self.retries {
+                if attempt < self.retry.retries {
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+                    tokio::time::sleep(self.retry.wait(attempt)).await;
                     continue;
                 }
                 return Outcome::Unknown(format!(
