@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
+use kiln_plugin_api::{ComponentType, ErrorKind, PluginError};
 use thiserror::Error;
+
+use crate::components::ResolvedComponent;
 
 /// Process exit codes, documented in the README.
 pub mod exit {
@@ -146,6 +149,17 @@ pub enum Error {
         /// The exit code.
         code: i32,
     },
+    /// A registry refused or failed a call; `code` is the exit code its
+    /// kind means.
+    #[error("registry {registry}: {message}")]
+    Registry {
+        /// The registry component.
+        registry: String,
+        /// What the registry plugin said.
+        message: String,
+        /// The exit code.
+        code: i32,
+    },
     /// The build context could not be made.
     #[error(transparent)]
     Context(#[from] crate::context::ContextError),
@@ -173,10 +187,53 @@ impl Error {
             Error::BadSchema { .. } | Error::PluginProblems { .. } | Error::Plugin { .. } => {
                 exit::PLUGIN
             }
-            Error::Build { code, .. } => *code,
+            Error::Build { code, .. } | Error::Registry { code, .. } => *code,
             Error::Context(e) if e.is_input_error() => exit::USAGE,
             Error::Context(_) => exit::FAILURE,
             Error::CorruptState { .. } | Error::Io { .. } => exit::STATE,
+        }
+    }
+
+    /// A plugin's error from `call` on `component`, with the exit code its
+    /// kind means. This is the one mapping from plugin errors to exit codes:
+    ///
+    /// | kind | exit |
+    /// |---|---|
+    /// | `CANCELLED` | 130 |
+    /// | `AUTH` | 7 |
+    /// | `UNAVAILABLE` | 5 |
+    /// | `BUILD_FAILED` | 6 |
+    /// | `INVALID_CONFIG`, `INVALID_INPUT` | 2 |
+    /// | anything else (a panic, `OTHER`) | 3, naming the plugin file |
+    pub fn from_plugin(call: &'static str, component: &ResolvedComponent, e: PluginError) -> Self {
+        let code = match e.kind {
+            ErrorKind::CANCELLED => exit::INTERRUPTED,
+            ErrorKind::AUTH => exit::REGISTRY,
+            ErrorKind::UNAVAILABLE => exit::DAEMON,
+            ErrorKind::BUILD_FAILED => exit::BUILD_FAILED,
+            ErrorKind::INVALID_CONFIG | ErrorKind::INVALID_INPUT => exit::USAGE,
+            _ => {
+                return Error::Plugin {
+                    plugin: component.flavor.plugin.path.clone(),
+                    flavor: component.flavor.name().to_owned(),
+                    call,
+                    message: e.message.to_string(),
+                }
+            }
+        };
+        let message = e.message.to_string();
+        if component.flavor.component_type() == ComponentType::CONTAINER_REGISTRY {
+            Error::Registry {
+                registry: component.label.clone(),
+                message,
+                code,
+            }
+        } else {
+            Error::Build {
+                builder: component.label.clone(),
+                message,
+                code,
+            }
         }
     }
 

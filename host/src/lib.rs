@@ -13,11 +13,13 @@
 
 pub mod build;
 pub mod cli;
+pub mod components;
 pub mod config;
 pub mod context;
 mod error;
 pub mod output;
 pub mod plugins;
+pub mod session;
 pub mod state;
 
 pub use error::{exit, Error, Result};

@@ -1,7 +1,10 @@
 //! kiln's integration tests: the real `kiln` binary against real plugin
 //! libraries (the fixtures under `tests/fixtures/`, built by the harness).
 
+#![allow(clippy::disallowed_methods)] // Tests read CI, CARGO and PATH where they need them.
+
 mod build;
+mod build_plan;
 mod context;
 mod docker_cli;
 mod oci;

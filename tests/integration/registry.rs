@@ -284,7 +284,12 @@ fn a_503_is_retried_boundedly_then_unknown_and_never_exists() {
         &p,
         &plugins,
         "reg",
-        &[&format!("uri=127.0.0.1:{port}"), "retries=2"],
+        // Retries wait 1 ms, then 2 ms: the test need not sleep.
+        &[
+            &format!("uri=127.0.0.1:{port}"),
+            "retries=2",
+            "retry_backoff_ms=1",
+        ],
     );
     write(
         &p.work().join("app"),

@@ -18,6 +18,7 @@ use crate::client::Credentials;
 /// Docker Hub's key in `auths` and for helpers.
 const HUB_KEY: &str = "https://index.docker.io/v1/";
 
+#[allow(clippy::disallowed_methods)] // Docker's DOCKER_CONFIG and HOME, read as the CLI does
 fn config_path() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
         return Some(PathBuf::from(dir).join("config.json"));

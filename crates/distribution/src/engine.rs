@@ -6,6 +6,7 @@
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
 /// `configured`, else a non-empty `DOCKER_HOST`, else [`DEFAULT_DOCKER_HOST`].
+#[allow(clippy::disallowed_methods)] // the one home of DOCKER_HOST
 pub fn docker_host(configured: Option<&str>) -> String {
     configured
         .filter(|h| !h.is_empty())

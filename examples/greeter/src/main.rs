@@ -2,6 +2,8 @@
 //! arranged: `GREETING` from `ENV`, the working directory from `WORKDIR`,
 //! the user from `USER`, and the files `CMD` names, copied by `COPY`.
 
+#![allow(clippy::disallowed_methods)] // The example program shows its environment.
+
 use std::process::ExitCode;
 
 /// The real uid, read from `/proc` (there is no libc wrapper in `std`).

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kiln_plugin_api::ComponentType;
 
+pub use crate::build::options::BuildArgs;
+
 /// kiln: build container images through builder and registry plugins.
 #[derive(Debug, Parser)]
 #[command(name = "kiln", version, about, max_term_width = 100)]
@@ -271,92 +273,4 @@ pub enum ContextCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// `--on-unknown`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OnUnknown {
-    /// Build the image.
-    Build,
-    /// Stop with exit code 7.
-    Fail,
-}
-
-/// `kiln build DIR ...`
-#[derive(Debug, Args)]
-pub struct BuildArgs {
-    /// The context root.
-    #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
-    /// Image name, NAME[:TAG] (repeatable). Without a tag, the tag is derived
-    /// from the context hash, Dockerfile, build args, target and platform.
-    /// Default name: the context folder's name.
-    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
-    pub tags: Vec<String>,
-    /// The Dockerfile, relative to the working directory (default: DIR/Dockerfile).
-    #[arg(short = 'f', long = "file", value_name = "DOCKERFILE")]
-    pub file: Option<PathBuf>,
-    /// The ignore file (default: <Dockerfile>.dockerignore, else DIR/.dockerignore).
-    #[arg(long, value_name = "FILE")]
-    pub dockerignore: Option<PathBuf>,
-    /// The image-builder component to use.
-    #[arg(long, value_name = "COMPONENT", conflicts_with = "builder_flavor")]
-    pub builder: Option<String>,
-    /// Use this builder flavor directly, configured with --builder-config
-    /// (default: oci, the daemonless builder, for Dockerfiles without RUN).
-    #[arg(long = "builder-flavor", value_name = "FLAVOR")]
-    pub builder_flavor: Option<String>,
-    /// JSON config for --builder-flavor, validated against the flavor's schema.
-    #[arg(
-        long = "builder-config",
-        value_name = "JSON",
-        requires = "builder_flavor"
-    )]
-    pub builder_config: Option<String>,
-    /// The container-registry component: it answers whether the image exists
-    /// already (skipping the build), every image name must belong to it, and the
-    /// builder pushes through it.
-    #[arg(long, value_name = "COMPONENT")]
-    pub registry: Option<String>,
-    /// Where a builder that writes archives puts the image, buildx's spelling:
-    /// type=oci,dest=FILE (an archive `docker load` and OCI tools read).
-    #[arg(long, value_name = "type=oci,dest=FILE")]
-    pub output: Option<String>,
-    /// A named base for FROM and COPY --from, buildx's spelling (repeatable):
-    /// NAME=oci-layout://PATH[:TAG] (an OCI layout folder or archive) or
-    /// NAME=docker-image://REF.
-    #[arg(long = "build-context", value_name = "NAME=VALUE")]
-    pub build_contexts: Vec<String>,
-    /// Build-time variable KEY=VALUE (repeatable).
-    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
-    pub build_args: Vec<String>,
-    /// Build this stage of a multi-stage Dockerfile.
-    #[arg(long)]
-    pub target: Option<String>,
-    /// Target platform (linux/amd64, ...).
-    #[arg(long)]
-    pub platform: Option<String>,
-    /// Image label KEY=VALUE (repeatable).
-    #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
-    /// Do not use the builder's cache.
-    #[arg(long = "no-cache")]
-    pub no_cache: bool,
-    /// Always try to pull newer versions of base images.
-    #[arg(long)]
-    pub pull: bool,
-    /// Build even when a checker finds the image already.
-    #[arg(long)]
-    pub force: bool,
-    /// What to do when no checker can tell whether the image exists: build
-    /// (default, Flyte's rule) or fail.
-    #[arg(long = "on-unknown", value_enum, default_value_t = OnUnknown::Build)]
-    pub on_unknown: OnUnknown,
-    /// Print the plan (builder, context hash and size, image, checks) and stop:
-    /// nothing is constructed or contacted.
-    #[arg(long = "dry-run")]
-    pub dry_run: bool,
-    /// Print the result as JSON: {"image","digest","status","reason","context_sha1","seconds"}.
-    #[arg(long)]
-    pub json: bool,
 }

@@ -6,15 +6,13 @@ use std::{fs, io::Read, path::Path};
 use kiln_plugin_api::ComponentType;
 use serde_json::{json, Map, Value};
 
-use super::{
-    args::{ComponentCommand, ConfigEdits},
-    Session,
-};
+use super::args::{ComponentCommand, ConfigEdits};
 use crate::{
     config::{apply_set, apply_unset, mask, parse_config_document, validate_component},
     error::{exit, Error, Result},
     output,
     plugins::Catalog,
+    session::Session,
     state::{Component, ComponentStore},
 };
 

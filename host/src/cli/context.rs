@@ -4,18 +4,16 @@
 use kiln_plugin_api::{BuildRequest, ComponentType};
 use serde_json::json;
 
-use super::{
-    args::{ContextArgs, ContextCommand},
-    chosen::Chosen,
-    Session,
-};
+use super::args::{ContextArgs, ContextCommand};
 use crate::{
+    components::ResolvedComponent,
     context::{
         store::{self, LocalStore},
         Context, ContextOptions, Entry, Report,
     },
     error::{exit, Error, Result},
     output,
+    session::Session,
 };
 
 pub(crate) fn run(session: &Session<'_>, cmd: ContextCommand) -> Result<i32> {
@@ -98,13 +96,13 @@ pub(crate) fn plan(session: &Session<'_>, args: &ContextArgs) -> Result<Context>
             dockerfile: ctx.dockerfile().into(),
             ..BuildRequest::default()
         };
-        let chosen = Chosen::stored(
+        let chosen = ResolvedComponent::from_component(
             session,
             &session.catalog(),
             builder,
             ComponentType::IMAGE_BUILDER,
         )?;
-        ctx.add_files(chosen.context_files(&request)?)?;
+        ctx.add_files(chosen.context_files(session, &request)?)?;
     }
     Ok(ctx)
 }

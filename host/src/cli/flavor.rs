@@ -3,7 +3,8 @@
 use kiln_plugin_api::ComponentType;
 use serde_json::{json, Value};
 
-use super::{args::FlavorCommand, Session};
+use super::args::FlavorCommand;
+use crate::session::Session;
 use crate::{
     error::{exit, Error, Result},
     output,

@@ -4,7 +4,8 @@ use std::{fs, path::PathBuf};
 
 use serde_json::json;
 
-use super::{args::PluginCommand, flavor::report_problems, Session};
+use super::{args::PluginCommand, flavor::report_problems};
+use crate::session::Session;
 use crate::{
     error::{exit, Error, Result},
     output,

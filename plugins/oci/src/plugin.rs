@@ -78,6 +78,7 @@ impl Flavor for OciFlavor {
 
 impl BuilderFlavor for OciFlavor {
     type Builder = OciBuilder;
+    #[allow(clippy::disallowed_methods)] // SOURCE_DATE_EPOCH, documented on `created`
     fn construct(config: OciConfig) -> Result<OciBuilder, PluginError> {
         let created = config.created.unwrap_or_else(|| {
             std::env::var("SOURCE_DATE_EPOCH")
@@ -268,9 +269,11 @@ impl Builder for OciBuilder {
                 &image,
                 &tags,
                 r,
-                &self.insecure,
-                self.timeout,
-                self.retry,
+                push::Connection {
+                    insecure: &self.insecure,
+                    timeout: self.timeout,
+                    retry: self.retry,
+                },
                 events,
                 cancel,
             )?,

@@ -23,15 +23,24 @@ fn plugin_error(e: CallError) -> PluginError {
     }
 }
 
+/// How registries are spoken to.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection<'a> {
+    /// Hosts spoken to over plain HTTP (loopback always is).
+    pub insecure: &'a [String],
+    /// Bounds each request.
+    pub timeout: Duration,
+    /// How 429 and 5xx answers are retried.
+    pub retry: Retry,
+}
+
 /// Push `image` under each of `tags` (all of `registry`'s); returns
 /// `host/repo@digest` of the first tag.
 pub fn push(
     image: &Image,
     tags: &[String],
     registry: &ContainerRegistryBox,
-    insecure: &[String],
-    timeout: Duration,
-    retry: Retry,
+    connection: Connection<'_>,
     events: &Events,
     cancel: &CancellationBox,
 ) -> Result<String, PluginError> {
@@ -61,8 +70,14 @@ pub fn push(
                 format!("{tag}: push needs an explicit tag"),
             ));
         };
-        let client = RegistryClient::for_host(&host, insecure, credentials.clone(), timeout, retry)
-            .map_err(|e| PluginError::new(ErrorKind::UNAVAILABLE, e))?;
+        let client = RegistryClient::for_host(
+            &host,
+            connection.insecure,
+            credentials.clone(),
+            connection.timeout,
+            connection.retry,
+        )
+        .map_err(|e| PluginError::new(ErrorKind::UNAVAILABLE, e))?;
         let pushed = block_on(async {
             if done_repos.insert(format!("{host}/{repo}")) {
                 let blobs = image

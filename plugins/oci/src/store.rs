@@ -48,6 +48,7 @@ impl Store {
 
     /// The default folder: `$KILN_CACHE_DIR/oci`, else the user's cache
     /// folder (`~/.cache/kiln/oci`), else a folder in the temp dir.
+    #[allow(clippy::disallowed_methods)] // the one home of KILN_CACHE_DIR
     pub fn default_root() -> PathBuf {
         if let Some(dir) = std::env::var_os("KILN_CACHE_DIR") {
             return PathBuf::from(dir).join("oci");

@@ -2,6 +2,8 @@
 //! which needs Docker's `manifest.json`) and read by `skopeo` as an OCI
 //! archive. Under CI=true a missing daemon or skopeo fails the test.
 
+#![allow(clippy::disallowed_methods)] // Tests read CI where they need it.
+
 use std::process::Command;
 
 use kiln_oci::{

@@ -255,6 +255,20 @@ impl DefaultRegistry {
         }
     }
 
+    /// Whether the registry takes requests, asked with this flavor's
+    /// retries and backoff before a daemon pushes: the daemon's own push
+    /// retries a failing registry for about a minute before it gives up.
+    async fn ready(&self, image: &str) -> Result<(), PluginError> {
+        match self.client.request(Method::GET, "", "*/*").await {
+            Outcome::Response(_) => Ok(()),
+            Outcome::Denied(why) => Err(PluginError::new(ErrorKind::AUTH, why)),
+            Outcome::Unknown(why) => Err(PluginError::new(
+                ErrorKind::UNAVAILABLE,
+                format!("pushing {image}: {why}"),
+            )),
+        }
+    }
+
     async fn push(
         &self,
         image: &str,
@@ -268,6 +282,7 @@ impl DefaultRegistry {
             )));
         };
         let repo_full = image.rsplit_once(':').map_or(image, |(r, _)| r).to_string();
+        self.ready(image).await?;
         let docker = bollard::Docker::connect_with_defaults()
             .map_err(|e| PluginError::new(ErrorKind::UNAVAILABLE, format!("Docker daemon: {e}")))?;
         let credentials = self
@@ -349,6 +364,10 @@ impl Registry for DefaultRegistry {
 
     fn owns_image(&self, image: &str) -> Result<bool, PluginError> {
         self.uri.owns(image).map_err(invalid)
+    }
+
+    fn prepare_image_push(&self, image: &str) -> Result<(), PluginError> {
+        block_on(self.ready(image))
     }
 
     fn push_image(

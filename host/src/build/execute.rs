@@ -1,0 +1,149 @@
+//! Steps 6-7 of a build: execute a [`Plan`]. Construct the registry
+//! (membership, existence), decide, construct the builder, build, and say
+//! what happened as an [`Outcome`].
+
+use std::fmt;
+
+use abi_stable::std_types::{RNone, RSome};
+use kiln_plugin_api::BuildContext;
+use serde::Serialize;
+
+use super::{
+    checks::{decide, on_unknown, Decision},
+    interrupt,
+    plan::Plan,
+    registry::Connected,
+};
+use crate::{
+    error::{exit, Error, Result},
+    output,
+    plugins::{progress_sink, CancelFlag},
+    session::Session,
+};
+
+/// What a build (or a dry run) did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    /// The image (the first name).
+    pub image: String,
+    /// `repo@sha256:...` or the image ID, when known.
+    pub digest: Option<String>,
+    /// `built`, `skipped` or `planned`.
+    pub status: &'static str,
+    /// Why.
+    pub reason: String,
+    /// The context hash.
+    pub context_sha1: String,
+    /// Seconds since `kiln build` started.
+    pub seconds: f64,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let digest = self
+            .digest
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        write!(
+            f,
+            "{} {}{digest} in {:.1} s: {}",
+            self.status, self.image, self.seconds, self.reason
+        )
+    }
+}
+
+/// Run `plan` (a real build's: its archive is written).
+pub fn execute(session: &Session<'_>, mut plan: Plan) -> Result<Outcome> {
+    let builder = &plan.builder_component;
+    let outcome = |plan: &Plan, digest: Option<String>, status, reason: String| Outcome {
+        image: plan.image.clone(),
+        digest,
+        status,
+        reason,
+        context_sha1: plan.context.sha1.clone(),
+        seconds: plan.seconds(),
+    };
+
+    // The registry: constructed, membership, existence.
+    let registry = match &plan.registry_component {
+        Some(component) => {
+            let r =
+                Connected::connect(session, component, &builder.label, builder.builds_locally())?;
+            r.check_members(&plan.images)?;
+            Some(r)
+        }
+        None => None,
+    };
+    let mut answers = Vec::new();
+    if let (Some(r), super::plan::CheckPlan::Registry { .. }) = (&registry, &plan.checks) {
+        answers.push(r.exists(&plan.image, plan.request.platform.as_ref())?);
+    }
+    on_unknown(
+        plan.on_unknown,
+        &plan.image,
+        plan.tag(),
+        plan.force,
+        &answers,
+    )?;
+    let reason = match decide(plan.tag(), plan.force, &answers) {
+        Decision::Skip { digest, reason } => {
+            return Ok(outcome(&plan, Some(digest), "skipped", reason));
+        }
+        Decision::Build { reason } => reason,
+    };
+
+    // The builder, constructed only now, with secrets resolved.
+    let handle = builder
+        .flavor
+        .plugin
+        .construct_builder(builder.flavor.name(), &builder.resolved_config(session)?)
+        .map_err(|e| Error::from_plugin("construct", builder, e))?;
+    let flag = CancelFlag::new();
+    interrupt::install(&flag);
+    output::status(&format!(
+        "building {} with {} ({} files, {} bytes of context): {reason}",
+        plan.images.join(", "),
+        builder.describe(),
+        plan.context.files,
+        plan.context.bytes
+    ));
+    let archive = plan
+        .archive
+        .take()
+        .ok_or_else(|| Error::BadArgument("a dry run's plan cannot be executed".into()))?;
+    let request = plan.request.to_request(&plan.images, &plan.dockerfile);
+    let build_context = BuildContext {
+        archive_path: archive.path().to_string_lossy().as_ref().into(),
+        gzip: false,
+        sha1: plan.context.sha1.as_str().into(),
+        size: plan.context.bytes,
+        uploaded_uri: RNone,
+    };
+    let built = handle
+        .build(
+            &request,
+            &build_context,
+            match &registry {
+                Some(r) => RSome(&r.handle),
+                None => RNone,
+            },
+            progress_sink(&builder.flavor.plugin.name),
+            flag.handle(),
+        )
+        .into_result();
+    drop(archive);
+    if flag.is_set() {
+        return Err(Error::Build {
+            builder: builder.label.clone(),
+            message: "interrupted".into(),
+            code: exit::INTERRUPTED,
+        });
+    }
+    let built = built.map_err(|e| Error::from_plugin("build", builder, e))?;
+    let digest = built.digest.into_option().map(|d| d.into_string());
+    Ok(Outcome {
+        image: built.image.into_string(),
+        ..outcome(&plan, digest, "built", reason)
+    })
+}

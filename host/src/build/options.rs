@@ -1,0 +1,460 @@
+//! Step 1 of a build: the raw `kiln build` flags ([`BuildArgs`], clap's
+//! view) become validated [`Options`] before any plugin is loaded or any
+//! file read, so a bad `--output`, `--build-context`, `--platform`, name or
+//! `KEY=VALUE` fails at once (ripgrep's low args → high args).
+
+use std::{collections::BTreeMap, fmt, path::PathBuf};
+
+use clap::{Args, ValueEnum};
+use kiln_distribution::{names, split_tag, Platform};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// `--on-unknown`: what to do when no checker can tell whether the image
+/// exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnknown {
+    /// Build the image.
+    Build,
+    /// Stop with exit code 7.
+    Fail,
+}
+
+/// `kiln build DIR ...`, as typed.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The context root.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Image name, NAME[:TAG] (repeatable). Without a tag, the tag is derived
+    /// from the context hash, Dockerfile, build args, target and platform.
+    /// Default name: the context folder's name.
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// The Dockerfile, relative to the working directory (default: DIR/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "DOCKERFILE")]
+    pub file: Option<PathBuf>,
+    /// The ignore file (default: <Dockerfile>.dockerignore, else DIR/.dockerignore).
+    #[arg(long, value_name = "FILE")]
+    pub dockerignore: Option<PathBuf>,
+    /// The image-builder component to use.
+    #[arg(long, value_name = "COMPONENT", conflicts_with = "builder_flavor")]
+    pub builder: Option<String>,
+    /// Use this builder flavor directly, configured with --builder-config
+    /// (default: oci, the daemonless builder, for Dockerfiles without RUN).
+    #[arg(long = "builder-flavor", value_name = "FLAVOR")]
+    pub builder_flavor: Option<String>,
+    /// JSON config for --builder-flavor, validated against the flavor's schema.
+    #[arg(
+        long = "builder-config",
+        value_name = "JSON",
+        requires = "builder_flavor"
+    )]
+    pub builder_config: Option<String>,
+    /// The container-registry component: it answers whether the image exists
+    /// already (skipping the build), every image name must belong to it, and the
+    /// builder pushes through it.
+    #[arg(long, value_name = "COMPONENT")]
+    pub registry: Option<String>,
+    /// Where a builder that writes archives puts the image, buildx's spelling:
+    /// type=oci,dest=FILE (an archive `docker load` and OCI tools read).
+    #[arg(long, value_name = "type=oci,dest=FILE")]
+    pub output: Option<String>,
+    /// A named base for FROM and COPY --from, buildx's spelling (repeatable):
+    /// NAME=oci-layout://PATH[:TAG] (an OCI layout folder or archive) or
+    /// NAME=docker-image://REF.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+    /// Build-time variable KEY=VALUE (repeatable).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Build this stage of a multi-stage Dockerfile.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Target platform (linux/amd64, ...).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Image label KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Do not use the builder's cache.
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
+    /// Always try to pull newer versions of base images.
+    #[arg(long)]
+    pub pull: bool,
+    /// Build even when a checker finds the image already.
+    #[arg(long)]
+    pub force: bool,
+    /// What to do when no checker can tell whether the image exists: build
+    /// (default, Flyte's rule) or fail.
+    #[arg(long = "on-unknown", value_enum, default_value_t = OnUnknown::Build)]
+    pub on_unknown: OnUnknown,
+    /// Print the plan (builder, context hash and size, image, checks) and stop:
+    /// nothing is constructed or contacted.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Print the result as JSON: {"image","digest","status","reason","context_sha1","seconds"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which builder the user named.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BuilderChoice {
+    /// Nothing named: the default flavor, chosen from the Dockerfile.
+    Default,
+    /// `--builder COMPONENT`.
+    Component(String),
+    /// `--builder-flavor FLAVOR [--builder-config JSON]`.
+    Flavor {
+        /// The flavor.
+        name: String,
+        /// Its config (an object; empty when not given).
+        config: Map<String, Value>,
+    },
+}
+
+/// `--output`'s `type=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// An OCI image layout archive.
+    Oci,
+    /// Docker's `docker save` archive.
+    Docker,
+}
+
+/// `--output type=oci,dest=FILE`, with `dest` made absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutputSpec {
+    /// `type=`.
+    #[serde(rename = "type")]
+    pub kind: OutputKind,
+    /// `dest=`, absolute.
+    pub dest: PathBuf,
+}
+
+/// One `--build-context NAME=VALUE`, buildx's spelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// `oci-layout://PATH[:TAG|@DIGEST]`: an OCI layout folder or archive;
+    /// the path is absolute, the suffix kept.
+    OciLayout(String),
+    /// `docker-image://REF`.
+    DockerImage(String),
+}
+
+impl fmt::Display for NamedContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NamedContext::OciLayout(p) => write!(f, "oci-layout://{p}"),
+            NamedContext::DockerImage(r) => write!(f, "docker-image://{r}"),
+        }
+    }
+}
+
+impl Serialize for NamedContext {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Everything `kiln build` was asked, validated. Paths are absolute
+/// against the working directory; nothing has been read.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The context root, as given (resolved by the context).
+    pub dir: PathBuf,
+    /// `-f`, as given.
+    pub dockerfile: Option<PathBuf>,
+    /// `--dockerignore`, as given.
+    pub dockerignore: Option<PathBuf>,
+    /// The builder named.
+    pub builder: BuilderChoice,
+    /// `--registry COMPONENT`.
+    pub registry: Option<String>,
+    /// `-t`, each a valid reference `NAME[:TAG]` (no digest).
+    pub tags: Vec<String>,
+    /// `--build-arg`, in order given.
+    pub build_args: Vec<(String, String)>,
+    /// `--label`, in order given.
+    pub labels: Vec<(String, String)>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--platform`, normalised.
+    pub platform: Option<Platform>,
+    /// `--output`.
+    pub output: Option<OutputSpec>,
+    /// `--build-context`, by name.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--pull`.
+    pub pull: bool,
+    /// `--force`.
+    pub force: bool,
+    /// `--on-unknown`.
+    pub on_unknown: OnUnknown,
+    /// `--dry-run`.
+    pub dry_run: bool,
+}
+
+impl Options {
+    /// Validate `args`; relative paths in `--output` and `--build-context`
+    /// are taken against `cwd`. No file is read.
+    pub fn from_args(args: &BuildArgs, cwd: &std::path::Path) -> Result<Self> {
+        let builder = match (&args.builder, &args.builder_flavor) {
+            (Some(name), _) => BuilderChoice::Component(name.clone()),
+            (None, Some(name)) => BuilderChoice::Flavor {
+                name: name.clone(),
+                config: match &args.builder_config {
+                    Some(text) => json_object("--builder-config", text)?,
+                    None => Map::new(),
+                },
+            },
+            (None, None) => BuilderChoice::Default,
+        };
+        let tags = args
+            .tags
+            .iter()
+            .map(|t| image_name(t))
+            .collect::<Result<Vec<_>>>()?;
+        let platform = args
+            .platform
+            .as_deref()
+            .map(|p| Platform::parse(p).map_err(|e| Error::BadArgument(format!("--platform: {e}"))))
+            .transpose()?;
+        if let Some(target) = &args.target {
+            if target.is_empty() || target.chars().any(char::is_whitespace) {
+                return Err(Error::BadArgument(format!(
+                    "--target {target:?}: expected a stage name"
+                )));
+            }
+        }
+        let mut named_contexts = BTreeMap::new();
+        for spec in &args.build_contexts {
+            let (name, context) = named_context(spec, cwd)?;
+            named_contexts.insert(name, context);
+        }
+        Ok(Self {
+            dir: args.dir.clone(),
+            dockerfile: args.file.clone(),
+            dockerignore: args.dockerignore.clone(),
+            builder,
+            registry: args.registry.clone(),
+            tags,
+            build_args: pairs("--build-arg", &args.build_args)?,
+            labels: pairs("--label", &args.labels)?,
+            target: args.target.clone(),
+            platform,
+            output: args
+                .output
+                .as_deref()
+                .map(|spec| output_spec(spec, cwd))
+                .transpose()?,
+            named_contexts,
+            no_cache: args.no_cache,
+            pull: args.pull,
+            force: args.force,
+            on_unknown: args.on_unknown,
+            dry_run: args.dry_run,
+        })
+    }
+}
+
+/// A `-t` value: a reference by Docker's grammar, with at most a tag.
+pub fn image_name(name: &str) -> Result<String> {
+    names::parse(name).map_err(|e| Error::BadArgument(format!("-t {name:?}: {e}")))?;
+    if name.contains('@') {
+        return Err(Error::BadArgument(format!(
+            "-t {name:?}: give NAME[:TAG]; a digest names an image that exists already"
+        )));
+    }
+    if let (_, Some("")) = split_tag(name) {
+        return Err(Error::BadArgument(format!("-t {name:?}: the tag is empty")));
+    }
+    Ok(name.to_string())
+}
+
+fn json_object(flag: &str, text: &str) -> Result<Map<String, Value>> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Error::BadArgument(format!("{flag} must be a JSON object"))),
+        Err(e) => Err(Error::BadArgument(format!("{flag} is not valid JSON: {e}"))),
+    }
+}
+
+/// `KEY=VALUE` pairs, in order.
+fn pairs(flag: &str, values: &[String]) -> Result<Vec<(String, String)>> {
+    values
+        .iter()
+        .map(|v| match v.split_once('=') {
+            Some((k, val)) if !k.is_empty() => Ok((k.to_string(), val.to_string())),
+            _ => Err(Error::BadArgument(format!(
+                "{flag} {v:?}: expected KEY=VALUE"
+            ))),
+        })
+        .collect()
+}
+
+fn output_spec(spec: &str, cwd: &std::path::Path) -> Result<OutputSpec> {
+    let bad = || Error::BadArgument(format!("--output {spec:?}: expected type=oci,dest=FILE"));
+    let mut kind = None;
+    let mut dest = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", "oci")) => kind = Some(OutputKind::Oci),
+            Some(("type", "docker")) => kind = Some(OutputKind::Docker),
+            Some(("dest", v)) if !v.is_empty() => dest = Some(cwd.join(v)),
+            _ => return Err(bad()),
+        }
+    }
+    match (kind, dest) {
+        (Some(kind), Some(dest)) => Ok(OutputSpec { kind, dest }),
+        _ => Err(bad()),
+    }
+}
+
+fn named_context(spec: &str, cwd: &std::path::Path) -> Result<(String, NamedContext)> {
+    let (name, value) = spec
+        .split_once('=')
+        .filter(|(n, _)| !n.is_empty())
+        .ok_or_else(|| {
+            Error::BadArgument(format!("--build-context {spec:?}: expected NAME=VALUE"))
+        })?;
+    let context = if let Some(path) = value.strip_prefix("oci-layout://") {
+        if path.is_empty() {
+            return Err(Error::BadArgument(format!(
+                "--build-context {spec:?}: oci-layout:// needs a path"
+            )));
+        }
+        NamedContext::OciLayout(cwd.join(path).to_string_lossy().into_owned())
+    } else if let Some(reference) = value.strip_prefix("docker-image://") {
+        names::parse(reference)
+            .map_err(|e| Error::BadArgument(format!("--build-context {spec:?}: {e}")))?;
+        NamedContext::DockerImage(reference.to_string())
+    } else {
+        return Err(Error::BadArgument(format!(
+            "--build-context {spec:?}: kiln takes oci-layout://PATH[:TAG] (an OCI layout \
+             folder or archive) or docker-image://REF"
+        )));
+    };
+    Ok((name.to_string(), context))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BuildArgs,
+    }
+
+    fn options(extra: &[&str]) -> Result<Options> {
+        let mut argv = vec!["kiln", "ctx"];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).expect("clap");
+        Options::from_args(&cli.args, Path::new("/work"))
+    }
+
+    fn refused(extra: &[&str], needle: &str) {
+        match options(extra) {
+            Err(Error::BadArgument(m)) => assert!(m.contains(needle), "{m}"),
+            other => panic!("{extra:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn good_flags_become_typed_options() {
+        let o = options(&[
+            "-t",
+            "127.0.0.1:5000/team/app:1",
+            "-t",
+            "app",
+            "--output",
+            "type=oci,dest=out/img.tar",
+            "--build-context",
+            "base=oci-layout://layouts/b:1",
+            "--build-context",
+            "img=docker-image://alpine:3",
+            "--platform",
+            "linux/arm64/v8",
+            "--build-arg",
+            "A=1=2",
+            "--builder-flavor",
+            "oci",
+            "--builder-config",
+            r#"{"created": 5}"#,
+        ])
+        .expect("valid");
+        assert_eq!(o.tags, ["127.0.0.1:5000/team/app:1", "app"]);
+        assert_eq!(
+            o.output,
+            Some(OutputSpec {
+                kind: OutputKind::Oci,
+                dest: "/work/out/img.tar".into()
+            })
+        );
+        assert_eq!(
+            o.named_contexts["base"].to_string(),
+            "oci-layout:///work/layouts/b:1"
+        );
+        assert_eq!(
+            o.named_contexts["img"].to_string(),
+            "docker-image://alpine:3"
+        );
+        assert_eq!(o.platform.expect("platform").to_string(), "linux/arm64/v8");
+        assert_eq!(o.build_args, [("A".to_string(), "1=2".to_string())]);
+        assert!(
+            matches!(o.builder, BuilderChoice::Flavor { ref name, ref config }
+            if name == "oci" && config["created"] == 5)
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_refused_naming_the_flag() {
+        refused(&["--output", "type=oci"], "--output");
+        refused(&["--output", "type=tar,dest=x"], "--output");
+        refused(&["--output", "dest=x,type=oci,extra=1"], "--output");
+        refused(&["--build-context", "x"], "--build-context");
+        refused(&["--build-context", "=oci-layout://x"], "--build-context");
+        refused(&["--build-context", "x=local://y"], "oci-layout://");
+        refused(
+            &["--build-context", "x=docker-image://Bad:1"],
+            "invalid reference",
+        );
+        refused(&["--platform", "linux"], "--platform");
+        refused(&["--platform", "linux/amd64/v8/x"], "--platform");
+        refused(&["-t", "Hello:1"], "-t \"Hello:1\"");
+        refused(&["-t", "hello:bad tag"], "invalid reference");
+        refused(&["-t", "hello::x"], "invalid reference");
+        refused(
+            &[
+                "-t",
+                "app@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            ],
+            "digest",
+        );
+        refused(&["--build-arg", "=1"], "--build-arg");
+        refused(&["--label", "nolabel"], "--label");
+        refused(
+            &["--builder-flavor", "oci", "--builder-config", "[1]"],
+            "JSON object",
+        );
+        refused(
+            &["--builder-flavor", "oci", "--builder-config", "{"],
+            "not valid JSON",
+        );
+        refused(&["--target", ""], "--target");
+    }
+}

@@ -1,0 +1,415 @@
+//! Steps 2-5 of a build: the plan. One value that `--dry-run` prints (text
+//! through `Display`, `--json` through `Serialize`) and a real build
+//! executes, so the two cannot drift. Making it reads the Dockerfile, runs
+//! the builder's context hook and hashes the context (a real build writes
+//! the archive it will send); it constructs nothing and contacts nothing.
+
+use std::{fmt, time::Instant};
+
+use abi_stable::std_types::{RNone, ROption, RSome, RString, Tuple2};
+use kiln_distribution::Platform;
+use kiln_plugin_api::{BuildRequest, ComponentType};
+use serde::{Serialize, Serializer};
+use serde_json::{json, Map, Value};
+
+use super::{
+    builder,
+    checks::checks_apply,
+    naming::{derived_tag, image_names, tag_of, TagInputs},
+    options::{NamedContext, OnUnknown, Options, OutputSpec},
+};
+use crate::{
+    components::ResolvedComponent,
+    context::{Context, ContextOptions},
+    error::{Error, Result},
+    output,
+    session::Session,
+};
+
+/// What the context is: the hash, size and file count of the uncompressed
+/// archive the builder receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContextSummary {
+    /// sha1 of the archive (the context hash).
+    pub sha1: String,
+    /// Archive bytes.
+    pub bytes: u64,
+    /// Non-directory entries.
+    pub files: u64,
+}
+
+/// Which existence checks the build will run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckPlan {
+    /// None, and why (`latest`, `--force`).
+    Off(String),
+    /// No checker configured.
+    NoneConfigured,
+    /// The registry component is asked about the first image.
+    Registry {
+        /// The component.
+        registry: String,
+        /// Its flavor.
+        flavor: String,
+        /// The image asked about.
+        image: String,
+    },
+}
+
+impl fmt::Display for CheckPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckPlan::Off(reason) => write!(f, "none ({reason})"),
+            CheckPlan::NoneConfigured => write!(f, "none configured: the image will be built"),
+            CheckPlan::Registry {
+                registry,
+                flavor,
+                image,
+            } => write!(
+                f,
+                "registry {registry} (flavor {flavor}) is asked whether {image} exists; \
+                 the build is skipped if it does"
+            ),
+        }
+    }
+}
+
+/// What the builder is asked to do, besides the names and the context.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestPlan {
+    /// `--build-arg`, in order.
+    #[serde(serialize_with = "pairs_object")]
+    pub build_args: Vec<(String, String)>,
+    /// `--label`, in order.
+    #[serde(serialize_with = "pairs_object")]
+    pub labels: Vec<(String, String)>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--platform`.
+    #[serde(serialize_with = "display_option")]
+    pub platform: Option<Platform>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--pull`.
+    pub pull: bool,
+    /// `--output`.
+    pub output: Option<OutputSpec>,
+    /// `--build-context`.
+    pub build_contexts: std::collections::BTreeMap<String, NamedContext>,
+}
+
+fn pairs_object<S: Serializer>(
+    pairs: &[(String, String)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let map: Map<String, Value> = pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    map.serialize(s)
+}
+
+fn display_option<S: Serializer, T: fmt::Display>(
+    value: &Option<T>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+impl RequestPlan {
+    fn from_options(options: &Options) -> Self {
+        Self {
+            build_args: options.build_args.clone(),
+            labels: options.labels.clone(),
+            target: options.target.clone(),
+            platform: options.platform.clone(),
+            no_cache: options.no_cache,
+            pull: options.pull,
+            output: options.output.clone(),
+            build_contexts: options.named_contexts.clone(),
+        }
+    }
+
+    /// The plugin-api request for `tags` and the Dockerfile at `dockerfile`
+    /// (inside the context).
+    pub fn to_request(&self, tags: &[String], dockerfile: &str) -> BuildRequest {
+        let pairs = |p: &[(String, String)]| {
+            p.iter()
+                .map(|(k, v)| Tuple2(RString::from(k.as_str()), RString::from(v.as_str())))
+                .collect()
+        };
+        let opt = |v: Option<String>| -> ROption<RString> {
+            match v {
+                Some(v) => RSome(v.into()),
+                None => RNone,
+            }
+        };
+        let mut extra = Map::new();
+        if let Some(out) = &self.output {
+            extra.insert(
+                "output".into(),
+                json!({"type": out.kind, "dest": out.dest.to_string_lossy()}),
+            );
+        }
+        if !self.build_contexts.is_empty() {
+            extra.insert("build_contexts".into(), json!(self.build_contexts));
+        }
+        BuildRequest {
+            tags: tags.iter().map(|t| RString::from(t.as_str())).collect(),
+            dockerfile: dockerfile.into(),
+            build_args: pairs(&self.build_args),
+            labels: pairs(&self.labels),
+            target: opt(self.target.clone()),
+            platform: opt(self.platform.as_ref().map(Platform::to_string)),
+            no_cache: self.no_cache,
+            pull: self.pull,
+            extra_json: Value::Object(extra).to_string().into(),
+        }
+    }
+}
+
+/// One build, planned.
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    /// The first image (the one checks ask about).
+    pub image: String,
+    /// Every image the build produces.
+    pub images: Vec<String>,
+    /// The builder: component name or `flavor NAME`.
+    #[serde(rename = "builder", serialize_with = "label")]
+    pub builder_component: ResolvedComponent,
+    /// The builder's flavor.
+    pub flavor: String,
+    /// The registry component, when one is used.
+    #[serde(rename = "registry", serialize_with = "label_option")]
+    pub registry_component: Option<ResolvedComponent>,
+    /// The Dockerfile's path inside the context.
+    pub dockerfile: String,
+    /// The context.
+    #[serde(flatten, serialize_with = "context_fields")]
+    pub context: ContextSummary,
+    /// The existence checks.
+    #[serde(serialize_with = "display")]
+    pub checks: CheckPlan,
+    /// What the builder is asked.
+    pub request: RequestPlan,
+    /// `--force`.
+    #[serde(skip)]
+    pub force: bool,
+    /// `--on-unknown`.
+    pub on_unknown: OnUnknown,
+    /// The archive a real build sends (none for a dry run).
+    #[serde(skip)]
+    pub(crate) archive: Option<tempfile::NamedTempFile>,
+    /// When `kiln build` started.
+    #[serde(skip)]
+    pub(crate) started: Instant,
+}
+
+fn label<S: Serializer>(c: &ResolvedComponent, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&c.label)
+}
+
+fn label_option<S: Serializer>(
+    c: &Option<ResolvedComponent>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match c {
+        Some(c) => s.serialize_str(&c.label),
+        None => s.serialize_none(),
+    }
+}
+
+fn display<S: Serializer, T: fmt::Display>(v: &T, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn context_fields<S: Serializer>(c: &ContextSummary, s: S) -> std::result::Result<S::Ok, S::Error> {
+    json!({"context_sha1": c.sha1, "context_bytes": c.bytes, "context_files": c.files}).serialize(s)
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "plan: build {} with {}",
+            self.images.join(", "),
+            self.builder_component.describe()
+        )?;
+        writeln!(
+            f,
+            "  context: {} files, {} bytes, sha1 {}",
+            self.context.files, self.context.bytes, self.context.sha1
+        )?;
+        writeln!(f, "  dockerfile: {}", self.dockerfile)?;
+        let r = &self.request;
+        let pairs = |p: &[(String, String)]| {
+            p.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        if !r.build_args.is_empty() {
+            writeln!(f, "  build args: {}", pairs(&r.build_args))?;
+        }
+        if !r.labels.is_empty() {
+            writeln!(f, "  labels: {}", pairs(&r.labels))?;
+        }
+        if let Some(t) = &r.target {
+            writeln!(f, "  target: {t}")?;
+        }
+        if let Some(p) = &r.platform {
+            writeln!(f, "  platform: {p}")?;
+        }
+        for (name, c) in &r.build_contexts {
+            writeln!(f, "  build context: {name}={c}")?;
+        }
+        if let Some(o) = &r.output {
+            let kind = match o.kind {
+                super::options::OutputKind::Oci => "oci",
+                super::options::OutputKind::Docker => "docker",
+            };
+            writeln!(f, "  output: {kind} archive {}", o.dest.display())?;
+        }
+        let flags: Vec<&str> = [(r.no_cache, "--no-cache"), (r.pull, "--pull")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, f)| *f)
+            .collect();
+        if !flags.is_empty() {
+            writeln!(f, "  options: {}", flags.join(" "))?;
+        }
+        write!(f, "  checks: {}", self.checks)
+    }
+}
+
+impl Plan {
+    /// The tag the checks look at.
+    pub fn tag(&self) -> &str {
+        tag_of(&self.image)
+    }
+
+    /// Plan a build of `options`. For a real build (`options.dry_run`
+    /// false) the context archive is written to a temporary file here, once;
+    /// a dry run only hashes it.
+    pub fn make(session: &Session<'_>, options: &Options) -> Result<Self> {
+        let started = Instant::now();
+        let catalog = session.catalog();
+        let context_options = ContextOptions {
+            root: options.dir.clone(),
+            dockerfile: options.dockerfile.clone(),
+            ignore_file: options.dockerignore.clone(),
+        };
+        let mut context = Context::plan(&context_options, &session.env.cwd)?;
+        let dockerfile_on_disk = match &options.dockerfile {
+            Some(f) => session.env.cwd.join(f),
+            None => session.env.cwd.join(&options.dir).join("Dockerfile"),
+        };
+        let builder = builder::choose(session, &catalog, &options.builder, &dockerfile_on_disk)?;
+        let registry = options
+            .registry
+            .as_deref()
+            .map(|name| {
+                ResolvedComponent::from_component(
+                    session,
+                    &catalog,
+                    name,
+                    ComponentType::CONTAINER_REGISTRY,
+                )
+            })
+            .transpose()?;
+        let address = registry
+            .as_ref()
+            .map(ResolvedComponent::registry_address)
+            .transpose()?;
+        let request = RequestPlan::from_options(options);
+
+        // The builder's context hook (describe stage: nothing constructed).
+        let files =
+            builder.context_files(session, &request.to_request(&[], context.dockerfile()))?;
+        context.add_files(files)?;
+
+        let (summary, report, archive) = if options.dry_run {
+            let (summary, report) = context.digest()?;
+            (summary, report, None)
+        } else {
+            let staging = tempfile::Builder::new()
+                .prefix("kiln-context-")
+                .suffix(".tar")
+                .tempfile()
+                .map_err(|e| Error::io("creating", std::env::temp_dir(), e))?;
+            let (summary, report, staging) = context.write_to(false, staging)?;
+            (summary, report, Some(staging))
+        };
+        for w in &report.warnings {
+            output::warn(w);
+        }
+        let derived = derived_tag(&TagInputs {
+            context_sha1: &summary.sha1,
+            dockerfile: context.dockerfile(),
+            build_args: &options.build_args,
+            target: options.target.as_deref(),
+            platform: options
+                .platform
+                .as_ref()
+                .map(Platform::to_string)
+                .as_deref(),
+        });
+        let folder = context
+            .root()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let images = image_names(&options.tags, &folder, address.as_ref(), &derived);
+        let image = images[0].clone();
+        let checks = match (checks_apply(tag_of(&image), options.force), &registry) {
+            (Err(reason), _) => CheckPlan::Off(reason),
+            (Ok(()), None) => CheckPlan::NoneConfigured,
+            (Ok(()), Some(r)) => CheckPlan::Registry {
+                registry: r.label.clone(),
+                flavor: r.flavor.name().to_string(),
+                image: image.clone(),
+            },
+        };
+        Ok(Plan {
+            image,
+            images,
+            flavor: builder.flavor.name().to_string(),
+            builder_component: builder,
+            registry_component: registry,
+            dockerfile: context.dockerfile().to_string(),
+            context: ContextSummary {
+                sha1: summary.sha1,
+                bytes: summary.bytes,
+                files: summary.files,
+            },
+            checks,
+            request,
+            force: options.force,
+            on_unknown: options.on_unknown,
+            archive,
+            started,
+        })
+    }
+
+    /// The plan as `--dry-run --json` prints it: its fields, with the
+    /// keys of a build's result (`status: "planned"`, no digest).
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or_else(|e| json!({"error": e.to_string()}));
+        if let Value::Object(map) = &mut v {
+            map.insert("digest".into(), Value::Null);
+            map.insert("status".into(), "planned".into());
+            map.insert("reason".into(), "dry run: nothing was built".into());
+            map.insert("seconds".into(), json!(self.seconds()));
+        }
+        v
+    }
+
+    /// Seconds since `kiln build` started, to the millisecond.
+    pub fn seconds(&self) -> f64 {
+        (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
+    }
+}

@@ -1,0 +1,107 @@
+//! The registry a build or push goes through, constructed (real builds
+//! only): the loopback rule, membership of every image, the existence
+//! check. `kiln build` and `kiln push` share it.
+
+use abi_stable::std_types::RString;
+use kiln_distribution::{is_loopback, split_tag, Platform};
+use kiln_plugin_api::{ContainerRegistryBox, ErrorKind, Existence};
+
+use super::checks::CheckAnswer;
+use crate::{
+    components::ResolvedComponent,
+    error::{Error, Result},
+    session::Session,
+};
+
+/// A constructed registry and the component it came from.
+pub struct Connected<'c> {
+    /// The plugin's registry object.
+    pub handle: ContainerRegistryBox,
+    /// The component.
+    pub component: &'c ResolvedComponent,
+}
+
+impl<'c> Connected<'c> {
+    /// Construct `component` with its secrets resolved. A builder that does
+    /// not build on this machine (`builds_locally` false) cannot reach a
+    /// registry on a loopback address: refused, naming `builder`.
+    pub fn connect(
+        session: &Session<'_>,
+        component: &'c ResolvedComponent,
+        builder: &str,
+        builds_locally: bool,
+    ) -> Result<Self> {
+        let handle = component
+            .flavor
+            .plugin
+            .construct_registry(
+                component.flavor.name(),
+                &component.resolved_config(session)?,
+            )
+            .map_err(|e| Error::from_plugin("construct", component, e))?;
+        let uri = handle.uri().to_string();
+        let host = uri.split('/').next().unwrap_or("");
+        if !builds_locally && is_loopback(host) {
+            return Err(Error::BadArgument(format!(
+                "builder {builder} does not build on this machine, so it cannot reach registry {} \
+                 at {host} (a loopback address); use a registry it can reach",
+                component.label
+            )));
+        }
+        Ok(Self { handle, component })
+    }
+
+    /// Every image must belong to the registry (exit 2 otherwise).
+    pub fn check_members(&self, images: &[String]) -> Result<()> {
+        for image in images {
+            let owned = self
+                .handle
+                .owns_image(image.as_str().into())
+                .into_result()
+                .map_err(|e| Error::from_plugin("owns_image", self.component, e))?;
+            if !owned {
+                let uri = self.handle.uri();
+                return Err(Error::BadArgument(format!(
+                    "image {image} does not belong to registry {} ({uri}); name it {uri}/...",
+                    self.component.label,
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `image` exists for `platform`, as a named answer. Refused
+    /// credentials are an error (exit 7); anything else the registry
+    /// cannot answer is `Unknown`.
+    pub fn exists(
+        &self,
+        image: &str,
+        platform: Option<&Platform>,
+    ) -> Result<(String, CheckAnswer)> {
+        let (repo, tag) = split_tag(image);
+        let platforms: Vec<RString> = platform
+            .map(|p| RString::from(p.to_string()))
+            .into_iter()
+            .collect();
+        let answer = match self
+            .handle
+            .image_exists(
+                repo.into(),
+                tag.unwrap_or("latest").into(),
+                platforms.as_slice().into(),
+            )
+            .into_result()
+        {
+            Ok(found) => match found.state {
+                Existence::EXISTS => CheckAnswer::Exists(found.detail.into_string()),
+                Existence::ABSENT => CheckAnswer::Absent,
+                _ => CheckAnswer::Unknown(found.detail.into_string()),
+            },
+            Err(e) if e.kind == ErrorKind::AUTH => {
+                return Err(Error::from_plugin("image_exists", self.component, e))
+            }
+            Err(e) => CheckAnswer::Unknown(e.message.to_string()),
+        };
+        Ok((format!("registry {}", self.component.label), answer))
+    }
+}

@@ -1,0 +1,118 @@
+//! What every command shares: the process environment, read once, and the
+//! session settings (plugin folders, project) derived from the global flags.
+
+use std::{ffi::OsString, path::PathBuf};
+
+use crate::{
+    error::{Error, Result},
+    plugins::{search_dirs, Catalog, PluginDir},
+    state::Project,
+};
+
+/// What the process environment contributes, gathered once so the library
+/// can be driven from tests without touching the real environment. This is
+/// the one place kiln's host reads environment variables.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// The working directory.
+    pub cwd: PathBuf,
+    /// `KILN_PLUGINS_DIR`.
+    pub plugins_env: Option<OsString>,
+    /// The user's plugins folder.
+    pub user_plugins_dir: Option<PathBuf>,
+}
+
+impl Environment {
+    /// Read the real process environment.
+    #[allow(clippy::disallowed_methods)] // the one home of env lookups
+    pub fn from_process() -> Result<Self> {
+        let cwd = std::env::current_dir()
+            .map_err(|e| Error::io("reading", "the working directory", e))?;
+        Ok(Self {
+            cwd,
+            plugins_env: std::env::var_os("KILN_PLUGINS_DIR"),
+            user_plugins_dir: crate::plugins::user_plugins_dir(),
+        })
+    }
+
+    /// The variable `name`, for `${env:NAME}` secret references. Read when
+    /// asked, so a secret is held only as long as its caller needs it.
+    #[allow(clippy::disallowed_methods)] // the one home of env lookups
+    pub fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// Settings shared by every command, validated from the raw flags.
+#[derive(Debug)]
+pub struct Session<'a> {
+    cli_plugins_dirs: &'a [PathBuf],
+    project_flag: Option<PathBuf>,
+    /// The process environment.
+    pub env: &'a Environment,
+}
+
+impl<'a> Session<'a> {
+    /// A session over `--plugins-dir` folders and `--project` (relative to
+    /// the working directory).
+    pub fn new(
+        plugins_dirs: &'a [PathBuf],
+        project: Option<&PathBuf>,
+        env: &'a Environment,
+    ) -> Self {
+        Self {
+            cli_plugins_dirs: plugins_dirs,
+            project_flag: project.map(|p| env.cwd.join(p)),
+            env,
+        }
+    }
+
+    /// `--project`, made absolute.
+    pub fn project_flag(&self) -> Option<&PathBuf> {
+        self.project_flag.as_ref()
+    }
+
+    /// The project, found like git finds a repository, or named by `--project`.
+    pub fn project(&self) -> Option<Project> {
+        self.require_project().ok()
+    }
+
+    /// The project, or an error telling how to make one.
+    pub fn require_project(&self) -> Result<Project> {
+        match &self.project_flag {
+            Some(dir) => Project::at(dir),
+            None => Project::discover(&self.env.cwd).ok_or_else(|| Error::NoProject {
+                start: self.env.cwd.clone(),
+            }),
+        }
+    }
+
+    /// The plugin folders searched, in order.
+    pub fn plugin_dirs(&self) -> Vec<PluginDir> {
+        let project = self.project();
+        let flags: Vec<PathBuf> = self
+            .cli_plugins_dirs
+            .iter()
+            .map(|p| self.env.cwd.join(p))
+            .collect();
+        search_dirs(
+            &flags,
+            self.env.plugins_env.clone(),
+            project.as_ref(),
+            self.env.user_plugins_dir.clone(),
+        )
+    }
+
+    /// Load every plugin in the search folders (describe stage only).
+    pub fn catalog(&self) -> Catalog {
+        let dirs = self.plugin_dirs();
+        let catalog = Catalog::discover(&dirs);
+        tracing::debug!(
+            plugins = catalog.plugins_loaded,
+            flavors = catalog.flavors.len(),
+            problems = catalog.problems.len(),
+            "plugins loaded"
+        );
+        catalog
+    }
+}
