@@ -3,6 +3,10 @@
 //! file read, so a bad `--output`, `--build-context`, `--platform`, name or
 //! `KEY=VALUE` fails at once (ripgrep's low args → high args).
 
+// The doc comments on clap types are `--help` text, written for the
+// terminal: `[:TAG]` and `<Dockerfile>` are not links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use std::{collections::BTreeMap, fmt, path::PathBuf};
 
 use clap::{Args, ValueEnum};

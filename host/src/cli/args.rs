@@ -1,6 +1,10 @@
 //! Raw command-line arguments (clap). Validated settings are built from these
 //! in `cli::run`; nothing here touches the file system.
 
+// The doc comments on clap types are `--help` text, written for the
+// terminal: `[:TAG]` and `<Dockerfile>` are not links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -132,8 +132,17 @@ impl Builder for OciBuilder {
         events: &Events,
         cancel: &CancellationBox,
     ) -> Result<BuildOutput, PluginError> {
-        let extra: serde_json::Value =
-            serde_json::from_str(request.extra_json.as_str()).unwrap_or_default();
+        // An empty string is "no extras"; anything else must parse, or an
+        // --output would be dropped silently.
+        let extra: serde_json::Value = match request.extra_json.as_str().trim() {
+            "" => serde_json::Value::Null,
+            text => serde_json::from_str(text).map_err(|e| {
+                invalid(format!(
+                    "the request's extra options are not JSON ({e}): the host and this \
+                     plugin disagree; rebuild the plugin against this kiln"
+                ))
+            })?,
+        };
         let dest = extra
             .pointer("/output/dest")
             .and_then(|d| d.as_str())
