@@ -238,6 +238,7 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, PluginError>) -> RResu
 /// already reported through the returned error. A cdylib has its own copy of
 /// std, so this replaces only the plugin's hook. `KILN_PLUGIN_PANICS=1` keeps
 /// the default, for plugin authors.
+#[allow(clippy::disallowed_methods)] // the one home of KILN_PLUGIN_PANICS
 fn quiet_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

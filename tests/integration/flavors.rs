@@ -1,0 +1,281 @@
+//! `kiln flavor list` and `describe`: every broken plugin file reported,
+//! the rest listed; schemas and secret fields shown; nothing constructed.
+
+use std::fs;
+
+use serde_json::{json, Value};
+
+use crate::util::TestProject;
+
+pub(crate) const EVERY_FIXTURE: &[&str] = &[
+    "good",
+    "describe-panics",
+    "load-panics",
+    "constructor-aborts",
+    "duplicate",
+    "no-root-module",
+    "old-layout",
+    "newer-layout",
+    "future-api",
+];
+
+pub(crate) fn problem_for<'a>(problems: &'a [Value], file_part: &str) -> &'a str {
+    problems
+        .iter()
+        .find(|p| p["path"].as_str().is_some_and(|s| s.contains(file_part)))
+        .and_then(|p| p["reason"].as_str())
+        .unwrap_or_else(|| panic!("no problem reported for {file_part}: {problems:#?}"))
+}
+
+pub(crate) fn flavor_names(v: &Value) -> Vec<String> {
+    v["flavors"]
+        .as_array()
+        .expect("flavors")
+        .iter()
+        .map(|f| {
+            format!(
+                "{}/{}",
+                f["type"].as_str().unwrap_or("?"),
+                f["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn flavor_list_reports_every_broken_file_and_lists_the_rest() {
+    let p = TestProject::new();
+    let dir = p.plugins(EVERY_FIXTURE);
+    fs::write(
+        dir.join(format!("notes.{}", std::env::consts::DLL_EXTENSION)),
+        "just text\n",
+    )
+    .expect("write");
+    fs::write(dir.join("README.txt"), "ignored: not a library name\n").expect("write");
+    let run = p.kiln(&[
+        "flavor",
+        "list",
+        "--json",
+        "--plugins-dir",
+        dir.to_str().expect("utf8"),
+    ]);
+    run.ok();
+    let v = run.json();
+    let mut names = flavor_names(&v);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "container-registry/fixture-registry",
+            "image-builder/aborts",
+            "image-builder/echo",
+            "image-builder/newer",
+        ]
+    );
+    let problems = v["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 7, "{problems:#?}");
+    assert!(problem_for(problems, "notes.").starts_with("not a loadable dynamic library"));
+    assert_eq!(
+        problem_for(problems, "no_root_module"),
+        "not a kiln plugin: the library exports no abi_stable root module"
+    );
+    let future = problem_for(problems, "future_api");
+    assert!(
+        future.contains("incompatible plugin-api")
+            && future.contains("9.0.0")
+            && future.contains("0.1.0"),
+        "{future}"
+    );
+    let old = problem_for(problems, "old_layout");
+    assert!(
+        old.starts_with("built against an older plugin-api layout") && old.contains("rebuild"),
+        "{old}"
+    );
+    assert_eq!(
+        problem_for(problems, "describe_panics"),
+        "panicked while describing itself: plugin panicked in describe: schema generation exploded"
+    );
+    assert_eq!(
+        problem_for(problems, "load_panics"),
+        "panicked while loading its root module"
+    );
+    // Files are loaded in name order, so libfixture_duplicate wins over libfixture_good.
+    let dup = problem_for(problems, "fixture_good");
+    assert!(
+        dup.contains("image-builder flavor \"echo\" is already offered by")
+            && dup.contains("libfixture_duplicate"),
+        "{dup}"
+    );
+    // The describe-stage panic is reported once, through the error, without a backtrace.
+    assert!(!run.stderr.contains("stack backtrace"), "{}", run.stderr);
+}
+
+#[test]
+fn flavor_list_table_and_strict_mode() {
+    let p = TestProject::new();
+    let dir = p.plugins(&["good", "no-root-module"]);
+    let d = dir.to_str().expect("utf8");
+    let run = p.kiln(&["flavor", "list", "--plugins-dir", d]);
+    run.ok();
+    assert_eq!(
+        run.stdout,
+        "TYPE                FLAVOR            PLUGIN        DESCRIPTION\n\
+         image-builder       echo              fixture-good  Logs the request instead of building\n\
+         container-registry  fixture-registry  fixture-good  A registry that knows no images\n"
+    );
+    assert!(
+        run.stderr
+            .contains("warning: 1 plugin file(s) could not be used"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("libfixture_no_root_module"),
+        "{}",
+        run.stderr
+    );
+    let strict = p.kiln(&["flavor", "list", "--strict", "--plugins-dir", d]);
+    strict.code(3);
+    assert!(
+        strict.stderr.contains("1 plugin problem(s) found"),
+        "{}",
+        strict.stderr
+    );
+    let only = p.kiln(&[
+        "flavor",
+        "list",
+        "--json",
+        "--type",
+        "container-registry",
+        "--plugins-dir",
+        d,
+    ]);
+    assert_eq!(
+        flavor_names(&only.json()),
+        ["container-registry/fixture-registry"]
+    );
+}
+
+#[test]
+fn flavor_describe_shows_schema_and_secret_fields() {
+    let p = TestProject::new();
+    let dir = p.plugins(&["good"]);
+    let d = dir.to_str().expect("utf8");
+    let v = p
+        .kiln(&[
+            "flavor",
+            "describe",
+            "fixture-registry",
+            "--json",
+            "--plugins-dir",
+            d,
+        ])
+        .json();
+    assert_eq!(v["type"], "container-registry");
+    assert_eq!(v["capabilities"], json!(["checks-existence"]));
+    assert_eq!(v["secret_fields"], json!(["/password"]));
+    assert_eq!(
+        v["config_schema"]["properties"]["password"]["writeOnly"],
+        json!(true)
+    );
+    assert_eq!(v["config_schema"]["required"], json!(["uri"]));
+    let text = p.kiln(&["flavor", "describe", "echo", "--plugins-dir", d]);
+    text.ok();
+    assert!(
+        text.stdout
+            .starts_with("flavor:       echo\ntype:         image-builder\n"),
+        "{}",
+        text.stdout
+    );
+    assert!(text
+        .stdout
+        .contains("docs:         https://example.invalid/docs/echo"));
+    assert!(text.stdout.contains("secrets:      /token"));
+    assert!(text.stdout.contains("config schema:\n{"));
+}
+
+#[test]
+fn describing_an_unknown_flavor_says_what_exists() {
+    let p = TestProject::new();
+    let d = p.plugins(&["good"]);
+    let run = p.kiln(&[
+        "flavor",
+        "describe",
+        "nope",
+        "--plugins-dir",
+        d.to_str().expect("utf8"),
+    ]);
+    run.code(2);
+    assert!(
+        run.stderr
+            .contains("no image-builder or container-registry flavor named \"nope\""),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("available: image-builder/echo, container-registry/fixture-registry"),
+        "{}",
+        run.stderr
+    );
+    let run = p.kiln(&[
+        "flavor",
+        "describe",
+        "echo",
+        "--type",
+        "container-registry",
+        "--plugins-dir",
+        d.to_str().expect("utf8"),
+    ]);
+    run.code(2);
+    assert!(
+        run.stderr.contains("\"echo\" is a image-builder flavor"),
+        "{}",
+        run.stderr
+    );
+}
+
+// ------------------------------------------------- nothing is constructed early
+
+#[test]
+fn describe_and_register_never_construct() {
+    // The `aborts` builder aborts the process in its constructor: if any of
+    // these commands constructed it, kiln would die with SIGABRT.
+    let p = TestProject::initialised();
+    let d = p.plugins(&["constructor-aborts"]);
+    let d = d.to_str().expect("utf8");
+    p.kiln(&["flavor", "list", "--plugins-dir", d]).ok();
+    p.kiln(&["flavor", "describe", "aborts", "--plugins-dir", d])
+        .ok();
+    p.kiln(&[
+        "plugin",
+        "check",
+        &format!("{d}/libfixture_constructor_aborts.so"),
+    ])
+    .ok();
+    p.kiln(&[
+        "component",
+        "register",
+        "ab",
+        "--type",
+        "image-builder",
+        "--flavor",
+        "aborts",
+        "--set",
+        "host=x",
+        "--plugins-dir",
+        d,
+    ])
+    .ok();
+    p.kiln(&[
+        "component",
+        "update",
+        "ab",
+        "--set",
+        "api_key=${env:K}",
+        "--plugins-dir",
+        d,
+    ])
+    .ok();
+    p.kiln(&["component", "describe", "ab"]).ok();
+}

@@ -1,0 +1,140 @@
+//! Plugin discovery and files: the documented search order, `plugin check`
+//! and `plugin install`.
+
+use std::fs;
+
+use crate::flavors::{flavor_names, problem_for};
+use crate::util::{fixture, TestProject};
+
+#[test]
+fn plugins_are_found_in_the_documented_order() {
+    let p = TestProject::initialised();
+    // The same flavor in the project folder and in KILN_PLUGINS_DIR: the
+    // environment folder comes first, so its copy wins.
+    let env_dir = p.root().join("env-plugins");
+    fs::create_dir_all(&env_dir).expect("mkdir");
+    fs::copy(fixture("duplicate"), env_dir.join("libdup.so")).expect("copy");
+    let project_plugins = p.work().join(".kiln/plugins");
+    fs::copy(fixture("good"), project_plugins.join("libgood.so")).expect("copy");
+    let run = p.kiln_env(
+        &["flavor", "list", "--json"],
+        &[("KILN_PLUGINS_DIR", env_dir.to_str().expect("utf8"))],
+    );
+    let v = run.json();
+    let echo = v["flavors"]
+        .as_array()
+        .expect("flavors")
+        .iter()
+        .find(|f| f["name"] == "echo")
+        .expect("echo");
+    assert_eq!(echo["plugin"], "fixture-duplicate");
+    assert!(
+        problem_for(v["problems"].as_array().expect("p"), "libgood").contains("already offered by")
+    );
+    // --plugins-dir beats the environment.
+    let flag_dir = p.plugins(&["good"]);
+    let run = p.kiln_env(
+        &[
+            "flavor",
+            "list",
+            "--json",
+            "--plugins-dir",
+            flag_dir.to_str().expect("utf8"),
+        ],
+        &[("KILN_PLUGINS_DIR", env_dir.to_str().expect("utf8"))],
+    );
+    let v = run.json();
+    let echo = v["flavors"]
+        .as_array()
+        .expect("f")
+        .iter()
+        .find(|f| f["name"] == "echo")
+        .expect("echo");
+    assert_eq!(echo["plugin"], "fixture-good");
+    // An explicit folder that does not exist is a problem; default ones are not.
+    let run = p.kiln(&[
+        "flavor",
+        "list",
+        "--json",
+        "--plugins-dir",
+        "/nonexistent/kiln",
+    ]);
+    let v = run.json();
+    assert!(
+        problem_for(v["problems"].as_array().expect("p"), "/nonexistent/kiln")
+            .contains("cannot read plugins folder")
+    );
+    let dirs = p.kiln(&["plugin", "dirs", "--json"]).json();
+    let origins: Vec<&str> = dirs
+        .as_array()
+        .expect("dirs")
+        .iter()
+        .filter_map(|d| d["origin"].as_str())
+        .collect();
+    assert_eq!(origins, ["project", "user"]);
+}
+
+#[test]
+fn plugin_check_reports_each_file() {
+    let p = TestProject::new();
+    let good = fixture("good");
+    let junk = p.file("libjunk.so", "not a library");
+    let run = p.kiln(&["plugin", "check", good.to_str().expect("utf8")]);
+    run.ok();
+    assert!(run.stdout.starts_with("ok    "), "{}", run.stdout);
+    assert!(run
+        .stdout
+        .contains("image-builder/echo, container-registry/fixture-registry"));
+    let run = p.kiln(&[
+        "plugin",
+        "check",
+        good.to_str().expect("utf8"),
+        junk.to_str().expect("utf8"),
+    ]);
+    run.code(3);
+    assert!(
+        run.stdout.contains("bad   ")
+            && run
+                .stdout
+                .contains("libjunk.so: not a loadable dynamic library"),
+        "{}",
+        run.stdout
+    );
+    let run = p.kiln(&[
+        "plugin",
+        "check",
+        "--json",
+        fixture("future-api").to_str().expect("utf8"),
+    ]);
+    run.code(3);
+    assert_eq!(run.json()["problems"].as_array().expect("p").len(), 1);
+}
+
+#[test]
+fn plugin_install_copies_into_the_user_folder_and_refuses_bad_files() {
+    let p = TestProject::new();
+    let junk = p.file("libjunk.so", "not a library");
+    let run = p.kiln(&[
+        "plugin",
+        "install",
+        fixture("good").to_str().expect("utf8"),
+        junk.to_str().expect("utf8"),
+    ]);
+    run.code(3);
+    assert!(
+        !p.user_plugins().exists()
+            || fs::read_dir(p.user_plugins())
+                .expect("dir")
+                .next()
+                .is_none()
+    );
+    p.kiln(&["plugin", "install", fixture("good").to_str().expect("utf8")])
+        .ok();
+    assert!(p.user_plugins().join("libfixture_good.so").is_file());
+    // Found without any flag or project.
+    let v = p.kiln(&["flavor", "list", "--json"]).json();
+    assert_eq!(
+        flavor_names(&v),
+        ["image-builder/echo", "container-registry/fixture-registry"]
+    );
+}
