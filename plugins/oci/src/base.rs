@@ -20,9 +20,9 @@ use kiln_plugin_api::{author::Events, ContainerRegistryBox};
 use serde_json::Value;
 
 use crate::{
+    fs::tree::{self, remove_under, Member},
     image::{media, sha256, Entry, Kind, Layer, Platform},
     store::Store,
-    tree::{self, remove_under, Member},
 };
 
 /// A base image: its config and layers (bottom first).

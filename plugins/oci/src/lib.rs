@@ -3,22 +3,29 @@
 //! - [`dockerfile`]: the Dockerfile front end (parser directives, the escape
 //!   character, continuations, JSON and shell forms, flags, variable
 //!   substitution) and the check that refuses `RUN` before any work.
-//! - [`build`]: carrying the instructions out into layers and a config.
+//! - [`dispatch`]: carrying the instructions out into layers and a config:
+//!   the stage loop, one function per instruction, `COPY`/`ADD`
+//!   (`dispatch/copy.rs`), layers and their cache (`dispatch/layers.rs`).
+//! - [`context`]: the host's context archive, mapped and indexed.
+//! - [`error`]: a build failure, naming the Dockerfile line.
 //! - [`base`]: base images from a registry or an OCI layout.
 //! - [`engine`]: base images from the local Docker Engine, when it has them.
 //! - [`image`]: reproducible layers (compressed on every core), config,
 //!   manifest, and an archive that `docker load` and `skopeo` read.
 //! - [`store`]: the layer and blob cache that makes rebuilds cheap.
-//! - [`tree`]: file trees read from tar archives without copying.
+//! - [`fs`]: the image filesystem: trees read from tar archives without
+//!   copying, and `filepath.Match` globs.
 //! - [`push`]: pushing over the distribution API.
 //! - [`plugin`]: the flavor kiln loads.
 
 pub mod base;
-pub mod build;
+pub mod context;
+pub mod dispatch;
 pub mod dockerfile;
 pub mod engine;
+pub mod error;
+pub mod fs;
 pub mod image;
 pub mod plugin;
 pub mod push;
 pub mod store;
-pub mod tree;

@@ -13,7 +13,7 @@ use kiln_plugin_api::{
 
 use kiln_distribution::Retry;
 
-use crate::{base, build, image, push, store::Store};
+use crate::{base, dispatch, image, push, store::Store};
 
 /// Config of the `oci` builder.
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
@@ -177,8 +177,9 @@ impl Builder for OciBuilder {
                 variant: None,
             },
         };
-        let files = build::ContextFiles::open(std::path::Path::new(context.archive_path.as_str()))
-            .map_err(|e| invalid(e.to_string()))?;
+        let files =
+            crate::context::ContextFiles::open(std::path::Path::new(context.archive_path.as_str()))
+                .map_err(|e| invalid(e.to_string()))?;
         let dockerfile = request.dockerfile.as_str();
         let text = files
             .text(dockerfile)
@@ -226,7 +227,7 @@ impl Builder for OciBuilder {
             }
             .pull(name)
         };
-        let built = build::build(&build::BuildInput {
+        let built = dispatch::build(&dispatch::BuildInput {
             dockerfile: &text,
             context: &files,
             context_sha1: Some(context.sha1.as_str()).filter(|s| !s.is_empty()),
@@ -246,9 +247,9 @@ impl Builder for OciBuilder {
         })
         .map_err(|e| {
             let kind = match e.cause {
-                build::Cause::Input => ErrorKind::INVALID_INPUT,
-                build::Cause::Auth => ErrorKind::AUTH,
-                build::Cause::Unavailable => ErrorKind::UNAVAILABLE,
+                crate::error::Cause::Input => ErrorKind::INVALID_INPUT,
+                crate::error::Cause::Auth => ErrorKind::AUTH,
+                crate::error::Cause::Unavailable => ErrorKind::UNAVAILABLE,
             };
             PluginError::new(kind, e.to_string())
         })?;

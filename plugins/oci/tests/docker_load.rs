@@ -8,7 +8,8 @@ use std::process::Command;
 
 use kiln_oci::{
     base::Base,
-    build::{build, BuildInput, Built, ContextFiles},
+    context::ContextFiles,
+    dispatch::{build, BuildInput, Built},
     image::{write_archive, Platform},
 };
 

@@ -1,0 +1,439 @@
+//! `COPY` and `ADD`: sources from the context, an earlier stage or an
+//! image (globs, `--from`), Docker's destination rules (a folder when the
+//! destination ends in `/` or copies several sources; symlinked folders
+//! followed), `--chown` by number or by the stage's `/etc/passwd` and
+//! `/etc/group`, `--chmod`, here-documents, and `ADD`'s unpacking of local
+//! tar archives.
+
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet},
+};
+
+use bytes::Bytes;
+
+use super::{Run, Stage};
+use crate::{
+    base,
+    dockerfile::{self, Args, Instruction},
+    error::{at, BuildError},
+    fs::{
+        glob::{gather, matches},
+        tree::{self, clean, remove_under},
+    },
+    image::{media, Entry, Kind, Layer},
+};
+
+/// Follow symlinks in the directories of `path` (an absolute path without
+/// the leading `/`) as the image's filesystem has them, so `COPY x /bin/`
+/// over a base whose `/bin` links to `usr/bin` writes `usr/bin/x`.
+/// With `last`, the final component is followed too (a folder copied into).
+fn resolve_dirs(stage: &mut Stage, path: &str, last: bool) -> Result<String, String> {
+    let mut done: Vec<String> = Vec::new();
+    let mut rest: Vec<String> = path
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    rest.reverse();
+    let mut hops = 0;
+    while let Some(part) = rest.pop() {
+        if rest.is_empty() && !last {
+            done.push(part);
+            break;
+        }
+        let candidate = if done.is_empty() {
+            part.clone()
+        } else {
+            format!("{}/{part}", done.join("/"))
+        };
+        match stage.lookup(&candidate)? {
+            Some(Entry {
+                kind: Kind::Symlink(target),
+                ..
+            }) => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(format!("too many levels of symbolic links in /{path}"));
+                }
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                for t in target.split('/').rev() {
+                    if !t.is_empty() && t != "." {
+                        rest.push(t.to_string());
+                    }
+                }
+            }
+            _ => {
+                if part == ".." {
+                    done.pop();
+                } else {
+                    done.push(part);
+                }
+            }
+        }
+    }
+    Ok(clean(&done.join("/")))
+}
+
+/// The files of a tar archive `data` (plain or gzip'd), or `None` when it
+/// is not one (then `ADD` copies it as it is).
+fn unpack_archive(data: &Bytes, source: &str) -> Result<Option<BTreeMap<String, Entry>>, String> {
+    use std::io::Read;
+    fn is_tar(d: &[u8]) -> bool {
+        d.len() >= 262 && &d[257..262] == b"ustar"
+    }
+    let plain = if data.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        if flate2::read::MultiGzDecoder::new(data.as_ref())
+            .read_to_end(&mut out)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        Bytes::from(out)
+    } else if data.starts_with(b"BZh")
+        || data.starts_with(&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])
+        || data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+    {
+        return Err(format!(
+            "ADD {source}: bzip2, xz and zstd archives are not unpacked by the oci builder; \
+             unpack it into the context and COPY the folder, or gzip it"
+        ));
+    } else {
+        data.clone()
+    };
+    if !is_tar(&plain) {
+        return Ok(None);
+    }
+    let layer = Layer {
+        blob: plain,
+        digest: String::new(),
+        diff_id: String::new(),
+        media_type: media::LAYER_TAR.into(),
+    };
+    base::filesystem(std::slice::from_ref(&layer))
+        .map(Some)
+        .map_err(|e| format!("ADD {source}: {e}"))
+}
+
+/// Look a user or group up in the stage's `/etc/passwd` or `/etc/group`.
+fn id_of(stage: &mut Stage, file: &str, name: &str) -> Result<Option<(u64, u64)>, String> {
+    let Some(Entry {
+        kind: Kind::File(data),
+        ..
+    }) = stage.lookup(file)?
+    else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&data);
+    Ok(text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[0] == name)
+            .then(|| (f[2].parse().unwrap_or(0), f[3].parse().unwrap_or(0)))
+    }))
+}
+
+fn chown(stage: &mut Stage, value: &str, line: usize) -> Result<(u64, u64), BuildError> {
+    let (user, group) = match value.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (value, None),
+    };
+    let e = |m: String| at(line, m);
+    let (uid, primary) = match user.parse::<u64>() {
+        Ok(n) => (n, n),
+        Err(_) => id_of(stage, "etc/passwd", user)
+            .map_err(e)?
+            .ok_or_else(|| {
+                at(
+                    line,
+                    format!("--chown={value}: no user {user:?} in the image's /etc/passwd"),
+                )
+            })?,
+    };
+    let gid = match group {
+        None => primary,
+        Some(g) => match g.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => id_of(stage, "etc/group", g)
+                .map_err(e)?
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| {
+                    at(
+                        line,
+                        format!("--chown={value}: no group {g:?} in the image's /etc/group"),
+                    )
+                })?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+impl Run<'_, '_> {
+    pub(super) fn copy(
+        &mut self,
+        ins: &Instruction,
+        current: usize,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<(), BuildError> {
+        let line = ins.line;
+        let escape = self.escape;
+        let expand = |t: &str| dockerfile::expand(t, vars, escape).map_err(|e| at(line, e));
+        let mut words: Vec<String> = match &ins.args {
+            Args::Exec(list) => list.iter().map(|w| expand(w)).collect::<Result<_, _>>()?,
+            Args::Shell(text) => expand(text)?
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+        };
+        if words.len() < 2 {
+            return Err(at(
+                line,
+                format!(
+                    "{} requires at least two arguments, but got {}",
+                    ins.keyword,
+                    words.len()
+                ),
+            ));
+        }
+        let dest = words.pop().unwrap_or_default();
+        let mut owner = None;
+        let mut chmod = None;
+        let mut from = None;
+        for (name, value) in &ins.flags {
+            match name.as_str() {
+                "chown" => owner = Some(expand(value)?),
+                "chmod" => {
+                    chmod = Some(
+                        u32::from_str_radix(value, 8)
+                            .ok()
+                            .filter(|m| *m <= 0o7777)
+                            .ok_or_else(|| {
+                                at(
+                                    line,
+                                    format!(
+                                    "--chmod={value}: expected octal permission bits such as 755"
+                                ),
+                                )
+                            })?,
+                    )
+                }
+                "from" if ins.keyword == "COPY" => from = Some(expand(value)?),
+                "link" => {}
+                other => {
+                    return Err(at(
+                        line,
+                        format!("{} --{other} is not supported", ins.keyword),
+                    ))
+                }
+            }
+        }
+        if ins.keyword == "ADD" {
+            if let Some(w) = words
+                .iter()
+                .find(|w| w.contains("://") || w.starts_with("git@"))
+            {
+                return Err(at(line, format!("ADD {w}: the oci builder fetches nothing from the network; download it into the context and COPY it")));
+            }
+        }
+        // The context is borrowed, not copied for every COPY.
+        let context = self.input.context;
+        let source_fs: Cow<'_, BTreeMap<String, Entry>> = match &from {
+            None => Cow::Borrowed(&context.files),
+            Some(name) => Cow::Owned(match self.stage_index(name).filter(|i| *i < current) {
+                Some(i) => self.stages[i].filesystem().map_err(|e| at(line, e))?,
+                None if self.stage_index(name).is_some() => {
+                    return Err(at(
+                        line,
+                        format!("--from={name}: a stage cannot copy from itself or a later stage"),
+                    ))
+                }
+                None => {
+                    let base = self.image(name, &self.input.platform.clone(), line)?;
+                    base::filesystem(&base.layers).map_err(|e| at(line, e))?
+                }
+            }),
+        };
+        let stage = &mut self.stages[current];
+        let (uid, gid) = match &owner {
+            Some(o) => chown(stage, o, line)?,
+            None => (0, 0),
+        };
+        let workdir = stage
+            .runtime
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".into());
+        let dest_abs = if dest.starts_with('/') {
+            dest.clone()
+        } else {
+            format!("{}/{dest}", workdir.trim_end_matches('/'))
+        };
+        // The destination as the image's filesystem has it: through
+        // symlinked folders (a base whose /bin links to usr/bin).
+        let followed = resolve_dirs(stage, &clean(&dest_abs), true).map_err(|e| at(line, e))?;
+        let dest_is_dir = dest.ends_with('/')
+            || followed.is_empty()
+            || matches!(
+                stage
+                    .lookup(&followed)
+                    .map_err(|e| at(line, e))?
+                    .map(|e| e.kind),
+                Some(Kind::Dir)
+            );
+        let dest_clean = if dest_is_dir {
+            followed
+        } else {
+            resolve_dirs(stage, &clean(&dest_abs), false).map_err(|e| at(line, e))?
+        };
+        let mut sources: Vec<String> = Vec::new();
+        let mut heredocs: Vec<(String, Bytes)> = Vec::new();
+        for source in &words {
+            let heredoc_name = source.strip_prefix("<<").map(|n| {
+                n.trim_start_matches('-')
+                    .trim_matches(|c| c == '"' || c == '\'')
+            });
+            if let Some(doc) = heredoc_name.and_then(|n| ins.heredocs.iter().find(|h| h.name == n))
+            {
+                let body = if doc.expand {
+                    dockerfile::expand(&doc.body, vars, escape).map_err(|e| at(line, e))?
+                } else {
+                    doc.body.clone()
+                };
+                heredocs.push((doc.name.clone(), Bytes::from(body)));
+                continue;
+            }
+            if from.is_none() && tree::escapes(source) {
+                return Err(at(
+                    line,
+                    format!(
+                        "{} {source}: forbidden path outside the build context",
+                        ins.keyword
+                    ),
+                ));
+            }
+            let found = matches(&source_fs, source);
+            if found.is_empty() {
+                let place = if from.is_some() {
+                    "the source stage or image"
+                } else {
+                    "the build context (or excluded by .dockerignore)"
+                };
+                return Err(at(
+                    line,
+                    format!(
+                        "{} {source}: no such file or directory in {place}",
+                        ins.keyword
+                    ),
+                ));
+            }
+            sources.extend(found);
+        }
+        let many = sources.len() + heredocs.len() > 1;
+        if many && !dest_is_dir {
+            return Err(at(line, format!("When using {} with more than one source file, the destination must be a directory and end with a /", ins.keyword)));
+        }
+        let join = |a: &str, b: &str| {
+            if a.is_empty() {
+                b.to_string()
+            } else if b.is_empty() {
+                a.to_string()
+            } else {
+                format!("{a}/{b}")
+            }
+        };
+        let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+        for source in &sources {
+            let (is_dir, items) = gather(&source_fs, source);
+            // ADD unpacks a local tar archive (plain or gzip'd), found by
+            // its content as Docker does, into the destination folder.
+            if ins.keyword == "ADD" && !is_dir {
+                if let Some((
+                    _,
+                    Entry {
+                        kind: Kind::File(data),
+                        ..
+                    },
+                )) = items.first()
+                {
+                    if let Some(unpacked) = unpack_archive(data, source).map_err(|e| at(line, e))? {
+                        for (rel, mut entry) in unpacked {
+                            if owner.is_some() {
+                                entry.uid = uid;
+                                entry.gid = gid;
+                            }
+                            entries.insert(join(&dest_clean, &rel), entry);
+                        }
+                        continue;
+                    }
+                }
+            }
+            for (rel, mut entry) in items {
+                let target = if is_dir || dest_is_dir {
+                    join(&dest_clean, &rel)
+                } else {
+                    dest_clean.clone()
+                };
+                entry.uid = uid;
+                entry.gid = gid;
+                if let Some(m) = chmod {
+                    entry.mode = m;
+                }
+                entries.insert(target, entry);
+            }
+            if is_dir && !dest_clean.is_empty() {
+                entries.entry(dest_clean.clone()).or_insert(Entry {
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                    uid,
+                    gid,
+                });
+            }
+        }
+        for (name, body) in heredocs {
+            let target = if dest_is_dir {
+                join(&dest_clean, &name)
+            } else {
+                dest_clean.clone()
+            };
+            let entry = Entry {
+                kind: Kind::File(body),
+                mode: chmod.unwrap_or(0o644),
+                uid,
+                gid,
+            };
+            entries.insert(target, entry);
+        }
+        // Directories the layer passes through keep the metadata the image has.
+        let mut parents: BTreeSet<String> = BTreeSet::new();
+        for path in entries.keys() {
+            let mut p = path.as_str();
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                parents.insert(parent.to_string());
+                p = parent;
+            }
+        }
+        for parent in parents {
+            if entries.contains_key(&parent) {
+                continue;
+            }
+            if let Some(e) = stage.lookup(&parent).map_err(|e| at(line, e))? {
+                if matches!(e.kind, Kind::Dir) {
+                    entries.insert(parent, e);
+                }
+            }
+        }
+        let layer = self.layer(&entries, line)?;
+        self.layers_made += 1;
+        let stage = &mut self.stages[current];
+        for (path, entry) in entries {
+            if !matches!(entry.kind, Kind::Dir) {
+                remove_under(&mut stage.files, &path);
+            }
+            stage.files.insert(path, entry);
+        }
+        stage.layers.push(layer);
+        Ok(())
+    }
+}
