@@ -12,6 +12,7 @@
 //! - [`engine`]: base images from the local Docker Engine, when it has them.
 //! - [`image`]: reproducible layers (compressed on every core), config,
 //!   manifest, and an archive that `docker load` and `skopeo` read.
+//! - [`stages`]: `FROM` parsed once, and the stages a target needs.
 //! - [`store`]: the layer and blob cache that makes rebuilds cheap.
 //! - [`fs`]: the image filesystem: trees read from tar archives without
 //!   copying, and `filepath.Match` globs.
@@ -28,4 +29,5 @@ pub mod fs;
 pub mod image;
 pub mod plugin;
 pub mod push;
+pub mod stages;
 pub mod store;

@@ -14,10 +14,7 @@
 //! A layer whose tar is unchanged since an earlier build takes its blob from
 //! the [`Store`] instead of being compressed again.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    rc::Rc,
-};
+use std::{collections::BTreeMap, rc::Rc};
 
 use kiln_distribution::CallError;
 use serde_json::Value;
@@ -29,6 +26,7 @@ use crate::{
     error::{at, pull_failed, BuildError},
     fs::tree::{clean, remove_under},
     image::{self, history_entry, Entry, Image, Kind, Layer, Platform, RuntimeConfig},
+    stages::{self, FromSpec},
     store::Store,
 };
 
@@ -186,26 +184,17 @@ impl Run<'_, '_> {
 
     fn from(&mut self, ins: &Instruction) -> Result<(), BuildError> {
         let line = ins.line;
-        let text = dockerfile::expand(&ins.original, &self.global_args, self.escape)
-            .map_err(|e| at(line, e))?;
-        let words: Vec<&str> = text.split_whitespace().collect();
-        let name = match words.as_slice() {
-            [_] => None,
-            [_, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => Some(name.to_lowercase()),
-            _ => return Err(at(line, format!("FROM {text}: expected IMAGE [AS NAME]"))),
+        let spec = FromSpec::parse(ins)?;
+        let expand = |text: &str| {
+            dockerfile::expand(text, &self.global_args, self.escape).map_err(|e| at(line, e))
         };
-        let mut platform = self.input.platform.clone();
-        for (flag, value) in &ins.flags {
-            match flag.as_str() {
-                "platform" => {
-                    let value = dockerfile::expand(value, &self.global_args, self.escape)
-                        .map_err(|e| at(line, e))?;
-                    platform = Platform::parse(&value).map_err(|e| at(line, e))?;
-                }
-                other => return Err(at(line, format!("FROM --{other} is not a FROM option"))),
-            }
-        }
-        let image = words[0];
+        let platform = match &spec.platform {
+            Some(p) => Platform::parse(&expand(p)?).map_err(|e| at(line, e))?,
+            None => self.input.platform.clone(),
+        };
+        let image_name = expand(&spec.image)?;
+        let image = image_name.as_str();
+        let name = spec.name;
         let mut stage = if image.eq_ignore_ascii_case("scratch") {
             Stage {
                 runtime: RuntimeConfig {
@@ -469,7 +458,7 @@ pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
         layers_cached: 0,
     };
     // Stages the target does not need are skipped, as BuildKit does.
-    let needed = needed_stages(&file, input.target)?;
+    let needed = stages::needed(&file, input.target)?;
     let mut index = 0usize;
     let mut skipping = false;
     for ins in &file.instructions {
@@ -487,7 +476,7 @@ pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
             if skipping {
                 // Keep stage numbering: a placeholder for a stage not built.
                 run.stages.push(Stage {
-                    name: stage_name(ins),
+                    name: FromSpec::parse(ins)?.name,
                     ..Default::default()
                 });
                 continue;
@@ -516,67 +505,6 @@ pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
         layers_made: run.layers_made,
         layers_cached: run.layers_cached,
     })
-}
-
-fn stage_name(ins: &Instruction) -> Option<String> {
-    let words: Vec<&str> = ins.original.split_whitespace().collect();
-    match words.as_slice() {
-        [_, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => Some(name.to_lowercase()),
-        _ => None,
-    }
-}
-
-/// The stages the target needs: itself and, transitively, the stages its
-/// `FROM` and `COPY --from` name.
-fn needed_stages(
-    file: &dockerfile::Dockerfile,
-    target: Option<&str>,
-) -> Result<BTreeSet<usize>, BuildError> {
-    let mut names: Vec<Option<String>> = Vec::new();
-    let mut deps: Vec<BTreeSet<String>> = Vec::new();
-    for ins in &file.instructions {
-        if ins.keyword == "FROM" {
-            names.push(stage_name(ins));
-            let image = ins
-                .original
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_lowercase();
-            deps.push(std::iter::once(image).collect());
-        } else if let Some(d) = deps.last_mut() {
-            for (flag, value) in &ins.flags {
-                if flag == "from" {
-                    d.insert(value.to_lowercase());
-                }
-            }
-        }
-    }
-    let find = |name: &str| {
-        names
-            .iter()
-            .position(|n| n.as_deref() == Some(name))
-            .or_else(|| name.parse::<usize>().ok().filter(|i| *i < names.len()))
-    };
-    let last = names.len().saturating_sub(1);
-    let start = match target {
-        Some(t) => find(&t.to_lowercase())
-            .ok_or_else(|| at(0, format!("target stage {t:?} could not be found")))?,
-        None => last,
-    };
-    let mut needed = BTreeSet::new();
-    let mut todo = vec![start];
-    while let Some(i) = todo.pop() {
-        if !needed.insert(i) {
-            continue;
-        }
-        for d in &deps[i] {
-            if let Some(j) = find(d).filter(|j| *j < i) {
-                todo.push(j);
-            }
-        }
-    }
-    Ok(needed)
 }
 
 #[cfg(test)]
@@ -619,14 +547,14 @@ mod tests {
         )
         .expect("parse");
         assert_eq!(
-            needed_stages(&f, None).expect("ok"),
+            stages::needed(&f, None).expect("ok"),
             [0, 1, 3].into_iter().collect()
         );
         assert_eq!(
-            needed_stages(&f, Some("c")).expect("ok"),
+            stages::needed(&f, Some("c")).expect("ok"),
             [2].into_iter().collect()
         );
-        assert!(needed_stages(&f, Some("zzz")).is_err());
+        assert!(stages::needed(&f, Some("zzz")).is_err());
     }
 
     /// A context archive holding `files` (a path ending in `/` is a folder,
