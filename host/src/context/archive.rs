@@ -26,9 +26,6 @@ use super::walk::{Entry, EntryKind};
 /// Bytes of tar stream per chunk (and per gzip member).
 pub const CHUNK: usize = 256 * 1024;
 
-/// The gzip level kiln uses (libdeflate's scale; 6 is zlib's default).
-pub const GZIP_LEVEL: i32 = 6;
-
 /// What a finished archive is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveSummary {
@@ -372,84 +369,10 @@ fn make_header(
     header
 }
 
-/// Bytes per block when telling compressible from incompressible data.
-const BLOCK: usize = 16 * 1024;
-
-/// Whether a block looks incompressible (already compressed or random):
-/// the byte entropy of a sample is close to 8 bits. Text and code sit near
-/// 4-6 bits. Deterministic: it depends only on the bytes.
-fn looks_incompressible(block: &[u8]) -> bool {
-    let mut counts = [0u32; 256];
-    let mut n = 0u32;
-    for &b in block.iter().step_by(4) {
-        counts[b as usize] += 1;
-        n += 1;
-    }
-    if n < 256 {
-        return false;
-    }
-    let total = f64::from(n);
-    let entropy: f64 = counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = f64::from(c) / total;
-            -p * p.log2()
-        })
-        .sum();
-    entropy > 7.5
-}
-
-/// One chunk of tar stream to gzip: runs of incompressible blocks are
-/// stored (level 0, no time spent searching for matches that are not
-/// there), the rest compressed at [`GZIP_LEVEL`]; each run is one member.
-struct ChunkCompressor {
-    deflate: libdeflater::Compressor,
-    store: libdeflater::Compressor,
-}
-
-impl ChunkCompressor {
-    fn new() -> Self {
-        let level = |l| libdeflater::CompressionLvl::new(l).unwrap_or_default();
-        Self {
-            deflate: libdeflater::Compressor::new(level(GZIP_LEVEL)),
-            store: libdeflater::Compressor::new(level(0)),
-        }
-    }
-
-    fn compress(
-        &mut self,
-        data: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), libdeflater::CompressionError> {
-        out.clear();
-        let mut start = 0;
-        while start < data.len() {
-            let stored = looks_incompressible(&data[start..(start + BLOCK).min(data.len())]);
-            let mut end = (start + BLOCK).min(data.len());
-            while end < data.len()
-                && looks_incompressible(&data[end..(end + BLOCK).min(data.len())]) == stored
-            {
-                end = (end + BLOCK).min(data.len());
-            }
-            let compressor = if stored {
-                &mut self.store
-            } else {
-                &mut self.deflate
-            };
-            let run = &data[start..end];
-            let at = out.len();
-            out.resize(at + compressor.gzip_compress_bound(run.len()), 0);
-            let n = compressor.gzip_compress(run, &mut out[at..])?;
-            out.truncate(at + n);
-            start = end;
-        }
-        Ok(())
-    }
-}
-
 fn compress_chunks(rx: Receiver<Chunk>, tx: Sender<Chunk>, pool: Sender<Vec<u8>>) {
-    let mut compressor = ChunkCompressor::new();
+    // kiln's one gzip rule (kiln-archive): each chunk one member, stored
+    // when it looks incompressible, else deflated at level 6.
+    let mut compressor = kiln_archive::gzip::PieceCompressor::default();
     for chunk in rx {
         let mut out = Vec::with_capacity(CHUNK + CHUNK / 16);
         if compressor.compress(&chunk.data, &mut out).is_err() {
@@ -545,61 +468,5 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn incompressible_runs_are_stored_and_the_stream_stays_valid() {
-        let text: Vec<u8> = b"def handler(self, event):\n    return event.payload\n"
-            .iter()
-            .copied()
-            .cycle()
-            .take(3 * BLOCK)
-            .collect();
-        // A xorshift stream: incompressible.
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let noise: Vec<u8> = (0..3 * BLOCK)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        assert!(!looks_incompressible(&text[..BLOCK]));
-        assert!(looks_incompressible(&noise[..BLOCK]));
-        let data = [text.clone(), noise.clone(), text.clone()].concat();
-        let mut out = Vec::new();
-        ChunkCompressor::new()
-            .compress(&data, &mut out)
-            .expect("compress");
-        // Three members; decoding them one after another gives the input back.
-        let mut decoder = libdeflater::Decompressor::new();
-        let mut rest = out.as_slice();
-        let mut back = Vec::new();
-        let mut members = 0;
-        while !rest.is_empty() {
-            let isize =
-                |m: &[u8]| u32::from_le_bytes(m[m.len() - 4..].try_into().expect("4")) as usize;
-            // Find the member end by trying prefixes that end in a plausible trailer.
-            let end = (18..=rest.len())
-                .find(|&n| {
-                    let mut buf = vec![0u8; isize(&rest[..n]).min(4 * BLOCK)];
-                    decoder
-                        .gzip_decompress(&rest[..n], &mut buf)
-                        .is_ok_and(|m| m == buf.len())
-                })
-                .expect("a complete member");
-            let mut buf = vec![0u8; isize(&rest[..end])];
-            decoder
-                .gzip_decompress(&rest[..end], &mut buf)
-                .expect("member");
-            back.extend_from_slice(&buf);
-            rest = &rest[end..];
-            members += 1;
-        }
-        assert_eq!(back, data);
-        assert_eq!(members, 3);
-        // The noise was stored, not squeezed: close to its own size.
-        assert!(out.len() > noise.len());
     }
 }
