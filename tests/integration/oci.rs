@@ -210,7 +210,10 @@ fn a_push_to_a_registry_that_is_down_fails_naming_it_and_nothing_is_left() {
     let leftovers: Vec<_> = fs::read_dir(p.work())
         .expect("work")
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(".kiln-tmp-") || name.ends_with(".tmp")
+        })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }

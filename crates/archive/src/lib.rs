@@ -3,5 +3,11 @@
 //!
 //! - [`gzip`]: gzip members with one rule for what is stored rather than
 //!   compressed, and [`gzip::gzip_parallel`] over every core.
+//! - [`atomic`]: files that appear whole or not at all.
+//! - [`glob`]: Go's `filepath.Match`.
+//! - [`path`]: Go's `path.Clean`, inside a root, and the escape check.
 
+pub mod atomic;
+pub mod glob;
 pub mod gzip;
+pub mod path;

@@ -18,6 +18,7 @@
 
 use std::fmt;
 
+use kiln_archive::path::clean;
 use regex::Regex;
 
 /// One problem in an ignore file: Docker's message plus the line it came from.
@@ -101,34 +102,6 @@ pub fn read_patterns(contents: &[u8]) -> Result<Vec<(usize, String)>, PatternErr
         out.push((number, cleaned));
     }
     Ok(out)
-}
-
-/// Go's `filepath.Clean` for `/`-separated paths.
-pub fn clean(path: &str) -> String {
-    if path.is_empty() {
-        return ".".into();
-    }
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|p| *p != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".into(),
-        (false, false) => joined,
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -625,22 +598,6 @@ mod tests {
                 (8, ".".into()),
             ]
         );
-    }
-
-    #[test]
-    fn clean_matches_go() {
-        for (input, want) in [
-            ("", "."),
-            ("a//b/./c/", "a/b/c"),
-            ("../a", "../a"),
-            ("a/../../b", "../b"),
-            ("/../a", "/a"),
-            ("/", "/"),
-            ("./", "."),
-            ("!./a", "!./a"),
-        ] {
-            assert_eq!(clean(input), want, "clean({input:?})");
-        }
     }
 
     #[test]

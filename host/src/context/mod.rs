@@ -233,7 +233,7 @@ impl Context {
     /// context is walked.
     pub fn add_files(&mut self, files: Vec<ExtraFile>) -> Result<(), ContextError> {
         for file in files {
-            let path = dockerignore::clean(&file.path);
+            let path = kiln_archive::path::clean(&file.path);
             if path.starts_with("../") || path == ".." || path.starts_with('/') || path == "." {
                 return Err(ContextError::Extra {
                     path: file.path,
@@ -327,18 +327,11 @@ impl Context {
             path: out.to_path_buf(),
             source,
         };
-        let dir = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let temp = tempfile::Builder::new()
-            .prefix(".kiln-pack-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .tempfile_in(&dir)
-            .map_err(output)?;
-        let (summary, report, temp) = self.write_to(gzip, temp)?;
-        temp.as_file().sync_all().map_err(output)?;
-        temp.persist(out).map_err(|e| output(e.error))?;
+        let atomic = |e: kiln_archive::atomic::AtomicError| output(e.source);
+        let temp = kiln_archive::atomic::AtomicFile::beside(out).map_err(atomic)?;
+        temp.set_mode(0o644).map_err(atomic)?;
+        let (summary, report, _) = self.write_to(gzip, temp.file())?;
+        temp.commit().map_err(atomic)?;
         Ok((summary, report))
     }
 

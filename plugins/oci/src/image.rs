@@ -13,10 +13,11 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufWriter, Write},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use bytes::Bytes;
+use kiln_archive::atomic::AtomicFile;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -470,14 +471,10 @@ pub fn write_archive(image: &Image, tags: &[String], out: &Path) -> Result<(), S
         Bytes::from(serde_json::to_vec(&docker_manifest).unwrap_or_default()),
     );
 
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = Temp::create_in(dir)?;
+    let temp = AtomicFile::beside(out).map_err(|e| e.to_string())?;
     let failed = |e: std::io::Error| format!("writing {}: {e}", out.display());
     {
-        let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, &temp.file));
+        let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, temp.file()));
         for d in ["blobs/", "blobs/sha256/"] {
             let mut h = tar::Header::new_ustar();
             h.set_entry_type(tar::EntryType::Directory);
@@ -501,64 +498,7 @@ pub fn write_archive(image: &Image, tags: &[String], out: &Path) -> Result<(), S
         let mut writer = builder.into_inner().map_err(failed)?;
         writer.flush().map_err(failed)?;
     }
-    temp.file.sync_all().map_err(failed)?;
-    temp.persist(out)
-}
-
-/// A temporary file, removed on drop unless persisted.
-pub struct Temp {
-    path: PathBuf,
-    /// The open file.
-    pub file: std::fs::File,
-    kept: bool,
-}
-
-impl Temp {
-    /// A new file with a unique name in `dir`.
-    pub fn create_in(dir: &Path) -> Result<Self, String> {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        for _ in 0..1000 {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = dir.join(format!(".kiln-oci-{}-{n}.tmp", std::process::id()));
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(file) => {
-                    return Ok(Self {
-                        path,
-                        file,
-                        kept: false,
-                    })
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(format!(
-                        "creating a temporary file in {}: {e}",
-                        dir.display()
-                    ))
-                }
-            }
-        }
-        Err(format!("no temporary file name free in {}", dir.display()))
-    }
-
-    /// Rename into place at `to`.
-    pub fn persist(mut self, to: &Path) -> Result<(), String> {
-        std::fs::rename(&self.path, to).map_err(|e| format!("writing {}: {e}", to.display()))?;
-        self.kept = true;
-        Ok(())
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        if !self.kept {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
+    temp.commit().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

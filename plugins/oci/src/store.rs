@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::image::{media, sha256, Layer, Temp, BLOB_FORMAT};
+use kiln_archive::atomic::AtomicFile;
+
+use crate::image::{media, sha256, Layer, BLOB_FORMAT};
 
 /// The cache folder.
 pub struct Store {
@@ -104,12 +106,11 @@ impl Store {
 
     fn write(&self, path: &Path, data: &[u8]) -> Result<(), String> {
         use std::io::Write;
-        let dir = path.parent().unwrap_or(&self.root);
-        let mut temp = Temp::create_in(dir)?;
-        temp.file
+        let mut temp = AtomicFile::beside(path).map_err(|e| format!("the cache: {e}"))?;
+        temp.file_mut()
             .write_all(data)
             .map_err(|e| format!("writing the cache {}: {e}", path.display()))?;
-        temp.persist(path)
+        temp.commit().map_err(|e| format!("the cache: {e}"))
     }
 
     /// The layer this builder made earlier with this `diff_id`: its blob

@@ -7,35 +7,7 @@ use bytes::Bytes;
 
 use crate::image::{Entry, Kind};
 
-/// `path` without `.`, empty parts, a leading `/` or `..` above the root.
-pub fn clean(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
-}
-
-/// Whether `path` climbs above its root with `..` (Docker's "forbidden
-/// path outside the build context"); a leading `/` is the root itself.
-pub fn escapes(path: &str) -> bool {
-    let mut depth = 0usize;
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." if depth == 0 => return true,
-            ".." => depth -= 1,
-            _ => depth += 1,
-        }
-    }
-    false
-}
+pub use kiln_archive::path::{clean_in_root as clean, escapes};
 
 /// Remove everything below `path` (not `path` itself).
 pub fn remove_under(fs: &mut BTreeMap<String, Entry>, path: &str) {

@@ -1,0 +1,170 @@
+//! Files that appear whole or not at all: written to a temporary file
+//! beside the target, synced, renamed into place, the folder synced. A
+//! failure or a crash leaves the target as it was and no temporary file
+//! behind (a crash at most a `.kiln-tmp-*` one). The host's state files and
+//! context archives and the `oci` builder's archives and cache use it.
+
+use std::{
+    fmt, fs,
+    io::{self, Write},
+    path::{Path, PathBuf},
+};
+
+/// What failed, on which file.
+#[derive(Debug)]
+pub struct AtomicError {
+    /// `creating a temp file in`, `writing`, `replacing`, ...
+    pub action: &'static str,
+    /// The file or folder.
+    pub path: PathBuf,
+    /// The OS error.
+    pub source: io::Error,
+}
+
+impl fmt::Display for AtomicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.action,
+            self.path.display(),
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for AtomicError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+fn failed<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> AtomicError + 'p {
+    move |source| AtomicError {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A temporary file beside its target; removed on drop unless committed.
+#[derive(Debug)]
+pub struct AtomicFile {
+    temp: tempfile::NamedTempFile,
+    target: PathBuf,
+}
+
+impl AtomicFile {
+    /// A new, empty temporary file in the folder of `target`.
+    pub fn beside(target: &Path) -> Result<Self, AtomicError> {
+        let dir = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| Path::new("."));
+        let temp = tempfile::Builder::new()
+            .prefix(".kiln-tmp-")
+            .tempfile_in(dir)
+            .map_err(failed("creating a temp file in", dir))?;
+        Ok(Self {
+            temp,
+            target: target.to_path_buf(),
+        })
+    }
+
+    /// The open temporary file, to write to.
+    pub fn file(&self) -> &fs::File {
+        self.temp.as_file()
+    }
+
+    /// The open temporary file, to write to.
+    pub fn file_mut(&mut self) -> &mut fs::File {
+        self.temp.as_file_mut()
+    }
+
+    /// Set the permission bits the target will have (Unix).
+    pub fn set_mode(&self, mode: u32) -> Result<(), AtomicError> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            self.file()
+                .set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(failed("setting permissions on", self.temp.path()))?;
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        Ok(())
+    }
+
+    /// Sync the data and rename it into place.
+    pub fn commit(self) -> Result<(), AtomicError> {
+        self.file()
+            .sync_all()
+            .map_err(failed("writing", &self.target))?;
+        let target = self.target;
+        self.temp
+            .persist(&target)
+            .map_err(|e| failed("replacing", &target)(e.error))?;
+        if let Some(dir) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(d) = fs::File::open(dir) {
+                // Make the rename durable; not all filesystems support it.
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replace `path` with `contents` atomically, with permission bits `mode`.
+pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<(), AtomicError> {
+    let mut file = AtomicFile::beside(path)?;
+    file.set_mode(mode)?;
+    file.file_mut()
+        .write_all(contents)
+        .map_err(failed("writing", path))?;
+    file.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leftovers(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .expect("read_dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".kiln-tmp-"))
+            .count()
+    }
+
+    #[test]
+    fn replaces_contents_and_sets_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("f.json");
+        fs::write(&p, b"old").expect("write");
+        write(&p, b"new", 0o600).expect("atomic write");
+        assert_eq!(fs::read(&p).expect("read"), b"new");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        assert_eq!(leftovers(dir.path()), 0, "temp files left behind");
+    }
+
+    #[test]
+    fn an_abandoned_file_leaves_the_target_alone_and_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("image.tar");
+        fs::write(&p, b"old").expect("write");
+        {
+            let mut f = AtomicFile::beside(&p).expect("temp");
+            f.file_mut().write_all(b"half").expect("write");
+            // Dropped without commit: a failed build.
+        }
+        assert_eq!(fs::read(&p).expect("read"), b"old");
+        assert_eq!(leftovers(dir.path()), 0);
+        let e = AtomicFile::beside(&dir.path().join("missing/x")).expect_err("no folder");
+        assert!(e.to_string().contains("creating a temp file in"), "{e}");
+    }
+}
