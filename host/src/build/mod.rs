@@ -22,7 +22,6 @@
 
 pub mod builder;
 pub mod checks;
-pub mod dockerfile;
 pub mod execute;
 pub mod interrupt;
 pub mod naming;

@@ -1,8 +1,7 @@
 //! kiln's daemonless builder, flavor `oci`.
 //!
-//! - [`dockerfile`]: the Dockerfile front end (parser directives, the escape
-//!   character, continuations, JSON and shell forms, flags, variable
-//!   substitution) and the check that refuses `RUN` before any work.
+//! - [`dockerfile`]: the Dockerfile front end, kiln's one parser
+//!   (`crates/dockerfile`, shared with the host's builder choice).
 //! - [`dispatch`]: carrying the instructions out into layers and a config:
 //!   the stage loop, one function per instruction, `COPY`/`ADD`
 //!   (`dispatch/copy.rs`), layers and their cache (`dispatch/layers.rs`).
@@ -22,7 +21,7 @@
 pub mod base;
 pub mod context;
 pub mod dispatch;
-pub mod dockerfile;
+pub use kiln_dockerfile as dockerfile;
 pub mod engine;
 pub mod error;
 pub mod fs;

@@ -1,4 +1,6 @@
-//! Dockerfile parsing with Docker's rules.
+//! kiln's one Dockerfile parser, with Docker's rules. The host reads it to
+//! choose a builder (does the file `RUN` anything?); the `oci` builder
+//! builds from it.
 //!
 //! - Parser directives (`# escape=`, `# syntax=`) only before the first
 //!   instruction, comment or blank line; the escape character is `\` or `` ` ``.
