@@ -24,5 +24,7 @@ mod oci;
 mod plugins;
 /// Registries: membership, existence checks, skips, pushes, retries.
 mod registry;
+/// What users read, pinned: `--help` texts and the shipped flavor schemas.
+mod snapshots;
 /// Shared helpers: projects, fixtures, the `kiln` runner, registries, Docker.
 mod util;
