@@ -11,6 +11,8 @@
 //! - [`engine`]: base images from the local Docker Engine, when it has them.
 //! - [`image`]: reproducible layers (compressed on every core), config,
 //!   manifest, and an archive that `docker load` and `skopeo` read.
+//! - [`instructions`]: one typed value per instruction, flags parsed and
+//!   validated once for the whole file.
 //! - [`stages`]: `FROM` parsed once, and the stages a target needs.
 //! - [`store`]: the layer and blob cache that makes rebuilds cheap.
 //! - [`fs`]: the image filesystem: trees read from tar archives without
@@ -26,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod fs;
 pub mod image;
+pub mod instructions;
 pub mod plugin;
 pub mod push;
 pub mod stages;

@@ -22,6 +22,7 @@ use crate::{
         tree::{self, clean, remove_under},
     },
     image::{media, Entry, Kind, Layer},
+    instructions::CopyFlags,
 };
 
 /// Follow symlinks in the directories of `path` (an absolute path without
@@ -174,6 +175,7 @@ impl Run<'_, '_> {
     pub(super) fn copy(
         &mut self,
         ins: &Instruction,
+        flags: &CopyFlags,
         current: usize,
         vars: &BTreeMap<String, String>,
     ) -> Result<(), BuildError> {
@@ -198,37 +200,9 @@ impl Run<'_, '_> {
             ));
         }
         let dest = words.pop().unwrap_or_default();
-        let mut owner = None;
-        let mut chmod = None;
-        let mut from = None;
-        for (name, value) in &ins.flags {
-            match name.as_str() {
-                "chown" => owner = Some(expand(value)?),
-                "chmod" => {
-                    chmod = Some(
-                        u32::from_str_radix(value, 8)
-                            .ok()
-                            .filter(|m| *m <= 0o7777)
-                            .ok_or_else(|| {
-                                at(
-                                    line,
-                                    format!(
-                                    "--chmod={value}: expected octal permission bits such as 755"
-                                ),
-                                )
-                            })?,
-                    )
-                }
-                "from" if ins.keyword == "COPY" => from = Some(expand(value)?),
-                "link" => {}
-                other => {
-                    return Err(at(
-                        line,
-                        format!("{} --{other} is not supported", ins.keyword),
-                    ))
-                }
-            }
-        }
+        let owner = flags.chown.as_deref().map(expand).transpose()?;
+        let chmod = flags.chmod;
+        let from = flags.from.as_deref().map(expand).transpose()?;
         if ins.keyword == "ADD" {
             if let Some(w) = words
                 .iter()

@@ -1,17 +1,15 @@
-//! The instructions that change only the image config, not its files:
-//! their pure helpers (shell or exec form, `HEALTHCHECK` and its Go
-//! durations).
+//! The instructions that change only the image config, not its files: one
+//! small function each, over the stage (their text already expanded).
 
-use serde_json::{json, Value};
-
+use super::Stage;
 use crate::{
-    dockerfile::{Args, Instruction},
-    error::{at, BuildError},
+    dockerfile::{self, Args},
+    fs::tree::clean,
 };
 
 /// `CMD`/`ENTRYPOINT` arguments: the exec form as given, the shell form
 /// run by the stage's `SHELL`.
-pub(super) fn shell_or_exec(args: &Args, shell: &[String]) -> Vec<String> {
+fn shell_or_exec(args: &Args, shell: &[String]) -> Vec<String> {
     match args {
         Args::Exec(list) => list.clone(),
         Args::Shell(text) => {
@@ -22,103 +20,80 @@ pub(super) fn shell_or_exec(args: &Args, shell: &[String]) -> Vec<String> {
     }
 }
 
-/// Go's `time.ParseDuration` for `HEALTHCHECK` flags, in nanoseconds.
-pub(super) fn duration_ns(text: &str) -> Option<i64> {
-    if text == "0" {
-        return Some(0);
+/// `ENV`: each pair becomes a variable and a config `Env` entry (replacing
+/// one of the same name in place).
+pub(super) fn env(stage: &mut Stage, text: &str, escape: char) -> Result<(), String> {
+    for (k, v) in dockerfile::pairs(text, escape, true)? {
+        stage.vars.insert(k.clone(), v.clone());
+        let key = format!("{k}=");
+        match stage.runtime.env.iter_mut().find(|e| e.starts_with(&key)) {
+            Some(e) => *e = format!("{k}={v}"),
+            None => stage.runtime.env.push(format!("{k}={v}")),
+        }
     }
-    let mut total: f64 = 0.0;
-    let mut rest = text;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += value * scale;
-        rest = &rest[unit_len..];
-    }
-    Some(total as i64)
+    Ok(())
 }
 
-/// The config's `Healthcheck` for a `HEALTHCHECK` instruction.
-pub(super) fn healthcheck(ins: &Instruction, shell: &[String]) -> Result<Value, BuildError> {
-    let line = ins.line;
-    let text = ins.original.trim();
-    let (word, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
-    if word.eq_ignore_ascii_case("NONE") {
-        if !rest.trim().is_empty() || !ins.flags.is_empty() {
-            return Err(at(line, "HEALTHCHECK NONE takes no arguments"));
-        }
-        return Ok(json!({"Test": ["NONE"]}));
+/// `LABEL`: each pair a label.
+pub(super) fn label(stage: &mut Stage, text: &str, escape: char) -> Result<(), String> {
+    for (k, v) in dockerfile::pairs(text, escape, false)? {
+        stage.runtime.labels.insert(k, v);
     }
-    if !word.eq_ignore_ascii_case("CMD") {
-        return Err(at(
-            line,
-            format!("HEALTHCHECK: expected CMD or NONE, found {word:?}"),
-        ));
-    }
-    let rest = rest.trim();
-    let test: Vec<String> = match serde_json::from_str::<Vec<String>>(rest) {
-        Ok(list) => std::iter::once("CMD".to_string()).chain(list).collect(),
-        Err(_) if rest.is_empty() => return Err(at(line, "HEALTHCHECK CMD needs a command")),
-        Err(_) => {
-            let _ = shell;
-            vec!["CMD-SHELL".to_string(), rest.to_string()]
-        }
+    Ok(())
+}
+
+/// `WORKDIR`: absolute, or relative to the current one; cleaned.
+pub(super) fn workdir(stage: &mut Stage, dir: &str) {
+    let base = stage
+        .runtime
+        .working_dir
+        .clone()
+        .unwrap_or_else(|| "/".into());
+    let joined = if dir.starts_with('/') {
+        dir.to_string()
+    } else {
+        format!("{}/{dir}", base.trim_end_matches('/'))
     };
-    let mut check = json!({ "Test": test });
-    for (name, value) in &ins.flags {
-        let key = match name.as_str() {
-            "interval" => "Interval",
-            "timeout" => "Timeout",
-            "start-period" => "StartPeriod",
-            "start-interval" => "StartInterval",
-            "retries" => {
-                let n: i64 = value.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                    at(
-                        line,
-                        format!("HEALTHCHECK --retries={value}: expected a whole number"),
-                    )
-                })?;
-                if n > 0 {
-                    check["Retries"] = json!(n);
-                }
-                continue;
-            }
-            other => {
-                return Err(at(
-                    line,
-                    format!("HEALTHCHECK --{other} is not a HEALTHCHECK option"),
-                ))
-            }
-        };
-        let ns = duration_ns(value).ok_or_else(|| {
-            at(
-                line,
-                format!("HEALTHCHECK --{name}={value}: expected a duration such as 30s"),
-            )
-        })?;
-        if ns > 0 {
-            check[key] = json!(ns);
+    stage.runtime.working_dir = Some(format!("/{}", clean(&joined)));
+}
+
+/// `EXPOSE`: `PORT[-PORT][/PROTO]` each, the protocol `tcp` by default.
+pub(super) fn expose(stage: &mut Stage, text: &str) -> Result<(), String> {
+    for port in text.split_whitespace() {
+        let (number, proto) = port.split_once('/').unwrap_or((port, "tcp"));
+        let valid = !number.is_empty() && number.split('-').all(|n| n.parse::<u16>().is_ok());
+        if !valid {
+            return Err(format!("EXPOSE {port}: invalid port"));
         }
+        stage
+            .runtime
+            .exposed_ports
+            .insert(format!("{number}/{}", proto.to_lowercase()));
     }
-    Ok(check)
+    Ok(())
+}
+
+/// `VOLUME`: none may be empty.
+pub(super) fn volume(stage: &mut Stage, list: Vec<String>) -> Result<(), String> {
+    if list.iter().any(|v| v.trim().is_empty()) {
+        return Err("VOLUME specified can not be an empty string".into());
+    }
+    stage.runtime.volumes.extend(list);
+    Ok(())
+}
+
+/// `CMD`.
+pub(super) fn cmd(stage: &mut Stage, args: &Args) {
+    stage.runtime.cmd = Some(shell_or_exec(args, &stage.shell));
+    stage.cmd_set = true;
+}
+
+/// `ENTRYPOINT`; Docker drops an inherited `CMD` when it is set.
+pub(super) fn entrypoint(stage: &mut Stage, args: &Args) {
+    stage.runtime.entrypoint = Some(shell_or_exec(args, &stage.shell));
+    if !stage.cmd_set {
+        stage.runtime.cmd = None;
+    }
 }
 
 #[cfg(test)]
@@ -126,11 +101,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(duration_ns("30s"), Some(30_000_000_000));
-        assert_eq!(duration_ns("1m30s"), Some(90_000_000_000));
-        assert_eq!(duration_ns("500ms"), Some(500_000_000));
-        assert_eq!(duration_ns("10"), None);
-        assert_eq!(duration_ns("x"), None);
+    fn metadata_instructions_change_the_config() {
+        let mut stage = Stage {
+            shell: vec!["/bin/sh".into(), "-c".into()],
+            ..Default::default()
+        };
+        env(&mut stage, "A=1 B=two", '\\').expect("env");
+        env(&mut stage, "A=3", '\\').expect("env");
+        assert_eq!(stage.runtime.env, ["A=3", "B=two"]);
+        assert_eq!(stage.vars["A"], "3");
+        workdir(&mut stage, "/srv");
+        workdir(&mut stage, "app/../www");
+        assert_eq!(stage.runtime.working_dir.as_deref(), Some("/srv/www"));
+        expose(&mut stage, "80 53/UDP 8000-8010").expect("expose");
+        assert!(stage.runtime.exposed_ports.contains("53/udp"));
+        assert!(expose(&mut stage, "http").is_err());
+        assert!(volume(&mut stage, vec![" ".into()]).is_err());
+        cmd(&mut stage, &Args::Shell("serve".into()));
+        assert_eq!(
+            stage.runtime.cmd.as_deref(),
+            Some(&["/bin/sh".to_string(), "-c".into(), "serve".into()][..])
+        );
+        let mut inherited = Stage {
+            runtime: crate::image::RuntimeConfig {
+                cmd: Some(vec!["old".into()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        entrypoint(&mut inherited, &Args::Exec(vec!["/app".into()]));
+        assert_eq!(inherited.runtime.cmd, None, "an inherited CMD is dropped");
     }
 }

@@ -24,8 +24,9 @@ use crate::{
     context::ContextFiles,
     dockerfile::{self, Args, Instruction},
     error::{at, pull_failed, BuildError},
-    fs::tree::{clean, remove_under},
+    fs::tree::remove_under,
     image::{self, history_entry, Entry, Image, Kind, Layer, Platform, RuntimeConfig},
+    instructions::{self, Command},
     stages::{self, FromSpec},
     store::Store,
 };
@@ -33,8 +34,6 @@ use crate::{
 mod copy;
 mod layers;
 mod metadata;
-
-use metadata::{healthcheck, shell_or_exec};
 
 /// Fetches a registry image for a platform.
 pub type Pull<'a> = dyn Fn(&str, &Platform) -> Result<Base, CallError> + 'a;
@@ -182,9 +181,8 @@ impl Run<'_, '_> {
             })
     }
 
-    fn from(&mut self, ins: &Instruction) -> Result<(), BuildError> {
+    fn from(&mut self, ins: &Instruction, spec: &FromSpec) -> Result<(), BuildError> {
         let line = ins.line;
-        let spec = FromSpec::parse(ins)?;
         let expand = |text: &str| {
             dockerfile::expand(text, &self.global_args, self.escape).map_err(|e| at(line, e))
         };
@@ -194,7 +192,7 @@ impl Run<'_, '_> {
         };
         let image_name = expand(&spec.image)?;
         let image = image_name.as_str();
-        let name = spec.name;
+        let name = spec.name.clone();
         let mut stage = if image.eq_ignore_ascii_case("scratch") {
             Stage {
                 runtime: RuntimeConfig {
@@ -269,13 +267,14 @@ impl Run<'_, '_> {
                     ));
                 }
                 let t = Instruction { line, ..t };
-                self.instruction(&t)?;
+                let command = Command::parse(&t)?;
+                self.instruction(&t, &command)?;
             }
         }
         Ok(())
     }
 
-    fn instruction(&mut self, ins: &Instruction) -> Result<(), BuildError> {
+    fn instruction(&mut self, ins: &Instruction, command: &Command) -> Result<(), BuildError> {
         let line = ins.line;
         let escape = self.escape;
         let Some(current) = self.stages.len().checked_sub(1) else {
@@ -283,110 +282,50 @@ impl Run<'_, '_> {
         };
         let vars = self.stages[current].vars.clone();
         let expand = |text: &str| dockerfile::expand(text, &vars, escape).map_err(|e| at(line, e));
+        let text = || expand(&ins.original);
+        let failed = |e: String| at(line, e);
         let mut layer = false;
         let stage = &mut self.stages[current];
-        match ins.keyword.as_str() {
-            "ARG" => {
-                let text = expand(&ins.original)?;
-                let declared = declare_args(&text, escape, &self.input.build_args, &self.global_args)
-                    .map_err(|e| at(line, e))?;
+        match command {
+            Command::Arg => {
+                let declared =
+                    declare_args(&text()?, escape, &self.input.build_args, &self.global_args)
+                        .map_err(failed)?;
                 stage.vars.extend(declared);
             }
-            "ENV" => {
-                let text = expand(&ins.original)?;
-                for (k, v) in dockerfile::pairs(&text, escape, true).map_err(|e| at(line, e))? {
-                    stage.vars.insert(k.clone(), v.clone());
-                    let key = format!("{k}=");
-                    match stage.runtime.env.iter_mut().find(|e| e.starts_with(&key)) {
-                        Some(e) => *e = format!("{k}={v}"),
-                        None => stage.runtime.env.push(format!("{k}={v}")),
-                    }
-                }
-            }
-            "LABEL" => {
-                let text = expand(&ins.original)?;
-                for (k, v) in dockerfile::pairs(&text, escape, false).map_err(|e| at(line, e))? {
-                    stage.runtime.labels.insert(k, v);
-                }
-            }
-            "WORKDIR" => {
-                let dir = expand(&ins.original)?;
-                let base = stage.runtime.working_dir.clone().unwrap_or_else(|| "/".into());
-                let joined = if dir.starts_with('/') {
-                    dir
-                } else {
-                    format!("{}/{dir}", base.trim_end_matches('/'))
-                };
-                stage.runtime.working_dir = Some(format!("/{}", clean(&joined)));
-            }
-            "USER" => stage.runtime.user = Some(expand(&ins.original)?),
-            "STOPSIGNAL" => stage.runtime.stop_signal = Some(expand(&ins.original)?),
-            "EXPOSE" => {
-                for port in expand(&ins.original)?.split_whitespace() {
-                    let (number, proto) = port.split_once('/').unwrap_or((port, "tcp"));
-                    let valid = !number.is_empty()
-                        && number.split('-').all(|n| n.parse::<u16>().is_ok());
-                    if !valid {
-                        return Err(at(line, format!("EXPOSE {port}: invalid port")));
-                    }
-                    stage
-                        .runtime
-                        .exposed_ports
-                        .insert(format!("{number}/{}", proto.to_lowercase()));
-                }
-            }
-            "VOLUME" => {
+            Command::Env => metadata::env(stage, &text()?, escape).map_err(failed)?,
+            Command::Label => metadata::label(stage, &text()?, escape).map_err(failed)?,
+            Command::Workdir => metadata::workdir(stage, &text()?),
+            Command::User => stage.runtime.user = Some(text()?),
+            Command::StopSignal => stage.runtime.stop_signal = Some(text()?),
+            Command::Expose => metadata::expose(stage, &text()?).map_err(failed)?,
+            Command::Volume => {
                 let list = match &ins.args {
                     Args::Exec(l) => l.iter().map(|v| expand(v)).collect::<Result<Vec<_>, _>>()?,
                     Args::Shell(t) => expand(t)?.split_whitespace().map(str::to_string).collect(),
                 };
-                if list.iter().any(|v| v.trim().is_empty()) {
-                    return Err(at(line, "VOLUME specified can not be an empty string"));
-                }
-                stage.runtime.volumes.extend(list);
+                metadata::volume(stage, list).map_err(failed)?;
             }
-            "SHELL" => match &ins.args {
-                Args::Exec(l) if !l.is_empty() => {
-                    stage.shell = l.clone();
-                    stage.runtime.shell = Some(l.clone());
-                }
-                _ => return Err(at(line, "SHELL requires the arguments to be in JSON form")),
-            },
-            "CMD" => {
-                stage.runtime.cmd = Some(shell_or_exec(&ins.args, &stage.shell));
-                stage.cmd_set = true;
+            Command::Shell(shell) => {
+                stage.shell = shell.clone();
+                stage.runtime.shell = Some(shell.clone());
             }
-            "ENTRYPOINT" => {
-                stage.runtime.entrypoint = Some(shell_or_exec(&ins.args, &stage.shell));
-                // Docker drops an inherited CMD when ENTRYPOINT is set.
-                if !stage.cmd_set {
-                    stage.runtime.cmd = None;
-                }
-            }
-            "HEALTHCHECK" => stage.runtime.healthcheck = Some(healthcheck(ins, &stage.shell)?),
-            "ONBUILD" => {
-                let trigger = ins.original.trim();
-                let word = trigger.split_whitespace().next().unwrap_or("").to_uppercase();
-                if matches!(word.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
-                    return Err(at(line, format!("{word} isn't allowed as an ONBUILD trigger")));
-                }
-                if word.is_empty() {
-                    return Err(at(line, "ONBUILD requires an instruction"));
-                }
-                stage.runtime.on_build.push(trigger.to_string());
-            }
-            "MAINTAINER" => stage.author = Some(ins.original.trim().to_string()),
-            "COPY" | "ADD" => {
-                self.copy(ins, current, &vars)?;
+            Command::Cmd => metadata::cmd(stage, &ins.args),
+            Command::Entrypoint => metadata::entrypoint(stage, &ins.args),
+            Command::Healthcheck(check) => stage.runtime.healthcheck = Some(check.clone()),
+            Command::Onbuild(trigger) => stage.runtime.on_build.push(trigger.clone()),
+            Command::Maintainer(author) => stage.author = Some(author.clone()),
+            Command::Copy(flags) | Command::Add(flags) => {
+                self.copy(ins, flags, current, &vars)?;
                 layer = true;
             }
-            "RUN" => {
+            Command::Run => {
                 return Err(at(
                     line,
                     "RUN runs a command, which needs a container runtime: build with the `local` builder (--builder-flavor local)",
                 ))
             }
-            other => return Err(at(line, format!("{other} is not supported by the oci builder"))),
+            Command::From(_) => return Err(at(line, "FROM is handled by the stage loop")),
         }
         let created_by = format!("{} {}", ins.keyword, ins.original.trim());
         self.stages[current]
@@ -458,11 +397,13 @@ pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
         layers_cached: 0,
     };
     // Stages the target does not need are skipped, as BuildKit does.
+    // Every instruction typed and its flags checked before any stage runs.
+    let typed = instructions::typed(&file)?;
     let needed = stages::needed(&file, input.target)?;
     let mut index = 0usize;
     let mut skipping = false;
-    for ins in &file.instructions {
-        if ins.keyword == "ARG" && run.stages.is_empty() && !skipping {
+    for (ins, command) in &typed {
+        if *command == Command::Arg && run.stages.is_empty() && !skipping {
             let text = dockerfile::expand(&ins.original, &run.global_args, run.escape)
                 .map_err(|e| at(ins.line, e))?;
             let declared = declare_args(&text, run.escape, &input.build_args, &run.global_args)
@@ -470,22 +411,22 @@ pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
             run.global_args.extend(declared);
             continue;
         }
-        if ins.keyword == "FROM" {
+        if let Command::From(from) = command {
             skipping = !needed.contains(&index);
             index += 1;
             if skipping {
                 // Keep stage numbering: a placeholder for a stage not built.
                 run.stages.push(Stage {
-                    name: FromSpec::parse(ins)?.name,
+                    name: from.name.clone(),
                     ..Default::default()
                 });
                 continue;
             }
-            run.from(ins)?;
+            run.from(ins, from)?;
             continue;
         }
         if !skipping {
-            run.instruction(ins)?;
+            run.instruction(ins, command)?;
         }
     }
     let target = needed.iter().max().copied().unwrap_or(0);

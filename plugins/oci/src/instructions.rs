@@ -1,0 +1,314 @@
+//! One typed value per instruction (BuildKit's `instructions` package): the
+//! keyword is matched once and the flags are parsed and validated once, for
+//! the whole Dockerfile, before any stage runs. Text that Docker expands
+//! (`ENV`, `COPY` sources, `--chown`, ...) stays as written here and is
+//! expanded by dispatch with the stage's variables.
+
+use serde_json::{json, Value};
+
+use crate::{
+    dockerfile::{Dockerfile, Instruction},
+    error::{at, BuildError},
+    stages::FromSpec,
+};
+
+/// `COPY`/`ADD` flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyFlags {
+    /// `--chown=USER[:GROUP]`, unexpanded.
+    pub chown: Option<String>,
+    /// `--chmod=OCTAL`, parsed.
+    pub chmod: Option<u32>,
+    /// `--from=STAGE|IMAGE` (`COPY` only), unexpanded.
+    pub from: Option<String>,
+}
+
+/// An instruction, typed. Those without data of their own are carried out
+/// from their [`Instruction`]'s text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `FROM`.
+    From(FromSpec),
+    /// `ARG`.
+    Arg,
+    /// `ENV`.
+    Env,
+    /// `LABEL`.
+    Label,
+    /// `WORKDIR`.
+    Workdir,
+    /// `USER`.
+    User,
+    /// `STOPSIGNAL`.
+    StopSignal,
+    /// `EXPOSE`.
+    Expose,
+    /// `VOLUME`.
+    Volume,
+    /// `SHELL` (exec form only).
+    Shell(Vec<String>),
+    /// `CMD`.
+    Cmd,
+    /// `ENTRYPOINT`.
+    Entrypoint,
+    /// `HEALTHCHECK`, as the config's `Healthcheck` object.
+    Healthcheck(Value),
+    /// `ONBUILD`, with its trigger.
+    Onbuild(String),
+    /// `MAINTAINER`.
+    Maintainer(String),
+    /// `COPY`.
+    Copy(CopyFlags),
+    /// `ADD`.
+    Add(CopyFlags),
+    /// `RUN`.
+    Run,
+}
+
+impl Command {
+    /// Type `ins`: an unknown keyword, a flag an instruction does not take
+    /// or a malformed flag value is an error naming the line.
+    pub fn parse(ins: &Instruction) -> Result<Self, BuildError> {
+        let line = ins.line;
+        let no_flags = |c: Command| match ins.flags.first() {
+            Some((name, _)) => Err(at(
+                line,
+                format!("{} --{name} is not a {} option", ins.keyword, ins.keyword),
+            )),
+            None => Ok(c),
+        };
+        match ins.keyword.as_str() {
+            "FROM" => Ok(Command::From(FromSpec::parse(ins)?)),
+            "ARG" => no_flags(Command::Arg),
+            "ENV" => no_flags(Command::Env),
+            "LABEL" => no_flags(Command::Label),
+            "WORKDIR" => no_flags(Command::Workdir),
+            "USER" => no_flags(Command::User),
+            "STOPSIGNAL" => no_flags(Command::StopSignal),
+            "EXPOSE" => no_flags(Command::Expose),
+            "VOLUME" => no_flags(Command::Volume),
+            "SHELL" => match &ins.args {
+                crate::dockerfile::Args::Exec(l) if !l.is_empty() => {
+                    no_flags(Command::Shell(l.clone()))
+                }
+                _ => Err(at(line, "SHELL requires the arguments to be in JSON form")),
+            },
+            "CMD" => no_flags(Command::Cmd),
+            "ENTRYPOINT" => no_flags(Command::Entrypoint),
+            "HEALTHCHECK" => Ok(Command::Healthcheck(healthcheck(ins)?)),
+            "ONBUILD" => {
+                let trigger = ins.original.trim();
+                let word = trigger
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_uppercase();
+                if matches!(word.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+                    return Err(at(
+                        line,
+                        format!("{word} isn't allowed as an ONBUILD trigger"),
+                    ));
+                }
+                if word.is_empty() {
+                    return Err(at(line, "ONBUILD requires an instruction"));
+                }
+                no_flags(Command::Onbuild(trigger.to_string()))
+            }
+            "MAINTAINER" => no_flags(Command::Maintainer(ins.original.trim().to_string())),
+            "COPY" => Ok(Command::Copy(copy_flags(ins)?)),
+            "ADD" => Ok(Command::Add(copy_flags(ins)?)),
+            "RUN" => Ok(Command::Run),
+            other => Err(at(
+                line,
+                format!("{other} is not supported by the oci builder"),
+            )),
+        }
+    }
+}
+
+fn copy_flags(ins: &Instruction) -> Result<CopyFlags, BuildError> {
+    let line = ins.line;
+    let mut flags = CopyFlags::default();
+    for (name, value) in &ins.flags {
+        match name.as_str() {
+            "chown" => flags.chown = Some(value.clone()),
+            "chmod" => {
+                flags.chmod = Some(
+                    u32::from_str_radix(value, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or_else(|| {
+                            at(
+                                line,
+                                format!(
+                                    "--chmod={value}: expected octal permission bits such as 755"
+                                ),
+                            )
+                        })?,
+                )
+            }
+            "from" if ins.keyword == "COPY" => flags.from = Some(value.clone()),
+            "link" => {}
+            other => {
+                return Err(at(
+                    line,
+                    format!("{} --{other} is not supported", ins.keyword),
+                ))
+            }
+        }
+    }
+    Ok(flags)
+}
+
+/// Go's `time.ParseDuration` for `HEALTHCHECK` flags, in nanoseconds.
+fn duration_ns(text: &str) -> Option<i64> {
+    if text == "0" {
+        return Some(0);
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Some(total as i64)
+}
+
+/// The config's `Healthcheck` for a `HEALTHCHECK` instruction.
+fn healthcheck(ins: &Instruction) -> Result<Value, BuildError> {
+    let line = ins.line;
+    let text = ins.original.trim();
+    let (word, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+    if word.eq_ignore_ascii_case("NONE") {
+        if !rest.trim().is_empty() || !ins.flags.is_empty() {
+            return Err(at(line, "HEALTHCHECK NONE takes no arguments"));
+        }
+        return Ok(json!({"Test": ["NONE"]}));
+    }
+    if !word.eq_ignore_ascii_case("CMD") {
+        return Err(at(
+            line,
+            format!("HEALTHCHECK: expected CMD or NONE, found {word:?}"),
+        ));
+    }
+    let rest = rest.trim();
+    let test: Vec<String> = match serde_json::from_str::<Vec<String>>(rest) {
+        Ok(list) => std::iter::once("CMD".to_string()).chain(list).collect(),
+        Err(_) if rest.is_empty() => return Err(at(line, "HEALTHCHECK CMD needs a command")),
+        Err(_) => vec!["CMD-SHELL".to_string(), rest.to_string()],
+    };
+    let mut check = json!({ "Test": test });
+    for (name, value) in &ins.flags {
+        let key = match name.as_str() {
+            "interval" => "Interval",
+            "timeout" => "Timeout",
+            "start-period" => "StartPeriod",
+            "start-interval" => "StartInterval",
+            "retries" => {
+                let n: i64 = value.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    at(
+                        line,
+                        format!("HEALTHCHECK --retries={value}: expected a whole number"),
+                    )
+                })?;
+                if n > 0 {
+                    check["Retries"] = json!(n);
+                }
+                continue;
+            }
+            other => {
+                return Err(at(
+                    line,
+                    format!("HEALTHCHECK --{other} is not a HEALTHCHECK option"),
+                ))
+            }
+        };
+        let ns = duration_ns(value).ok_or_else(|| {
+            at(
+                line,
+                format!("HEALTHCHECK --{name}={value}: expected a duration such as 30s"),
+            )
+        })?;
+        if ns > 0 {
+            check[key] = json!(ns);
+        }
+    }
+    Ok(check)
+}
+
+/// Every instruction of `file`, typed, in order.
+pub fn typed(file: &Dockerfile) -> Result<Vec<(&Instruction, Command)>, BuildError> {
+    file.instructions
+        .iter()
+        .map(|ins| Ok((ins, Command::parse(ins)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::parse;
+
+    fn command(text: &str) -> Result<Command, BuildError> {
+        let file = parse(&format!("FROM scratch\n{text}\n")).expect("parses");
+        Command::parse(&file.instructions[1])
+    }
+
+    #[test]
+    fn flags_are_parsed_and_validated_once() {
+        assert_eq!(
+            command("COPY --chmod=640 --chown=app:app --from=build /a /b").expect("valid"),
+            Command::Copy(CopyFlags {
+                chown: Some("app:app".into()),
+                chmod: Some(0o640),
+                from: Some("build".into()),
+            })
+        );
+        assert_eq!(
+            command("SHELL [\"/bin/bash\", \"-c\"]").expect("valid"),
+            Command::Shell(vec!["/bin/bash".into(), "-c".into()])
+        );
+        for (bad, needle) in [
+            ("COPY --chmod=999 a b", "--chmod=999"),
+            ("COPY --chmod=u+x a b", "--chmod=u+x"),
+            ("ADD --from=x a b", "ADD --from"),
+            ("COPY --mount=x a b", "COPY --mount"),
+            ("SHELL /bin/sh -c", "JSON form"),
+            ("ONBUILD FROM x", "ONBUILD trigger"),
+            ("HEALTHCHECK --interval=soon CMD true", "--interval=soon"),
+        ] {
+            let e = command(bad).expect_err(bad);
+            assert_eq!(e.line, 2, "{bad}");
+            assert!(e.message.contains(needle), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(duration_ns("30s"), Some(30_000_000_000));
+        assert_eq!(duration_ns("1m30s"), Some(90_000_000_000));
+        assert_eq!(duration_ns("500ms"), Some(500_000_000));
+        assert_eq!(duration_ns("10"), None);
+        assert_eq!(duration_ns("x"), None);
+    }
+}
