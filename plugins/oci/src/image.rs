@@ -14,10 +14,13 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufWriter, Write},
     path::Path,
+    str::FromStr,
 };
 
 use bytes::Bytes;
 use kiln_archive::atomic::AtomicFile;
+use oci_spec::image::{Descriptor, Digest as OciDigest, ImageManifestBuilder, MediaType};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -229,48 +232,6 @@ impl RuntimeConfig {
             shell: strings(c.get("Shell")),
         }
     }
-
-    fn to_json(&self) -> Value {
-        let set = |items: &BTreeSet<String>| -> Value {
-            Value::Object(items.iter().map(|i| (i.clone(), json!({}))).collect())
-        };
-        let mut config = Map::new();
-        if let Some(u) = &self.user {
-            config.insert("User".into(), json!(u));
-        }
-        if !self.exposed_ports.is_empty() {
-            config.insert("ExposedPorts".into(), set(&self.exposed_ports));
-        }
-        config.insert("Env".into(), json!(self.env));
-        if let Some(e) = &self.entrypoint {
-            config.insert("Entrypoint".into(), json!(e));
-        }
-        if let Some(c) = &self.cmd {
-            config.insert("Cmd".into(), json!(c));
-        }
-        if let Some(h) = &self.healthcheck {
-            config.insert("Healthcheck".into(), h.clone());
-        }
-        if !self.volumes.is_empty() {
-            config.insert("Volumes".into(), set(&self.volumes));
-        }
-        if let Some(w) = &self.working_dir {
-            config.insert("WorkingDir".into(), json!(w));
-        }
-        if !self.labels.is_empty() {
-            config.insert("Labels".into(), json!(self.labels));
-        }
-        if let Some(s) = &self.stop_signal {
-            config.insert("StopSignal".into(), json!(s));
-        }
-        if !self.on_build.is_empty() {
-            config.insert("OnBuild".into(), json!(self.on_build));
-        }
-        if let Some(s) = &self.shell {
-            config.insert("Shell".into(), json!(s));
-        }
-        Value::Object(config)
-    }
 }
 
 /// One history entry of the image config, made by this builder.
@@ -338,53 +299,173 @@ pub struct Assembly<'a> {
     pub platform: &'a Platform,
 }
 
-/// Assemble config and manifest.
-pub fn assemble(a: Assembly<'_>) -> Image {
-    let created = rfc3339(a.created);
-    let mut image_config = match a.base_config {
+/// The image config as kiln writes it: the OCI image configuration plus
+/// the Docker fields kiln's instructions set (`Healthcheck`, `OnBuild`,
+/// `Shell`), which `oci-spec`'s `ImageConfiguration` has no room for.
+/// Field order is fixed, so the bytes (and the image ID) depend only on the
+/// values.
+#[derive(Debug, Serialize)]
+struct ImageConfig<'a> {
+    created: String,
+    architecture: &'a str,
+    os: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<&'a str>,
+    config: ContainerConfig<'a>,
+    rootfs: RootFs,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    author: Option<&'a str>,
+    history: Vec<Value>,
+    /// A base image's other fields (`os.version`, ...), kept as they are.
+    #[serde(flatten)]
+    base: Map<String, Value>,
+}
+
+/// The config's `rootfs`.
+#[derive(Debug, Serialize)]
+struct RootFs {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    diff_ids: Vec<String>,
+}
+
+/// The config's `config` object, Docker's field names.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    exposed_ports: BTreeMap<&'a str, Empty>,
+    env: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entrypoint: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cmd: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<&'a Value>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    volumes: BTreeMap<&'a str, Empty>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    working_dir: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_signal: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    on_build: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shell: Option<&'a [String]>,
+}
+
+/// `{}`, as Docker writes set members.
+#[derive(Debug, Serialize)]
+struct Empty {}
+
+impl<'a> ContainerConfig<'a> {
+    fn of(r: &'a RuntimeConfig) -> Self {
+        Self {
+            user: r.user.as_deref(),
+            exposed_ports: r
+                .exposed_ports
+                .iter()
+                .map(|p| (p.as_str(), Empty {}))
+                .collect(),
+            env: &r.env,
+            entrypoint: r.entrypoint.as_deref(),
+            cmd: r.cmd.as_deref(),
+            healthcheck: r.healthcheck.as_ref(),
+            volumes: r.volumes.iter().map(|v| (v.as_str(), Empty {})).collect(),
+            working_dir: r.working_dir.as_deref(),
+            labels: &r.labels,
+            stop_signal: r.stop_signal.as_deref(),
+            on_build: &r.on_build,
+            shell: r.shell.as_deref(),
+        }
+    }
+}
+
+/// Assemble config and manifest (an `oci-spec` `ImageManifest`).
+pub fn assemble(a: Assembly<'_>) -> Result<Image, String> {
+    let mut base = match a.base_config {
         Some(Value::Object(base)) => base.clone(),
         _ => Map::new(),
     };
-    for k in ["container", "container_config", "docker_version", "config"] {
-        image_config.remove(k);
+    // Set here, or Docker's and not carried over.
+    for k in [
+        "created",
+        "architecture",
+        "os",
+        "variant",
+        "config",
+        "rootfs",
+        "author",
+        "history",
+        "container",
+        "container_config",
+        "docker_version",
+    ] {
+        base.remove(k);
     }
-    image_config.insert("created".into(), json!(created));
-    image_config.insert("architecture".into(), json!(a.platform.architecture));
-    image_config.insert("os".into(), json!(a.platform.os));
     // A variant asked for is recorded; without one, a base's stays
     // (`linux/arm64` pulls `linux/arm64/v8`).
-    if let Some(v) = &a.platform.variant {
-        image_config.insert("variant".into(), json!(v));
-    }
-    image_config.insert("config".into(), a.runtime.to_json());
-    image_config.insert(
-        "rootfs".into(),
-        json!({"type": "layers", "diff_ids": a.layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()}),
-    );
-    if let Some(author) = a.author {
-        image_config.insert("author".into(), json!(author));
-    }
-    image_config.insert("history".into(), Value::Array(a.history));
-    let config_bytes = serde_json::to_vec(&Value::Object(image_config)).unwrap_or_default();
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": media::MANIFEST,
-        "config": {
-            "mediaType": media::CONFIG,
-            "digest": sha256(&config_bytes),
-            "size": config_bytes.len(),
-        },
-        "layers": a.layers.iter().map(|l| json!({
-            "mediaType": l.media_type,
-            "digest": l.digest,
-            "size": l.blob.len(),
-        })).collect::<Vec<_>>(),
+    let base_variant = a
+        .base_config
+        .and_then(|c| c.get("variant"))
+        .and_then(Value::as_str);
+    let author = a.author.or_else(|| {
+        a.base_config
+            .and_then(|c| c.get("author"))
+            .and_then(Value::as_str)
     });
-    Image {
+    let config = ImageConfig {
+        created: rfc3339(a.created),
+        architecture: &a.platform.architecture,
+        os: &a.platform.os,
+        variant: a.platform.variant.as_deref().or(base_variant),
+        config: ContainerConfig::of(a.runtime),
+        rootfs: RootFs {
+            kind: "layers",
+            diff_ids: a.layers.iter().map(|l| l.diff_id.clone()).collect(),
+        },
+        author,
+        history: a.history,
+        base,
+    };
+    let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
+    let descriptor = |media_type: MediaType, digest: &str, size: usize| {
+        OciDigest::from_str(digest)
+            .map(|d| Descriptor::new(media_type, size as u64, d))
+            .map_err(|e| format!("blob digest {digest:?}: {e}"))
+    };
+    let layers = a
+        .layers
+        .iter()
+        .map(|l| {
+            descriptor(
+                MediaType::from(l.media_type.as_str()),
+                &l.digest,
+                l.blob.len(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(descriptor(
+            MediaType::ImageConfig,
+            &sha256(&config_bytes),
+            config_bytes.len(),
+        )?)
+        .layers(layers)
+        .build()
+        .map_err(|e| format!("the image manifest: {e}"))?;
+    let manifest = serde_json::to_vec(&manifest).map_err(|e| format!("the image manifest: {e}"))?;
+    Ok(Image {
         layers: a.layers,
         config: config_bytes,
-        manifest: serde_json::to_vec(&manifest).unwrap_or_default(),
-    }
+        manifest,
+    })
 }
 
 /// Days-from-civil (Howard Hinnant's algorithm) for a UTC timestamp.
@@ -614,6 +695,7 @@ mod tests {
                 created: 0,
                 platform: &platform,
             })
+            .expect("assembles")
         };
         assert_eq!(build().digest(), build().digest());
         let dir = tempfile::tempdir().expect("tempdir");
@@ -629,4 +711,69 @@ mod tests {
         let names: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
         assert_eq!(names.len(), 2, "no temporary files left");
     }
+
+    /// The exact bytes kiln writes, pinned: a config over a base (with
+    /// fields kiln keeps, drops and replaces) and its manifest. Any change
+    /// to the documents' shape changes these digests; change them only on
+    /// purpose, and say so in the README.
+    #[test]
+    fn golden_config_and_manifest_digests() {
+        let platform = Platform::parse("linux/arm64").expect("platform");
+        let base = json!({
+            "architecture": "arm64",
+            "variant": "v8",
+            "os": "linux",
+            "os.version": "6.1",
+            "author": "base maintainer",
+            "container": "abc",
+            "docker_version": "20.10",
+            "config": {"Env": ["OLD=1"]},
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "history": [{"created_by": "base"}],
+        });
+        let tar_bytes = layer_tar(&tree(&[("app/hello.txt", "hi")]), 0).expect("tar");
+        let layer = Layer::compress(&tar_bytes, sha256(&tar_bytes)).expect("gzip");
+        let runtime = RuntimeConfig {
+            env: vec!["PATH=/bin".into(), "A=1".into()],
+            cmd: Some(vec!["cat".into(), "/app/hello.txt".into()]),
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+            working_dir: Some("/app".into()),
+            user: Some("65534".into()),
+            labels: [("org.example".to_string(), "x".to_string())].into(),
+            exposed_ports: ["80/tcp".to_string()].into(),
+            volumes: ["/data".to_string()].into(),
+            stop_signal: Some("SIGTERM".into()),
+            healthcheck: Some(json!({"Test": ["CMD", "true"]})),
+            on_build: vec!["COPY . /src".into()],
+            shell: Some(vec!["/bin/bash".into(), "-c".into()]),
+        };
+        let image = assemble(Assembly {
+            base_config: Some(&base),
+            runtime: &runtime,
+            layers: vec![layer],
+            history: vec![history_entry(0, "COPY hello.txt /app/", false)],
+            author: None,
+            created: 1_700_000_000,
+            platform: &platform,
+        })
+        .expect("assembles");
+        let config: Value = serde_json::from_slice(&image.config).expect("json");
+        assert_eq!(config["variant"], "v8", "a base's variant stays");
+        assert_eq!(config["author"], "base maintainer");
+        assert_eq!(config["os.version"], "6.1", "other base fields are kept");
+        assert!(config.get("container").is_none() && config.get("docker_version").is_none());
+        assert_eq!(config["config"]["Healthcheck"]["Test"][0], "CMD");
+        assert_eq!(config["config"]["ExposedPorts"]["80/tcp"], json!({}));
+        let manifest: Value = serde_json::from_slice(&image.manifest).expect("json");
+        assert_eq!(manifest["mediaType"], media::MANIFEST);
+        assert_eq!(manifest["config"]["mediaType"], media::CONFIG);
+        assert_eq!(manifest["layers"][0]["mediaType"], media::LAYER_GZIP);
+        assert_eq!(image.config_digest(), GOLDEN_CONFIG, "config bytes changed");
+        assert_eq!(image.digest(), GOLDEN_MANIFEST, "manifest bytes changed");
+    }
+
+    const GOLDEN_CONFIG: &str =
+        "sha256:01c132be80f5667d9a9e0678071ab22c94c69eb562a7daa9d40e219211e0cd08";
+    const GOLDEN_MANIFEST: &str =
+        "sha256:35d8e931052b5ffc5a67c598b51c9ef8770cbecd65c2264bf3ca1d52aae9d6a2";
 }

@@ -440,7 +440,8 @@ pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
         author: stage.author.as_deref(),
         created: input.created,
         platform: &input.platform,
-    });
+    })
+    .map_err(|e| at(0, e))?;
     Ok(Built {
         image,
         layers_made: run.layers_made,
