@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::util::{fixture, shipped_plugin, TestProject};
+use crate::util::{fixture, shipped_plugin, write, TestProject};
 
 /// Whether a Docker Engine answers (under `CI=true` a missing one fails).
 fn daemon() -> bool {
@@ -33,12 +33,6 @@ fn project() -> (TestProject, String) {
     fs::copy(&src, dir.join(src.file_name().expect("name"))).expect("copy plugin");
     let dir = dir.to_string_lossy().into_owned();
     (p, dir)
-}
-
-fn write(root: &Path, rel: &str, contents: &str) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    fs::write(p, contents).expect("write");
 }
 
 fn docker_run(image: &str, cmd: &[&str]) -> String {

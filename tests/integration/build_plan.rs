@@ -51,8 +51,7 @@ const FULL: &[&str] = &[
 ];
 
 fn plan(p: &TestProject, plugins: &str, extra: &[&str]) -> Run {
-    let base = ["--plugins-dir", plugins, "build"];
-    p.kiln(&[&base[..], extra].concat())
+    p.cmd().plugins(plugins).arg("build").args(extra).run()
 }
 
 #[test]

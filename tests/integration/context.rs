@@ -13,7 +13,7 @@ use sha1::{Digest, Sha1};
 
 use crate::{
     docker_cli::{docker_cli, Capture},
-    util::{fixture, TestProject},
+    util::{fixture, write, TestProject},
 };
 
 /// One archive entry, as compared between archives.
@@ -49,12 +49,6 @@ fn items(tar_bytes: &[u8]) -> Vec<Item> {
         });
     }
     out
-}
-
-fn write(root: &Path, rel: &str, contents: &str) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    fs::write(p, contents).expect("write");
 }
 
 fn pack(p: &TestProject, dir: &str, extra: &[&str]) -> (Value, Vec<u8>) {

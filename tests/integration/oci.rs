@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::{
     registry::register,
-    util::{daemon_and, shipped_plugin, TestProject, TestRegistry},
+    util::{daemon_and, shipped_plugin, write, TestProject, TestRegistry},
 };
 
 fn project() -> (TestProject, String) {
@@ -26,12 +26,6 @@ fn project() -> (TestProject, String) {
         fs::copy(&f, dir.join(f.file_name().expect("name"))).expect("copy plugin");
     }
     (p, dir.to_string_lossy().into_owned())
-}
-
-fn write(root: &Path, rel: &str, contents: &str) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    fs::write(p, contents).expect("write");
 }
 
 fn unique(prefix: &str) -> String {

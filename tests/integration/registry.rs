@@ -6,7 +6,7 @@ use std::{fs, path::Path, process::Command};
 
 use serde_json::Value;
 
-use crate::util::{fixture, shipped_plugin, TestProject, TestRegistry};
+use crate::util::{fixture, shipped_plugin, write, TestProject, TestRegistry};
 
 /// The Docker Engine and Debian's registry (under `CI=true` missing ones fail).
 fn tools_and_daemon() -> bool {
@@ -25,12 +25,6 @@ fn project() -> (TestProject, String) {
     }
     let dir = dir.to_string_lossy().into_owned();
     (p, dir)
-}
-
-fn write(root: &Path, rel: &str, contents: &str) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    fs::write(p, contents).expect("write");
 }
 
 pub(crate) fn register(p: &TestProject, plugins: &str, name: &str, sets: &[&str]) {
@@ -53,24 +47,20 @@ pub(crate) fn register(p: &TestProject, plugins: &str, name: &str, sets: &[&str]
 }
 
 fn build(p: &TestProject, plugins: &str, image: &str, extra: &[&str]) -> crate::util::Run {
-    let base = [
-        "--plugins-dir",
-        plugins,
-        "build",
-        "app",
-        "-t",
-        image,
-        "--registry",
-        "reg",
-        "--json",
-    ];
+    let cmd = p
+        .cmd()
+        .plugins(plugins)
+        .build("app")
+        .tag(image)
+        .registry("reg")
+        .json();
     // These tests exercise the Docker Engine builder unless told otherwise.
-    let local: &[&str] = if extra.contains(&"--builder-flavor") {
-        &[]
+    let cmd = if extra.contains(&"--builder-flavor") {
+        cmd
     } else {
-        &["--builder-flavor", "local"]
+        cmd.builder_flavor("local")
     };
-    p.kiln(&[&base[..], local, extra].concat())
+    cmd.args(extra).run()
 }
 
 #[test]

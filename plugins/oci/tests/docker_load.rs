@@ -13,24 +13,21 @@ use kiln_oci::{
     image::{write_archive, Platform},
 };
 
+/// The Docker Engine, skopeo and a static busybox (under CI=true missing
+/// ones fail the test).
 #[allow(clippy::print_stderr)]
 fn tools() -> bool {
-    let ok = |c: &str, a: &[&str]| {
-        Command::new(c)
-            .args(a)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let up = ok("docker", &["info"])
-        && ok("skopeo", &["--version"])
-        && std::path::Path::new("/bin/busybox").is_file();
-    if !up {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("docker, skopeo and /bin/busybox are required (CI=true); scripts/test.sh installs them");
-        }
-        eprintln!("docker, skopeo or busybox missing: the docker load test did not run");
+    if !kiln_test_support::daemon_and(&["skopeo"]) {
+        return false;
     }
-    up
+    let busybox = std::path::Path::new("/bin/busybox").is_file();
+    if !busybox {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("/bin/busybox is required (CI=true); scripts/test.sh installs it");
+        }
+        eprintln!("/bin/busybox missing: the docker load test did not run");
+    }
+    busybox
 }
 
 /// A context archive as the host makes it (a plain tar).
