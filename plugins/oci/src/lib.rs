@@ -7,8 +7,9 @@
 //!   (`dispatch/copy.rs`), layers and their cache (`dispatch/layers.rs`).
 //! - [`context`]: the host's context archive, mapped and indexed.
 //! - [`error`]: a build failure, naming the Dockerfile line.
-//! - [`base`]: base images from a registry or an OCI layout.
-//! - [`engine`]: base images from the local Docker Engine, when it has them.
+//! - [`sources`]: where bases come from: a registry, an OCI layout, the
+//!   local Docker Engine.
+//! - [`outputs`]: where images go: a registry, an archive.
 //! - [`image`]: reproducible layers (compressed on every core), config,
 //!   manifest, and an archive that `docker load` and `skopeo` read.
 //! - [`instructions`]: one typed value per instruction, flags parsed and
@@ -16,20 +17,18 @@
 //! - [`stages`]: `FROM` parsed once, and the stages a target needs.
 //! - [`store`]: the layer and blob cache that makes rebuilds cheap.
 //! - [`fs`]: the image filesystem: trees read from tar archives without
-//!   copying, and `filepath.Match` globs.
-//! - [`push`]: pushing over the distribution API.
+//!   copying, layers applied with whiteouts, and `filepath.Match` globs.
 //! - [`plugin`]: the flavor kiln loads.
 
-pub mod base;
 pub mod context;
 pub mod dispatch;
 pub use kiln_dockerfile as dockerfile;
-pub mod engine;
 pub mod error;
 pub mod fs;
 pub mod image;
 pub mod instructions;
+pub mod outputs;
 pub mod plugin;
-pub mod push;
+pub mod sources;
 pub mod stages;
 pub mod store;

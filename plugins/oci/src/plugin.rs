@@ -13,7 +13,7 @@ use kiln_plugin_api::{
 
 use kiln_distribution::Retry;
 
-use crate::{base, dispatch, image, push, store::Store};
+use crate::{dispatch, image, sources, store::Store};
 
 /// Config of the `oci` builder.
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
@@ -97,7 +97,7 @@ impl BuilderFlavor for OciFlavor {
                 .map(PathBuf::from)
                 .unwrap_or_else(Store::default_root),
             insecure: config.insecure_registries,
-            engine: crate::engine::engine_host(config.docker_host.as_deref()),
+            engine: crate::sources::engine::engine_host(config.docker_host.as_deref()),
             timeout: Duration::from_secs(config.timeout_seconds.max(1)),
             retry: Retry::with_backoff_ms(config.retries, config.retry_backoff_ms),
         })
@@ -206,7 +206,8 @@ impl Builder for OciBuilder {
                 )));
             };
             if !request.pull {
-                if let Some(found) = crate::engine::local_image(&self.engine, name, platform, store)
+                if let Some(found) =
+                    crate::sources::engine::local_image(&self.engine, name, platform, store)
                 {
                     let base = found.map_err(kiln_distribution::CallError::Failed)?;
                     events.info(format!(
@@ -216,7 +217,7 @@ impl Builder for OciBuilder {
                     return Ok(base);
                 }
             }
-            base::Sources {
+            sources::Sources {
                 store,
                 platform,
                 registry,
@@ -266,7 +267,7 @@ impl Builder for OciBuilder {
             return Err(PluginError::new(ErrorKind::CANCELLED, "cancelled"));
         }
         if let Some(dest) = &dest {
-            image::write_archive(&image, &tags, dest).map_err(|e| {
+            crate::outputs::archive::write_archive(&image, &tags, dest).map_err(|e| {
                 PluginError::new(
                     ErrorKind::INVALID_INPUT,
                     format!("--output dest={}: {e}", dest.display()),
@@ -275,11 +276,11 @@ impl Builder for OciBuilder {
             events.info(format!("wrote {} to {}", image.digest(), dest.display()));
         }
         let digest = match registry {
-            Some(r) => push::push(
+            Some(r) => crate::outputs::registry::push(
                 &image,
                 &tags,
                 r,
-                push::Connection {
+                crate::outputs::registry::Connection {
                     insecure: &self.insecure,
                     timeout: self.timeout,
                     retry: self.retry,

@@ -7,10 +7,11 @@
 use std::process::Command;
 
 use kiln_oci::{
-    base::Base,
     context::ContextFiles,
     dispatch::{build, BuildInput, Built},
-    image::{write_archive, Platform},
+    image::Platform,
+    outputs::archive::write_archive,
+    sources::Base,
 };
 
 /// The Docker Engine, skopeo and a static busybox (under CI=true missing

@@ -14,7 +14,6 @@ use bytes::Bytes;
 
 use super::{Run, Stage};
 use crate::{
-    base,
     dockerfile::{self, Args, Instruction},
     error::{at, BuildError},
     fs::{
@@ -114,7 +113,7 @@ fn unpack_archive(data: &Bytes, source: &str) -> Result<Option<BTreeMap<String, 
         diff_id: String::new(),
         media_type: media::LAYER_TAR.into(),
     };
-    base::filesystem(std::slice::from_ref(&layer))
+    crate::fs::overlay::filesystem(std::slice::from_ref(&layer))
         .map(Some)
         .map_err(|e| format!("ADD {source}: {e}"))
 }
@@ -225,7 +224,7 @@ impl Run<'_, '_> {
                 }
                 None => {
                     let base = self.image(name, &self.input.platform.clone(), line)?;
-                    base::filesystem(&base.layers).map_err(|e| at(line, e))?
+                    crate::fs::overlay::filesystem(&base.layers).map_err(|e| at(line, e))?
                 }
             }),
         };

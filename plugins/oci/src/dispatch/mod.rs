@@ -20,13 +20,13 @@ use kiln_distribution::CallError;
 use serde_json::Value;
 
 use crate::{
-    base::{self, Base},
     context::ContextFiles,
     dockerfile::{self, Args, Instruction},
     error::{at, pull_failed, BuildError},
     fs::tree::remove_under,
     image::{self, history_entry, Entry, Image, Kind, Layer, Platform, RuntimeConfig},
     instructions::{self, Command},
+    sources::{self, Base},
     stages::{self, FromSpec},
     store::Store,
 };
@@ -106,7 +106,7 @@ impl Stage {
         if let Some(fs) = &self.lower_fs {
             return Ok(fs.clone());
         }
-        let fs = Rc::new(base::filesystem(&self.lower)?);
+        let fs = Rc::new(crate::fs::overlay::filesystem(&self.lower)?);
         self.lower_fs = Some(fs.clone());
         Ok(fs)
     }
@@ -153,7 +153,7 @@ impl Run<'_, '_> {
         let spec = self.input.contexts.get(name).map(String::as_str);
         match spec {
             Some(s) if s.starts_with("oci-layout://") => {
-                base::from_layout(&s["oci-layout://".len()..], platform).map_err(|e| at(line, e))
+                sources::from_layout(&s["oci-layout://".len()..], platform).map_err(|e| at(line, e))
             }
             Some(s) if s.starts_with("docker-image://") => {
                 (self.input.pull)(&s["docker-image://".len()..], platform)
@@ -546,7 +546,7 @@ mod tests {
     }
 
     fn paths(layer: &Layer) -> Vec<String> {
-        base::filesystem(std::slice::from_ref(layer))
+        crate::fs::overlay::filesystem(std::slice::from_ref(layer))
             .expect("layer")
             .into_keys()
             .collect()
@@ -592,7 +592,7 @@ mod tests {
             ],
         )
         .expect("build");
-        let fs = base::filesystem(&built.image.layers).expect("fs");
+        let fs = crate::fs::overlay::filesystem(&built.image.layers).expect("fs");
         assert_eq!(fs["opt/pkg/data.txt"].mode, 0o600);
         assert_eq!(fs["opt/pkg/data.txt"].uid, 7, "ownership from the archive");
         assert!(fs.contains_key("opt/notes.gz"), "not an archive: copied");
@@ -634,7 +634,7 @@ mod tests {
         let layers = &built.image.layers;
         // A symlink inside a copied folder stays a link; a source that is
         // a link is followed (BuildKit's FollowSymlinks).
-        let root = base::filesystem(&layers[..1]).expect("fs");
+        let root = crate::fs::overlay::filesystem(&layers[..1]).expect("fs");
         assert_eq!(root["bin"].kind, Kind::Symlink("usr/bin".into()));
         assert_eq!(paths(&layers[1]), vec!["followed"]);
         assert_eq!(paths(&layers[2]), vec!["usr", "usr/bin", "usr/bin/tool"]);
@@ -677,7 +677,7 @@ mod tests {
             &[],
         )
         .expect("build");
-        let fs = base::filesystem(&built.image.layers).expect("fs");
+        let fs = crate::fs::overlay::filesystem(&built.image.layers).expect("fs");
         assert_eq!(
             fs["etc/app/EOF"].kind,
             Kind::File(Bytes::from("hello kiln\n"))

@@ -18,8 +18,8 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::{
-    base::{self, Base},
     image::{sha256, Layer, Platform},
+    sources::{self, Base},
     store::Store,
 };
 
@@ -83,9 +83,9 @@ pub fn local_image(
 /// A base from what `docker save` wrote.
 fn read_save(data: &Bytes, name: &str, platform: &Platform, store: &Store) -> Result<Base, String> {
     let what = format!("{name} (from the local Docker Engine)");
-    let files = base::archive_files(data).map_err(|e| format!("{what}: {e}"))?;
+    let files = sources::archive_files(data).map_err(|e| format!("{what}: {e}"))?;
     let Some(manifest) = files.get("manifest.json") else {
-        return base::from_layout_files(files, None, platform, &what);
+        return sources::from_layout_files(files, None, platform, &what);
     };
     let manifest: Value = serde_json::from_slice(manifest)
         .map_err(|e| format!("{what}: manifest.json is not JSON: {e}"))?;
@@ -189,7 +189,7 @@ mod tests {
         let good = read_save(&save(&sha256(&layer_tar)), "x:1", &platform, &store).expect("read");
         assert_eq!(good.layers.len(), 1);
         assert_eq!(good.layers[0].diff_id, sha256(&layer_tar));
-        let fs = base::filesystem(&good.layers).expect("fs");
+        let fs = crate::fs::overlay::filesystem(&good.layers).expect("fs");
         assert!(fs.contains_key("hi"));
         let bad = read_save(&save(&sha256(b"other")), "x:1", &platform, &store);
         assert!(bad.expect_err("mismatch").contains("does not match"));

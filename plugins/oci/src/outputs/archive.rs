@@ -1,0 +1,176 @@
+//! An image as an archive that `docker load` reads (Docker's
+//! `manifest.json` with `RepoTags`) and that is also an OCI image layout
+//! (`oci-layout`, `index.json` naming the tags), written atomically and
+//! reproducibly.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufWriter, Write},
+    path::Path,
+};
+
+use bytes::Bytes;
+use kiln_archive::atomic::AtomicFile;
+use serde_json::{json, Value};
+
+use crate::image::{media, Image};
+
+fn blob_path(digest: &str) -> String {
+    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+}
+
+/// Write `image` as an archive `docker load` reads (Docker's `manifest.json`
+/// with `RepoTags`) that is also an OCI image layout (`oci-layout`,
+/// `index.json` naming the tags), atomically: through a temporary file
+/// beside `out`, synced and renamed, so a failure leaves nothing at `out`.
+/// Entries are sorted and timestamps fixed, so the archive is reproducible.
+pub fn write_archive(image: &Image, tags: &[String], out: &Path) -> Result<(), String> {
+    let mut files: BTreeMap<String, Bytes> = BTreeMap::new();
+    files.insert(
+        "oci-layout".into(),
+        Bytes::from_static(br#"{"imageLayoutVersion":"1.0.0"}"#),
+    );
+    files.insert(
+        blob_path(&image.config_digest()),
+        Bytes::from(image.config.clone()),
+    );
+    files.insert(
+        blob_path(&image.digest()),
+        Bytes::from(image.manifest.clone()),
+    );
+    for layer in &image.layers {
+        files.insert(blob_path(&layer.digest), layer.blob.clone());
+    }
+    let manifests: Vec<Value> = tags
+        .iter()
+        .map(|tag| {
+            let ref_name = tag
+                .rsplit_once(':')
+                .filter(|(_, t)| !t.contains('/'))
+                .map_or("latest", |(_, t)| t);
+            json!({
+                "mediaType": media::MANIFEST,
+                "digest": image.digest(),
+                "size": image.manifest.len(),
+                "annotations": {
+                    "io.containerd.image.name": tag,
+                    "org.opencontainers.image.ref.name": ref_name,
+                },
+            })
+        })
+        .collect();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": media::INDEX,
+        "manifests": manifests,
+    });
+    files.insert(
+        "index.json".into(),
+        Bytes::from(serde_json::to_vec(&index).unwrap_or_default()),
+    );
+    let docker_manifest = json!([{
+        "Config": blob_path(&image.config_digest()),
+        "RepoTags": tags,
+        "Layers": image.layers.iter().map(|l| blob_path(&l.digest)).collect::<Vec<_>>(),
+    }]);
+    files.insert(
+        "manifest.json".into(),
+        Bytes::from(serde_json::to_vec(&docker_manifest).unwrap_or_default()),
+    );
+
+    let temp = AtomicFile::beside(out).map_err(|e| e.to_string())?;
+    let failed = |e: std::io::Error| format!("writing {}: {e}", out.display());
+    {
+        let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, temp.file()));
+        for d in ["blobs/", "blobs/sha256/"] {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_mtime(0);
+            h.set_size(0);
+            builder
+                .append_data(&mut h, d, std::io::empty())
+                .map_err(failed)?;
+        }
+        for (path, data) in &files {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_size(data.len() as u64);
+            builder
+                .append_data(&mut h, path, data.as_ref())
+                .map_err(failed)?;
+        }
+        let mut writer = builder.into_inner().map_err(failed)?;
+        writer.flush().map_err(failed)?;
+    }
+    temp.commit().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::image::{
+        assemble, history_entry, layer_tar, sha256, Assembly, Entry, Kind, Layer, Platform,
+        RuntimeConfig,
+    };
+
+    fn tree(items: &[(&str, &str)]) -> BTreeMap<String, Entry> {
+        items
+            .iter()
+            .map(|(p, d)| {
+                (
+                    p.to_string(),
+                    Entry {
+                        kind: Kind::File(Bytes::from(d.to_string())),
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_same_inputs_give_the_same_archive() {
+        let platform = Platform::parse("linux/amd64").expect("platform");
+        let build = || {
+            let tar_bytes = layer_tar(&tree(&[("app/hello.txt", "hi")]), 0).expect("tar");
+            let layer = Layer::compress(&tar_bytes, sha256(&tar_bytes)).expect("gzip");
+            let runtime = RuntimeConfig {
+                env: vec!["A=1".into()],
+                cmd: Some(vec!["cat".into(), "/app/hello.txt".into()]),
+                ..Default::default()
+            };
+            assemble(Assembly {
+                base_config: None,
+                runtime: &runtime,
+                layers: vec![layer],
+                history: vec![history_entry(0, "COPY hello.txt /app/", false)],
+                author: None,
+                created: 0,
+                platform: &platform,
+            })
+            .expect("assembles")
+        };
+        assert_eq!(build().digest(), build().digest());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let one = dir.path().join("one.tar");
+        let two = dir.path().join("two.tar");
+        let tags = vec!["x:1".to_string()];
+        write_archive(&build(), &tags, &one).expect("write");
+        write_archive(&build(), &tags, &two).expect("write");
+        assert_eq!(
+            std::fs::read(one).expect("read"),
+            std::fs::read(two).expect("read")
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+        assert_eq!(names.len(), 2, "no temporary files left");
+    }
+}

@@ -1,0 +1,155 @@
+//! Where base images come from (go-containerregistry's `remote`,
+//! `layout` and `daemon`): a registry over the distribution API for the
+//! requested platform ([`registry`]), an OCI image layout, a directory or a
+//! tar archive of one, buildx's `oci-layout://` build contexts ([`layout`]),
+//! or the local Docker Engine when it has the image ([`engine`]). Blobs are
+//! verified against their digests and kept in the [`Store`](crate::store::Store),
+//! so a base is fetched once. This module holds what all three share: the
+//! [`Base`] and reading a manifest or index.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::image::{media, Layer, Platform};
+
+pub mod engine;
+pub mod layout;
+pub mod registry;
+
+pub use layout::{archive_files, from_layout, from_layout_files};
+pub use registry::Sources;
+
+/// A base image: its config and layers (bottom first).
+#[derive(Debug, Clone)]
+pub struct Base {
+    /// Where it came from, for history and messages.
+    pub name: String,
+    /// The image config document.
+    pub config: Value,
+    /// The layers.
+    pub layers: Vec<Layer>,
+}
+
+pub(crate) fn is_index(media_type: &str, doc: &Value) -> bool {
+    media_type == media::INDEX
+        || media_type == media::DOCKER_LIST
+        || (doc.get("manifests").is_some() && doc.get("layers").is_none())
+}
+
+/// The entry of an index for `platform`, or an error listing what it has.
+pub(crate) fn pick_platform<'v>(
+    index: &'v Value,
+    platform: &Platform,
+    what: &str,
+) -> Result<&'v Value, String> {
+    let list = index
+        .get("manifests")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("{what}: an index without manifests"))?;
+    list.iter()
+        .find(|m| {
+            m.get("platform")
+                .is_some_and(|p| crate::image::platform_matches(platform, p))
+        })
+        .ok_or_else(|| {
+            let have: Vec<String> = list
+                .iter()
+                .filter_map(|m| m.get("platform"))
+                .map(|p| {
+                    let f = |k| p.get(k).and_then(Value::as_str).unwrap_or("");
+                    let v = f("variant");
+                    if v.is_empty() {
+                        format!("{}/{}", f("os"), f("architecture"))
+                    } else {
+                        format!("{}/{}/{v}", f("os"), f("architecture"))
+                    }
+                })
+                .collect();
+            format!(
+                "{what} has no image for {platform} (it has: {})",
+                have.join(", ")
+            )
+        })
+}
+
+pub(crate) fn digest_of(descriptor: &Value, what: &str) -> Result<String, String> {
+    descriptor
+        .get("digest")
+        .and_then(Value::as_str)
+        .filter(|d| d.starts_with("sha256:"))
+        .map(str::to_string)
+        .ok_or_else(|| format!("{what}: a descriptor without a sha256 digest"))
+}
+
+/// The layer media type kept in kiln's OCI manifest for a base layer.
+pub(crate) fn layer_media_type(given: &str, what: &str) -> Result<String, String> {
+    match given {
+        media::LAYER_GZIP
+        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+            Ok(media::LAYER_GZIP.into())
+        }
+        media::LAYER_TAR | "application/vnd.docker.image.rootfs.diff.tar" => {
+            Ok(media::LAYER_TAR.into())
+        }
+        other => Err(format!(
+            "{what}: layer type {other:?} is not supported (gzip'd or plain tar layers only)"
+        )),
+    }
+}
+
+/// Assemble a base from a manifest document, fetching blobs with `fetch`.
+pub(crate) fn from_manifest(
+    name: &str,
+    manifest: &Value,
+    mut fetch: impl FnMut(&str) -> Result<Bytes, String>,
+) -> Result<Base, String> {
+    let config_digest = manifest
+        .get("config")
+        .map(|c| digest_of(c, name))
+        .transpose()?
+        .ok_or_else(|| format!("{name}: the manifest has no config"))?;
+    let config: Value = serde_json::from_slice(&fetch(&config_digest)?)
+        .map_err(|e| format!("{name}: the image config is not JSON: {e}"))?;
+    let diff_ids: Vec<String> = config
+        .pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let descriptors = manifest
+        .get("layers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if descriptors.len() != diff_ids.len() {
+        return Err(format!(
+            "{name}: the manifest lists {} layers but the config {} diff_ids",
+            descriptors.len(),
+            diff_ids.len()
+        ));
+    }
+    let mut layers = Vec::new();
+    for (d, diff_id) in descriptors.iter().zip(diff_ids) {
+        let digest = digest_of(d, name)?;
+        let media_type = layer_media_type(
+            d.get("mediaType").and_then(Value::as_str).unwrap_or(""),
+            name,
+        )?;
+        layers.push(Layer {
+            blob: fetch(&digest)?,
+            digest,
+            diff_id,
+            media_type,
+        });
+    }
+    Ok(Base {
+        name: name.to_string(),
+        config,
+        layers,
+    })
+}

@@ -1,0 +1,117 @@
+//! Base images pulled from a registry over the distribution API, for the
+//! requested platform, with the build registry's credentials for images it
+//! owns and Docker's config for the rest.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use bytes::Bytes;
+use kiln_distribution::{dockercfg, names, CallError, Credentials, RegistryClient, Retry};
+use kiln_plugin_api::{author::Events, ContainerRegistryBox};
+use serde_json::Value;
+
+use crate::{image::Platform, store::Store};
+
+use super::{digest_of, from_manifest, is_index, pick_platform, Base};
+
+/// Everything needed to fetch bases.
+pub struct Sources<'a> {
+    /// The blob cache.
+    pub store: &'a Store,
+    /// The platform to pick from multi-platform indexes.
+    pub platform: &'a Platform,
+    /// The build's registry: its credentials serve images it owns.
+    pub registry: Option<&'a ContainerRegistryBox>,
+    /// Hosts spoken to over plain HTTP (loopback always is).
+    pub insecure: &'a [String],
+    /// Bounds each request.
+    pub timeout: Duration,
+    /// How 429 and 5xx answers are retried.
+    pub retry: Retry,
+    /// Progress.
+    pub events: &'a Events,
+}
+
+impl Sources<'_> {
+    /// Pull `image` (Docker's reference grammar) from its registry.
+    pub fn pull(&self, image: &str) -> Result<Base, CallError> {
+        let reference = names::parse(image).map_err(CallError::Failed)?;
+        let host = reference.registry().to_string();
+        let repo = reference.repository().to_string();
+        let wanted = reference
+            .digest()
+            .or(reference.tag())
+            .unwrap_or("latest")
+            .to_string();
+        let credentials = self.credentials(image, &host).map_err(CallError::Denied)?;
+        let client =
+            RegistryClient::for_host(&host, self.insecure, credentials, self.timeout, self.retry)
+                .map_err(CallError::Unavailable)?;
+        self.events
+            .info(format!("pulling {image} for {}", self.platform));
+        kiln_plugin_api::author::block_on(async {
+            let not_json = |e: serde_json::Error| {
+                CallError::Failed(format!("the manifest of {image} is not JSON: {e}"))
+            };
+            let mut m = client.get_manifest(&repo, &wanted).await?;
+            let mut doc: Value = serde_json::from_slice(&m.bytes).map_err(not_json)?;
+            if is_index(&m.media_type, &doc) {
+                let entry = pick_platform(&doc, self.platform, image).map_err(CallError::Failed)?;
+                let digest = digest_of(entry, image).map_err(CallError::Failed)?;
+                m = client.get_manifest(&repo, &digest).await?;
+                doc = serde_json::from_slice(&m.bytes).map_err(not_json)?;
+            }
+            let mut blobs: BTreeMap<String, Bytes> = BTreeMap::new();
+            let needed: Vec<String> = doc
+                .get("config")
+                .into_iter()
+                .chain(
+                    doc.get("layers")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten(),
+                )
+                .filter_map(|d| d.get("digest").and_then(Value::as_str).map(str::to_string))
+                .collect();
+            for digest in needed {
+                let blob = match self.store.blob(&digest) {
+                    Some(b) => b,
+                    None => {
+                        let b = client.get_blob(&repo, &digest).await?;
+                        self.store
+                            .put_blob(&digest, &b)
+                            .map_err(CallError::Failed)?;
+                        b
+                    }
+                };
+                blobs.insert(digest, blob);
+            }
+            from_manifest(image, &doc, |d| {
+                blobs
+                    .get(d)
+                    .cloned()
+                    .ok_or_else(|| format!("{image}: blob {d} missing"))
+            })
+            .map_err(CallError::Failed)
+        })
+    }
+
+    /// The build registry's credentials for an image it owns, else Docker's
+    /// config for the host (as `docker pull` would use).
+    fn credentials(&self, image: &str, host: &str) -> Result<Option<Credentials>, String> {
+        if let Some(registry) = self.registry {
+            let owns = registry
+                .owns_image(image.into())
+                .into_result()
+                .unwrap_or(false);
+            if owns {
+                if let Ok(Some(auth)) = registry.auth().into_result().map(|a| a.into_option()) {
+                    return Ok(Some(Credentials {
+                        username: auth.username.into_string(),
+                        password: auth.secret.into_string(),
+                    }));
+                }
+            }
+        }
+        dockercfg::lookup(host, self.timeout)
+    }
+}
