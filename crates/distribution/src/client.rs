@@ -290,6 +290,39 @@ impl RegistryClient {
         }
     }
 
+    /// Whether these credentials may push to `repo`: an upload is started
+    /// (`POST`, which asks for push scope under token auth) and abandoned
+    /// (`DELETE`). Refused is [`CallError::Denied`], by the status code.
+    pub async fn can_push(&self, repo: &str) -> Result<(), CallError> {
+        let target = format!("/v2/{repo}/blobs/uploads/");
+        match self.send(Method::POST, &target, &[], None).await {
+            Outcome::Response(r) if r.status() == StatusCode::ACCEPTED => {
+                if let Some(location) = r
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                {
+                    let location = if location.starts_with('/') {
+                        location
+                    } else {
+                        location.replace(self.base.as_str(), "")
+                    };
+                    // Best effort: an abandoned upload expires on its own.
+                    let _ = self.send(Method::DELETE, &location, &[], None).await;
+                }
+                Ok(())
+            }
+            Outcome::Response(r) => Err(CallError::Failed(format!(
+                "{} does not take pushes to {repo}: it answered {} to starting an upload",
+                self.base,
+                r.status()
+            ))),
+            Outcome::Denied(why) => Err(CallError::Denied(why)),
+            Outcome::Unknown(why) => Err(CallError::Unavailable(why)),
+        }
+    }
+
     /// Whether `repo` has the blob `digest` (a `HEAD`).
     pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool, CallError> {
         let target = format!("/v2/{repo}/blobs/{digest}");

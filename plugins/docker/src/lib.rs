@@ -348,9 +348,25 @@ impl LocalBuilder {
                 registry
                     .prepare_image_push(tag.as_str().into())
                     .into_result()?;
-                let pushed = self
-                    .push(&docker, tag, auth.as_ref(), events, cancel)
-                    .await?;
+                let pushed = match self.push(&docker, tag, auth.as_ref(), events, cancel).await {
+                    Ok(pushed) => pushed,
+                    // Whether it was the credentials, the registry says by
+                    // its status code, not the daemon by its wording.
+                    Err(e) if e.kind == ErrorKind::UNAVAILABLE => {
+                        return Err(
+                            match registry
+                                .prepare_image_push(tag.as_str().into())
+                                .into_result()
+                            {
+                                Err(check) if check.kind == ErrorKind::AUTH => {
+                                    PluginError::new(ErrorKind::AUTH, e.message)
+                                }
+                                _ => e,
+                            },
+                        )
+                    }
+                    Err(e) => return Err(e),
+                };
                 let (repo, tag_part) = split_tag(tag);
                 let found = registry
                     .image_exists(repo.into(), tag_part.into(), Default::default())
@@ -438,17 +454,13 @@ impl LocalBuilder {
     }
 }
 
+/// A daemon push that failed; the caller asks the registry whether the
+/// credentials were the cause.
 fn push_failed(image: &str, message: String) -> PluginError {
-    let lower = message.to_ascii_lowercase();
-    let kind = if lower.contains("unauthorized")
-        || lower.contains("authentication required")
-        || lower.contains("denied")
-    {
-        ErrorKind::AUTH
-    } else {
-        ErrorKind::UNAVAILABLE
-    };
-    PluginError::new(kind, format!("pushing {image}: {message}"))
+    PluginError::new(
+        ErrorKind::UNAVAILABLE,
+        format!("pushing {image}: {message}"),
+    )
 }
 
 /// `repo[:tag]` split at the tag's colon (not a registry port's), with

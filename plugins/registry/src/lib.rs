@@ -19,8 +19,8 @@ use kiln_plugin_api::{
 use reqwest::Method;
 
 use kiln_distribution::{
-    dockercfg, names, names::RegistryUri, Credentials, Outcome, Platform, RegistryClient, Retry,
-    MANIFEST_TYPES,
+    dockercfg, names, names::RegistryUri, CallError, Credentials, Outcome, Platform,
+    RegistryClient, Retry, MANIFEST_TYPES,
 };
 
 /// Config of the `default` registry.
@@ -255,17 +255,38 @@ impl DefaultRegistry {
         }
     }
 
-    /// Whether the registry takes requests, asked with this flavor's
-    /// retries and backoff before a daemon pushes: the daemon's own push
-    /// retries a failing registry for about a minute before it gives up.
+    /// Whether these credentials may push `image`, asked of the registry
+    /// itself with this flavor's retries and backoff (an upload started and
+    /// abandoned): before a daemon pushes, whose own retries of a failing
+    /// registry last about a minute, and after a failed push, to say by the
+    /// registry's status code (not the daemon's wording) whether it was
+    /// the credentials.
     async fn ready(&self, image: &str) -> Result<(), PluginError> {
-        match self.client.request(Method::GET, "", "*/*").await {
-            Outcome::Response(_) => Ok(()),
-            Outcome::Denied(why) => Err(PluginError::new(ErrorKind::AUTH, why)),
-            Outcome::Unknown(why) => Err(PluginError::new(
+        let reference = names::parse(image).map_err(invalid)?;
+        self.client
+            .can_push(reference.repository())
+            .await
+            .map_err(|e| match e {
+                CallError::Denied(why) => {
+                    PluginError::new(ErrorKind::AUTH, format!("pushing {image}: {why}"))
+                }
+                CallError::Unavailable(why) | CallError::Failed(why) => {
+                    PluginError::new(ErrorKind::UNAVAILABLE, format!("pushing {image}: {why}"))
+                }
+            })
+    }
+
+    /// A daemon push of `image` failed with `message`: the registry says
+    /// whether it was the credentials (exit 7) or not (exit 5).
+    async fn push_failed(&self, image: &str, message: String) -> PluginError {
+        match self.ready(image).await {
+            Err(e) if e.kind == ErrorKind::AUTH => {
+                PluginError::new(ErrorKind::AUTH, format!("pushing {image}: {message}"))
+            }
+            _ => PluginError::new(
                 ErrorKind::UNAVAILABLE,
-                format!("pushing {image}: {why}"),
-            )),
+                format!("pushing {image}: {message}"),
+            ),
         }
     }
 
@@ -307,9 +328,12 @@ impl DefaultRegistry {
             if cancel.is_cancelled() {
                 return Err(PluginError::new(ErrorKind::CANCELLED, "push cancelled"));
             }
-            let info = item.map_err(|e| push_error(image, e.to_string()))?;
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => return Err(self.push_failed(image, e.to_string()).await),
+            };
             if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                return Err(push_error(image, detail));
+                return Err(self.push_failed(image, detail).await);
             }
             if let Some(status) = info.status {
                 if let Some(d) = status.split("digest: ").nth(1) {
@@ -318,34 +342,32 @@ impl DefaultRegistry {
                 events.info(status);
             }
         }
-        let digest =
-            digest.ok_or_else(|| push_error(image, "the daemon reported no digest".into()))?;
+        let digest = match digest {
+            Some(d) => d,
+            None => {
+                return Err(PluginError::new(
+                    ErrorKind::UNAVAILABLE,
+                    format!("pushing {image}: the daemon reported no digest"),
+                ))
+            }
+        };
         // Verify against the registry itself.
         match self.exists(reference.repository(), &tag, &[]).await {
             Answer::Exists(found) if found.ends_with(&digest) => Ok(digest),
-            Answer::Exists(found) => Err(push_error(
-                image,
-                format!("the daemon pushed {digest} but the registry has {found}"),
+            Answer::Exists(found) => Err(PluginError::new(
+                ErrorKind::UNAVAILABLE,
+                format!("pushing {image}: the daemon pushed {digest} but the registry has {found}"),
             )),
-            other => Err(push_error(
-                image,
-                format!("not found after the push: {other:?}"),
+            Answer::Denied(why) => Err(PluginError::new(
+                ErrorKind::AUTH,
+                format!("pushing {image}: {why}"),
+            )),
+            other => Err(PluginError::new(
+                ErrorKind::UNAVAILABLE,
+                format!("pushing {image}: not found after the push: {other:?}"),
             )),
         }
     }
-}
-
-fn push_error(image: &str, message: String) -> PluginError {
-    let lower = message.to_ascii_lowercase();
-    let kind = if lower.contains("unauthorized")
-        || lower.contains("authentication")
-        || lower.contains("denied")
-    {
-        ErrorKind::AUTH
-    } else {
-        ErrorKind::UNAVAILABLE
-    };
-    PluginError::new(kind, format!("pushing {image}: {message}"))
 }
 
 /// An existence answer inside the plugin.
