@@ -20,23 +20,11 @@ use super::{
 };
 use crate::{
     components::ResolvedComponent,
-    context::{Context, ContextOptions},
+    context::{Context, ContextOptions, ContextSummary},
     error::{Error, Result},
     output,
     session::Session,
 };
-
-/// What the context is: the hash, size and file count of the uncompressed
-/// archive the builder receives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ContextSummary {
-    /// sha1 of the archive (the context hash).
-    pub sha1: String,
-    /// Archive bytes.
-    pub bytes: u64,
-    /// Non-directory entries.
-    pub files: u64,
-}
 
 /// Which existence checks the build will run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,7 +291,7 @@ impl Plan {
             dockerfile: options.dockerfile.clone(),
             ignore_file: options.dockerignore.clone(),
         };
-        let mut context = Context::plan(&context_options, &session.env.cwd)?;
+        let mut context = Context::resolve(&context_options, &session.env.cwd)?;
         let dockerfile_on_disk = match &options.dockerfile {
             Some(f) => session.env.cwd.join(f),
             None => session.env.cwd.join(&options.dir).join("Dockerfile"),
@@ -381,11 +369,7 @@ impl Plan {
             builder_component: builder,
             registry_component: registry,
             dockerfile: context.dockerfile().to_string(),
-            context: ContextSummary {
-                sha1: summary.sha1,
-                bytes: summary.bytes,
-                files: summary.files,
-            },
+            context: summary,
             checks,
             request,
             force: options.force,

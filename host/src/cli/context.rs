@@ -90,7 +90,7 @@ pub(crate) fn plan(session: &Session<'_>, args: &ContextArgs) -> Result<Context>
         dockerfile: args.file.clone(),
         ignore_file: args.dockerignore.clone(),
     };
-    let mut ctx = Context::plan(&options, &session.env.cwd)?;
+    let mut ctx = Context::resolve(&options, &session.env.cwd)?;
     if let Some(builder) = &args.builder {
         let request = BuildRequest {
             dockerfile: ctx.dockerfile().into(),

@@ -26,9 +26,11 @@ use super::walk::{Entry, EntryKind};
 /// Bytes of tar stream per chunk (and per gzip member).
 pub const CHUNK: usize = 256 * 1024;
 
-/// What a finished archive is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArchiveSummary {
+/// What a context archive is: its sha1, size and file count. For the
+/// uncompressed archive a builder receives, the sha1 is the context hash
+/// (a build plan shows it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ContextSummary {
     /// sha1 of the bytes written, lowercase hex.
     pub sha1: String,
     /// Bytes written.
@@ -83,7 +85,7 @@ pub fn write_archive<W: Write + Send>(
     contents: &dyn Contents,
     gzip: bool,
     sink: W,
-) -> Result<(ArchiveSummary, W), ArchiveError> {
+) -> Result<(ContextSummary, W), ArchiveError> {
     let workers = if gzip {
         thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -129,7 +131,7 @@ pub fn write_archive<W: Write + Send>(
             .unwrap_or_else(|_| Err(io::Error::other("archive writer thread panicked")));
         match (finished, written) {
             (Ok(files), Ok((hasher, bytes, sink))) => Ok((
-                ArchiveSummary {
+                ContextSummary {
                     sha1: hex(&hasher.finalize()),
                     bytes,
                     files,
@@ -443,7 +445,7 @@ mod tests {
         }
     }
 
-    fn archive(dir: &Dir, entries: Vec<Entry>, gzip: bool) -> Result<ArchiveSummary, ArchiveError> {
+    fn archive(dir: &Dir, entries: Vec<Entry>, gzip: bool) -> Result<ContextSummary, ArchiveError> {
         write_archive(entries, dir, gzip, io::sink()).map(|(s, _)| s)
     }
 

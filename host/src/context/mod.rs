@@ -17,7 +17,7 @@ use std::{
 
 use sha1::{Digest, Sha1};
 
-pub use archive::{ArchiveError, ArchiveSummary};
+pub use archive::{ArchiveError, ContextSummary};
 use dockerignore::{Matcher, PatternError};
 pub use walk::{Entry, EntryKind};
 
@@ -151,7 +151,7 @@ pub struct Report {
 impl Context {
     /// Resolve the root, Dockerfile and ignore file as the Docker CLI does
     /// and compile the rules. Nothing under the root is read yet.
-    pub fn plan(options: &ContextOptions, cwd: &Path) -> Result<Self, ContextError> {
+    pub fn resolve(options: &ContextOptions, cwd: &Path) -> Result<Self, ContextError> {
         let root = resolve_root(&cwd.join(&options.root))?;
         let (dockerfile_disk, dockerfile_given) = locate_dockerfile(options, cwd, &root)?;
         let ignore_file = pick_ignore_file(options, cwd, &root, &dockerfile_given)?;
@@ -270,7 +270,7 @@ impl Context {
 
     /// The context's content hash without writing anything: the sha1 of the
     /// uncompressed archive.
-    pub fn digest(&self) -> Result<(ArchiveSummary, Report), ContextError> {
+    pub fn digest(&self) -> Result<(ContextSummary, Report), ContextError> {
         let (summary, report, _) = self.write_to(false, std::io::sink())?;
         Ok((summary, report))
     }
@@ -281,7 +281,7 @@ impl Context {
         &self,
         gzip: bool,
         sink: W,
-    ) -> Result<(ArchiveSummary, Report, W), ContextError> {
+    ) -> Result<(ContextSummary, Report, W), ContextError> {
         let placed = self.placed_extras();
         let walk = walk::Walk {
             root: &self.root,
@@ -322,7 +322,7 @@ impl Context {
         &self,
         out: &Path,
         gzip: bool,
-    ) -> Result<(ArchiveSummary, Report), ContextError> {
+    ) -> Result<(ContextSummary, Report), ContextError> {
         let output = |source| ContextError::Output {
             path: out.to_path_buf(),
             source,
