@@ -5,9 +5,11 @@
 //!   compressed, and [`gzip::gzip_parallel`] over every core.
 //! - [`atomic`]: files that appear whole or not at all.
 //! - [`glob`]: Go's `filepath.Match`.
+//! - [`tar`]: deterministic tar headers (GNU long names as Docker writes them).
 //! - [`path`]: Go's `path.Clean`, inside a root, and the escape check.
 
 pub mod atomic;
 pub mod glob;
 pub mod gzip;
 pub mod path;
+pub mod tar;

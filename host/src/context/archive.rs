@@ -254,11 +254,7 @@ impl TarStream {
     }
 
     fn pad(&mut self, size: u64) -> Result<(), ArchiveError> {
-        let rem = (size % 512) as usize;
-        if rem != 0 {
-            self.write(&[0u8; 512][..512 - rem])?;
-        }
-        Ok(())
+        self.write(kiln_archive::tar::padding(size))
     }
 
     /// Copy exactly `size` bytes of `file` into the stream, reading straight
@@ -308,7 +304,8 @@ impl TarStream {
     }
 
     /// One header, preceded by GNU long-name/long-link entries when the
-    /// name or link target does not fit the 100-byte fields.
+    /// name or link target does not fit the 100-byte fields (kiln-archive's
+    /// one header writer): root's, mtime 0, as Docker's context is.
     fn header(
         &mut self,
         name: &[u8],
@@ -317,58 +314,28 @@ impl TarStream {
         size: u64,
         link: &[u8],
     ) -> Result<(), ArchiveError> {
-        if name.len() > 100 {
-            self.long_entry(tar::EntryType::GNULongName, name)?;
-        }
-        if link.len() > 100 {
-            self.long_entry(tar::EntryType::GNULongLink, link)?;
-        }
-        let header = make_header(
-            &name[..name.len().min(100)],
-            kind,
-            mode,
-            size,
-            &link[..link.len().min(100)],
+        let mut blocks = Vec::with_capacity(1536);
+        kiln_archive::tar::append_header(
+            &kiln_archive::tar::Header {
+                path: name,
+                kind,
+                mode,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                size,
+                link,
+            },
+            &mut blocks,
         );
-        self.write(header.as_bytes())
-    }
-
-    fn long_entry(&mut self, kind: tar::EntryType, value: &[u8]) -> Result<(), ArchiveError> {
-        let len = value.len() as u64 + 1;
-        let header = make_header(b"././@LongLink", kind, 0o644, len, b"");
-        self.write(header.as_bytes())?;
-        self.write(value)?;
-        self.write(&[0])?;
-        self.pad(len)
+        self.write(&blocks)
     }
 
     /// End of archive: two zero blocks, then the last chunk.
     fn finish(&mut self) -> Result<(), ArchiveError> {
-        self.write(&[0u8; 1024])?;
+        self.write(&kiln_archive::tar::END)?;
         self.flush_chunk()
     }
-}
-
-fn make_header(
-    name: &[u8],
-    kind: tar::EntryType,
-    mode: u32,
-    size: u64,
-    link: &[u8],
-) -> tar::Header {
-    let mut header = tar::Header::new_gnu();
-    if let Some(gnu) = header.as_gnu_mut() {
-        gnu.name[..name.len()].copy_from_slice(name);
-        gnu.linkname[..link.len()].copy_from_slice(link);
-    }
-    header.set_entry_type(kind);
-    header.set_mode(mode);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_size(size);
-    header.set_cksum();
-    header
 }
 
 fn compress_chunks(rx: Receiver<Chunk>, tx: Sender<Chunk>, pool: Sender<Vec<u8>>) {

@@ -16,6 +16,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use kiln_archive::tar::{append_header, padding, EntryType, Header, END};
 use oci_spec::image::{Descriptor, Digest as OciDigest, ImageManifestBuilder, MediaType};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -117,7 +118,7 @@ pub fn layer_tar(entries: &BTreeMap<String, Entry>, mtime: u64) -> Result<Vec<u8
             _ => 512,
         })
         .sum();
-    let mut builder = tar::Builder::new(Vec::with_capacity(size + 2048));
+    let mut out = Vec::with_capacity(size + 2048);
     let dir = Entry {
         kind: Kind::Dir,
         mode: 0o755,
@@ -126,35 +127,33 @@ pub fn layer_tar(entries: &BTreeMap<String, Entry>, mtime: u64) -> Result<Vec<u8
     };
     for (path, entry) in all {
         let entry = entry.unwrap_or(&dir);
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(entry.mode & 0o7777);
-        h.set_uid(entry.uid);
-        h.set_gid(entry.gid);
-        h.set_mtime(mtime);
-        let failed = |e: std::io::Error| format!("layer entry {path}: {e}");
-        match &entry.kind {
+        let dir_path;
+        let (path, kind, data, link): (&[u8], _, &[u8], &[u8]) = match &entry.kind {
             Kind::Dir => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_size(0);
-                builder
-                    .append_data(&mut h, format!("{path}/"), std::io::empty())
-                    .map_err(failed)?;
+                dir_path = format!("{path}/");
+                (dir_path.as_bytes(), EntryType::Directory, &[], &[])
             }
-            Kind::File(data) => {
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_size(data.len() as u64);
-                builder
-                    .append_data(&mut h, &path, data.as_ref())
-                    .map_err(failed)?;
-            }
-            Kind::Symlink(target) => {
-                h.set_entry_type(tar::EntryType::Symlink);
-                h.set_size(0);
-                builder.append_link(&mut h, &path, target).map_err(failed)?;
-            }
-        }
+            Kind::File(data) => (path.as_bytes(), EntryType::Regular, data.as_ref(), &[]),
+            Kind::Symlink(target) => (path.as_bytes(), EntryType::Symlink, &[], target.as_bytes()),
+        };
+        append_header(
+            &Header {
+                path,
+                kind,
+                mode: entry.mode & 0o7777,
+                uid: entry.uid,
+                gid: entry.gid,
+                mtime,
+                size: data.len() as u64,
+                link,
+            },
+            &mut out,
+        );
+        out.extend_from_slice(data);
+        out.extend_from_slice(padding(data.len() as u64));
     }
-    builder.into_inner().map_err(|e| format!("layer: {e}"))
+    out.extend_from_slice(&END);
+    Ok(out)
 }
 
 pub use kiln_archive::gzip::{gzip_parallel, BLOB_FORMAT};
