@@ -54,30 +54,26 @@
 //!   `tracing` dispatcher (which the host cannot see). Secrets never go anywhere.
 //! - Libraries are never unloaded.
 //!
-//! # Growing the ABI compatibly
+//! # Versions and the one growth rule
 //!
-//! The host checks each library with `abi_stable`'s layout checker and its
-//! version rule: the major version must match and, while this crate is `0.x`,
-//! the minor version too; a plugin built against an older patch release loads
-//! in a newer host.
+//! This crate has its own version (its `Cargo.toml`), independent of
+//! kiln's; plugins report the version they were built against. The host
+//! loads a plugin when abi_stable's version rule passes (the same major
+//! version and, while this crate is `0.x`, the same minor) and its layout
+//! check passes. The layout check accepts a root module with the fields the
+//! host knows or more (a plugin built against a newer patch release), and
+//! refuses one with fewer: that plugin is reported as "built against an
+//! older plugin-api layout; rebuild it".
 //!
-//! Within one minor version the contract may only grow by appending:
+//! **The growth rule.** A patch release may only append: root-module
+//! fields after `#[sabi(last_prefix_field)]` (read as `Option`), trait
+//! methods at the end with a default body, new values of the integer
+//! enumerations (which every reader must tolerate). Plugins built before an
+//! append must be rebuilt to load in a host that has it. Anything else
+//! (removing, reordering, changing a type) is a new minor version while
+//! `0.x`, a new major version after. `tests/layout.txt` pins every type the
+//! ABI reaches, so any edit shows in review.
 //!
-//! - [`PluginModule`] is a prefix type: new fields go at the end, after
-//!   `#[sabi(last_prefix_field)]`, and the host reads them as `Option`.
-//!   abi_stable's layout check lets an *older host* load a plugin built
-//!   against a newer patch release (more fields), but refuses a plugin with
-//!   *fewer* fields than the host knows: such a plugin is reported as "built
-//!   against an older plugin-api layout; rebuild it". The tests keep one
-//!   plugin of each kind.
-//! - `#[sabi_trait]` traits gain methods only at the end, each with a default
-//!   body, after the `last_prefix_field` method.
-//! - Data structs never change; they carry an `extra_json` object for new
-//!   optional fields. Enumerations are integer newtypes: new values may appear,
-//!   and unknown values must be handled.
-//!
-//! Anything else (removing or reordering, changing a type) is a new minor
-//! version while `0.x`, and a new major version after.
 #![deny(missing_docs)]
 
 pub use abi_stable;

@@ -85,6 +85,23 @@ fn plugin_check_reports_each_file() {
     assert!(run
         .stdout
         .contains("image-builder/echo, container-registry/fixture-registry"));
+    // Each plugin says which plugin-api it was built against.
+    assert!(
+        run.stdout.contains(&format!(
+            "(built against plugin-api {})",
+            kiln_plugin_api::PLUGIN_API_VERSION
+        )),
+        "{}",
+        run.stdout
+    );
+    let v = p
+        .kiln(&["plugin", "check", "--json", good.to_str().expect("utf8")])
+        .ok()
+        .json();
+    assert_eq!(
+        v["flavors"][0]["plugin_api"],
+        kiln_plugin_api::PLUGIN_API_VERSION
+    );
     let run = p.kiln(&[
         "plugin",
         "check",

@@ -118,6 +118,7 @@ fn describe(
         "plugin:",
         &format!("{} ({})", flavor.plugin.name, flavor.plugin.path.display()),
     );
+    field("plugin-api:", &flavor.plugin.api_version);
     field("docs:", d.docs_url.as_str());
     field("sdk docs:", d.sdk_docs_url.as_str());
     field("logo:", d.logo_url.as_str());

@@ -41,8 +41,17 @@ fn check(session: &Session<'_>, files: &[PathBuf], as_json: bool) -> Result<i32>
                 .filter(|f| &f.plugin.path == file)
                 .map(|f| format!("{}/{}", f.component_type(), f.name()))
                 .collect();
-            if !flavors.is_empty() {
-                output::result(&format!("ok    {}: {}", file.display(), flavors.join(", ")));
+            let api = catalog
+                .flavors
+                .iter()
+                .find(|f| &f.plugin.path == file)
+                .map(|f| f.plugin.api_version.as_str());
+            if let Some(api) = api {
+                output::result(&format!(
+                    "ok    {}: {} (built against plugin-api {api})",
+                    file.display(),
+                    flavors.join(", ")
+                ));
             }
         }
         for p in &catalog.problems {

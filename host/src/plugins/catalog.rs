@@ -61,6 +61,7 @@ impl Flavor {
             "description": d.description.as_str(),
             "plugin": self.plugin.name,
             "plugin_path": self.plugin.path,
+            "plugin_api": self.plugin.api_version,
             "docs_url": d.docs_url.as_str(),
             "sdk_docs_url": d.sdk_docs_url.as_str(),
             "logo_url": d.logo_url.as_str(),

@@ -12,6 +12,8 @@ pub struct LoadedPlugin {
     pub path: PathBuf,
     /// The name it gives itself.
     pub name: String,
+    /// The plugin-api version it was built against (from its library header).
+    pub api_version: String,
     /// Its root module; the constructors are called only at build time.
     pub module: PluginModuleRef,
     /// The flavors it offers.
@@ -47,6 +49,7 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, Problem> {
         reason,
     };
     let header = lib_header_from_path(path).map_err(|e| problem(library_error_reason(&e)))?;
+    let api_version = header.version_strings().version.to_string();
     let module = header
         .init_root_module::<PluginModuleRef>()
         .map_err(|e| problem(library_error_reason(&e)))?;
@@ -64,6 +67,7 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, Problem> {
     Ok(LoadedPlugin {
         path: path.to_owned(),
         name,
+        api_version,
         module,
         flavors,
     })
