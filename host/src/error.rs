@@ -160,6 +160,26 @@ pub enum Error {
         /// The exit code.
         code: i32,
     },
+    /// A plugin took its worker process down (abort, segfault, exit).
+    #[error("plugin {plugin} ({}) crashed during {stage}: {how}; kiln is unharmed, the plugin needs fixing", path.display())]
+    PluginCrashed {
+        /// The plugin's name.
+        plugin: String,
+        /// Its library.
+        path: PathBuf,
+        /// What it was doing (`registry checks`, `build`).
+        stage: String,
+        /// `signal 6 (SIGABRT)`, `it exited with status 1`.
+        how: String,
+    },
+    /// An error a worker process reported, with its exit code.
+    #[error("{message}")]
+    Reported {
+        /// The message, as kiln prints it.
+        message: String,
+        /// The exit code.
+        code: i32,
+    },
     /// The build context could not be made.
     #[error(transparent)]
     Context(#[from] crate::context::ContextError),
@@ -187,7 +207,10 @@ impl Error {
             Error::BadSchema { .. } | Error::PluginProblems { .. } | Error::Plugin { .. } => {
                 exit::PLUGIN
             }
-            Error::Build { code, .. } | Error::Registry { code, .. } => *code,
+            Error::Build { code, .. }
+            | Error::Registry { code, .. }
+            | Error::Reported { code, .. } => *code,
+            Error::PluginCrashed { .. } => exit::PLUGIN,
             Error::Context(e) if e.is_input_error() => exit::USAGE,
             Error::Context(_) => exit::FAILURE,
             Error::CorruptState { .. } | Error::Io { .. } => exit::STATE,

@@ -664,3 +664,36 @@ fn the_oci_builder_writes_an_archive_docker_loads_and_refuses_run() {
     assert_eq!(docker_run(&tag, &[]), "<h1>built without a daemon</h1>\n");
     let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
 }
+
+/// A plugin that aborts during a build takes its worker process down, never
+/// kiln: kiln names the plugin, the step and the signal, exits 3, and leaves
+/// no context archive behind.
+#[test]
+fn a_plugin_that_aborts_during_a_build_is_reported_not_fatal() {
+    let p = TestProject::new();
+    let dir = p.root().join("plugins");
+    let lib = fixture("constructor-aborts");
+    fs::copy(&lib, dir.join(lib.file_name().expect("name"))).expect("copy");
+    write(&p.work().join("app"), "Dockerfile", "FROM scratch\n");
+    let tmp = p.root().join("tmp");
+    fs::create_dir_all(&tmp).expect("tmp");
+    let r = p
+        .cmd()
+        .plugins(&dir)
+        .build("app")
+        .tag("app:1")
+        .builder_flavor("aborts")
+        .builder_config(ABORTS_CONFIG)
+        .env("TMPDIR", &tmp)
+        .run();
+    r.code(3);
+    assert!(
+        r.stderr.contains("plugin fixture-constructor-aborts (")
+            && r.stderr
+                .contains("crashed during build: signal 6 (SIGABRT)"),
+        "{}",
+        r.stderr
+    );
+    let left: Vec<_> = fs::read_dir(&tmp).expect("tmp").collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -15,6 +15,7 @@ use super::{
     registry::Connected,
 };
 use crate::{
+    components::ResolvedComponent,
     error::{exit, Error, Result},
     output,
     plugins::{progress_sink, CancelFlag},
@@ -22,14 +23,14 @@ use crate::{
 };
 
 /// What a build (or a dry run) did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Outcome {
     /// The image (the first name).
     pub image: String,
     /// `repo@sha256:...` or the image ID, when known.
     pub digest: Option<String>,
     /// `built`, `skipped` or `planned`.
-    pub status: &'static str,
+    pub status: String,
     /// Why.
     pub reason: String,
     /// The context hash.
@@ -53,13 +54,25 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// Run `plan` (a real build's: its archive is written).
-pub fn execute(session: &Session<'_>, mut plan: Plan) -> Result<Outcome> {
+/// Which plugin a build is in, for a worker to report before each step.
+pub type Observer<'o> = &'o mut dyn FnMut(&'static str, &ResolvedComponent);
+
+/// Run `plan` (a real build's: its archive is written) in this process.
+pub fn execute(session: &Session<'_>, plan: Plan) -> Result<Outcome> {
+    execute_observed(session, plan, &mut |_, _| {})
+}
+
+/// [`execute`], telling `observe` which plugin is about to be called.
+pub fn execute_observed(
+    session: &Session<'_>,
+    mut plan: Plan,
+    observe: Observer<'_>,
+) -> Result<Outcome> {
     let builder = &plan.builder_component;
-    let outcome = |plan: &Plan, digest: Option<String>, status, reason: String| Outcome {
+    let outcome = |plan: &Plan, digest: Option<String>, status: &str, reason: String| Outcome {
         image: plan.image.clone(),
         digest,
-        status,
+        status: status.to_string(),
         reason,
         context_sha1: plan.context.sha1.clone(),
         seconds: plan.seconds(),
@@ -68,6 +81,7 @@ pub fn execute(session: &Session<'_>, mut plan: Plan) -> Result<Outcome> {
     // The registry: constructed, membership, existence.
     let registry = match &plan.registry_component {
         Some(component) => {
+            observe("registry checks", component);
             let r =
                 Connected::connect(session, component, &builder.label, builder.builds_locally())?;
             r.check_members(&plan.images)?;
@@ -94,6 +108,7 @@ pub fn execute(session: &Session<'_>, mut plan: Plan) -> Result<Outcome> {
     };
 
     // The builder, constructed only now, with secrets resolved.
+    observe("build", builder);
     let handle = builder
         .flavor
         .plugin

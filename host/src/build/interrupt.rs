@@ -30,6 +30,36 @@ pub fn install(flag: &CancelFlag) {
     });
 }
 
+/// The worker process Ctrl-C is forwarded to (0: none).
+static WORKER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// While a worker runs (`pid`, 0 when it ended), Ctrl-C is forwarded to it
+/// as SIGINT, once: it cancels its build and ends; a second Ctrl-C ends it
+/// and kiln at once.
+pub fn forward_to(pid: u32) {
+    use std::sync::atomic::Ordering;
+    WORKER.store(pid, Ordering::SeqCst);
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            static SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            let pid = WORKER.load(Ordering::SeqCst);
+            let second = SEEN.swap(true, Ordering::SeqCst);
+            #[cfg(unix)]
+            if pid != 0 {
+                let signal = if second { libc::SIGKILL } else { libc::SIGINT };
+                // SAFETY: kill(2) on a child this process started.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, signal);
+                }
+            }
+            if second || pid == 0 {
+                quit();
+            }
+        });
+    });
+}
+
 #[allow(clippy::disallowed_methods)] // the hard exit on Ctrl-C lives here
 fn quit() -> ! {
     std::process::exit(exit::INTERRUPTED)

@@ -13,7 +13,8 @@
 //!    ([`Plan`]); `--dry-run` prints exactly it.
 //! 6. **Execute**: the registry is constructed (membership, existence),
 //!    the checks decide ([`checks::decide`]), the builder is constructed and
-//!    builds ([`execute()`]).
+//!    builds ([`execute()`]), in a worker process ([`worker`]) so that a
+//!    plugin that crashes never takes kiln down.
 //! 7. **Outcome**: what happened ([`Outcome`]); the CLI prints it.
 //!
 //! Errors from plugins map to exit codes in one place,
@@ -29,6 +30,7 @@ pub mod options;
 pub mod plan;
 pub mod push;
 pub mod registry;
+pub mod worker;
 
 pub use checks::{checks_apply, decide, CheckAnswer, Decision};
 pub use execute::{execute, Outcome};
@@ -36,6 +38,7 @@ pub use naming::{default_name, derived_tag, TagInputs};
 pub use options::{BuildArgs, Options};
 pub use plan::Plan;
 pub use push::{push, Pushed};
+pub use worker::execute_in_worker;
 
 use crate::{error::Result, session::Session};
 

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 /// `--on-unknown`: what to do when no checker can tell whether the image
 /// exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnUnknown {
     /// Build the image.
@@ -123,7 +123,7 @@ pub enum BuilderChoice {
 }
 
 /// `--output`'s `type=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
     /// An OCI image layout archive.
@@ -133,7 +133,7 @@ pub enum OutputKind {
 }
 
 /// `--output type=oci,dest=FILE`, with `dest` made absolute.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct OutputSpec {
     /// `type=`.
     #[serde(rename = "type")]
@@ -164,6 +164,21 @@ impl fmt::Display for NamedContext {
 impl Serialize for NamedContext {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NamedContext {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if let Some(path) = text.strip_prefix("oci-layout://") {
+            Ok(NamedContext::OciLayout(path.to_string()))
+        } else if let Some(reference) = text.strip_prefix("docker-image://") {
+            Ok(NamedContext::DockerImage(reference.to_string()))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "not a build context: {text:?}"
+            )))
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::{fmt, time::Instant};
 use abi_stable::std_types::{RNone, ROption, RSome, RString, Tuple2};
 use kiln_distribution::Platform;
 use kiln_plugin_api::{BuildRequest, ComponentType};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
 use super::{
@@ -63,18 +63,21 @@ impl fmt::Display for CheckPlan {
 }
 
 /// What the builder is asked to do, besides the names and the context.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestPlan {
     /// `--build-arg`, in order.
-    #[serde(serialize_with = "pairs_object")]
+    #[serde(serialize_with = "pairs_object", deserialize_with = "object_pairs")]
     pub build_args: Vec<(String, String)>,
     /// `--label`, in order.
-    #[serde(serialize_with = "pairs_object")]
+    #[serde(serialize_with = "pairs_object", deserialize_with = "object_pairs")]
     pub labels: Vec<(String, String)>,
     /// `--target`.
     pub target: Option<String>,
     /// `--platform`.
-    #[serde(serialize_with = "display_option")]
+    #[serde(
+        serialize_with = "display_option",
+        deserialize_with = "platform_option"
+    )]
     pub platform: Option<Platform>,
     /// `--no-cache`.
     pub no_cache: bool,
@@ -95,6 +98,28 @@ fn pairs_object<S: Serializer>(
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     map.serialize(s)
+}
+
+fn object_pairs<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<(String, String)>, D::Error> {
+    let map = Map::<String, Value>::deserialize(d)?;
+    map.into_iter()
+        .map(|(k, v)| match v {
+            Value::String(v) => Ok((k, v)),
+            other => Err(serde::de::Error::custom(format!(
+                "{k}: not a string: {other}"
+            ))),
+        })
+        .collect()
+}
+
+fn platform_option<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Platform>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|p| Platform::parse(&p).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 fn display_option<S: Serializer, T: fmt::Display>(
@@ -159,6 +184,25 @@ impl RequestPlan {
     }
 }
 
+/// The context archive a real build sends.
+#[derive(Debug)]
+pub enum Archive {
+    /// Written by this process; removed when dropped.
+    Owned(tempfile::NamedTempFile),
+    /// Written by the process that planned the build (a worker's view).
+    At(std::path::PathBuf),
+}
+
+impl Archive {
+    /// Where it is.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Archive::Owned(f) => f.path(),
+            Archive::At(p) => p,
+        }
+    }
+}
+
 /// One build, planned.
 #[derive(Debug, Serialize)]
 pub struct Plan {
@@ -191,7 +235,7 @@ pub struct Plan {
     pub on_unknown: OnUnknown,
     /// The archive a real build sends (none for a dry run).
     #[serde(skip)]
-    pub(crate) archive: Option<tempfile::NamedTempFile>,
+    pub(crate) archive: Option<Archive>,
     /// When `kiln build` started.
     #[serde(skip)]
     pub(crate) started: Instant,
@@ -330,7 +374,7 @@ impl Plan {
                 .tempfile()
                 .map_err(|e| Error::io("creating", std::env::temp_dir(), e))?;
             let (summary, report, staging) = context.write_to(false, staging)?;
-            (summary, report, Some(staging))
+            (summary, report, Some(Archive::Owned(staging)))
         };
         for w in &report.warnings {
             output::warn(w);

@@ -47,6 +47,9 @@ pub enum Command {
     Init,
     /// Build an image from a context directory through a builder plugin.
     Build(BuildArgs),
+    /// Internal: execute a build handed over on stdin, in a process of its own.
+    #[command(name = "__worker", hide = true)]
+    Worker,
     /// Push a local image (an explicit NAME:TAG) through a registry component.
     Push {
         /// The image, with its tag.

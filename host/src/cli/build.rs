@@ -19,7 +19,7 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
         }
         return Ok(exit::OK);
     }
-    let outcome = build::execute(session, plan)?;
+    let outcome = build::execute_in_worker(session, plan)?;
     if args.json {
         output::json(&serde_json::to_value(&outcome).unwrap_or_default());
     } else {

@@ -33,6 +33,7 @@ pub fn run(cli: Cli, env: &Environment) -> Result<i32> {
             registry,
             json,
         } => build::push(&session, &image, &registry, json),
+        Command::Worker => crate::build::worker::run_worker(&session),
         Command::Init => {
             let root = session
                 .project_flag()

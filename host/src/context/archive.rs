@@ -29,7 +29,7 @@ pub const CHUNK: usize = 256 * 1024;
 /// What a context archive is: its sha1, size and file count. For the
 /// uncompressed archive a builder receives, the sha1 is the context hash
 /// (a build plan shows it).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ContextSummary {
     /// sha1 of the bytes written, lowercase hex.
     pub sha1: String,

@@ -1,0 +1,330 @@
+//! Crash isolation (Terraform's go-plugin, nushell's plugins as
+//! processes): a real build's step 6 runs in a child process, `kiln` itself
+//! re-executed as `kiln __worker`, which loads only the plugins the plan
+//! names and executes the plan. A plugin that aborts, segfaults or exits
+//! takes the worker down, never kiln: kiln reports which plugin and what
+//! step, and exits 3.
+//!
+//! The protocol over the pipes: the [`Job`] as one JSON document on the
+//! worker's stdin (it holds resolved secrets, so it never goes through
+//! arguments or the environment); on its stdout, JSON lines: a
+//! [`Message::Stage`] before each plugin is called, then one
+//! [`Message::Outcome`] or [`Message::Error`]. The worker's stderr is kiln's:
+//! build progress streams as it did in-process. The worker runs in its own
+//! process group; kiln forwards Ctrl-C to it, and a second Ctrl-C ends it.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use kiln_plugin_api::ComponentType;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{
+    execute::{execute_observed, Outcome},
+    options::OnUnknown,
+    plan::{Archive, CheckPlan, Plan, RequestPlan},
+};
+use crate::{
+    components::ResolvedComponent,
+    context::ContextSummary,
+    error::{exit, Error, Result},
+    plugins::Catalog,
+    session::Session,
+};
+
+/// A component as the worker rebuilds it: which library, which flavor,
+/// and its config with secrets already resolved.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobComponent {
+    /// The plugin library.
+    pub path: PathBuf,
+    /// `image-builder` or `container-registry`.
+    pub component_type: String,
+    /// The flavor.
+    pub flavor: String,
+    /// The component name, or `flavor NAME`.
+    pub label: String,
+    /// The component name, when one was named.
+    pub component: Option<String>,
+    /// The resolved config (secrets included: never print a job).
+    pub config: Map<String, Value>,
+}
+
+/// What the worker executes: a plan, without the parts only planning needs.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Job {
+    builder: JobComponent,
+    registry: Option<JobComponent>,
+    image: String,
+    images: Vec<String>,
+    dockerfile: String,
+    context: ContextSummary,
+    archive: PathBuf,
+    run_checks: bool,
+    request: RequestPlan,
+    force: bool,
+    on_unknown: OnUnknown,
+    /// Milliseconds `kiln build` had run when the job was handed over.
+    elapsed_ms: u64,
+}
+
+/// One line the worker writes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Message {
+    /// A plugin is about to be called for `stage`.
+    Stage {
+        /// `registry checks`, `build`.
+        stage: String,
+        /// The plugin's name.
+        plugin: String,
+        /// Its library.
+        path: PathBuf,
+    },
+    /// The build ended.
+    Outcome(Outcome),
+    /// The build failed, with the exit code its cause means.
+    Error {
+        /// What kiln would have printed.
+        message: String,
+        /// The exit code.
+        code: i32,
+    },
+}
+
+fn job_component(session: &Session<'_>, c: &ResolvedComponent) -> Result<JobComponent> {
+    Ok(JobComponent {
+        path: c.flavor.plugin.path.clone(),
+        component_type: c.flavor.component_type().as_str().to_string(),
+        flavor: c.flavor.name().to_string(),
+        label: c.label.clone(),
+        component: c.component.clone(),
+        config: c.resolved_config(session)?,
+    })
+}
+
+/// Execute `plan` in a worker process; the outcome, or the error the
+/// worker reported, or a crash naming the plugin that was running.
+pub fn execute_in_worker(session: &Session<'_>, plan: Plan) -> Result<Outcome> {
+    let archive = plan
+        .archive
+        .as_ref()
+        .map(|a| a.path().to_path_buf())
+        .ok_or_else(|| Error::BadArgument("a dry run's plan cannot be executed".into()))?;
+    let job = Job {
+        builder: job_component(session, &plan.builder_component)?,
+        registry: plan
+            .registry_component
+            .as_ref()
+            .map(|r| job_component(session, r))
+            .transpose()?,
+        image: plan.image.clone(),
+        images: plan.images.clone(),
+        dockerfile: plan.dockerfile.clone(),
+        context: plan.context.clone(),
+        archive,
+        run_checks: matches!(plan.checks, CheckPlan::Registry { .. }),
+        request: plan.request.clone(),
+        force: plan.force,
+        on_unknown: plan.on_unknown,
+        elapsed_ms: plan.started.elapsed().as_millis() as u64,
+    };
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding", "the kiln binary", e))?;
+    let mut command = Command::new(&exe);
+    command
+        .arg("__worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // Its own process group: Ctrl-C reaches kiln, which forwards it once.
+        command.process_group(0);
+    }
+    let spawned = Instant::now();
+    let mut child = command
+        .spawn()
+        .map_err(|e| Error::io("starting a worker from", exe.clone(), e))?;
+    super::interrupt::forward_to(child.id());
+    if let Some(mut stdin) = child.stdin.take() {
+        let text = serde_json::to_vec(&job).unwrap_or_default();
+        // A worker that died at once shows in its status below.
+        let _ = stdin.write_all(&text);
+    }
+    let mut stage: Option<(String, String, PathBuf)> = None;
+    let mut ended: Option<Result<Outcome>> = None;
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            match serde_json::from_str::<Message>(&line) {
+                Ok(Message::Stage {
+                    stage: s,
+                    plugin,
+                    path,
+                }) => stage = Some((s, plugin, path)),
+                Ok(Message::Outcome(o)) => ended = Some(Ok(o)),
+                Ok(Message::Error { message, code }) => {
+                    ended = Some(Err(Error::Reported { message, code }))
+                }
+                // A plugin wrote to stdout: show it as the build's output.
+                Err(_) => crate::output::status(&format!("   {line}")),
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::io("waiting for", exe.clone(), e))?;
+    super::interrupt::forward_to(0);
+    tracing::debug!(
+        ms = spawned.elapsed().as_secs_f64() * 1000.0,
+        "worker: spawn to exit"
+    );
+    if let Some(ended) = ended {
+        return ended;
+    }
+    let (stage, plugin, path) = stage.unwrap_or_else(|| {
+        (
+            "start".to_string(),
+            plan.builder_component.flavor.plugin.name.clone(),
+            plan.builder_component.flavor.plugin.path.clone(),
+        )
+    });
+    Err(Error::PluginCrashed {
+        plugin,
+        path,
+        stage,
+        how: describe_status(&status),
+    })
+}
+
+fn describe_status(status: &std::process::ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            return format!("signal {sig} ({})", signal_name(sig));
+        }
+    }
+    match status.code() {
+        Some(code) => format!("it exited with status {code}"),
+        None => "it ended without a status".to_string(),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+/// `kiln __worker`: read a [`Job`] from stdin, execute it, write
+/// [`Message`]s to stdout. Returns the exit code; errors are reported as a
+/// message, not printed.
+pub fn run_worker(session: &Session<'_>) -> Result<i32> {
+    let mut text = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut text)
+        .map_err(|e| Error::io("reading", "the worker's job", e))?;
+    let started = Instant::now();
+    let result = serde_json::from_slice::<Job>(&text)
+        .map_err(|e| Error::BadArgument(format!("the worker's job is not valid: {e}")))
+        .and_then(|job| execute_job(session, job, started));
+    let (message, code) = match result {
+        Ok(outcome) => (Message::Outcome(outcome), exit::OK),
+        Err(e) => (
+            Message::Error {
+                message: e.to_string(),
+                code: e.exit_code(),
+            },
+            e.exit_code(),
+        ),
+    };
+    emit(&message);
+    Ok(code)
+}
+
+fn emit(message: &Message) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, message);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+fn resolve(c: JobComponent) -> Result<ResolvedComponent> {
+    let t = ComponentType::parse(&c.component_type).ok_or_else(|| {
+        Error::BadArgument(format!("unknown component type {:?}", c.component_type))
+    })?;
+    let catalog = Catalog::from_files(std::slice::from_ref(&c.path));
+    if let Some(p) = catalog.problems.first() {
+        return Err(Error::BadArgument(format!(
+            "{}: {}",
+            p.path.display(),
+            p.reason
+        )));
+    }
+    let flavor = catalog.find(Some(t), &c.flavor)?.clone();
+    let mut resolved = ResolvedComponent::from_flavor(flavor, c.config)?;
+    resolved.label = c.label;
+    resolved.component = c.component;
+    Ok(resolved)
+}
+
+fn execute_job(session: &Session<'_>, job: Job, started: Instant) -> Result<Outcome> {
+    let builder = resolve(job.builder)?;
+    let registry = job.registry.map(resolve).transpose()?;
+    let checks = match (&registry, job.run_checks) {
+        (Some(r), true) => CheckPlan::Registry {
+            registry: r.label.clone(),
+            flavor: r.flavor.name().to_string(),
+            image: job.image.clone(),
+        },
+        _ => CheckPlan::NoneConfigured,
+    };
+    let plan = Plan {
+        image: job.image,
+        images: job.images,
+        flavor: builder.flavor.name().to_string(),
+        builder_component: builder,
+        registry_component: registry,
+        dockerfile: job.dockerfile,
+        context: job.context,
+        checks,
+        request: job.request,
+        force: job.force,
+        on_unknown: job.on_unknown,
+        archive: Some(Archive::At(job.archive)),
+        started: started
+            .checked_sub(std::time::Duration::from_millis(job.elapsed_ms))
+            .unwrap_or(started),
+    };
+    let executing = Instant::now();
+    let result = execute_observed(session, plan, &mut |stage, component| {
+        emit(&Message::Stage {
+            stage: stage.to_string(),
+            plugin: component.flavor.plugin.name.clone(),
+            path: component.flavor.plugin.path.clone(),
+        })
+    });
+    tracing::debug!(
+        ms = executing.elapsed().as_secs_f64() * 1000.0,
+        "worker: executing the plan"
+    );
+    result
+}
