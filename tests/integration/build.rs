@@ -697,3 +697,52 @@ fn a_plugin_that_aborts_during_a_build_is_reported_not_fatal() {
     let left: Vec<_> = fs::read_dir(&tmp).expect("tmp").collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// `kiln push` runs its registry plugin in a worker too: a plugin that
+/// aborts while pushing is reported, naming it and the step.
+#[test]
+fn a_registry_plugin_that_aborts_while_pushing_is_reported_not_fatal() {
+    let p = TestProject::initialised();
+    let dir = p.root().join("plugins");
+    let lib = fixture("good");
+    fs::copy(&lib, dir.join(lib.file_name().expect("name"))).expect("copy");
+    p.cmd()
+        .plugins(&dir)
+        .args([
+            "component",
+            "register",
+            "reg",
+            "--type",
+            "container-registry",
+            "--flavor",
+            "fixture-registry",
+            "--set",
+            "uri=127.0.0.1:5999/team",
+        ])
+        .run()
+        .ok();
+    let r = p
+        .cmd()
+        .plugins(&dir)
+        .args([
+            "push",
+            "127.0.0.1:5999/team/crash-me:1",
+            "--registry",
+            "reg",
+        ])
+        .run();
+    r.code(3);
+    assert!(
+        r.stderr.contains("crashed during push: signal 6 (SIGABRT)"),
+        "{}",
+        r.stderr
+    );
+    // An ordinary failure of the same plugin is its own error, not a crash.
+    let r = p
+        .cmd()
+        .plugins(&dir)
+        .args(["push", "127.0.0.1:5999/team/app:1", "--registry", "reg"])
+        .run();
+    assert_ne!(r.code, 0);
+    assert!(!r.stderr.contains("crashed"), "{}", r.stderr);
+}

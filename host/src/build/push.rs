@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// A finished push.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Pushed {
     /// The image pushed.
     pub image: String,
@@ -23,8 +23,9 @@ pub struct Pushed {
     pub digest: String,
 }
 
-/// Push `image` (an explicit tag) through the registry component `registry`.
-pub fn push(session: &Session<'_>, image: &str, registry: &str) -> Result<Pushed> {
+/// The registry component `registry` and a checked `image` (an explicit
+/// tag) for a push: what `kiln push` resolves before anything is called.
+pub fn prepare(session: &Session<'_>, image: &str, registry: &str) -> Result<ResolvedComponent> {
     image_name(image)?;
     if split_tag(image).1.is_none() {
         return Err(Error::BadArgument(format!(
@@ -32,15 +33,31 @@ pub fn push(session: &Session<'_>, image: &str, registry: &str) -> Result<Pushed
         )));
     }
     let catalog = session.catalog();
-    let component = ResolvedComponent::from_component(
+    ResolvedComponent::from_component(
         session,
         &catalog,
         registry,
         ComponentType::CONTAINER_REGISTRY,
-    )?;
-    let connected = Connected::connect(session, &component, "kiln push", true)?;
+    )
+}
+
+/// Push `image` (an explicit tag) through the registry component `registry`,
+/// in this process.
+pub fn push(session: &Session<'_>, image: &str, registry: &str) -> Result<Pushed> {
+    let component = prepare(session, image, registry)?;
+    push_resolved(session, &component, image)
+}
+
+/// Push `image` through `component`: membership, `prepare_image_push`,
+/// `push_image`.
+pub fn push_resolved(
+    session: &Session<'_>,
+    component: &ResolvedComponent,
+    image: &str,
+) -> Result<Pushed> {
+    let connected = Connected::connect(session, component, "kiln push", true)?;
     connected.check_members(&[image.to_string()])?;
-    let fail = |call, e| Error::from_plugin(call, &component, e);
+    let fail = |call, e| Error::from_plugin(call, component, e);
     connected
         .handle
         .prepare_image_push(image.into())

@@ -1,7 +1,7 @@
 //! Crash isolation (Terraform's go-plugin, nushell's plugins as
-//! processes): a real build's step 6 runs in a child process, `kiln` itself
-//! re-executed as `kiln __worker`, which loads only the plugins the plan
-//! names and executes the plan. A plugin that aborts, segfaults or exits
+//! processes): a real build's step 6, and `kiln push`, run in a child
+//! process, `kiln` itself re-executed as `kiln __worker`, which loads only
+//! the plugins its [`Task`] names and carries it out. A plugin that aborts, segfaults or exits
 //! takes the worker down, never kiln: kiln reports which plugin and what
 //! step, and exits 3.
 //!
@@ -55,6 +55,21 @@ pub struct JobComponent {
     pub config: Map<String, Value>,
 }
 
+/// What a worker is asked to do.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Execute a build plan.
+    Build(Box<Job>),
+    /// Push an image through a registry (`kiln push`).
+    Push {
+        /// The registry component.
+        registry: Box<JobComponent>,
+        /// The image, with its tag.
+        image: String,
+    },
+}
+
 /// What the worker executes: a plan, without the parts only planning needs.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Job {
@@ -86,8 +101,9 @@ pub enum Message {
         /// Its library.
         path: PathBuf,
     },
-    /// The build ended.
-    Outcome(Outcome),
+    /// The task ended: its result ([`Outcome`] of a build, `Pushed` of a
+    /// push).
+    Done(Value),
     /// The build failed, with the exit code its cause means.
     Error {
         /// What kiln would have printed.
@@ -134,6 +150,39 @@ pub fn execute_in_worker(session: &Session<'_>, plan: Plan) -> Result<Outcome> {
         on_unknown: plan.on_unknown,
         elapsed_ms: plan.started.elapsed().as_millis() as u64,
     };
+    let fallback = (
+        plan.builder_component.flavor.plugin.name.clone(),
+        plan.builder_component.flavor.plugin.path.clone(),
+    );
+    let done = spawn(&Task::Build(Box::new(job)), fallback)?;
+    serde_json::from_value(done)
+        .map_err(|e| Error::BadArgument(format!("the worker's outcome is not valid: {e}")))
+}
+
+/// `kiln push` in a worker process: the outcome, or the error the worker
+/// reported, or a crash naming the registry plugin.
+pub fn push_in_worker(
+    session: &Session<'_>,
+    image: &str,
+    registry: &str,
+) -> Result<super::push::Pushed> {
+    let component = super::push::prepare(session, image, registry)?;
+    let task = Task::Push {
+        registry: Box::new(job_component(session, &component)?),
+        image: image.to_string(),
+    };
+    let fallback = (
+        component.flavor.plugin.name.clone(),
+        component.flavor.plugin.path.clone(),
+    );
+    let done = spawn(&task, fallback)?;
+    serde_json::from_value(done)
+        .map_err(|e| Error::BadArgument(format!("the worker's result is not valid: {e}")))
+}
+
+/// Run `task` in a worker; `fallback` names the plugin blamed for a crash
+/// before the worker said which one it was calling.
+fn spawn(task: &Task, fallback: (String, PathBuf)) -> Result<Value> {
     let exe = std::env::current_exe().map_err(|e| Error::io("finding", "the kiln binary", e))?;
     let mut command = Command::new(&exe);
     command
@@ -153,12 +202,12 @@ pub fn execute_in_worker(session: &Session<'_>, plan: Plan) -> Result<Outcome> {
         .map_err(|e| Error::io("starting a worker from", exe.clone(), e))?;
     super::interrupt::forward_to(child.id());
     if let Some(mut stdin) = child.stdin.take() {
-        let text = serde_json::to_vec(&job).unwrap_or_default();
+        let text = serde_json::to_vec(task).unwrap_or_default();
         // A worker that died at once shows in its status below.
         let _ = stdin.write_all(&text);
     }
     let mut stage: Option<(String, String, PathBuf)> = None;
-    let mut ended: Option<Result<Outcome>> = None;
+    let mut ended: Option<Result<Value>> = None;
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
@@ -168,7 +217,7 @@ pub fn execute_in_worker(session: &Session<'_>, plan: Plan) -> Result<Outcome> {
                     plugin,
                     path,
                 }) => stage = Some((s, plugin, path)),
-                Ok(Message::Outcome(o)) => ended = Some(Ok(o)),
+                Ok(Message::Done(v)) => ended = Some(Ok(v)),
                 Ok(Message::Error { message, code }) => {
                     ended = Some(Err(Error::Reported { message, code }))
                 }
@@ -188,13 +237,8 @@ pub fn execute_in_worker(session: &Session<'_>, plan: Plan) -> Result<Outcome> {
     if let Some(ended) = ended {
         return ended;
     }
-    let (stage, plugin, path) = stage.unwrap_or_else(|| {
-        (
-            "start".to_string(),
-            plan.builder_component.flavor.plugin.name.clone(),
-            plan.builder_component.flavor.plugin.path.clone(),
-        )
-    });
+    let (stage, plugin, path) =
+        stage.unwrap_or_else(|| ("start".to_string(), fallback.0, fallback.1));
     Err(Error::PluginCrashed {
         plugin,
         path,
@@ -243,11 +287,24 @@ pub fn run_worker(session: &Session<'_>) -> Result<i32> {
         .read_to_end(&mut text)
         .map_err(|e| Error::io("reading", "the worker's job", e))?;
     let started = Instant::now();
-    let result = serde_json::from_slice::<Job>(&text)
+    let result = serde_json::from_slice::<Task>(&text)
         .map_err(|e| Error::BadArgument(format!("the worker's job is not valid: {e}")))
-        .and_then(|job| execute_job(session, job, started));
+        .and_then(|task| match task {
+            Task::Build(job) => execute_job(session, *job, started)
+                .map(|o| serde_json::to_value(o).unwrap_or_default()),
+            Task::Push { registry, image } => {
+                let component = resolve(*registry)?;
+                emit(&Message::Stage {
+                    stage: "push".to_string(),
+                    plugin: component.flavor.plugin.name.clone(),
+                    path: component.flavor.plugin.path.clone(),
+                });
+                super::push::push_resolved(session, &component, &image)
+                    .map(|p| serde_json::to_value(p).unwrap_or_default())
+            }
+        });
     let (message, code) = match result {
-        Ok(outcome) => (Message::Outcome(outcome), exit::OK),
+        Ok(done) => (Message::Done(done), exit::OK),
         Err(e) => (
             Message::Error {
                 message: e.to_string(),

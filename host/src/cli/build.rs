@@ -29,7 +29,7 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
 }
 
 pub(crate) fn push(session: &Session<'_>, image: &str, registry: &str, json: bool) -> Result<i32> {
-    let pushed = build::push(session, image, registry)?;
+    let pushed = build::worker::push_in_worker(session, image, registry)?;
     if json {
         output::json(&serde_json::to_value(&pushed).unwrap_or_default());
     } else {
