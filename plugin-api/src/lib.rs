@@ -92,6 +92,7 @@ pub use traits::{
     EventSink_TO, ImageBuilder, ImageBuilderBox, ImageBuilder_TO,
 };
 pub use types::{
-    capability, BuildContext, BuildOutput, BuildRequest, ComponentType, ContextFile, ErrorKind,
-    Event, Existence, FlavorDescriptor, ImageExistence, Level, PluginError, RegistryAuth,
+    capability, BuildContext, BuildOutput, BuildRequest, Capability, ComponentType, ContextFile,
+    ErrorKind, Event, Existence, FlavorDescriptor, ImageExistence, Level, PluginError,
+    RegistryAuth,
 };

@@ -66,6 +66,51 @@ pub mod capability {
     pub const PUSHES: &str = "pushes";
 }
 
+/// A capability, typed. On the wire capabilities are strings; one a newer
+/// plugin declares and this crate does not know is kept as
+/// [`Capability::Unknown`], never an error.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Capability {
+    /// [`capability::BUILDS_LOCALLY`].
+    BuildsLocally,
+    /// [`capability::BUILDS_REMOTELY`].
+    BuildsRemotely,
+    /// [`capability::CUSTOMIZES_CONTEXT`].
+    CustomizesContext,
+    /// [`capability::CHECKS_EXISTENCE`].
+    ChecksExistence,
+    /// [`capability::PUSHES`].
+    Pushes,
+    /// A capability this crate does not know, as declared.
+    Unknown(String),
+}
+
+impl Capability {
+    /// The capability named `name`.
+    pub fn parse(name: &str) -> Self {
+        match name {
+            capability::BUILDS_LOCALLY => Self::BuildsLocally,
+            capability::BUILDS_REMOTELY => Self::BuildsRemotely,
+            capability::CUSTOMIZES_CONTEXT => Self::CustomizesContext,
+            capability::CHECKS_EXISTENCE => Self::ChecksExistence,
+            capability::PUSHES => Self::Pushes,
+            other => Self::Unknown(other.to_string()),
+        }
+    }
+
+    /// Its name on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::BuildsLocally => capability::BUILDS_LOCALLY,
+            Self::BuildsRemotely => capability::BUILDS_REMOTELY,
+            Self::CustomizesContext => capability::CUSTOMIZES_CONTEXT,
+            Self::ChecksExistence => capability::CHECKS_EXISTENCE,
+            Self::Pushes => capability::PUSHES,
+            Self::Unknown(name) => name,
+        }
+    }
+}
+
 /// Static, construction-free description of one flavor.
 ///
 /// Produced by a plugin's `describe` function; reading it never constructs an
@@ -94,6 +139,48 @@ pub struct FlavorDescriptor {
     pub capabilities: RVec<RString>,
     /// A JSON object for fields added after this layout; `{}` when empty.
     pub extra_json: RString,
+}
+
+impl FlavorDescriptor {
+    /// The declared capabilities, typed (unknown ones kept as such).
+    pub fn capability_set(&self) -> Vec<Capability> {
+        self.capabilities
+            .iter()
+            .map(|c| Capability::parse(c.as_str()))
+            .collect()
+    }
+
+    /// Whether it declares `capability`.
+    pub fn has(&self, capability: &Capability) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| c.as_str() == capability.as_str())
+    }
+}
+
+#[cfg(test)]
+mod capability_tests {
+    use super::*;
+
+    #[test]
+    fn known_names_round_trip_and_unknown_ones_are_kept() {
+        for name in [
+            capability::BUILDS_LOCALLY,
+            capability::BUILDS_REMOTELY,
+            capability::CUSTOMIZES_CONTEXT,
+            capability::CHECKS_EXISTENCE,
+            capability::PUSHES,
+        ] {
+            let c = Capability::parse(name);
+            assert!(!matches!(c, Capability::Unknown(_)), "{name}");
+            assert_eq!(c.as_str(), name);
+        }
+        assert_eq!(
+            Capability::parse("gpu-builds"),
+            Capability::Unknown("gpu-builds".into())
+        );
+        assert_eq!(Capability::parse("gpu-builds").as_str(), "gpu-builds");
+    }
 }
 
 /// What kind of failure a [`PluginError`] reports. The host maps kinds to exit codes.

@@ -111,9 +111,7 @@ impl ResolvedComponent {
     pub fn builds_locally(&self) -> bool {
         self.flavor
             .descriptor
-            .capabilities
-            .iter()
-            .any(|c| c.as_str() == kiln_plugin_api::capability::BUILDS_LOCALLY)
+            .has(&kiln_plugin_api::Capability::BuildsLocally)
     }
 
     /// The config with `${env:NAME}` references resolved, for construction
