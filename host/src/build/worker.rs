@@ -9,7 +9,7 @@
 //! worker's stdin (it holds resolved secrets, so it never goes through
 //! arguments or the environment); on its stdout, JSON lines: a
 //! [`Message::Stage`] before each plugin is called, then one
-//! [`Message::Outcome`] or [`Message::Error`]. The worker's stderr is kiln's:
+//! [`Message::Done`] or [`Message::Error`]. The worker's stderr is kiln's:
 //! build progress streams as it did in-process. The worker runs in its own
 //! process group; kiln forwards Ctrl-C to it, and a second Ctrl-C ends it.
 
