@@ -20,6 +20,9 @@ pub struct Environment {
     pub plugins_env: Option<OsString>,
     /// The user's plugins folder.
     pub user_plugins_dir: Option<PathBuf>,
+    /// `KILN_PLUGIN_TIMEOUT` (seconds): how long a plugin's build or push
+    /// may run in its worker before kiln ends it. None: no limit.
+    pub plugin_timeout: Option<std::time::Duration>,
 }
 
 impl Environment {
@@ -28,10 +31,22 @@ impl Environment {
     pub fn from_process() -> Result<Self> {
         let cwd = std::env::current_dir()
             .map_err(|e| Error::io("reading", "the working directory", e))?;
+        let plugin_timeout = match std::env::var("KILN_PLUGIN_TIMEOUT") {
+            Ok(text) if !text.trim().is_empty() => match text.trim().parse::<u64>() {
+                Ok(secs) if secs > 0 => Some(std::time::Duration::from_secs(secs)),
+                _ => {
+                    return Err(Error::BadArgument(format!(
+                        "KILN_PLUGIN_TIMEOUT={text:?}: expected a whole number of seconds above 0"
+                    )))
+                }
+            },
+            _ => None,
+        };
         Ok(Self {
             cwd,
             plugins_env: std::env::var_os("KILN_PLUGINS_DIR"),
             user_plugins_dir: crate::plugins::user_plugins_dir(),
+            plugin_timeout,
         })
     }
 

@@ -699,7 +699,7 @@ fn a_plugin_that_aborts_during_a_build_is_reported_not_fatal() {
 }
 
 /// `kiln push` runs its registry plugin in a worker too: a plugin that
-/// aborts while pushing is reported, naming it and the step.
+/// aborts or hangs while pushing is reported, naming it and the step.
 #[test]
 fn a_registry_plugin_that_aborts_while_pushing_is_reported_not_fatal() {
     let p = TestProject::initialised();
@@ -737,6 +737,28 @@ fn a_registry_plugin_that_aborts_while_pushing_is_reported_not_fatal() {
         "{}",
         r.stderr
     );
+    // A plugin that hangs is ended after KILN_PLUGIN_TIMEOUT seconds.
+    let r = p
+        .cmd()
+        .plugins(&dir)
+        .args(["push", "127.0.0.1:5999/team/hang-me:1", "--registry", "reg"])
+        .env("KILN_PLUGIN_TIMEOUT", "1")
+        .run();
+    r.code(3);
+    assert!(
+        r.stderr
+            .contains("crashed during push: it did not finish within 1 s"),
+        "{}",
+        r.stderr
+    );
+    let r = p
+        .cmd()
+        .plugins(&dir)
+        .args(["push", "127.0.0.1:5999/team/app:1", "--registry", "reg"])
+        .env("KILN_PLUGIN_TIMEOUT", "soon")
+        .run();
+    r.code(2);
+    assert!(r.stderr.contains("KILN_PLUGIN_TIMEOUT"), "{}", r.stderr);
     // An ordinary failure of the same plugin is its own error, not a crash.
     let r = p
         .cmd()

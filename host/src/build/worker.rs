@@ -154,7 +154,7 @@ pub fn execute_in_worker(session: &Session<'_>, plan: Plan) -> Result<Outcome> {
         plan.builder_component.flavor.plugin.name.clone(),
         plan.builder_component.flavor.plugin.path.clone(),
     );
-    let done = spawn(&Task::Build(Box::new(job)), fallback)?;
+    let done = spawn(session, &Task::Build(Box::new(job)), fallback)?;
     serde_json::from_value(done)
         .map_err(|e| Error::BadArgument(format!("the worker's outcome is not valid: {e}")))
 }
@@ -175,14 +175,16 @@ pub fn push_in_worker(
         component.flavor.plugin.name.clone(),
         component.flavor.plugin.path.clone(),
     );
-    let done = spawn(&task, fallback)?;
+    let done = spawn(session, &task, fallback)?;
     serde_json::from_value(done)
         .map_err(|e| Error::BadArgument(format!("the worker's result is not valid: {e}")))
 }
 
 /// Run `task` in a worker; `fallback` names the plugin blamed for a crash
-/// before the worker said which one it was calling.
-fn spawn(task: &Task, fallback: (String, PathBuf)) -> Result<Value> {
+/// before the worker said which one it was calling. A worker still running
+/// after `KILN_PLUGIN_TIMEOUT` seconds is ended with its process group.
+fn spawn(session: &Session<'_>, task: &Task, fallback: (String, PathBuf)) -> Result<Value> {
+    let timeout = session.env.plugin_timeout;
     let exe = std::env::current_exe().map_err(|e| Error::io("finding", "the kiln binary", e))?;
     let mut command = Command::new(&exe);
     command
@@ -208,43 +210,99 @@ fn spawn(task: &Task, fallback: (String, PathBuf)) -> Result<Value> {
     }
     let mut stage: Option<(String, String, PathBuf)> = None;
     let mut ended: Option<Result<Value>> = None;
+    // The worker's lines, read on a thread so that a worker that hangs can
+    // be timed out.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
     if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            match serde_json::from_str::<Message>(&line) {
-                Ok(Message::Stage {
-                    stage: s,
-                    plugin,
-                    path,
-                }) => stage = Some((s, plugin, path)),
-                Ok(Message::Done(v)) => ended = Some(Ok(v)),
-                Ok(Message::Error { message, code }) => {
-                    ended = Some(Err(Error::Reported { message, code }))
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
                 }
-                // A plugin wrote to stdout: show it as the build's output.
-                Err(_) => crate::output::status(&format!("   {line}")),
+            }
+        });
+    }
+    let deadline = timeout.map(|t| (t, spawned + t));
+    let mut timed_out = None;
+    let status = loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(20)) {
+            Ok(line) => {
+                handle_line(&line, &mut stage, &mut ended);
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break child
+                    .wait()
+                    .map_err(|e| Error::io("waiting for", exe.clone(), e))?;
             }
         }
+        if let Some((limit, at)) = deadline {
+            if Instant::now() >= at {
+                kill_group(child.id());
+                timed_out = Some(limit);
+                break child
+                    .wait()
+                    .map_err(|e| Error::io("waiting for", exe.clone(), e))?;
+            }
+        }
+    };
+    for line in rx.try_iter() {
+        handle_line(&line, &mut stage, &mut ended);
     }
-    let status = child
-        .wait()
-        .map_err(|e| Error::io("waiting for", exe.clone(), e))?;
     super::interrupt::forward_to(0);
     tracing::debug!(
         ms = spawned.elapsed().as_secs_f64() * 1000.0,
         "worker: spawn to exit"
     );
-    if let Some(ended) = ended {
+    if let Some(ended) = ended.filter(|_| timed_out.is_none()) {
         return ended;
     }
     let (stage, plugin, path) =
         stage.unwrap_or_else(|| ("start".to_string(), fallback.0, fallback.1));
+    let how = match timed_out {
+        Some(limit) => format!(
+            "it did not finish within {} s (KILN_PLUGIN_TIMEOUT), so kiln stopped it",
+            limit.as_secs()
+        ),
+        None => describe_status(&status),
+    };
     Err(Error::PluginCrashed {
         plugin,
         path,
         stage,
-        how: describe_status(&status),
+        how,
     })
+}
+
+/// End the worker and anything it started (its process group).
+fn kill_group(pid: u32) {
+    #[cfg(unix)]
+    // SAFETY: kill(2) on the process group of a child this process started.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+    }
+}
+
+fn handle_line(
+    line: &str,
+    stage: &mut Option<(String, String, PathBuf)>,
+    ended: &mut Option<Result<Value>>,
+) {
+    match serde_json::from_str::<Message>(line) {
+        Ok(Message::Stage {
+            stage: s,
+            plugin,
+            path,
+        }) => *stage = Some((s, plugin, path)),
+        Ok(Message::Done(v)) => *ended = Some(Ok(v)),
+        Ok(Message::Error { message, code }) => {
+            *ended = Some(Err(Error::Reported { message, code }))
+        }
+        // A plugin wrote to stdout: show it as the build's output.
+        Err(_) => crate::output::status(&format!("   {line}")),
+    }
 }
 
 fn describe_status(status: &std::process::ExitStatus) -> String {
