@@ -84,6 +84,8 @@ mod types;
 
 #[cfg(feature = "author")]
 pub mod author;
+#[cfg(feature = "author")]
+pub mod testing;
 
 pub use root::{PluginModule, PluginModuleRef, PLUGIN_API_VERSION};
 pub use traits::{

@@ -72,3 +72,46 @@ kiln_plugin_api::export_plugin! {
     builders: [EchoFlavor],
     registries: [],
 }
+
+/// The flavor exercised in-process with kiln-plugin-api's test harness, as
+/// a plugin author would test theirs.
+#[cfg(test)]
+mod tests {
+    use kiln_plugin_api::{testing::BuilderHarness, BuildContext, BuildRequest, ErrorKind};
+
+    use super::EchoFlavor;
+
+    fn context() -> BuildContext {
+        BuildContext {
+            archive_path: "/nonexistent/context.tar".into(),
+            gzip: false,
+            sha1: "abc".into(),
+            size: 3,
+            uploaded_uri: None.into(),
+        }
+    }
+
+    #[test]
+    fn the_echo_flavor_describes_builds_and_stops_when_cancelled() {
+        let d = BuilderHarness::<EchoFlavor>::descriptor().expect("descriptor");
+        assert_eq!(d.name.as_str(), "echo");
+        assert!(d.config_schema_json.as_str().contains("prefix"));
+
+        let h = BuilderHarness::<EchoFlavor>::new(serde_json::json!({"prefix": "t-"}))
+            .expect("construct");
+        let request = BuildRequest {
+            tags: vec!["app:1".into()].into_iter().collect(),
+            ..BuildRequest::default()
+        };
+        let out = h.build(&request, &context()).expect("build");
+        assert_eq!(out.image.as_str(), "app:1");
+        assert_eq!(h.messages(), ["t-context abc (3 bytes)"]);
+
+        h.cancel();
+        let e = h.build(&request, &context()).expect_err("cancelled");
+        assert_eq!(e.kind, ErrorKind::CANCELLED);
+
+        let bad = BuilderHarness::<EchoFlavor>::new(serde_json::json!({"prefx": "x"}));
+        assert!(bad.is_err(), "unknown keys are refused");
+    }
+}
