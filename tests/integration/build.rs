@@ -768,3 +768,47 @@ fn a_registry_plugin_that_aborts_while_pushing_is_reported_not_fatal() {
     assert_ne!(r.code, 0);
     assert!(!r.stderr.contains("crashed"), "{}", r.stderr);
 }
+
+/// Secrets are resolved once, by kiln, before the worker gets the config: a
+/// secret whose value happens to look like a reference is passed as it is.
+#[test]
+fn a_secret_is_resolved_once_even_when_its_value_looks_like_a_reference() {
+    let p = TestProject::initialised();
+    let dir = p.root().join("plugins");
+    let lib = fixture("good");
+    fs::copy(&lib, dir.join(lib.file_name().expect("name"))).expect("copy");
+    p.cmd()
+        .plugins(&dir)
+        .args([
+            "component",
+            "register",
+            "ci",
+            "--type",
+            "image-builder",
+            "--flavor",
+            "echo",
+            "--set",
+            "token=${env:CI_TOKEN}",
+        ])
+        .run()
+        .ok();
+    write(&p.work().join("app"), "Dockerfile", "FROM scratch\n");
+    let value = "${env:NOT_SET_ANYWHERE}";
+    let r = p
+        .cmd()
+        .plugins(&dir)
+        .build("app")
+        .tag("app:1")
+        .arg("--builder")
+        .arg("ci")
+        .env("CI_TOKEN", value)
+        .run();
+    r.ok();
+    assert!(
+        r.stderr
+            .contains(&format!("token of {} bytes", value.len())),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.all_output().contains(value), "secret printed");
+}

@@ -395,10 +395,7 @@ fn resolve(c: JobComponent) -> Result<ResolvedComponent> {
         )));
     }
     let flavor = catalog.find(Some(t), &c.flavor)?.clone();
-    let mut resolved = ResolvedComponent::from_flavor(flavor, c.config)?;
-    resolved.label = c.label;
-    resolved.component = c.component;
-    Ok(resolved)
+    ResolvedComponent::from_resolved(flavor, c.config, c.label, c.component)
 }
 
 fn execute_job(session: &Session<'_>, job: Job, started: Instant) -> Result<Outcome> {

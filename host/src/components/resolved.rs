@@ -25,8 +25,12 @@ pub struct ResolvedComponent {
     /// The flavor.
     pub flavor: Flavor,
     schema: CompiledSchema,
-    /// The validated config, secret references unresolved.
+    /// The validated config: secret references unresolved, unless
+    /// `secrets_resolved`.
     pub config: Map<String, Value>,
+    /// Whether `config` already holds resolved secrets (a worker's copy):
+    /// resolving again would read a secret's value as a reference.
+    secrets_resolved: bool,
 }
 
 impl std::fmt::Debug for ResolvedComponent {
@@ -81,6 +85,26 @@ impl ResolvedComponent {
             flavor,
             schema,
             config,
+            secrets_resolved: false,
+        })
+    }
+
+    /// `flavor` with a config another kiln process validated and resolved
+    /// (a worker's view of the host's component): neither validated nor
+    /// resolved again.
+    pub fn from_resolved(
+        flavor: Flavor,
+        config: Map<String, Value>,
+        label: String,
+        component: Option<String>,
+    ) -> Result<Self> {
+        Ok(Self {
+            label,
+            component,
+            schema: flavor.schema()?,
+            flavor,
+            config,
+            secrets_resolved: true,
         })
     }
 
@@ -96,6 +120,7 @@ impl ResolvedComponent {
             flavor,
             schema,
             config,
+            secrets_resolved: false,
         })
     }
 
@@ -117,6 +142,9 @@ impl ResolvedComponent {
     /// The config with `${env:NAME}` references resolved, for construction
     /// and the context hook. Never print it.
     pub fn resolved_config(&self, session: &Session<'_>) -> Result<Map<String, Value>> {
+        if self.secrets_resolved {
+            return Ok(self.config.clone());
+        }
         resolve_references(&self.label, &self.config, self.schema.secrets(), |n| {
             session.env.var(n)
         })
