@@ -57,17 +57,10 @@ impl fmt::Display for Outcome {
 /// Which plugin a build is in, for a worker to report before each step.
 pub type Observer<'o> = &'o mut dyn FnMut(&'static str, &ResolvedComponent);
 
-/// Run `plan` (a real build's: its archive is written) in this process.
-pub fn execute(session: &Session<'_>, plan: Plan) -> Result<Outcome> {
-    execute_observed(session, plan, &mut |_, _| {})
-}
-
-/// [`execute`], telling `observe` which plugin is about to be called.
-pub fn execute_observed(
-    session: &Session<'_>,
-    mut plan: Plan,
-    observe: Observer<'_>,
-) -> Result<Outcome> {
+/// Run `plan` (a real build's: its archive is written) in this process,
+/// telling `observe` which plugin is about to be called. The worker calls
+/// it; `kiln build` goes through [`super::execute_in_worker`].
+pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> Result<Outcome> {
     let builder = &plan.builder_component;
     let outcome = |plan: &Plan, digest: Option<String>, status: &str, reason: String| Outcome {
         image: plan.image.clone(),

@@ -13,13 +13,13 @@
 //!    ([`Plan`]); `--dry-run` prints exactly it.
 //! 6. **Execute**: the registry is constructed (membership, existence),
 //!    the checks decide ([`checks::decide`]), the builder is constructed and
-//!    builds ([`execute()`]), in a worker process ([`worker`]) so that a
-//!    plugin that crashes never takes kiln down.
+//!    builds ([`execute()`]), in a worker process ([`execute_in_worker`])
+//!    so that a plugin that crashes never takes kiln down.
 //! 7. **Outcome**: what happened ([`Outcome`]); the CLI prints it.
 //!
 //! Errors from plugins map to exit codes in one place,
-//! [`crate::Error::from_plugin`]. `kiln push` ([`push()`]) shares the
-//! registry steps ([`registry`]).
+//! [`crate::Error::from_plugin`]. `kiln push` ([`worker::push_in_worker`],
+//! then [`push()`] in the worker) shares the registry steps ([`registry`]).
 
 pub mod builder;
 pub mod checks;

@@ -41,20 +41,10 @@ pub fn prepare(session: &Session<'_>, image: &str, registry: &str) -> Result<Res
     )
 }
 
-/// Push `image` (an explicit tag) through the registry component `registry`,
-/// in this process.
-pub fn push(session: &Session<'_>, image: &str, registry: &str) -> Result<Pushed> {
-    let component = prepare(session, image, registry)?;
-    push_resolved(session, &component, image)
-}
-
-/// Push `image` through `component`: membership, `prepare_image_push`,
-/// `push_image`.
-pub fn push_resolved(
-    session: &Session<'_>,
-    component: &ResolvedComponent,
-    image: &str,
-) -> Result<Pushed> {
+/// Push `image` through `component` ([`prepare`]d) in this process:
+/// membership, `prepare_image_push`, `push_image`. The worker calls it;
+/// `kiln push` goes through [`super::worker::push_in_worker`].
+pub fn push(session: &Session<'_>, component: &ResolvedComponent, image: &str) -> Result<Pushed> {
     let connected = Connected::connect(session, component, "kiln push", true)?;
     connected.check_members(&[image.to_string()])?;
     let fail = |call, e| Error::from_plugin(call, component, e);

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
-    execute::{execute_observed, Outcome},
+    execute::{execute, Outcome},
     options::OnUnknown,
     plan::{Archive, CheckPlan, Plan, RequestPlan},
 };
@@ -357,7 +357,7 @@ pub fn run_worker(session: &Session<'_>) -> Result<i32> {
                     plugin: component.flavor.plugin.name.clone(),
                     path: component.flavor.plugin.path.clone(),
                 });
-                super::push::push_resolved(session, &component, &image)
+                super::push::push(session, &component, &image)
                     .map(|p| serde_json::to_value(p).unwrap_or_default())
             }
         });
@@ -427,7 +427,7 @@ fn execute_job(session: &Session<'_>, job: Job, started: Instant) -> Result<Outc
             .unwrap_or(started),
     };
     let executing = Instant::now();
-    let result = execute_observed(session, plan, &mut |stage, component| {
+    let result = execute(session, plan, &mut |stage, component| {
         emit(&Message::Stage {
             stage: stage.to_string(),
             plugin: component.flavor.plugin.name.clone(),
