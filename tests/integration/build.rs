@@ -706,31 +706,14 @@ fn a_registry_plugin_that_aborts_while_pushing_is_reported_not_fatal() {
     let dir = p.root().join("plugins");
     let lib = fixture("good");
     fs::copy(&lib, dir.join(lib.file_name().expect("name"))).expect("copy");
+    let sets = ["uri=127.0.0.1:5999/team"];
     p.cmd()
         .plugins(&dir)
-        .args([
-            "component",
-            "register",
-            "reg",
-            "--type",
-            "container-registry",
-            "--flavor",
-            "fixture-registry",
-            "--set",
-            "uri=127.0.0.1:5999/team",
-        ])
+        .register("reg", "container-registry", "fixture-registry", &sets)
         .run()
         .ok();
-    let r = p
-        .cmd()
-        .plugins(&dir)
-        .args([
-            "push",
-            "127.0.0.1:5999/team/crash-me:1",
-            "--registry",
-            "reg",
-        ])
-        .run();
+    let push = |image: &str| p.cmd().plugins(&dir).push(image, "reg");
+    let r = push("127.0.0.1:5999/team/crash-me:1").run();
     r.code(3);
     assert!(
         r.stderr.contains("crashed during push: signal 6 (SIGABRT)"),
@@ -738,10 +721,7 @@ fn a_registry_plugin_that_aborts_while_pushing_is_reported_not_fatal() {
         r.stderr
     );
     // A plugin that hangs is ended after KILN_PLUGIN_TIMEOUT seconds.
-    let r = p
-        .cmd()
-        .plugins(&dir)
-        .args(["push", "127.0.0.1:5999/team/hang-me:1", "--registry", "reg"])
+    let r = push("127.0.0.1:5999/team/hang-me:1")
         .env("KILN_PLUGIN_TIMEOUT", "1")
         .run();
     r.code(3);
@@ -751,20 +731,13 @@ fn a_registry_plugin_that_aborts_while_pushing_is_reported_not_fatal() {
         "{}",
         r.stderr
     );
-    let r = p
-        .cmd()
-        .plugins(&dir)
-        .args(["push", "127.0.0.1:5999/team/app:1", "--registry", "reg"])
+    let r = push("127.0.0.1:5999/team/app:1")
         .env("KILN_PLUGIN_TIMEOUT", "soon")
         .run();
     r.code(2);
     assert!(r.stderr.contains("KILN_PLUGIN_TIMEOUT"), "{}", r.stderr);
     // An ordinary failure of the same plugin is its own error, not a crash.
-    let r = p
-        .cmd()
-        .plugins(&dir)
-        .args(["push", "127.0.0.1:5999/team/app:1", "--registry", "reg"])
-        .run();
+    let r = push("127.0.0.1:5999/team/app:1").run();
     assert_ne!(r.code, 0);
     assert!(!r.stderr.contains("crashed"), "{}", r.stderr);
 }
@@ -779,17 +752,7 @@ fn a_secret_is_resolved_once_even_when_its_value_looks_like_a_reference() {
     fs::copy(&lib, dir.join(lib.file_name().expect("name"))).expect("copy");
     p.cmd()
         .plugins(&dir)
-        .args([
-            "component",
-            "register",
-            "ci",
-            "--type",
-            "image-builder",
-            "--flavor",
-            "echo",
-            "--set",
-            "token=${env:CI_TOKEN}",
-        ])
+        .register("ci", "image-builder", "echo", &["token=${env:CI_TOKEN}"])
         .run()
         .ok();
     write(&p.work().join("app"), "Dockerfile", "FROM scratch\n");

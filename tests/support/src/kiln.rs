@@ -53,6 +53,19 @@ impl<'p> KilnCmd<'p> {
         self.arg("build").arg(dir)
     }
 
+    /// `component register NAME --type TYPE --flavor FLAVOR --set ...`.
+    pub fn register(self, name: &str, component_type: &str, flavor: &str, sets: &[&str]) -> Self {
+        let cmd = self
+            .args(["component", "register", name, "--type", component_type])
+            .args(["--flavor", flavor]);
+        sets.iter().fold(cmd, |cmd, set| cmd.arg("--set").arg(*set))
+    }
+
+    /// `push IMAGE --registry COMPONENT`.
+    pub fn push(self, image: &str, registry: &str) -> Self {
+        self.arg("push").arg(image).registry(registry)
+    }
+
     /// `-t NAME`.
     pub fn tag(self, name: &str) -> Self {
         self.arg("-t").arg(name)
