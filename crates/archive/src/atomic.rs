@@ -62,7 +62,7 @@ impl AtomicFile {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| Path::new("."));
         let temp = tempfile::Builder::new()
-            .prefix(".kiln-tmp-")
+            .prefix(&temp_prefix(std::process::id()))
             .tempfile_in(dir)
             .map_err(failed("creating a temp file in", dir))?;
         Ok(Self {
@@ -111,6 +111,26 @@ impl AtomicFile {
             }
         }
         Ok(())
+    }
+}
+
+/// The name every temporary file of process `pid` starts with.
+fn temp_prefix(pid: u32) -> String {
+    format!(".kiln-tmp-{pid}-")
+}
+
+/// Remove what process `pid` left in `dir` when it died before committing
+/// or dropping its [`AtomicFile`]s (a crashed or killed worker): its
+/// temporary files only, never another process's. Best effort.
+pub fn remove_leftovers(dir: &Path, pid: u32) {
+    let prefix = temp_prefix(pid);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -164,6 +184,15 @@ mod tests {
         }
         assert_eq!(fs::read(&p).expect("read"), b"old");
         assert_eq!(leftovers(dir.path()), 0);
+        // What a process that died left is removed by its pid, and only it.
+        let own = AtomicFile::beside(&p).expect("temp");
+        std::mem::forget(own);
+        let other = dir.path().join(format!("{}x", temp_prefix(u32::MAX)));
+        fs::write(&other, b"another process's").expect("write");
+        assert_eq!(leftovers(dir.path()), 2);
+        remove_leftovers(dir.path(), std::process::id());
+        assert_eq!(leftovers(dir.path()), 1);
+        assert!(other.is_file());
         let e = AtomicFile::beside(&dir.path().join("missing/x")).expect_err("no folder");
         assert!(e.to_string().contains("creating a temp file in"), "{e}");
     }

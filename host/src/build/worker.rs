@@ -259,6 +259,13 @@ fn spawn(session: &Session<'_>, task: &Task, fallback: (String, PathBuf)) -> Res
     if let Some(ended) = ended.filter(|_| timed_out.is_none()) {
         return ended;
     }
+    // A worker that died cannot remove its half-written archive: its
+    // temporary files beside the output are removed here.
+    if let Task::Build(job) = task {
+        if let Some(dir) = job.request.output.as_ref().and_then(|o| o.dest.parent()) {
+            kiln_archive::atomic::remove_leftovers(dir, child.id());
+        }
+    }
     let (stage, plugin, path) =
         stage.unwrap_or_else(|| ("start".to_string(), fallback.0, fallback.1));
     let how = match timed_out {
