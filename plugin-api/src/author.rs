@@ -1,35 +1,37 @@
 //! The plugin-author layer (feature `author`): write a config struct, an
 //! implementation type and one [`export_plugin!`](crate::export_plugin) call.
 //!
-//! Everything here runs inside the plugin. Every call from the host goes
-//! through [`guard`], so a panic becomes a [`PluginError`] of kind
-//! [`ErrorKind::PANICKED`] instead of unwinding across the boundary (which
-//! would abort the host).
+//! Everything here runs inside the plugin. It turns the protocol's JSON
+//! calls into calls of the [`Builder`] and [`Registry`] traits, and every
+//! call from the host goes through one guard, so a panic becomes a
+//! [`PluginError`] of kind [`ErrorKind::PANICKED`] instead of unwinding across
+//! the boundary (which would abort the process).
 
 use std::{
     any::Any,
     borrow::Cow,
     fmt,
     panic::{catch_unwind, AssertUnwindSafe},
+    sync::OnceLock,
 };
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RResult, RSlice, RStr, RString, RVec},
+    std_types::{RResult, RStr, RString},
 };
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::client::RegistryCalls;
+
 use crate::{
-    traits::{
-        CancellationBox, ContainerRegistry, ContainerRegistryBox, ContainerRegistry_TO,
-        ContextFiles, EventSinkBox, ImageBuilder, ImageBuilderBox, ImageBuilder_TO,
+    abi::{Component, ComponentBox, Component_TO, HostBox, PluginModule, PluginModuleRef},
+    client::encode,
+    protocol::{
+        method, BuildCall, BuildContext, BuildOutput, BuildRequest, Capability, ComponentType,
+        ContextCall, ContextFile, ErrorKind, Event, ExistsCall, FlavorDescriptor, Hello, ImageCall,
+        ImageExistence, Level, PartyInfo, PluginError, ProtocolInfo, RegistryAuth,
     },
-    types::{
-        BuildContext, BuildOutput, BuildRequest, ComponentType, ContextFile, ErrorKind, Event,
-        FlavorDescriptor, ImageExistence, Level, PluginError, RegistryAuth,
-    },
-    PluginModule, PluginModuleRef,
 };
 
 /// Static facts about a flavor, shared by builder and registry flavors.
@@ -58,7 +60,8 @@ pub trait BuilderFlavor: Flavor {
     /// Construct the builder from its validated config.
     fn construct(config: Self::Config) -> Result<Self::Builder, PluginError>;
     /// Files to add to or replace in the build context (ZenML's
-    /// `build_context_class`). Called without constructing the builder.
+    /// `build_context_class`). Called without constructing the builder;
+    /// declare [`crate::capability::CUSTOMIZES_CONTEXT`] when it adds any.
     fn customize_context(
         _config: &Self::Config,
         _request: &BuildRequest,
@@ -75,68 +78,62 @@ pub trait RegistryFlavor: Flavor {
     fn construct(config: Self::Config) -> Result<Self::Registry, PluginError>;
 }
 
-/// The Rust-side image builder a plugin author implements.
+/// The image builder a plugin author implements.
 pub trait Builder: Send + Sync + 'static {
-    /// See [`ImageBuilder::is_building_locally`].
-    fn is_building_locally(&self) -> bool;
-    /// See [`ImageBuilder::build`].
+    /// Build the image described by `request` from `context`.
+    ///
+    /// When `registry` is given the builder pushes every tag through it and
+    /// returns the pushed digest. Logs go to `events`; `cancel` is polled.
     fn build(
         &self,
         request: &BuildRequest,
         context: &BuildContext,
-        registry: Option<&ContainerRegistryBox>,
+        registry: Option<&HostRegistry>,
         events: &Events,
-        cancel: &CancellationBox,
+        cancel: &Cancel,
     ) -> Result<BuildOutput, PluginError>;
 }
 
-/// The Rust-side container registry a plugin author implements.
+/// The container registry a plugin author implements (ZenML's
+/// `BaseContainerRegistry`, Flyte's `ImageChecker`).
 pub trait Registry: Send + Sync + 'static {
-    /// See [`ContainerRegistry::uri`].
+    /// The normalised registry URI (`host[:port][/namespace]`).
     fn uri(&self) -> String;
-    /// See [`ContainerRegistry::owns_image`].
+    /// Whether `image` belongs to this registry by Docker's reference grammar.
+    /// An invalid reference is an error.
     fn owns_image(&self, image: &str) -> Result<bool, PluginError>;
-    /// See [`ContainerRegistry::prepare_image_push`].
+    /// Called before a push (ZenML's `prepare_image_push`): create repositories, log in.
     fn prepare_image_push(&self, _image: &str) -> Result<(), PluginError> {
         Ok(())
     }
-    /// See [`ContainerRegistry::push_image`].
+    /// Push `image` (with an explicit tag) and return its digest.
     fn push_image(
         &self,
         image: &str,
         events: &Events,
-        cancel: &CancellationBox,
+        cancel: &Cancel,
     ) -> Result<String, PluginError>;
-    /// See [`ContainerRegistry::image_exists`].
+    /// Whether `repository:tag` exists, for each of `platforms` when given.
     fn image_exists(
         &self,
         repository: &str,
         tag: &str,
-        platforms: &[RString],
+        platforms: &[String],
     ) -> Result<ImageExistence, PluginError>;
-    /// See [`ContainerRegistry::auth`].
+    /// Credentials for a builder that talks to this registry by itself.
     fn auth(&self) -> Result<Option<RegistryAuth>, PluginError> {
         Ok(None)
     }
 }
 
-/// Convenience wrapper over the host's event sink.
+/// Where a plugin sends logs and progress: the host, for this call.
 #[derive(Clone)]
-pub struct Events(EventSinkBox);
+pub struct Events(HostBox);
 
 impl Events {
-    /// Wrap the host's sink.
-    pub fn new(sink: EventSinkBox) -> Self {
-        Self(sink)
-    }
-
-    /// The host's sink, to hand on (to a registry's `push_image`).
-    pub fn sink(&self) -> EventSinkBox {
-        self.0.clone()
-    }
     /// Send any event.
     pub fn emit(&self, event: Event) {
-        self.0.emit(event);
+        self.0.emit(encode(&event).as_str().into());
     }
     /// A debug log line.
     pub fn debug(&self, message: impl Into<String>) {
@@ -163,6 +160,41 @@ impl Events {
 impl fmt::Debug for Events {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Events")
+    }
+}
+
+/// Tells a long-running call that the user pressed Ctrl-C.
+#[derive(Clone)]
+pub struct Cancel(HostBox);
+
+impl Cancel {
+    /// Whether the operation should stop as soon as it can.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+impl fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Cancel")
+    }
+}
+
+/// The build's registry, reached through the host (it may live in another
+/// plugin). The same operations as [`Registry`], through [`RegistryCalls`].
+#[derive(Clone)]
+pub struct HostRegistry(HostBox);
+
+impl RegistryCalls for HostRegistry {
+    fn send(&self, m: &str, input_json: &str) -> RResult<RString, RString> {
+        let name = format!("{}{m}", method::host::REGISTRY);
+        self.0.call(name.as_str().into(), input_json.into())
+    }
+}
+
+impl fmt::Debug for HostRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HostRegistry")
     }
 }
 
@@ -221,15 +253,25 @@ impl JsonSchema for Secret {
 /// Run `f`, turning a panic into a [`PluginError`] of kind `PANICKED`.
 ///
 /// `what` names the call for the message (`describe`, `build`).
-pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, PluginError> {
+pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
     quiet_panics();
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => RResult::ROk(v),
-        Ok(Err(e)) => RResult::RErr(e),
-        Err(payload) => RResult::RErr(PluginError::new(
+        Ok(result) => result,
+        Err(payload) => Err(PluginError::new(
             ErrorKind::PANICKED,
             format!("plugin panicked in {what}: {}", panic_message(&*payload)),
         )),
+    }
+}
+
+/// [`guard`], with the answer encoded for the boundary.
+pub fn guard_json<T: Serialize>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, PluginError>,
+) -> RResult<RString, RString> {
+    match guard(what, f) {
+        Ok(v) => RResult::ROk(encode(&v).into()),
+        Err(e) => RResult::RErr(encode(&e).into()),
     }
 }
 
@@ -258,31 +300,53 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
     }
 }
 
-fn descriptor<F: Flavor>(component_type: ComponentType) -> Result<FlavorDescriptor, PluginError> {
-    let schema = schemars::schema_for!(F::Config);
-    let schema_json = serde_json::to_string(&schema).map_err(|e| {
-        PluginError::other(format!("serialising the config schema of {}: {e}", F::NAME))
-    })?;
-    Ok(FlavorDescriptor {
+static HOST_HELLO: OnceLock<Hello> = OnceLock::new();
+
+/// What the host said in the handshake (its version and protocol
+/// features), once it has: check a feature here before relying on it.
+pub fn host_hello() -> Option<&'static Hello> {
+    HOST_HELLO.get()
+}
+
+/// The handshake. Used by [`export_plugin!`](crate::export_plugin).
+#[doc(hidden)]
+pub fn __hello(host_json: RStr<'_>, name: &str, version: &str) -> RString {
+    if let Ok(hello) = serde_json::from_str::<Hello>(host_json.as_str()) {
+        let _ = HOST_HELLO.set(hello);
+    }
+    encode(&Hello {
+        plugin: PartyInfo {
+            name: name.to_owned(),
+            version: version.to_owned(),
+        },
+        protocol: ProtocolInfo::current(),
+    })
+    .into()
+}
+
+fn descriptor<F: Flavor>(component_type: ComponentType) -> FlavorDescriptor {
+    FlavorDescriptor {
         component_type,
         name: F::NAME.into(),
         description: F::DESCRIPTION.into(),
         docs_url: F::DOCS_URL.into(),
         sdk_docs_url: F::SDK_DOCS_URL.into(),
         logo_url: F::LOGO_URL.into(),
-        config_schema_json: schema_json.into(),
-        capabilities: F::CAPABILITIES.iter().map(|c| RString::from(*c)).collect(),
-        extra_json: "{}".into(),
-    })
+        config_schema: to_value(&schemars::schema_for!(F::Config)),
+        capabilities: F::CAPABILITIES
+            .iter()
+            .map(|c| Capability::parse(c))
+            .collect(),
+    }
 }
 
-/// The descriptor of an image-builder flavor. Used by [`export_plugin!`](crate::export_plugin).
-pub fn builder_descriptor<F: BuilderFlavor>() -> Result<FlavorDescriptor, PluginError> {
+/// The descriptor of an image-builder flavor.
+pub fn builder_descriptor<F: BuilderFlavor>() -> FlavorDescriptor {
     descriptor::<F>(ComponentType::IMAGE_BUILDER)
 }
 
-/// The descriptor of a container-registry flavor. Used by [`export_plugin!`](crate::export_plugin).
-pub fn registry_descriptor<F: RegistryFlavor>() -> Result<FlavorDescriptor, PluginError> {
+/// The descriptor of a container-registry flavor.
+pub fn registry_descriptor<F: RegistryFlavor>() -> FlavorDescriptor {
     descriptor::<F>(ComponentType::CONTAINER_REGISTRY)
 }
 
@@ -301,34 +365,43 @@ fn parse_config<F: Flavor>(config_json: &str) -> Result<F::Config, PluginError> 
     })
 }
 
-/// Deserialize the config and construct a builder. Used by [`export_plugin!`](crate::export_plugin).
-pub fn construct_builder<F: BuilderFlavor>(
-    config_json: &str,
-) -> Result<ImageBuilderBox, PluginError> {
-    let builder = F::construct(parse_config::<F>(config_json)?)?;
-    Ok(ImageBuilder_TO::from_value(Guarded(builder), TD_Opaque))
+fn decode_input<T: DeserializeOwned>(m: &str, input: &str) -> Result<T, PluginError> {
+    serde_json::from_str(input).map_err(|e| {
+        PluginError::new(
+            ErrorKind::INVALID_INPUT,
+            format!("the host's {m} call does not follow the protocol: {e}"),
+        )
+    })
 }
 
-/// Deserialize the config and construct a registry. Used by [`export_plugin!`](crate::export_plugin).
-pub fn construct_registry<F: RegistryFlavor>(
-    config_json: &str,
-) -> Result<ContainerRegistryBox, PluginError> {
-    let registry = F::construct(parse_config::<F>(config_json)?)?;
-    Ok(ContainerRegistry_TO::from_value(
-        Guarded(registry),
+/// Deserialize the config and construct a builder.
+pub fn construct_builder<F: BuilderFlavor>(config_json: &str) -> Result<ComponentBox, PluginError> {
+    let builder = F::construct(parse_config::<F>(config_json)?)?;
+    Ok(Component_TO::from_value(
+        BuilderComponent(builder),
         TD_Opaque,
     ))
 }
 
-/// Run a builder flavor's context hook. Used by [`export_plugin!`](crate::export_plugin).
+/// Deserialize the config and construct a registry.
+pub fn construct_registry<F: RegistryFlavor>(
+    config_json: &str,
+) -> Result<ComponentBox, PluginError> {
+    let registry = F::construct(parse_config::<F>(config_json)?)?;
+    Ok(Component_TO::from_value(
+        RegistryComponent(registry),
+        TD_Opaque,
+    ))
+}
+
+/// Run a builder flavor's context hook on a JSON [`ContextCall`].
 pub fn customize_context<F: BuilderFlavor>(
     config_json: &str,
-    request: &BuildRequest,
-) -> Result<ContextFiles, PluginError> {
+    input_json: &str,
+) -> Result<Vec<ContextFile>, PluginError> {
     let config = parse_config::<F>(config_json)?;
-    Ok(F::customize_context(&config, request)?
-        .into_iter()
-        .collect())
+    let call: ContextCall = decode_input(method::CUSTOMIZE_CONTEXT, input_json)?;
+    F::customize_context(&config, &call.request)
 }
 
 /// The error for a flavor name this plugin does not offer.
@@ -339,113 +412,111 @@ pub fn unknown_flavor(component_type: &str, name: &str) -> PluginError {
     )
 }
 
-/// Signature of the generated `customize_context` export.
-pub type CustomizeContextFn =
-    extern "C" fn(RStr<'_>, RStr<'_>, &BuildRequest) -> RResult<ContextFiles, PluginError>;
+/// The error for a method this component does not answer (one from a newer
+/// protocol).
+pub fn unknown_method(m: &str) -> PluginError {
+    PluginError::unsupported(&format!("method {m:?}"))
+}
 
-/// Assemble the root module. Used by [`export_plugin!`](crate::export_plugin); the
-/// layout it fills depends on this crate's version, not the plugin's.
+/// Assemble the root module. Used by [`export_plugin!`](crate::export_plugin).
 #[doc(hidden)]
 pub fn __root_module(
-    plugin_name: extern "C" fn() -> RString,
-    describe: extern "C" fn() -> RResult<RVec<FlavorDescriptor>, PluginError>,
-    construct_builder: extern "C" fn(RStr<'_>, RStr<'_>) -> RResult<ImageBuilderBox, PluginError>,
-    construct_registry: extern "C" fn(
+    hello: extern "C" fn(RStr<'_>) -> RString,
+    describe: extern "C" fn() -> RResult<RString, RString>,
+    construct: extern "C" fn(RStr<'_>, RStr<'_>, RStr<'_>) -> RResult<ComponentBox, RString>,
+    call: extern "C" fn(
         RStr<'_>,
         RStr<'_>,
-    ) -> RResult<ContainerRegistryBox, PluginError>,
-    customize_context: CustomizeContextFn,
+        RStr<'_>,
+        RStr<'_>,
+        HostBox,
+    ) -> RResult<RString, RString>,
 ) -> PluginModuleRef {
     use abi_stable::prefix_type::PrefixTypeTrait;
-    #[cfg(feature = "__fixture_layout_v0")]
-    let _ = customize_context;
     PluginModule {
-        plugin_name,
+        hello,
         describe,
-        construct_builder,
-        construct_registry,
-        #[cfg(not(feature = "__fixture_layout_v0"))]
-        customize_context,
-        #[cfg(feature = "__fixture_layout_next")]
-        fixture_next,
+        construct,
+        call,
     }
     .leak_into_prefix()
 }
 
-#[cfg(feature = "__fixture_layout_next")]
-extern "C" fn fixture_next() -> u32 {
-    1
-}
-
-struct Guarded<T>(T);
-
-impl<B: Builder> ImageBuilder for Guarded<B> {
-    fn is_building_locally(&self) -> bool {
-        // A panic here cannot be reported as an error; treat it as "local".
-        catch_unwind(AssertUnwindSafe(|| self.0.is_building_locally())).unwrap_or(true)
-    }
-
-    fn build(
-        &self,
-        request: &BuildRequest,
-        context: &BuildContext,
-        registry: abi_stable::std_types::ROption<&ContainerRegistryBox>,
-        events: EventSinkBox,
-        cancel: CancellationBox,
-    ) -> RResult<BuildOutput, PluginError> {
-        let events = Events::new(events);
-        guard("build", || {
-            self.0
-                .build(request, context, registry.into_option(), &events, &cancel)
-        })
+/// Encode a constructor's result for the boundary.
+#[doc(hidden)]
+pub fn __constructed(r: Result<ComponentBox, PluginError>) -> RResult<ComponentBox, RString> {
+    match r {
+        Ok(c) => RResult::ROk(c),
+        Err(e) => RResult::RErr(encode(&e).into()),
     }
 }
 
-impl<R: Registry> ContainerRegistry for Guarded<R> {
-    fn uri(&self) -> RString {
-        catch_unwind(AssertUnwindSafe(|| self.0.uri()))
-            .unwrap_or_else(|_| "<plugin panicked in uri>".to_owned())
-            .into()
-    }
+struct BuilderComponent<B>(B);
 
-    fn owns_image(&self, image: RStr<'_>) -> RResult<bool, PluginError> {
-        guard("owns_image", || self.0.owns_image(image.as_str()))
-    }
-
-    fn prepare_image_push(&self, image: RStr<'_>) -> RResult<(), PluginError> {
-        guard("prepare_image_push", || {
-            self.0.prepare_image_push(image.as_str())
+impl<B: Builder> Component for BuilderComponent<B> {
+    fn call(&self, m: RStr<'_>, input: RStr<'_>, host: HostBox) -> RResult<RString, RString> {
+        guard_json(m.as_str(), || match m.as_str() {
+            method::BUILD => {
+                let call: BuildCall = decode_input(method::BUILD, input.as_str())?;
+                let registry = call.registry.then(|| HostRegistry(host.clone()));
+                self.0.build(
+                    &call.request,
+                    &call.context,
+                    registry.as_ref(),
+                    &Events(host.clone()),
+                    &Cancel(host),
+                )
+            }
+            other => Err(unknown_method(other)),
         })
     }
+}
 
-    fn push_image(
+struct RegistryComponent<R>(R);
+
+impl<R: Registry> RegistryComponent<R> {
+    fn answer(
         &self,
-        image: RStr<'_>,
-        events: EventSinkBox,
-        cancel: CancellationBox,
-    ) -> RResult<RString, PluginError> {
-        let events = Events::new(events);
-        guard("push_image", || {
-            self.0
-                .push_image(image.as_str(), &events, &cancel)
-                .map(RString::from)
+        m: &str,
+        input: &str,
+        host: HostBox,
+    ) -> Result<serde_json::Value, PluginError> {
+        Ok(match m {
+            method::URI => to_value(&self.0.uri()),
+            method::OWNS_IMAGE => {
+                let c: ImageCall = decode_input(m, input)?;
+                to_value(&self.0.owns_image(&c.image)?)
+            }
+            method::PREPARE_IMAGE_PUSH => {
+                let c: ImageCall = decode_input(m, input)?;
+                self.0.prepare_image_push(&c.image)?;
+                serde_json::Value::Null
+            }
+            method::PUSH_IMAGE => {
+                let c: ImageCall = decode_input(m, input)?;
+                to_value(
+                    &self
+                        .0
+                        .push_image(&c.image, &Events(host.clone()), &Cancel(host))?,
+                )
+            }
+            method::IMAGE_EXISTS => {
+                let c: ExistsCall = decode_input(m, input)?;
+                to_value(&self.0.image_exists(&c.repository, &c.tag, &c.platforms)?)
+            }
+            method::AUTH => to_value(&self.0.auth()?),
+            other => return Err(unknown_method(other)),
         })
     }
+}
 
-    fn image_exists(
-        &self,
-        repository: RStr<'_>,
-        tag: RStr<'_>,
-        platforms: RSlice<'_, RString>,
-    ) -> RResult<ImageExistence, PluginError> {
-        guard("image_exists", || {
-            self.0
-                .image_exists(repository.as_str(), tag.as_str(), platforms.as_slice())
-        })
-    }
+fn to_value<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_else(|e| unreachable!("protocol values serialise: {e}"))
+}
 
-    fn auth(&self) -> RResult<abi_stable::std_types::ROption<RegistryAuth>, PluginError> {
-        guard("auth", || self.0.auth().map(Into::into))
+impl<R: Registry> Component for RegistryComponent<R> {
+    fn call(&self, m: RStr<'_>, input: RStr<'_>, host: HostBox) -> RResult<RString, RString> {
+        guard_json(m.as_str(), || self.answer(m.as_str(), input.as_str(), host))
     }
 }
 
@@ -478,7 +549,8 @@ mod runtime {
 pub use runtime::{block_on, runtime};
 
 /// Export a plugin's root module. The plugin crate must be a `cdylib` and
-/// depend on `abi_stable` directly (the export attribute names it).
+/// depend on `abi_stable` directly (the export attribute names it). The
+/// plugin's version in listings is its crate's version.
 ///
 /// ```text
 /// kiln_plugin_api::export_plugin! {
@@ -496,75 +568,73 @@ macro_rules! export_plugin {
     ) => {
         #[::abi_stable::export_root_module]
         pub fn kiln_plugin_root_module() -> $crate::PluginModuleRef {
-            use $crate::abi_stable::std_types::{RResult, RStr, RString, RVec};
+            use $crate::abi_stable::std_types::{RResult, RStr, RString};
 
-            extern "C" fn plugin_name() -> RString {
-                RString::from($name)
+            extern "C" fn hello(host: RStr<'_>) -> RString {
+                $crate::author::__hello(host, $name, env!("CARGO_PKG_VERSION"))
             }
 
-            extern "C" fn describe() -> RResult<RVec<$crate::FlavorDescriptor>, $crate::PluginError> {
-                $crate::author::guard("describe", || {
+            extern "C" fn describe() -> RResult<RString, RString> {
+                $crate::author::guard_json("describe", || {
                     #[allow(unused_mut)]
-                    let mut flavors = RVec::new();
-                    $( flavors.push($crate::author::builder_descriptor::<$builder>()?); )*
-                    $( flavors.push($crate::author::registry_descriptor::<$registry>()?); )*
+                    let mut flavors: Vec<$crate::FlavorDescriptor> = Vec::new();
+                    $( flavors.push($crate::author::builder_descriptor::<$builder>()); )*
+                    $( flavors.push($crate::author::registry_descriptor::<$registry>()); )*
                     Ok(flavors)
                 })
             }
 
-            extern "C" fn construct_builder(
+            extern "C" fn construct(
+                component_type: RStr<'_>,
                 flavor: RStr<'_>,
                 config: RStr<'_>,
-            ) -> RResult<$crate::ImageBuilderBox, $crate::PluginError> {
-                $crate::author::guard("construct", || {
-                    $(
-                        if flavor.as_str() == <$builder as $crate::author::Flavor>::NAME {
-                            return $crate::author::construct_builder::<$builder>(config.as_str());
-                        }
-                    )*
+            ) -> RResult<$crate::ComponentBox, RString> {
+                $crate::author::__constructed($crate::author::guard("construct", || {
+                    let (component_type, flavor, config) =
+                        (component_type.as_str(), flavor.as_str(), config.as_str());
+                    if component_type == $crate::ComponentType::IMAGE_BUILDER.as_str() {
+                        $(
+                            if flavor == <$builder as $crate::author::Flavor>::NAME {
+                                return $crate::author::construct_builder::<$builder>(config);
+                            }
+                        )*
+                    }
+                    if component_type == $crate::ComponentType::CONTAINER_REGISTRY.as_str() {
+                        $(
+                            if flavor == <$registry as $crate::author::Flavor>::NAME {
+                                return $crate::author::construct_registry::<$registry>(config);
+                            }
+                        )*
+                    }
                     let _ = config;
-                    Err($crate::author::unknown_flavor("image-builder", flavor.as_str()))
-                })
+                    Err($crate::author::unknown_flavor(component_type, flavor))
+                }))
             }
 
-            extern "C" fn construct_registry(
+            extern "C" fn call(
+                method: RStr<'_>,
                 flavor: RStr<'_>,
                 config: RStr<'_>,
-            ) -> RResult<$crate::ContainerRegistryBox, $crate::PluginError> {
-                $crate::author::guard("construct", || {
+                input: RStr<'_>,
+                _host: $crate::HostBox,
+            ) -> RResult<RString, RString> {
+                $crate::author::guard_json::<Vec<$crate::ContextFile>>(method.as_str(), || {
+                    let (method, flavor, config, input) =
+                        (method.as_str(), flavor.as_str(), config.as_str(), input.as_str());
+                    if method != $crate::method::CUSTOMIZE_CONTEXT {
+                        return Err($crate::author::unknown_method(method));
+                    }
                     $(
-                        if flavor.as_str() == <$registry as $crate::author::Flavor>::NAME {
-                            return $crate::author::construct_registry::<$registry>(config.as_str());
+                        if flavor == <$builder as $crate::author::Flavor>::NAME {
+                            return $crate::author::customize_context::<$builder>(config, input);
                         }
                     )*
-                    let _ = config;
-                    Err($crate::author::unknown_flavor("container-registry", flavor.as_str()))
+                    let _ = (config, input);
+                    Err($crate::author::unknown_flavor("image-builder", flavor))
                 })
             }
 
-            extern "C" fn customize_context(
-                flavor: RStr<'_>,
-                config: RStr<'_>,
-                request: &$crate::BuildRequest,
-            ) -> RResult<$crate::ContextFiles, $crate::PluginError> {
-                $crate::author::guard("customize_context", || {
-                    $(
-                        if flavor.as_str() == <$builder as $crate::author::Flavor>::NAME {
-                            return $crate::author::customize_context::<$builder>(config.as_str(), request);
-                        }
-                    )*
-                    let _ = (config, request);
-                    Err($crate::author::unknown_flavor("image-builder", flavor.as_str()))
-                })
-            }
-
-            $crate::author::__root_module(
-                plugin_name,
-                describe,
-                construct_builder,
-                construct_registry,
-                customize_context,
-            )
+            $crate::author::__root_module(hello, describe, construct, call)
         }
     };
 }

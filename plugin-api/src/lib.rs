@@ -1,19 +1,19 @@
-//! The contract between the `kiln` host and its plugins.
+//! The contract between the `kiln` host and its plugins: a frozen ABI and a
+//! growing JSON protocol.
 //!
 //! A kiln plugin is a `cdylib` that exports one root module,
-//! [`PluginModule`], through [`abi_stable`]. The host loads every library in
-//! its plugin folders, checks that each was built against a compatible version
-//! of this crate, and reads the [`FlavorDescriptor`]s it offers: image builders
-//! and container registries, each with a config JSON Schema. Nothing is
-//! constructed until a build or push runs.
-//!
-//! Everything that crosses the boundary is an `abi_stable` type: strings are
-//! [`RString`](abi_stable::std_types::RString), configs and schemas are JSON
-//! strings, implementations are `#[sabi_trait]` objects ([`ImageBuilder`],
-//! [`ContainerRegistry`]) and the host hands plugins an [`EventSink`] for logs
-//! and progress and a [`Cancellation`] token. Futures never cross: the host
-//! calls plugins from blocking threads, and a plugin that needs async starts
-//! its own runtime (`author::runtime`, feature `runtime`).
+//! [`PluginModule`], through [`abi_stable`]. The ABI ([`abi`]) is four
+//! functions and two trait objects that never change within a plugin-api
+//! minor version: a handshake, `describe`, `construct` and a module-level
+//! `call`; a constructed [`Component`] answers `call(method, input)`; the
+//! [`Host`] object carries events, cancellation and calls back into the
+//! host. Everything a call means is JSON in the protocol ([`protocol`]):
+//! the [`Hello`] each side sends (`{plugin, protocol: {version,
+//! features}}`), flavor descriptors, build requests, answers, events and
+//! errors. Futures never cross: the host calls plugins from blocking threads,
+//! and a plugin that needs async starts its own runtime (`author::runtime`,
+//! feature `runtime`). kiln runs every call after `describe` in a worker
+//! process, so a plugin that crashes takes only that worker down.
 //!
 //! # Writing a plugin
 //!
@@ -27,7 +27,7 @@
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! kiln-plugin-api = { version = "0.1", features = ["author"] }
+//! kiln-plugin-api = { version = "0.2", features = ["author"] }
 //! abi_stable = "0.11"   # the export attribute names it
 //! serde = { version = "1", features = ["derive"] }
 //! schemars = "1"
@@ -41,60 +41,56 @@
 //! ```
 //!
 //! `kiln flavor list --plugins-dir target/debug` then lists flavor `echo`.
+//! [`testing`] runs a flavor in-process the way kiln calls it.
 //!
 //! # Rules
 //!
 //! - Every call is wrapped in `catch_unwind` by the author layer: a panic
-//!   becomes a [`PluginError`] of kind [`ErrorKind::PANICKED`]. Plugins that
-//!   implement the ABI by hand must do the same; a panic that unwinds out of an
-//!   `extern "C"` function aborts the host.
-//! - `describe` and the schema must be cheap and side-effect free: no runtime,
-//!   no network, no files. The host calls it for every listing.
-//! - Logs go to the [`EventSink`], never to stdout or the plugin's own
+//!   becomes a [`PluginError`] of kind [`ErrorKind::PANICKED`].
+//! - `describe` must be cheap and side-effect free: no runtime, no network,
+//!   no files. The host calls it for every listing.
+//! - Logs go to the host as events, never to stdout or the plugin's own
 //!   `tracing` dispatcher (which the host cannot see). Secrets never go anywhere.
 //! - Libraries are never unloaded.
 //!
 //! # Versions and the one growth rule
 //!
-//! This crate has its own version (its `Cargo.toml`), independent of
-//! kiln's; plugins report the version they were built against. The host
-//! loads a plugin when abi_stable's version rule passes (the same major
-//! version and, while this crate is `0.x`, the same minor) and its layout
-//! check passes. The layout check accepts a root module with the fields the
-//! host knows or more (a plugin built against a newer patch release), and
-//! refuses one with fewer: that plugin is reported as "built against an
-//! older plugin-api layout; rebuild it".
+//! This crate has its own version, independent of kiln's. Its minor version
+//! (while `0.x`; its major after) is the ABI, written into every plugin's
+//! library header as [`ABI_VERSION`]; its full version is the protocol
+//! version both sides send in their [`Hello`]. kiln loads a plugin built
+//! against any release with the same ABI version, older or newer, and
+//! refuses any other with a message naming both versions and what to do.
 //!
-//! **The growth rule.** A patch release may only append: root-module
-//! fields after `#[sabi(last_prefix_field)]` (read as `Option`), trait
-//! methods at the end with a default body, new values of the integer
-//! enumerations (which every reader must tolerate). Plugins built before an
-//! append must be rebuilt to load in a host that has it. Anything else
-//! (removing, reordering, changing a type) is a new minor version while
-//! `0.x`, a new major version after. `tests/layout.txt` pins every type the
-//! ABI reaches, so any edit shows in review.
-//!
+//! **The growth rule.** A patch release changes only the protocol, and only
+//! by adding: a field with a default (`#[serde(default)]`, so an older side
+//! that omits it and a newer side that sends more both read), a method or
+//! an enumeration value (an older side answers `unsupported` or reads
+//! "unknown"), or a [`feature`] name, which a side lists in its
+//! [`ProtocolInfo`] when it implements the addition and which the other side
+//! checks before relying on it. Anything else (removing or renaming a
+//! field, changing its meaning, any edit of [`abi`], which
+//! `tests/layout.txt` pins) is a new minor version while `0.x`, a new major
+//! after.
 #![deny(missing_docs)]
 
 pub use abi_stable;
 
-mod root;
-mod traits;
-mod types;
+pub mod abi;
+pub mod client;
+pub mod protocol;
 
 #[cfg(feature = "author")]
 pub mod author;
 #[cfg(feature = "author")]
 pub mod testing;
 
-pub use root::{PluginModule, PluginModuleRef, PLUGIN_API_VERSION};
-pub use traits::{
-    unsupported, Cancellation, CancellationBox, Cancellation_TO, ContainerRegistry,
-    ContainerRegistryBox, ContainerRegistry_TO, ContextFiles, EventSink, EventSinkBox,
-    EventSink_TO, ImageBuilder, ImageBuilderBox, ImageBuilder_TO,
+pub use abi::{
+    Component, ComponentBox, Component_TO, Host, HostBox, Host_TO, PluginModule, PluginModuleRef,
+    ABI_VERSION, PLUGIN_API_VERSION,
 };
-pub use types::{
-    capability, BuildContext, BuildOutput, BuildRequest, Capability, ComponentType, ContextFile,
-    ErrorKind, Event, Existence, FlavorDescriptor, ImageExistence, Level, PluginError,
-    RegistryAuth,
+pub use protocol::{
+    capability, feature, method, BuildContext, BuildOutput, BuildRequest, Capability,
+    ComponentType, ContextFile, ErrorKind, Event, Existence, FlavorDescriptor, Hello,
+    ImageExistence, Level, OutputSpec, PartyInfo, PluginError, ProtocolInfo, RegistryAuth,
 };

@@ -1,8 +1,8 @@
 //! Exercise a flavor in-process, the way kiln calls it, without kiln
 //! (nushell's `nu-plugin-test-support`): the descriptor and schema as kiln
 //! lists them, the config through the same JSON parsing, construction and
-//! every call through the same panic guards, events recorded, cancellation
-//! under the test's control.
+//! every call through the same protocol encoding and panic guards, events
+//! recorded, cancellation under the test's control.
 //!
 //! ```rust,ignore
 //! use kiln_plugin_api::testing::BuilderHarness;
@@ -19,77 +19,58 @@ use std::{
     },
 };
 
-use abi_stable::{sabi_trait::TD_Opaque, std_types::RArc};
-
 use crate::{
     author::{self, BuilderFlavor, RegistryFlavor},
-    BuildContext, BuildOutput, BuildRequest, Cancellation, CancellationBox, Cancellation_TO,
-    ContainerRegistryBox, Event, EventSink, EventSinkBox, EventSink_TO, FlavorDescriptor,
-    ImageBuilderBox, PluginError,
+    client::{BuilderHandle, Observer, RegistryCalls, RegistryHandle},
+    BuildContext, BuildOutput, BuildRequest, ContextFile, Event, FlavorDescriptor, PluginError,
 };
 
-/// Events a plugin sent, in order.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Event>>>);
+/// Records events and holds the cancellation flag the test sets.
+#[derive(Default)]
+struct Probe {
+    events: Mutex<Vec<Event>>,
+    cancelled: AtomicBool,
+}
 
-impl EventSink for Recorder {
-    fn emit(&self, event: Event) {
-        if let Ok(mut events) = self.0.lock() {
+impl Observer for Probe {
+    fn event(&self, event: Event) {
+        if let Ok(mut events) = self.events.lock() {
             events.push(event);
         }
     }
-}
-
-/// A cancellation flag the test sets.
-#[derive(Clone, Default)]
-struct Flag(Arc<AtomicBool>);
-
-impl Cancellation for Flag {
     fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.cancelled.load(Ordering::SeqCst)
     }
-}
-
-/// What a harness shares: recorded events and the cancellation flag.
-#[derive(Clone, Default)]
-struct Probe {
-    events: Recorder,
-    cancelled: Flag,
 }
 
 impl Probe {
-    fn sink(&self) -> EventSinkBox {
-        EventSink_TO::from_ptr(RArc::new(self.events.clone()), TD_Opaque)
-    }
-
-    fn cancellation(&self) -> CancellationBox {
-        Cancellation_TO::from_ptr(RArc::new(self.cancelled.clone()), TD_Opaque)
-    }
-
     fn events(&self) -> Vec<Event> {
-        self.events.0.lock().map(|e| e.clone()).unwrap_or_default()
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
     }
 }
 
 /// An image-builder flavor `F`, constructed from a config as kiln would.
 pub struct BuilderHarness<F: BuilderFlavor> {
-    builder: ImageBuilderBox,
-    probe: Probe,
+    builder: BuilderHandle,
+    probe: Arc<Probe>,
     flavor: PhantomData<F>,
 }
 
 impl<F: BuilderFlavor> BuilderHarness<F> {
     /// The descriptor (name, capabilities, config schema) kiln would list.
-    pub fn descriptor() -> Result<FlavorDescriptor, PluginError> {
+    pub fn descriptor() -> FlavorDescriptor {
         author::builder_descriptor::<F>()
     }
 
     /// Construct from `config`, through the same parsing and guard as a
     /// plugin library.
     pub fn new(config: serde_json::Value) -> Result<Self, PluginError> {
+        let component = author::guard("construct", || {
+            author::construct_builder::<F>(&config.to_string())
+        })?;
         Ok(Self {
-            builder: author::construct_builder::<F>(&config.to_string())?,
-            probe: Probe::default(),
+            builder: BuilderHandle::from_component(component),
+            probe: Arc::default(),
             flavor: PhantomData,
         })
     }
@@ -103,35 +84,33 @@ impl<F: BuilderFlavor> BuilderHarness<F> {
         self.build_with(request, context, None)
     }
 
-    /// `build`, pushing through `registry`.
+    /// `build`, pushing through `registry` (a [`RegistryHarness::registry`]).
     pub fn build_with(
         &self,
         request: &BuildRequest,
         context: &BuildContext,
-        registry: Option<&ContainerRegistryBox>,
+        registry: Option<Arc<RegistryHandle>>,
     ) -> Result<BuildOutput, PluginError> {
         self.builder
-            .build(
-                request,
-                context,
-                registry.into(),
-                self.probe.sink(),
-                self.probe.cancellation(),
-            )
-            .into_result()
+            .build(request, context, registry, self.probe.clone())
     }
 
     /// The context hook's files for `config` and `request`.
     pub fn context_files(
         config: serde_json::Value,
         request: &BuildRequest,
-    ) -> Result<Vec<crate::ContextFile>, PluginError> {
-        author::customize_context::<F>(&config.to_string(), request).map(|f| f.into_vec())
+    ) -> Result<Vec<ContextFile>, PluginError> {
+        let input = crate::client::encode(&crate::protocol::ContextCall {
+            request: request.clone(),
+        });
+        author::guard("customize_context", || {
+            author::customize_context::<F>(&config.to_string(), &input)
+        })
     }
 
     /// Press Ctrl-C: every later `is_cancelled` answers true.
     pub fn cancel(&self) {
-        self.probe.cancelled.0.store(true, Ordering::SeqCst);
+        self.probe.cancelled.store(true, Ordering::SeqCst);
     }
 
     /// The events sent so far, in order.
@@ -141,52 +120,49 @@ impl<F: BuilderFlavor> BuilderHarness<F> {
 
     /// Their messages.
     pub fn messages(&self) -> Vec<String> {
-        self.events()
-            .into_iter()
-            .map(|e| e.message.into_string())
-            .collect()
+        self.events().into_iter().map(|e| e.message).collect()
     }
 }
 
 /// A container-registry flavor `F`, constructed from a config as kiln would.
 pub struct RegistryHarness<F: RegistryFlavor> {
-    registry: ContainerRegistryBox,
-    probe: Probe,
+    registry: Arc<RegistryHandle>,
+    probe: Arc<Probe>,
     flavor: PhantomData<F>,
 }
 
 impl<F: RegistryFlavor> RegistryHarness<F> {
     /// The descriptor kiln would list.
-    pub fn descriptor() -> Result<FlavorDescriptor, PluginError> {
+    pub fn descriptor() -> FlavorDescriptor {
         author::registry_descriptor::<F>()
     }
 
     /// Construct from `config`, through the same parsing and guard.
     pub fn new(config: serde_json::Value) -> Result<Self, PluginError> {
+        let component = author::guard("construct", || {
+            author::construct_registry::<F>(&config.to_string())
+        })?;
         Ok(Self {
-            registry: author::construct_registry::<F>(&config.to_string())?,
-            probe: Probe::default(),
+            registry: Arc::new(RegistryHandle::from_component(component)),
+            probe: Arc::default(),
             flavor: PhantomData,
         })
     }
 
     /// The registry as kiln holds it, for every call (`uri`, `owns_image`,
     /// `image_exists`, ...), or to hand to a builder.
-    pub fn registry(&self) -> &ContainerRegistryBox {
-        &self.registry
+    pub fn registry(&self) -> Arc<RegistryHandle> {
+        self.registry.clone()
     }
 
     /// `push_image`, events recorded.
     pub fn push(&self, image: &str) -> Result<String, PluginError> {
-        self.registry
-            .push_image(image.into(), self.probe.sink(), self.probe.cancellation())
-            .into_result()
-            .map(|d| d.into_string())
+        self.registry.observed(self.probe.clone()).push_image(image)
     }
 
     /// Press Ctrl-C.
     pub fn cancel(&self) {
-        self.probe.cancelled.0.store(true, Ordering::SeqCst);
+        self.probe.cancelled.store(true, Ordering::SeqCst);
     }
 
     /// The events sent so far, in order.

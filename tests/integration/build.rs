@@ -775,3 +775,48 @@ fn a_secret_is_resolved_once_even_when_its_value_looks_like_a_reference() {
     );
     assert!(!r.all_output().contains(value), "secret printed");
 }
+
+/// Every way a plugin can die, in the build and in the context hook (both
+/// run in a worker): kiln names the plugin, the step and how it ended,
+/// exits 3, and leaves no temporary files behind.
+#[test]
+fn a_plugin_that_dies_in_a_build_or_its_context_hook_is_reported_not_fatal() {
+    let p = TestProject::new();
+    let dir = p.root().join("plugins");
+    let lib = fixture("good");
+    fs::copy(&lib, dir.join(lib.file_name().expect("name"))).expect("copy");
+    write(&p.work().join("app"), "Dockerfile", "FROM scratch\n");
+    let tmp = p.root().join("tmp");
+    fs::create_dir_all(&tmp).expect("tmp");
+    for (how, said) in [
+        ("abort", "signal 6 (SIGABRT)"),
+        ("segfault", "signal 11 (SIGSEGV)"),
+        ("exit", "it exited with status 0"),
+        ("hang", "it did not finish within 1 s (KILN_PLUGIN_TIMEOUT)"),
+    ] {
+        for (when, step) in [("build", "build"), ("hook", "context hook")] {
+            let config = serde_json::json!({ "fault": format!("{how}@{when}") }).to_string();
+            let r = p
+                .cmd()
+                .plugins(&dir)
+                .build("app")
+                .tag("app:1")
+                .builder_flavor("echo")
+                .builder_config(&config)
+                .env("TMPDIR", &tmp)
+                .env("KILN_PLUGIN_TIMEOUT", "1")
+                .run();
+            r.code(3);
+            assert!(
+                r.stderr.contains(&format!(
+                    "plugin fixture-good ({}) crashed during {step}: {said}",
+                    dir.join(lib.file_name().expect("name")).display()
+                )),
+                "{how}@{when}: {}",
+                r.stderr
+            );
+            let left: Vec<_> = fs::read_dir(&tmp).expect("tmp").collect();
+            assert!(left.is_empty(), "{how}@{when} left behind: {left:?}");
+        }
+    }
+}

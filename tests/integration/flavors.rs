@@ -14,9 +14,9 @@ pub(crate) const EVERY_FIXTURE: &[&str] = &[
     "constructor-aborts",
     "duplicate",
     "no-root-module",
-    "old-layout",
-    "newer-layout",
-    "future-api",
+    "newer-protocol",
+    "api-0-1",
+    "api-1-0",
 ];
 
 pub(crate) fn problem_for<'a>(problems: &'a [Value], file_part: &str) -> &'a str {
@@ -79,17 +79,20 @@ fn flavor_list_reports_every_broken_file_and_lists_the_rest() {
         problem_for(problems, "no_root_module"),
         "not a kiln plugin: the library exports no abi_stable root module"
     );
-    let future = problem_for(problems, "future_api");
-    assert!(
-        future.contains("incompatible plugin-api")
-            && future.contains("9.0.0")
-            && future.contains("0.1.0"),
-        "{future}"
+    let ours = kiln_plugin_api::PLUGIN_API_VERSION;
+    assert_eq!(
+        problem_for(problems, "api_1_0"),
+        format!(
+            "built against plugin-api 1.0.0, which this kiln (plugin-api {ours}) cannot load: \
+             use a kiln that speaks plugin-api 1.x, or a build of the plugin for plugin-api 0.2.x"
+        )
     );
-    let old = problem_for(problems, "old_layout");
-    assert!(
-        old.starts_with("built against an older plugin-api layout") && old.contains("rebuild"),
-        "{old}"
+    assert_eq!(
+        problem_for(problems, "api_0_1"),
+        format!(
+            "built against plugin-api 0.1.0, which this kiln (plugin-api {ours}) cannot load: \
+             rebuild the plugin against plugin-api 0.2.x"
+        )
     );
     assert_eq!(
         problem_for(problems, "describe_panics"),

@@ -8,6 +8,8 @@
 mod build;
 /// `kiln build --dry-run`: the plan, snapshotted; flags refused up front.
 mod build_plan;
+/// Plugins built against the frozen first release and a newer protocol.
+mod compat;
 /// Project discovery and component register/update/rename/delete, secrets, state.
 mod components;
 /// `kiln context`: Docker's ignore rules, the archive, the artifact store.

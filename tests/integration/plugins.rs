@@ -85,10 +85,10 @@ fn plugin_check_reports_each_file() {
     assert!(run
         .stdout
         .contains("image-builder/echo, container-registry/fixture-registry"));
-    // Each plugin says which plugin-api it was built against.
+    // Each plugin says its own version and which plugin-api it was built against.
     assert!(
         run.stdout.contains(&format!(
-            "(built against plugin-api {})",
+            "(plugin fixture-good 0.1.0, built against plugin-api {})",
             kiln_plugin_api::PLUGIN_API_VERSION
         )),
         "{}",
@@ -101,6 +101,11 @@ fn plugin_check_reports_each_file() {
     assert_eq!(
         v["flavors"][0]["plugin_api"],
         kiln_plugin_api::PLUGIN_API_VERSION
+    );
+    assert_eq!(v["flavors"][0]["plugin_version"], "0.1.0");
+    assert_eq!(
+        v["flavors"][0]["protocol_features"],
+        serde_json::json!(kiln_plugin_api::feature::ALL)
     );
     let run = p.kiln(&[
         "plugin",
@@ -121,7 +126,7 @@ fn plugin_check_reports_each_file() {
         "plugin",
         "check",
         "--json",
-        fixture("future-api").to_str().expect("utf8"),
+        fixture("api-1-0").to_str().expect("utf8"),
     ]);
     run.code(3);
     assert_eq!(run.json()["problems"].as_array().expect("p").len(), 1);

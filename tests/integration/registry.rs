@@ -434,7 +434,7 @@ fn an_index_with_two_platforms_answers_per_platform() {
         String::from_utf8_lossy(&copy.stderr)
     );
 
-    use kiln_plugin_api::{abi_stable::std_types::RString, Existence};
+    use kiln_plugin_api::{client::RegistryCalls, Existence};
     let catalog = kiln::plugins::Catalog::from_files(&[shipped_plugin("kiln-registry")]);
     let flavor = catalog
         .find(
@@ -449,10 +449,8 @@ fn an_index_with_two_platforms_answers_per_platform() {
         .expect("construct");
     let repo = format!("{}/team/multi", registry.host());
     let ask = |platforms: &[&str]| {
-        let p: Vec<RString> = platforms.iter().map(|s| RString::from(*s)).collect();
-        reg.image_exists(repo.as_str().into(), "1".into(), p.as_slice().into())
-            .into_result()
-            .expect("check")
+        let p: Vec<String> = platforms.iter().map(|s| s.to_string()).collect();
+        reg.image_exists(&repo, "1", &p).expect("check")
     };
     let any = ask(&[]);
     assert_eq!(any.state, Existence::EXISTS);
@@ -469,10 +467,7 @@ fn an_index_with_two_platforms_answers_per_platform() {
         Existence::ABSENT
     );
     assert_eq!(
-        reg.image_exists(repo.as_str().into(), "2".into(), Default::default())
-            .into_result()
-            .expect("check")
-            .state,
+        reg.image_exists(&repo, "2", &[]).expect("check").state,
         Existence::ABSENT
     );
 }

@@ -4,7 +4,6 @@
 
 use std::fmt;
 
-use abi_stable::std_types::{RNone, RSome};
 use kiln_plugin_api::BuildContext;
 use serde::Serialize;
 
@@ -122,24 +121,18 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
         .ok_or_else(|| Error::BadArgument("a dry run's plan cannot be executed".into()))?;
     let request = plan.request.to_request(&plan.images, &plan.dockerfile);
     let build_context = BuildContext {
-        archive_path: archive.path().to_string_lossy().as_ref().into(),
+        archive_path: archive.path().to_string_lossy().into_owned(),
         gzip: false,
-        sha1: plan.context.sha1.as_str().into(),
+        sha1: plan.context.sha1.clone(),
         size: plan.context.bytes,
-        uploaded_uri: RNone,
+        uploaded_uri: None,
     };
-    let built = handle
-        .build(
-            &request,
-            &build_context,
-            match &registry {
-                Some(r) => RSome(&r.handle),
-                None => RNone,
-            },
-            progress_sink(&builder.flavor.plugin.name),
-            flag.handle(),
-        )
-        .into_result();
+    let built = handle.build(
+        &request,
+        &build_context,
+        registry.as_ref().map(|r| r.handle.clone()),
+        progress_sink(&builder.flavor.plugin.name, &flag),
+    );
     drop(archive);
     if flag.is_set() {
         return Err(Error::Build {
@@ -149,9 +142,8 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
         });
     }
     let built = built.map_err(|e| Error::from_plugin("build", builder, e))?;
-    let digest = built.digest.into_option().map(|d| d.into_string());
     Ok(Outcome {
-        image: built.image.into_string(),
-        ..outcome(&plan, digest, "built", reason)
+        image: built.image,
+        ..outcome(&plan, built.digest, "built", reason)
     })
 }

@@ -132,6 +132,16 @@ pub enum OutputKind {
     Docker,
 }
 
+impl OutputKind {
+    /// Its `type=` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputKind::Oci => "oci",
+            OutputKind::Docker => "docker",
+        }
+    }
+}
+
 /// `--output type=oci,dest=FILE`, with `dest` made absolute.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct OutputSpec {

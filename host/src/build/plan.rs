@@ -6,7 +6,6 @@
 
 use std::{fmt, time::Instant};
 
-use abi_stable::std_types::{RNone, ROption, RSome, RString, Tuple2};
 use kiln_distribution::Platform;
 use kiln_plugin_api::{BuildRequest, ComponentType};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -149,37 +148,24 @@ impl RequestPlan {
     /// The plugin-api request for `tags` and the Dockerfile at `dockerfile`
     /// (inside the context).
     pub fn to_request(&self, tags: &[String], dockerfile: &str) -> BuildRequest {
-        let pairs = |p: &[(String, String)]| {
-            p.iter()
-                .map(|(k, v)| Tuple2(RString::from(k.as_str()), RString::from(v.as_str())))
-                .collect()
-        };
-        let opt = |v: Option<String>| -> ROption<RString> {
-            match v {
-                Some(v) => RSome(v.into()),
-                None => RNone,
-            }
-        };
-        let mut extra = Map::new();
-        if let Some(out) = &self.output {
-            extra.insert(
-                "output".into(),
-                json!({"type": out.kind, "dest": out.dest.to_string_lossy()}),
-            );
-        }
-        if !self.build_contexts.is_empty() {
-            extra.insert("build_contexts".into(), json!(self.build_contexts));
-        }
         BuildRequest {
-            tags: tags.iter().map(|t| RString::from(t.as_str())).collect(),
-            dockerfile: dockerfile.into(),
-            build_args: pairs(&self.build_args),
-            labels: pairs(&self.labels),
-            target: opt(self.target.clone()),
-            platform: opt(self.platform.as_ref().map(Platform::to_string)),
+            tags: tags.to_vec(),
+            dockerfile: dockerfile.to_owned(),
+            build_args: self.build_args.clone(),
+            labels: self.labels.clone(),
+            target: self.target.clone(),
+            platform: self.platform.as_ref().map(Platform::to_string),
             no_cache: self.no_cache,
             pull: self.pull,
-            extra_json: Value::Object(extra).to_string().into(),
+            output: self.output.as_ref().map(|out| kiln_plugin_api::OutputSpec {
+                kind: out.kind.as_str().to_owned(),
+                dest: out.dest.to_string_lossy().into_owned(),
+            }),
+            build_contexts: self
+                .build_contexts
+                .iter()
+                .map(|(name, c)| (name.clone(), c.to_string()))
+                .collect(),
         }
     }
 }

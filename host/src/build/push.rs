@@ -3,7 +3,7 @@
 //! rules and error mapping as a build.
 
 use kiln_distribution::split_tag;
-use kiln_plugin_api::ComponentType;
+use kiln_plugin_api::{client::RegistryCalls, ComponentType};
 use serde::Serialize;
 
 use super::{interrupt, options::image_name, registry::Connected};
@@ -50,22 +50,17 @@ pub fn push(session: &Session<'_>, component: &ResolvedComponent, image: &str) -
     let fail = |call, e| Error::from_plugin(call, component, e);
     connected
         .handle
-        .prepare_image_push(image.into())
-        .into_result()
+        .prepare_image_push(image)
         .map_err(|e| fail("prepare_image_push", e))?;
     let flag = CancelFlag::new();
     interrupt::install(&flag);
     let digest = connected
         .handle
-        .push_image(
-            image.into(),
-            progress_sink(&component.flavor.plugin.name),
-            flag.handle(),
-        )
-        .into_result()
+        .observed(progress_sink(&component.flavor.plugin.name, &flag))
+        .push_image(image)
         .map_err(|e| fail("push_image", e))?;
     Ok(Pushed {
         image: image.to_string(),
-        digest: digest.into_string(),
+        digest,
     })
 }

@@ -2,9 +2,13 @@
 //! only): the loopback rule, membership of every image, the existence
 //! check. `kiln build` and `kiln push` share it.
 
-use abi_stable::std_types::RString;
+use std::sync::Arc;
+
 use kiln_distribution::{is_loopback, split_tag, Platform};
-use kiln_plugin_api::{ContainerRegistryBox, ErrorKind, Existence};
+use kiln_plugin_api::{
+    client::{RegistryCalls, RegistryHandle},
+    ErrorKind, Existence,
+};
 
 use super::checks::CheckAnswer;
 use crate::{
@@ -16,7 +20,7 @@ use crate::{
 /// A constructed registry and the component it came from.
 pub struct Connected<'c> {
     /// The plugin's registry object.
-    pub handle: ContainerRegistryBox,
+    pub handle: Arc<RegistryHandle>,
     /// The component.
     pub component: &'c ResolvedComponent,
 }
@@ -38,8 +42,11 @@ impl<'c> Connected<'c> {
                 component.flavor.name(),
                 &component.resolved_config(session)?,
             )
+            .map(Arc::new)
             .map_err(|e| Error::from_plugin("construct", component, e))?;
-        let uri = handle.uri().to_string();
+        let uri = handle
+            .uri()
+            .map_err(|e| Error::from_plugin("uri", component, e))?;
         let host = uri.split('/').next().unwrap_or("");
         if !builds_locally && is_loopback(host) {
             return Err(Error::BadArgument(format!(
@@ -56,11 +63,13 @@ impl<'c> Connected<'c> {
         for image in images {
             let owned = self
                 .handle
-                .owns_image(image.as_str().into())
-                .into_result()
+                .owns_image(image)
                 .map_err(|e| Error::from_plugin("owns_image", self.component, e))?;
             if !owned {
-                let uri = self.handle.uri();
+                let uri = self
+                    .handle
+                    .uri()
+                    .map_err(|e| Error::from_plugin("uri", self.component, e))?;
                 return Err(Error::BadArgument(format!(
                     "image {image} does not belong to registry {} ({uri}); name it {uri}/...",
                     self.component.label,
@@ -79,28 +88,20 @@ impl<'c> Connected<'c> {
         platform: Option<&Platform>,
     ) -> Result<(String, CheckAnswer)> {
         let (repo, tag) = split_tag(image);
-        let platforms: Vec<RString> = platform
-            .map(|p| RString::from(p.to_string()))
-            .into_iter()
-            .collect();
+        let platforms: Vec<String> = platform.map(Platform::to_string).into_iter().collect();
         let answer = match self
             .handle
-            .image_exists(
-                repo.into(),
-                tag.unwrap_or("latest").into(),
-                platforms.as_slice().into(),
-            )
-            .into_result()
+            .image_exists(repo, tag.unwrap_or("latest"), &platforms)
         {
             Ok(found) => match found.state {
-                Existence::EXISTS => CheckAnswer::Exists(found.detail.into_string()),
+                Existence::EXISTS => CheckAnswer::Exists(found.detail),
                 Existence::ABSENT => CheckAnswer::Absent,
-                _ => CheckAnswer::Unknown(found.detail.into_string()),
+                _ => CheckAnswer::Unknown(found.detail),
             },
             Err(e) if e.kind == ErrorKind::AUTH => {
                 return Err(Error::from_plugin("image_exists", self.component, e))
             }
-            Err(e) => CheckAnswer::Unknown(e.message.to_string()),
+            Err(e) => CheckAnswer::Unknown(e.message),
         };
         Ok((format!("registry {}", self.component.label), answer))
     }

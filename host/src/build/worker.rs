@@ -68,6 +68,13 @@ pub enum Task {
         /// The image, with its tag.
         image: String,
     },
+    /// Run a builder flavor's context hook (nothing is constructed).
+    ContextHook {
+        /// The builder component.
+        builder: Box<JobComponent>,
+        /// The build the context is for.
+        request: Box<kiln_plugin_api::BuildRequest>,
+    },
 }
 
 /// What the worker executes: a plan, without the parts only planning needs.
@@ -178,6 +185,26 @@ pub fn push_in_worker(
     let done = spawn(session, &task, fallback)?;
     serde_json::from_value(done)
         .map_err(|e| Error::BadArgument(format!("the worker's result is not valid: {e}")))
+}
+
+/// A builder's context hook in a worker process: the files it adds, or the
+/// error it reported, or a crash naming the builder's plugin.
+pub fn context_hook_in_worker(
+    session: &Session<'_>,
+    builder: &ResolvedComponent,
+    request: &kiln_plugin_api::BuildRequest,
+) -> Result<Vec<kiln_plugin_api::ContextFile>> {
+    let task = Task::ContextHook {
+        builder: Box::new(job_component(session, builder)?),
+        request: Box::new(request.clone()),
+    };
+    let fallback = (
+        builder.flavor.plugin.name.clone(),
+        builder.flavor.plugin.path.clone(),
+    );
+    let done = spawn(session, &task, fallback)?;
+    serde_json::from_value(done)
+        .map_err(|e| Error::BadArgument(format!("the worker's context files are not valid: {e}")))
 }
 
 /// Run `task` in a worker; `fallback` names the plugin blamed for a crash
@@ -367,6 +394,17 @@ pub fn run_worker(session: &Session<'_>) -> Result<i32> {
                 super::push::push(session, &component, &image)
                     .map(|p| serde_json::to_value(p).unwrap_or_default())
             }
+            Task::ContextHook { builder, request } => {
+                let component = resolve(*builder)?;
+                emit(&Message::Stage {
+                    stage: "context hook".to_string(),
+                    plugin: component.flavor.plugin.name.clone(),
+                    path: component.flavor.plugin.path.clone(),
+                });
+                component
+                    .run_context_hook(session, &request)
+                    .map(|files| serde_json::to_value(files).unwrap_or_default())
+            }
         });
     let (message, code) = match result {
         Ok(done) => (Message::Done(done), exit::OK),
@@ -390,7 +428,7 @@ fn emit(message: &Message) {
 }
 
 fn resolve(c: JobComponent) -> Result<ResolvedComponent> {
-    let t = ComponentType::parse(&c.component_type).ok_or_else(|| {
+    let t = ComponentType::from_name(&c.component_type).ok_or_else(|| {
         Error::BadArgument(format!("unknown component type {:?}", c.component_type))
     })?;
     let catalog = Catalog::from_files(std::slice::from_ref(&c.path));

@@ -144,13 +144,14 @@ fn update(
 ) -> Result<i32> {
     // Resolve the flavor before taking the lock: loading plugins can be slow.
     let current = store.read()?.get(name)?.clone();
-    let t = ComponentType::parse(&current.component_type).ok_or_else(|| Error::CorruptState {
-        path: store.components_path(),
-        message: format!(
-            "component {name:?} has unknown type {:?}",
-            current.component_type
-        ),
-    })?;
+    let t =
+        ComponentType::from_name(&current.component_type).ok_or_else(|| Error::CorruptState {
+            path: store.components_path(),
+            message: format!(
+                "component {name:?} has unknown type {:?}",
+                current.component_type
+            ),
+        })?;
     let catalog = session.catalog();
     let flavor = catalog.find(Some(t), &current.flavor)?;
     let schema = flavor.schema()?;

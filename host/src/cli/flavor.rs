@@ -116,9 +116,15 @@ fn describe(
     field("description:", d.description.as_str());
     field(
         "plugin:",
-        &format!("{} ({})", flavor.plugin.name, flavor.plugin.path.display()),
+        &format!(
+            "{} {} ({})",
+            flavor.plugin.name,
+            flavor.plugin.version,
+            flavor.plugin.path.display()
+        ),
     );
     field("plugin-api:", &flavor.plugin.api_version);
+    field("features:", &flavor.plugin.features.join(", "));
     field("docs:", d.docs_url.as_str());
     field("sdk docs:", d.sdk_docs_url.as_str());
     field("logo:", d.logo_url.as_str());

@@ -41,16 +41,19 @@ fn check(session: &Session<'_>, files: &[PathBuf], as_json: bool) -> Result<i32>
                 .filter(|f| &f.plugin.path == file)
                 .map(|f| format!("{}/{}", f.component_type(), f.name()))
                 .collect();
-            let api = catalog
+            let plugin = catalog
                 .flavors
                 .iter()
                 .find(|f| &f.plugin.path == file)
-                .map(|f| f.plugin.api_version.as_str());
-            if let Some(api) = api {
+                .map(|f| &f.plugin);
+            if let Some(p) = plugin {
                 output::result(&format!(
-                    "ok    {}: {} (built against plugin-api {api})",
+                    "ok    {}: {} (plugin {} {}, built against plugin-api {})",
                     file.display(),
-                    flavors.join(", ")
+                    flavors.join(", "),
+                    p.name,
+                    p.version,
+                    p.api_version
                 ));
             }
         }

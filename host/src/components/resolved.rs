@@ -4,14 +4,14 @@
 //! compiles the schema once.
 
 use kiln_distribution::RegistryUri;
-use kiln_plugin_api::{BuildRequest, ComponentType};
+use kiln_plugin_api::{BuildRequest, Capability, ComponentType, ContextFile};
 use serde_json::{Map, Value};
 
 use crate::{
     config::{resolve_references, validate_component, CompiledSchema},
     context::ExtraFile,
     error::{Error, Result},
-    plugins::{Catalog, Flavor},
+    plugins::{CancelFlag, Catalog, Flavor},
     session::Session,
     state::ComponentStore,
 };
@@ -178,28 +178,44 @@ impl ResolvedComponent {
     }
 
     /// The files the builder's context hook adds (ZenML's
-    /// `build_context_class`); none when the plugin has no hook. The builder
-    /// itself is not constructed.
+    /// `build_context_class`), run in a worker process; none when the flavor
+    /// does not declare `customizes-context` or its plugin does not speak the
+    /// hook. The builder itself is not constructed.
     pub fn context_files(
         &self,
         session: &Session<'_>,
         request: &BuildRequest,
     ) -> Result<Vec<ExtraFile>> {
-        if !self.flavor.plugin.has_context_hook() {
+        let declared = self.flavor.descriptor.has(&Capability::CustomizesContext);
+        if !declared || !self.flavor.plugin.has_context_hook() {
             return Ok(Vec::new());
         }
-        let files = self
-            .flavor
-            .plugin
-            .customize_context(self.flavor.name(), &self.resolved_config(session)?, request)
-            .map_err(|e| Error::from_plugin("customize_context", self, e))?;
+        let files = crate::build::worker::context_hook_in_worker(session, self, request)?;
         Ok(files
             .into_iter()
             .map(|f| ExtraFile {
-                path: f.path.into_string(),
-                contents: f.contents.into_vec(),
+                path: f.path,
+                contents: f.contents,
                 mode: f.mode,
             })
             .collect())
+    }
+
+    /// Call the context hook in this process (the worker does).
+    pub fn run_context_hook(
+        &self,
+        session: &Session<'_>,
+        request: &BuildRequest,
+    ) -> Result<Vec<ContextFile>> {
+        let observer = crate::plugins::log_sink(&self.flavor.plugin.name, &CancelFlag::new());
+        self.flavor
+            .plugin
+            .customize_context(
+                self.flavor.name(),
+                &self.resolved_config(session)?,
+                request,
+                observer,
+            )
+            .map_err(|e| Error::from_plugin("customize_context", self, e))
     }
 }

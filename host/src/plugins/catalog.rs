@@ -43,7 +43,7 @@ impl Flavor {
     /// The flavor's config schema, compiled; a schema that does not compile
     /// is the plugin's fault and names it.
     pub fn schema(&self) -> Result<CompiledSchema> {
-        CompiledSchema::compile(&self.descriptor.config_schema_json).map_err(|message| {
+        CompiledSchema::compile(&self.descriptor.config_schema).map_err(|message| {
             Error::BadSchema {
                 plugin: self.plugin.path.clone(),
                 flavor: self.name().to_owned(),
@@ -61,7 +61,9 @@ impl Flavor {
             "description": d.description.as_str(),
             "plugin": self.plugin.name,
             "plugin_path": self.plugin.path,
+            "plugin_version": self.plugin.version,
             "plugin_api": self.plugin.api_version,
+            "protocol_features": self.plugin.features,
             "docs_url": d.docs_url.as_str(),
             "sdk_docs_url": d.sdk_docs_url.as_str(),
             "logo_url": d.logo_url.as_str(),
@@ -129,6 +131,16 @@ impl Catalog {
             };
             catalog.plugins_loaded += 1;
             for descriptor in &plugin.flavors {
+                // A component type from a newer protocol: nothing here
+                // could use it.
+                if descriptor.component_type == ComponentType::UNKNOWN {
+                    tracing::debug!(
+                        plugin = plugin.name,
+                        flavor = descriptor.name,
+                        "skipping a flavor of a component type this kiln does not know"
+                    );
+                    continue;
+                }
                 let key = (descriptor.component_type, descriptor.name.to_string());
                 if let Some(first) = offered.get(&key) {
                     catalog.problems.push(Problem {

@@ -3,19 +3,28 @@
 use std::path::{Path, PathBuf};
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
-use kiln_plugin_api::{ErrorKind, FlavorDescriptor, PluginModuleRef, PLUGIN_API_VERSION};
+use kiln_plugin_api::{
+    client::{self, incompatible_message, HandshakeError, Observer, Plugin},
+    protocol::compatibility,
+    BuildRequest, ContextFile, ErrorKind, FlavorDescriptor, PartyInfo, PluginModuleRef,
+    PLUGIN_API_VERSION,
+};
 
-/// A plugin library that loaded and described itself.
+/// A plugin library that loaded, shook hands and described itself.
 #[derive(Clone)]
 pub struct LoadedPlugin {
     /// Where it was loaded from.
     pub path: PathBuf,
     /// The name it gives itself.
     pub name: String,
-    /// The plugin-api version it was built against (from its library header).
+    /// Its own version (its crate's).
+    pub version: String,
+    /// The plugin-api release (protocol version) it was built against.
     pub api_version: String,
-    /// Its root module; the constructors are called only at build time.
-    pub module: PluginModuleRef,
+    /// The optional protocol features it implements.
+    pub features: Vec<String>,
+    /// The handshaken plugin; the constructors are called only at build time.
+    pub plugin: Plugin,
     /// The flavors it offers.
     pub flavors: Vec<FlavorDescriptor>,
 }
@@ -39,7 +48,8 @@ pub struct Problem {
     pub reason: String,
 }
 
-/// Open `path`, check it against this host's plugin-api and read its flavors.
+/// Open `path`, check it against this host's plugin-api, shake hands and
+/// read its flavors.
 ///
 /// The library stays loaded (libraries are never unloaded). A plugin that
 /// panics while loading or describing itself is reported, not propagated.
@@ -49,13 +59,19 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, Problem> {
         reason,
     };
     let header = lib_header_from_path(path).map_err(|e| problem(library_error_reason(&e)))?;
-    let api_version = header.version_strings().version.to_string();
     let module = header
         .init_root_module::<PluginModuleRef>()
         .map_err(|e| problem(library_error_reason(&e)))?;
-    let name = module.plugin_name()().into_string();
-    let flavors = match module.describe()().into_result() {
-        Ok(f) => f.into_vec(),
+    let host = PartyInfo {
+        name: "kiln".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let plugin = Plugin::handshake(module, host).map_err(|e| match e {
+        HandshakeError::Incompatible { .. } => problem(e.to_string()),
+        HandshakeError::Unreadable(_) => problem(format!("not a kiln plugin: {e}")),
+    })?;
+    let flavors = match plugin.describe() {
+        Ok(f) => f,
         Err(e) if e.kind == ErrorKind::PANICKED => {
             return Err(problem(format!(
                 "panicked while describing itself: {}",
@@ -64,11 +80,14 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, Problem> {
         }
         Err(e) => return Err(problem(format!("failed to describe itself: {}", e.message))),
     };
+    let hello = plugin.hello().clone();
     Ok(LoadedPlugin {
         path: path.to_owned(),
-        name,
-        api_version,
-        module,
+        name: hello.plugin.name,
+        version: hello.plugin.version,
+        api_version: hello.protocol.version,
+        features: hello.protocol.features,
+        plugin,
         flavors,
     })
 }
@@ -81,10 +100,9 @@ fn library_error_reason(e: &LibraryError) -> String {
         LibraryError::GetSymbolError { .. } => {
             "not a kiln plugin: the library exports no abi_stable root module".to_owned()
         }
-        LibraryError::IncompatibleVersionNumber { actual_version, .. } => format!(
-            "built against an incompatible plugin-api: the plugin uses {actual_version}, this kiln uses {PLUGIN_API_VERSION} (rebuild the plugin against plugin-api {})",
-            compatible_range()
-        ),
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
+            incompatible_message(&actual_version.to_string())
+        }
         LibraryError::ParseVersionError(e) => format!("not a kiln plugin: unreadable plugin-api version ({e})"),
         LibraryError::RootModule { err, .. } => match err {
             RootModuleError::Unwound => "panicked while loading its root module".to_owned(),
@@ -93,12 +111,6 @@ fn library_error_reason(e: &LibraryError) -> String {
         LibraryError::AbiInstability(e) => {
             let text = e.to_string();
             tracing::debug!(target: "kiln::plugins", "layout check failed:\n{text}");
-            if text.contains("type:PluginModule") && text.contains("too many fields") {
-                return format!(
-                    "built against an older plugin-api layout: its root module lacks functions this kiln (plugin-api {PLUGIN_API_VERSION}) needs; rebuild it against plugin-api {}",
-                    compatible_range()
-                );
-            }
             let summary = text
                 .lines()
                 .map(str::trim)
@@ -119,12 +131,7 @@ fn library_error_reason(e: &LibraryError) -> String {
 }
 
 fn compatible_range() -> String {
-    let mut parts = PLUGIN_API_VERSION.split('.');
-    match (parts.next(), parts.next()) {
-        (Some("0"), Some(minor)) => format!("0.{minor}.x"),
-        (Some(major), _) => format!("{major}.x"),
-        _ => PLUGIN_API_VERSION.to_owned(),
-    }
+    format!("{}.x", compatibility(PLUGIN_API_VERSION))
 }
 
 fn first_line(s: &str) -> &str {
@@ -146,9 +153,8 @@ impl LoadedPlugin {
         &self,
         flavor: &str,
         config: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<kiln_plugin_api::ImageBuilderBox, kiln_plugin_api::PluginError> {
-        let json = config_json(config);
-        self.module.construct_builder()(flavor.into(), json.as_str().into()).into_result()
+    ) -> Result<client::BuilderHandle, kiln_plugin_api::PluginError> {
+        self.plugin.construct_builder(flavor, &config_json(config))
     }
 
     /// Construct the container registry of `flavor` from resolved config.
@@ -156,31 +162,26 @@ impl LoadedPlugin {
         &self,
         flavor: &str,
         config: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<kiln_plugin_api::ContainerRegistryBox, kiln_plugin_api::PluginError> {
-        let json = config_json(config);
-        self.module.construct_registry()(flavor.into(), json.as_str().into()).into_result()
+    ) -> Result<client::RegistryHandle, kiln_plugin_api::PluginError> {
+        self.plugin.construct_registry(flavor, &config_json(config))
     }
 
-    /// Run the builder flavor's context hook. A root module without the hook
-    /// adds no files (abi_stable refuses such plugins at load time today, see
-    /// `PluginModule`, so this is the fallback the accessor requires).
+    /// Run the builder flavor's context hook; a plugin without the hook
+    /// adds no files.
     pub fn customize_context(
         &self,
         flavor: &str,
         config: &serde_json::Map<String, serde_json::Value>,
-        request: &kiln_plugin_api::BuildRequest,
-    ) -> Result<Vec<kiln_plugin_api::ContextFile>, kiln_plugin_api::PluginError> {
-        let Some(hook) = self.module.customize_context() else {
-            return Ok(Vec::new());
-        };
-        let json = config_json(config);
-        hook(flavor.into(), json.as_str().into(), request)
-            .into_result()
-            .map(|files| files.into_vec())
+        request: &BuildRequest,
+        observer: std::sync::Arc<dyn Observer>,
+    ) -> Result<Vec<ContextFile>, kiln_plugin_api::PluginError> {
+        self.plugin
+            .customize_context(flavor, &config_json(config), request, observer)
     }
 
-    /// Whether the plugin was built with the context hook in its root module.
+    /// Whether the plugin answers the context hook (protocol feature
+    /// `context-hook`).
     pub fn has_context_hook(&self) -> bool {
-        self.module.customize_context().is_some()
+        self.plugin.has_context_hook()
     }
 }

@@ -1,27 +1,24 @@
-//! What the host hands to plugins at build time: the event sink that carries
-//! plugin logs and build output to kiln's own output, and the cancellation
-//! flag that Ctrl-C sets.
+//! What the host hands to plugins during a call: an [`Observer`] that carries
+//! plugin logs and build output to kiln's own output, and answers whether
+//! Ctrl-C set the cancellation flag.
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
     Arc,
 };
 
-use abi_stable::{sabi_trait::TD_Opaque, std_types::RArc};
-use kiln_plugin_api::{
-    Cancellation, CancellationBox, Cancellation_TO, Event, EventSink, EventSinkBox, EventSink_TO,
-    Level,
-};
+use kiln_plugin_api::{client::Observer, Event, Level};
 
 /// Forwards plugin events to kiln's diagnostics (stderr, via `tracing`),
 /// labelled with the plugin's name.
 #[derive(Debug, Clone)]
 pub struct LogSink {
     plugin: Arc<str>,
+    cancel: CancelFlag,
 }
 
-impl EventSink for LogSink {
-    fn emit(&self, event: Event) {
+impl Observer for LogSink {
+    fn event(&self, event: Event) {
         let plugin = &*self.plugin;
         let msg = event.message.as_str();
         match event.level {
@@ -31,16 +28,18 @@ impl EventSink for LogSink {
             _ => tracing::info!(plugin, kind = event.kind.as_str(), "{msg}"),
         }
     }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancel.is_set()
+    }
 }
 
-/// An event sink for `plugin`, to pass across the boundary.
-pub fn log_sink(plugin: &str) -> EventSinkBox {
-    EventSink_TO::from_ptr(
-        RArc::new(LogSink {
-            plugin: Arc::from(plugin),
-        }),
-        TD_Opaque,
-    )
+/// An observer that logs `plugin`'s events, cancelled by `flag`.
+pub fn log_sink(plugin: &str, flag: &CancelFlag) -> Arc<dyn Observer> {
+    Arc::new(LogSink {
+        plugin: Arc::from(plugin),
+        cancel: flag.clone(),
+    })
 }
 
 /// Shows build progress as it arrives: steps and the build's own output
@@ -48,10 +47,11 @@ pub fn log_sink(plugin: &str) -> EventSinkBox {
 #[derive(Debug, Clone)]
 pub struct ProgressSink {
     plugin: Arc<str>,
+    cancel: CancelFlag,
 }
 
-impl EventSink for ProgressSink {
-    fn emit(&self, event: Event) {
+impl Observer for ProgressSink {
+    fn event(&self, event: Event) {
         let msg = event.message.as_str();
         match (event.level, event.kind.as_str()) {
             (Level::ERROR, _) => crate::output::status(&format!("error: {msg}")),
@@ -62,20 +62,23 @@ impl EventSink for ProgressSink {
             _ => crate::output::status(msg),
         }
     }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancel.is_set()
+    }
 }
 
-/// An event sink that shows `plugin`'s build progress to the user.
-pub fn progress_sink(plugin: &str) -> EventSinkBox {
-    EventSink_TO::from_ptr(
-        RArc::new(ProgressSink {
-            plugin: Arc::from(plugin),
-        }),
-        TD_Opaque,
-    )
+/// An observer that shows `plugin`'s build progress to the user, cancelled
+/// by `flag`.
+pub fn progress_sink(plugin: &str, flag: &CancelFlag) -> Arc<dyn Observer> {
+    Arc::new(ProgressSink {
+        plugin: Arc::from(plugin),
+        cancel: flag.clone(),
+    })
 }
 
 /// A cancellation flag shared between the host (which sets it) and plugins
-/// (which poll it).
+/// (which poll it through their observer).
 #[derive(Debug, Clone, Default)]
 pub struct CancelFlag(Arc<AtomicBool>);
 
@@ -94,17 +97,6 @@ impl CancelFlag {
     pub fn cancel(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
-
-    /// The handle to pass across the boundary.
-    pub fn handle(&self) -> CancellationBox {
-        Cancellation_TO::from_ptr(RArc::new(self.clone()), TD_Opaque)
-    }
-}
-
-impl Cancellation for CancelFlag {
-    fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
 }
 
 #[cfg(test)]
@@ -112,12 +104,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cancellation_is_seen_through_the_handle() {
+    fn cancellation_is_seen_through_every_observer() {
         let flag = CancelFlag::new();
-        let handle = flag.handle();
-        let copy = handle.clone();
-        assert!(!handle.is_cancelled());
+        let progress = progress_sink("p", &flag);
+        let log = log_sink("p", &flag);
+        assert!(!progress.is_cancelled());
         flag.cancel();
-        assert!(handle.is_cancelled() && copy.is_cancelled());
+        assert!(progress.is_cancelled() && log.is_cancelled());
     }
 }

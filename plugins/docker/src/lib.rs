@@ -8,7 +8,6 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use abi_stable::std_types::RString;
 use bollard::{
     errors::Error as DockerError,
     models::BuildInfo,
@@ -17,9 +16,10 @@ use bollard::{
 };
 use futures_util::StreamExt;
 use kiln_plugin_api::{
-    author::{block_on, Builder, BuilderFlavor, Events, Flavor},
-    capability, BuildContext, BuildOutput, BuildRequest, CancellationBox, ContainerRegistryBox,
-    ErrorKind, PluginError,
+    author::{
+        block_on, Builder, BuilderFlavor, Cancel, Events, Flavor, HostRegistry, RegistryCalls,
+    },
+    capability, BuildContext, BuildOutput, BuildRequest, ErrorKind, PluginError,
 };
 use tokio::io::AsyncReadExt;
 
@@ -191,14 +191,7 @@ impl LocalBuilder {
     }
 
     fn options(&self, request: &BuildRequest) -> BuildImageOptions {
-        let pairs = |v: &[abi_stable::std_types::Tuple2<
-            abi_stable::std_types::RString,
-            abi_stable::std_types::RString,
-        >]| {
-            v.iter()
-                .map(|p| (p.0.to_string(), p.1.to_string()))
-                .collect::<HashMap<String, String>>()
-        };
+        let pairs = |v: &[(String, String)]| v.iter().cloned().collect::<HashMap<String, String>>();
         let extra = &self.config.docker_build_options;
         BuildImageOptions {
             dockerfile: request.dockerfile.to_string(),
@@ -239,11 +232,11 @@ impl LocalBuilder {
         &self,
         request: &BuildRequest,
         context: &BuildContext,
-        registry: Option<&ContainerRegistryBox>,
+        registry: Option<&HostRegistry>,
         events: &Events,
-        cancel: &CancellationBox,
+        cancel: &Cancel,
     ) -> Result<BuildOutput, PluginError> {
-        if request.extra_json.contains("\"output\"") {
+        if request.output.is_some() {
             return Err(PluginError::new(
                 ErrorKind::INVALID_INPUT,
                 "the local builder leaves the image in the Docker daemon; --output is for the oci builder",
@@ -333,44 +326,31 @@ impl LocalBuilder {
                 })?;
         }
         events.info(format!("image {id}"));
-        let image = request
-            .tags
-            .first()
-            .cloned()
-            .unwrap_or_else(|| id.clone().into());
+        let image = request.tags.first().cloned().unwrap_or_else(|| id.clone());
         // With a registry: push each name through this builder's daemon with
         // the registry's credentials, then have the registry confirm the
         // digest (ZenML's LocalImageBuilder pushes after building, too).
         let mut digest = None;
         if let Some(registry) = registry {
-            let auth = registry.auth().into_result()?.into_option();
+            let auth = registry.auth()?;
             for tag in request.tags.iter() {
-                registry
-                    .prepare_image_push(tag.as_str().into())
-                    .into_result()?;
+                registry.prepare_image_push(tag)?;
                 let pushed = match self.push(&docker, tag, auth.as_ref(), events, cancel).await {
                     Ok(pushed) => pushed,
                     // Whether it was the credentials, the registry says by
                     // its status code, not the daemon by its wording.
                     Err(e) if e.kind == ErrorKind::UNAVAILABLE => {
-                        return Err(
-                            match registry
-                                .prepare_image_push(tag.as_str().into())
-                                .into_result()
-                            {
-                                Err(check) if check.kind == ErrorKind::AUTH => {
-                                    PluginError::new(ErrorKind::AUTH, e.message)
-                                }
-                                _ => e,
-                            },
-                        )
+                        return Err(match registry.prepare_image_push(tag) {
+                            Err(check) if check.kind == ErrorKind::AUTH => {
+                                PluginError::new(ErrorKind::AUTH, e.message)
+                            }
+                            _ => e,
+                        })
                     }
                     Err(e) => return Err(e),
                 };
                 let (repo, tag_part) = split_tag(tag);
-                let found = registry
-                    .image_exists(repo.into(), tag_part.into(), Default::default())
-                    .into_result()?;
+                let found = registry.image_exists(repo, tag_part, &[])?;
                 if found.state != kiln_plugin_api::Existence::EXISTS
                     || !found.detail.ends_with(pushed.as_str())
                 {
@@ -378,17 +358,14 @@ impl LocalBuilder {
                         ErrorKind::UNAVAILABLE,
                         format!(
                             "pushed {tag} as {pushed}, but the registry reports {:?}",
-                            found.detail.as_str()
+                            found.detail
                         ),
                     ));
                 }
                 digest.get_or_insert(format!("{}@{pushed}", repo));
             }
         }
-        Ok(BuildOutput {
-            image,
-            digest: digest.map(RString::from).into(),
-        })
+        Ok(BuildOutput { image, digest })
     }
 
     /// Push `image` through the daemon; the digest comes only in the status
@@ -399,7 +376,7 @@ impl LocalBuilder {
         image: &str,
         auth: Option<&kiln_plugin_api::RegistryAuth>,
         events: &Events,
-        cancel: &CancellationBox,
+        cancel: &Cancel,
     ) -> Result<String, PluginError> {
         let (repo, tag) = split_tag(image);
         let credentials = auth.map(|a| bollard::auth::DockerCredentials {
@@ -481,7 +458,7 @@ fn handle(info: &BuildInfo, events: &Events) -> Result<Option<String>, PluginErr
             .unwrap_or_else(|| "the build failed".into());
         let mut error = PluginError::new(ErrorKind::BUILD_FAILED, message);
         if let Some(code) = detail.code {
-            error.details_json = serde_json::json!({ "code": code }).to_string().into();
+            error.details = serde_json::json!({ "code": code });
         }
         return Err(error);
     }
@@ -508,17 +485,13 @@ fn handle(info: &BuildInfo, events: &Events) -> Result<Option<String>, PluginErr
 }
 
 impl Builder for LocalBuilder {
-    fn is_building_locally(&self) -> bool {
-        true
-    }
-
     fn build(
         &self,
         request: &BuildRequest,
         context: &BuildContext,
-        registry: Option<&ContainerRegistryBox>,
+        registry: Option<&HostRegistry>,
         events: &Events,
-        cancel: &CancellationBox,
+        cancel: &Cancel,
     ) -> Result<BuildOutput, PluginError> {
         block_on(self.run_build(request, context, registry, events, cancel))
     }

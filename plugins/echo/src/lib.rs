@@ -1,10 +1,11 @@
 //! An example kiln plugin, the one in kiln-plugin-api's crate docs: an
 //! image builder that logs what it was asked to build instead of building.
 
-use kiln_plugin_api::author::{Builder, BuilderFlavor, Events, Flavor, Secret};
+use kiln_plugin_api::author::{
+    Builder, BuilderFlavor, Cancel, Events, Flavor, HostRegistry, Secret,
+};
 use kiln_plugin_api::{
-    capability, BuildContext, BuildOutput, BuildRequest, CancellationBox, ContainerRegistryBox,
-    ErrorKind, PluginError,
+    capability, BuildContext, BuildOutput, BuildRequest, ErrorKind, PluginError,
 };
 
 /// Settings of the `echo` builder.
@@ -41,16 +42,13 @@ pub struct Echo {
 }
 
 impl Builder for Echo {
-    fn is_building_locally(&self) -> bool {
-        true
-    }
     fn build(
         &self,
         request: &BuildRequest,
         context: &BuildContext,
-        _registry: Option<&ContainerRegistryBox>,
+        _registry: Option<&HostRegistry>,
         events: &Events,
-        cancel: &CancellationBox,
+        cancel: &Cancel,
     ) -> Result<BuildOutput, PluginError> {
         if cancel.is_cancelled() {
             return Err(PluginError::new(ErrorKind::CANCELLED, "cancelled"));
@@ -62,7 +60,7 @@ impl Builder for Echo {
         let image = request.tags.first().cloned().unwrap_or_default();
         Ok(BuildOutput {
             image,
-            digest: None.into(),
+            digest: None,
         })
     }
 }
@@ -87,24 +85,24 @@ mod tests {
             gzip: false,
             sha1: "abc".into(),
             size: 3,
-            uploaded_uri: None.into(),
+            uploaded_uri: None,
         }
     }
 
     #[test]
     fn the_echo_flavor_describes_builds_and_stops_when_cancelled() {
-        let d = BuilderHarness::<EchoFlavor>::descriptor().expect("descriptor");
-        assert_eq!(d.name.as_str(), "echo");
-        assert!(d.config_schema_json.as_str().contains("prefix"));
+        let d = BuilderHarness::<EchoFlavor>::descriptor();
+        assert_eq!(d.name, "echo");
+        assert!(d.config_schema["properties"]["prefix"].is_object());
 
         let h = BuilderHarness::<EchoFlavor>::new(serde_json::json!({"prefix": "t-"}))
             .expect("construct");
         let request = BuildRequest {
-            tags: vec!["app:1".into()].into_iter().collect(),
+            tags: vec!["app:1".into()],
             ..BuildRequest::default()
         };
         let out = h.build(&request, &context()).expect("build");
-        assert_eq!(out.image.as_str(), "app:1");
+        assert_eq!(out.image, "app:1");
         assert_eq!(h.messages(), ["t-context abc (3 bytes)"]);
 
         h.cancel();

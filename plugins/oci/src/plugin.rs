@@ -6,9 +6,8 @@
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use kiln_plugin_api::{
-    author::{Builder, BuilderFlavor, Events, Flavor},
-    capability, BuildContext, BuildOutput, BuildRequest, CancellationBox, ContainerRegistryBox,
-    ErrorKind, PluginError,
+    author::{Builder, BuilderFlavor, Cancel, Events, Flavor, HostRegistry},
+    capability, BuildContext, BuildOutput, BuildRequest, ErrorKind, PluginError,
 };
 
 use kiln_distribution::Retry;
@@ -120,33 +119,15 @@ fn invalid(message: String) -> PluginError {
 }
 
 impl Builder for OciBuilder {
-    fn is_building_locally(&self) -> bool {
-        true
-    }
-
     fn build(
         &self,
         request: &BuildRequest,
         context: &BuildContext,
-        registry: Option<&ContainerRegistryBox>,
+        registry: Option<&HostRegistry>,
         events: &Events,
-        cancel: &CancellationBox,
+        cancel: &Cancel,
     ) -> Result<BuildOutput, PluginError> {
-        // An empty string is "no extras"; anything else must parse, or an
-        // --output would be dropped silently.
-        let extra: serde_json::Value = match request.extra_json.as_str().trim() {
-            "" => serde_json::Value::Null,
-            text => serde_json::from_str(text).map_err(|e| {
-                invalid(format!(
-                    "the request's extra options are not JSON ({e}): the host and this \
-                     plugin disagree; rebuild the plugin against this kiln"
-                ))
-            })?,
-        };
-        let dest = extra
-            .pointer("/output/dest")
-            .and_then(|d| d.as_str())
-            .map(PathBuf::from);
+        let dest = request.output.as_ref().map(|o| PathBuf::from(&o.dest));
         if registry.is_none() && dest.is_none() {
             return Err(invalid(
                 "the oci builder keeps no local image store: give --registry COMPONENT to push \
@@ -160,17 +141,13 @@ impl Builder for OciBuilder {
                 "the oci builder needs an uncompressed context".into(),
             ));
         }
-        let contexts: BTreeMap<String, String> = extra
-            .get("build_contexts")
-            .and_then(|c| c.as_object())
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.to_lowercase(), v.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let platform = match request.platform.as_ref().into_option() {
-            Some(p) => image::Platform::parse(p.as_str()).map_err(invalid)?,
+        let contexts: BTreeMap<String, String> = request
+            .build_contexts
+            .iter()
+            .map(|(k, v)| (k.to_lowercase(), v.clone()))
+            .collect();
+        let platform = match request.platform.as_deref() {
+            Some(p) => image::Platform::parse(p).map_err(invalid)?,
             None => image::Platform {
                 os: "linux".into(),
                 architecture: self.architecture.clone(),
@@ -233,7 +210,7 @@ impl Builder for OciBuilder {
             context: &files,
             context_sha1: Some(context.sha1.as_str()).filter(|s| !s.is_empty()),
             build_args,
-            target: request.target.as_ref().map(|t| t.as_str()).into(),
+            target: request.target.as_deref(),
             labels: request
                 .labels
                 .iter()
@@ -291,8 +268,8 @@ impl Builder for OciBuilder {
             None => image.digest(),
         };
         Ok(BuildOutput {
-            image: tags.first().cloned().unwrap_or_default().into(),
-            digest: Some(digest.into()).into(),
+            image: tags.first().cloned().unwrap_or_default(),
+            digest: Some(digest),
         })
     }
 }

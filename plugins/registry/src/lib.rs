@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use kiln_plugin_api::{
-    abi_stable::std_types::RString,
-    author::{block_on, Events, Flavor, Registry, RegistryFlavor, Secret},
-    capability, CancellationBox, ErrorKind, Existence, ImageExistence, PluginError, RegistryAuth,
+    author::{block_on, Cancel, Events, Flavor, Registry, RegistryFlavor, Secret},
+    capability, ErrorKind, Existence, ImageExistence, PluginError, RegistryAuth,
 };
 use reqwest::Method;
 
@@ -294,7 +293,7 @@ impl DefaultRegistry {
         &self,
         image: &str,
         events: &Events,
-        cancel: &CancellationBox,
+        cancel: &Cancel,
     ) -> Result<String, PluginError> {
         let reference = names::parse(image).map_err(invalid)?;
         let Some(tag) = reference.tag().map(str::to_string) else {
@@ -396,7 +395,7 @@ impl Registry for DefaultRegistry {
         &self,
         image: &str,
         events: &Events,
-        cancel: &CancellationBox,
+        cancel: &Cancel,
     ) -> Result<String, PluginError> {
         block_on(self.push(image, events, cancel))
     }
@@ -405,7 +404,7 @@ impl Registry for DefaultRegistry {
         &self,
         repository: &str,
         tag: &str,
-        platforms: &[RString],
+        platforms: &[String],
     ) -> Result<ImageExistence, PluginError> {
         let reference = names::parse(&format!("{repository}:{tag}")).map_err(invalid)?;
         if reference.registry() != self.uri.host {
@@ -414,18 +413,14 @@ impl Registry for DefaultRegistry {
                 self.uri.display()
             )));
         }
-        let platforms: Vec<String> = platforms.iter().map(|p| p.to_string()).collect();
-        let answer = block_on(self.exists(reference.repository(), tag, &platforms));
+        let answer = block_on(self.exists(reference.repository(), tag, platforms));
         let (state, detail) = match answer {
             Answer::Exists(found) => (Existence::EXISTS, found),
             Answer::Absent => (Existence::ABSENT, String::new()),
             Answer::Unknown(why) => (Existence::UNKNOWN, why),
             Answer::Denied(why) => return Err(PluginError::new(ErrorKind::AUTH, why)),
         };
-        Ok(ImageExistence {
-            state,
-            detail: detail.into(),
-        })
+        Ok(ImageExistence { state, detail })
     }
 
     fn auth(&self) -> Result<Option<RegistryAuth>, PluginError> {

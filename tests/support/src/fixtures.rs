@@ -25,23 +25,17 @@ pub fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Every fixture plugin, with the plugin-api feature it is built with.
-const FIXTURES: &[(&str, Option<&str>)] = &[
-    ("good", None),
-    ("describe-panics", None),
-    ("load-panics", None),
-    ("constructor-aborts", None),
-    ("duplicate", None),
-    ("no-root-module", None),
-    ("old-layout", Some("kiln-plugin-api/__fixture_layout_v0")),
-    (
-        "newer-layout",
-        Some("kiln-plugin-api/__fixture_layout_next"),
-    ),
-    (
-        "future-api",
-        Some("kiln-plugin-api/__fixture_future_version"),
-    ),
+/// Every fixture plugin in `tests/fixtures`.
+const FIXTURES: &[&str] = &[
+    "good",
+    "describe-panics",
+    "load-panics",
+    "constructor-aborts",
+    "duplicate",
+    "no-root-module",
+    "newer-protocol",
+    "api-0-1",
+    "api-1-0",
 ];
 
 /// Plugins shipped in `plugins/` that the tests load, built with the fixtures.
@@ -56,54 +50,47 @@ fn lib_file_name(crate_name: &str) -> String {
     )
 }
 
+/// Build `packages` (of the workspace at `manifest`, or kiln's) into the
+/// running tests' target dir and profile, and copy their libraries into
+/// `target/<folder>`, which is returned.
+fn build_libraries(folder: &str, manifest: Option<&Path>, packages: &[String]) -> PathBuf {
+    let profile_dir = profile_dir();
+    let target_dir = profile_dir.parent().expect("target dir");
+    let out = target_dir.join(folder);
+    fs::create_dir_all(&out).expect("create the fixtures folder");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--quiet", "--locked", "--target-dir"])
+        .arg(target_dir);
+    if let Some(manifest) = manifest {
+        cmd.arg("--manifest-path").arg(manifest);
+    }
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    let status = cmd.status().expect("run cargo build for fixtures");
+    assert!(status.success(), "building {packages:?} failed");
+    for package in packages {
+        let file = lib_file_name(package);
+        fs::copy(profile_dir.join(&file), out.join(&file))
+            .unwrap_or_else(|e| panic!("copying fixture {file}: {e}"));
+    }
+    out
+}
+
 /// `cargo test` does not build the cdylibs the tests load, so the harness
 /// does, once per test process, into the same target dir (no second copy of
-/// the dependency graph). Builds that need a test-only plugin-api feature run
-/// one at a time, and each result is copied out before the next build.
+/// the dependency graph).
 pub(crate) fn fixtures_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let profile_dir = profile_dir();
-        let target_dir = profile_dir.parent().expect("target dir");
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let out = target_dir.join("kiln-fixtures");
-        fs::create_dir_all(&out).expect("create fixtures dir");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let workspace = workspace_root();
-        let mut groups: Vec<(Option<&str>, Vec<&str>)> = Vec::new();
-        for (name, feature) in FIXTURES {
-            match groups.iter_mut().find(|(f, _)| f == feature && f.is_none()) {
-                Some((_, names)) => names.push(name),
-                None => groups.push((*feature, vec![name])),
-            }
-        }
-        for (feature, names) in groups {
-            let mut cmd = Command::new(&cargo);
-            cmd.current_dir(workspace)
-                .args(["build", "--quiet", "--target-dir"])
-                .arg(target_dir);
-            if release {
-                cmd.arg("--release");
-            }
-            let mut packages: Vec<String> = names.iter().map(|n| format!("fixture-{n}")).collect();
-            if feature.is_none() {
-                packages.extend(SHIPPED.iter().map(|p| p.to_string()));
-            }
-            for p in &packages {
-                cmd.args(["-p", p]);
-            }
-            if let Some(f) = feature {
-                cmd.args(["--features", f]);
-            }
-            let status = cmd.status().expect("run cargo build for fixtures");
-            assert!(status.success(), "building fixtures {names:?} failed");
-            for package in packages {
-                let file = lib_file_name(&package);
-                fs::copy(profile_dir.join(&file), out.join(&file))
-                    .unwrap_or_else(|e| panic!("copying fixture {file}: {e}"));
-            }
-        }
-        out
+        let mut packages: Vec<String> = FIXTURES.iter().map(|n| format!("fixture-{n}")).collect();
+        packages.extend(SHIPPED.iter().map(|p| p.to_string()));
+        build_libraries("kiln-fixtures", None, &packages)
     })
 }
 
@@ -118,5 +105,25 @@ pub fn fixture(name: &str) -> PathBuf {
 pub fn shipped_plugin(package: &str) -> PathBuf {
     let p = fixtures_dir().join(lib_file_name(package));
     assert!(p.is_file(), "plugin {package} not built at {}", p.display());
+    p
+}
+
+/// The compatibility fixture `name` (`first-release`) from `tests/compat`, a
+/// workspace of its own holding the frozen first release of the plugin
+/// contract; built once per test process into the same target dir, with
+/// its own lock file.
+pub fn compat_fixture(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let manifest = workspace_root().join("tests/compat/Cargo.toml");
+        let packages = ["fixture-first-release".to_owned()];
+        build_libraries("kiln-compat-fixtures", Some(&manifest), &packages)
+    });
+    let p = dir.join(lib_file_name(&format!("fixture-{name}")));
+    assert!(
+        p.is_file(),
+        "compat fixture {name} not built at {}",
+        p.display()
+    );
     p
 }

@@ -20,7 +20,7 @@ pub mod registry;
 pub mod tree;
 
 pub use docker::daemon_and;
-pub use fixtures::{fixture, shipped_plugin};
+pub use fixtures::{compat_fixture, fixture, shipped_plugin};
 pub use kiln::KilnCmd;
 pub use project::{kiln_exe, Run, TestProject};
 pub use registry::TestRegistry;

@@ -9,8 +9,8 @@ use std::{collections::BTreeSet, time::Duration};
 use bytes::Bytes;
 use kiln_distribution::{names, CallError, Credentials, RegistryClient, Retry};
 use kiln_plugin_api::{
-    author::{block_on, Events},
-    CancellationBox, ContainerRegistryBox, ErrorKind, PluginError,
+    author::{block_on, Cancel, Events, HostRegistry, RegistryCalls},
+    ErrorKind, PluginError,
 };
 
 use crate::image::{media, Image};
@@ -39,27 +39,21 @@ pub struct Connection<'a> {
 pub fn push(
     image: &Image,
     tags: &[String],
-    registry: &ContainerRegistryBox,
+    registry: &HostRegistry,
     connection: Connection<'_>,
     events: &Events,
-    cancel: &CancellationBox,
+    cancel: &Cancel,
 ) -> Result<String, PluginError> {
-    let credentials = registry
-        .auth()
-        .into_result()?
-        .into_option()
-        .map(|a| Credentials {
-            username: a.username.into_string(),
-            password: a.secret.into_string(),
-        });
+    let credentials = registry.auth()?.map(|a| Credentials {
+        username: a.username,
+        password: a.secret,
+    });
     let config = Bytes::from(image.config.clone());
     let config_digest = image.config_digest();
     let mut first = None;
     let mut done_repos: BTreeSet<String> = BTreeSet::new();
     for tag in tags {
-        registry
-            .prepare_image_push(tag.as_str().into())
-            .into_result()?;
+        registry.prepare_image_push(tag)?;
         let reference =
             names::parse(tag).map_err(|e| PluginError::new(ErrorKind::INVALID_INPUT, e))?;
         let host = reference.registry().to_string();

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use bytes::Bytes;
 use kiln_distribution::{dockercfg, names, CallError, Credentials, RegistryClient, Retry};
-use kiln_plugin_api::{author::Events, ContainerRegistryBox};
+use kiln_plugin_api::author::{Events, HostRegistry, RegistryCalls};
 use serde_json::Value;
 
 use crate::{image::Platform, store::Store};
@@ -20,7 +20,7 @@ pub struct Sources<'a> {
     /// The platform to pick from multi-platform indexes.
     pub platform: &'a Platform,
     /// The build's registry: its credentials serve images it owns.
-    pub registry: Option<&'a ContainerRegistryBox>,
+    pub registry: Option<&'a HostRegistry>,
     /// Hosts spoken to over plain HTTP (loopback always is).
     pub insecure: &'a [String],
     /// Bounds each request.
@@ -99,15 +99,11 @@ impl Sources<'_> {
     /// config for the host (as `docker pull` would use).
     fn credentials(&self, image: &str, host: &str) -> Result<Option<Credentials>, String> {
         if let Some(registry) = self.registry {
-            let owns = registry
-                .owns_image(image.into())
-                .into_result()
-                .unwrap_or(false);
-            if owns {
-                if let Ok(Some(auth)) = registry.auth().into_result().map(|a| a.into_option()) {
+            if registry.owns_image(image).unwrap_or(false) {
+                if let Ok(Some(auth)) = registry.auth() {
                     return Ok(Some(Credentials {
-                        username: auth.username.into_string(),
-                        password: auth.secret.into_string(),
+                        username: auth.username,
+                        password: auth.secret,
                     }));
                 }
             }
