@@ -820,3 +820,136 @@ fn a_plugin_that_dies_in_a_build_or_its_context_hook_is_reported_not_fatal() {
         }
     }
 }
+
+/// Processes whose environment holds `marker` (`KILN_TEST_MARKER=...`).
+fn processes_marked(marker: &str) -> Vec<String> {
+    let needle = format!("KILN_TEST_MARKER={marker}");
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            fs::read(e.path().join("environ"))
+                .map(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Ctrl-C while a plugin hangs in its context hook, its build or a push:
+/// kiln exits 130 ("interrupted", not a crash), a second Ctrl-C ends a
+/// plugin that does not stop by itself at once, and no worker is left.
+#[test]
+fn ctrl_c_while_a_plugin_hangs_exits_130_and_leaves_no_worker() {
+    let p = TestProject::initialised();
+    let dir = p.root().join("plugins");
+    let lib = fixture("good");
+    fs::copy(&lib, dir.join(lib.file_name().expect("name"))).expect("copy");
+    write(&p.work().join("app"), "Dockerfile", "FROM scratch\n");
+    p.cmd()
+        .plugins(&dir)
+        .register(
+            "reg",
+            "container-registry",
+            "fixture-registry",
+            &["uri=127.0.0.1:5999/team"],
+        )
+        .run()
+        .ok();
+    let d = dir.to_str().expect("utf8");
+    let hook = r#"{"fault":"hang@hook"}"#;
+    let build = r#"{"fault":"hang@build"}"#;
+    let cases: [(&str, Vec<&str>, u32); 3] = [
+        (
+            "hook",
+            vec![
+                "build",
+                "app",
+                "-t",
+                "app:1",
+                "--builder-flavor",
+                "echo",
+                "--builder-config",
+                hook,
+            ],
+            1,
+        ),
+        (
+            "build",
+            vec![
+                "build",
+                "app",
+                "-t",
+                "app:1",
+                "--builder-flavor",
+                "echo",
+                "--builder-config",
+                build,
+            ],
+            2,
+        ),
+        (
+            "push",
+            vec!["push", "127.0.0.1:5999/team/hang-me:1", "--registry", "reg"],
+            2,
+        ),
+    ];
+    for (when, args, presses) in cases {
+        let marker = unique("kiln-ctrl-c");
+        let mut all = vec!["--plugins-dir", d];
+        all.extend(args);
+        let mut child = p
+            .command(&all)
+            .env("KILN_TEST_MARKER", &marker)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn kiln");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let wanted = format!("fixture-good: hanging in {when}");
+        let mut seen = Vec::new();
+        loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("{when}: kiln ended first: {seen:?}"))
+                .expect("line");
+            if line.contains(&wanted) {
+                break;
+            }
+            seen.push(line);
+        }
+        for _ in 0..presses {
+            let status = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .expect("kill -INT");
+            assert!(status.success());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let code = child.wait().expect("wait").code();
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        assert_eq!(code, Some(130), "{when}: {rest:?}");
+        assert!(
+            rest.iter().all(|l| !l.contains("crashed")),
+            "{when}: {rest:?}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !processes_marked(&marker).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            processes_marked(&marker),
+            Vec::<String>::new(),
+            "{when}: a worker is left"
+        );
+    }
+}

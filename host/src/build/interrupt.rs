@@ -33,6 +33,15 @@ pub fn install(flag: &CancelFlag) {
 /// The worker process Ctrl-C is forwarded to (0: none).
 static WORKER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// Whether Ctrl-C was forwarded to a worker.
+static SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the user pressed Ctrl-C while a worker ran: a worker that then
+/// ended without an answer was interrupted, not crashed.
+pub fn interrupted() -> bool {
+    SEEN.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// While a worker runs (`pid`, 0 when it ended), Ctrl-C is forwarded to it
 /// as SIGINT, once: it cancels its build and ends; a second Ctrl-C ends it
 /// and kiln at once.
@@ -42,7 +51,6 @@ pub fn forward_to(pid: u32) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = ctrlc::set_handler(|| {
-            static SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
             let pid = WORKER.load(Ordering::SeqCst);
             let second = SEEN.swap(true, Ordering::SeqCst);
             #[cfg(unix)]

@@ -286,12 +286,19 @@ fn spawn(session: &Session<'_>, task: &Task, fallback: (String, PathBuf)) -> Res
     if let Some(ended) = ended.filter(|_| timed_out.is_none()) {
         return ended;
     }
+    let interrupted = timed_out.is_none() && super::interrupt::interrupted();
     // A worker that died cannot remove its half-written archive: its
     // temporary files beside the output are removed here.
     if let Task::Build(job) = task {
         if let Some(dir) = job.request.output.as_ref().and_then(|o| o.dest.parent()) {
             kiln_archive::atomic::remove_leftovers(dir, child.id());
         }
+    }
+    if interrupted {
+        return Err(Error::Reported {
+            message: "interrupted".to_string(),
+            code: exit::INTERRUPTED,
+        });
     }
     let (stage, plugin, path) =
         stage.unwrap_or_else(|| ("start".to_string(), fallback.0, fallback.1));
