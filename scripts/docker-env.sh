@@ -43,6 +43,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v htpasswd >/dev/null || missing+=(apache2-utils)
   command -v skopeo >/dev/null || missing+=(skopeo)
   command -v openssl >/dev/null || missing+=(openssl)
+  # The oci builder's RUN needs an OCI runtime (docker.io brings runc).
+  command -v runc >/dev/null || missing+=(runc)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 ||

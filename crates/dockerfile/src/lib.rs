@@ -515,21 +515,6 @@ fn unquote(value: &str, escape: char) -> String {
     out
 }
 
-/// Instructions kiln's `oci` builder cannot carry out without a container
-/// runtime (`RUN`): an error naming the line and pointing to the `local`
-/// builder. `ONBUILD RUN` only records a trigger, so it is not one.
-pub fn needs_runtime(file: &Dockerfile) -> Option<ParseError> {
-    file.instructions.iter().find_map(|i| {
-        (i.keyword == "RUN").then(|| ParseError {
-            line: i.line,
-            message: "RUN runs a command, which needs a container runtime; the daemonless `oci` \
-                      builder runs nothing: build this Dockerfile with the `local` builder \
-                      (--builder-flavor local)"
-                .to_string(),
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,9 +620,8 @@ mod tests {
         assert_eq!(f.instructions[3].line, 10);
         let e = parse("FROM scratch\nCOPY <<EOF /x\nno end\n").expect_err("unclosed");
         assert_eq!(e.line, 2);
-        // RUN with a here-document is refused as RUN, naming its line.
-        let f = parse("FROM scratch\nRUN <<EOF\nmake\nEOF\n").expect("parses");
-        assert_eq!(needs_runtime(&f).expect("refused").line, 2);
+        // RUN with a here-document is RUN, at its line.
+        assert_eq!(first_run("FROM scratch\nRUN <<EOF\nmake\nEOF\n"), Some(2));
     }
 
     #[test]
@@ -665,16 +649,33 @@ mod tests {
         assert!(arg_decls("A-B=1", '\\').is_err());
     }
 
+    /// The line of the first `RUN` instruction.
+    fn first_run(text: &str) -> Option<usize> {
+        let file = parse(text).ok()?;
+        file.instructions
+            .iter()
+            .find(|i| i.keyword == "RUN")
+            .map(|i| i.line)
+    }
+
     #[test]
-    fn run_is_refused_naming_the_line() {
-        let f = parse("FROM scratch\nCOPY a /\nRUN make\n").expect("parses");
-        let e = needs_runtime(&f).expect("RUN refused");
-        assert_eq!(e.line, 3);
-        assert!(e.message.contains("local"));
-        // ONBUILD RUN records a trigger for later builds; nothing runs now.
-        let f = parse("FROM scratch\nONBUILD run make\n").expect("parses");
-        assert!(needs_runtime(&f).is_none());
-        assert!(needs_runtime(&parse("FROM scratch\nCOPY a /\n").expect("parses")).is_none());
+    fn instructions_are_found_past_continuations_comments_and_heredocs() {
+        assert_eq!(first_run("FROM scratch\nCOPY a /\n"), None);
+        assert_eq!(first_run("FROM scratch\n  run make\n"), Some(2));
+        // ONBUILD RUN records a trigger; it is ONBUILD.
+        assert_eq!(first_run("FROM scratch\nONBUILD run make\n"), None);
+        // A RUN inside another instruction's continuation is an argument.
+        assert_eq!(first_run("FROM x\nLABEL a=1 \\\n  # c\n\nRUN=2\n"), None);
+        assert_eq!(first_run("FROM x\nENV A=1 \\\n    B=2\nRUN true\n"), Some(4));
+        assert_eq!(first_run("FROM x\n# RUN nothing\nCOPY a b\n"), None);
+        // With the backtick escape, a backslash does not continue a line.
+        assert_eq!(first_run("# escape=`\nFROM x\nCOPY a c:\\\nRUN dir\n"), Some(4));
+        assert_eq!(first_run("# escape=`\nFROM x\nLABEL a=1 `\nRUN=x\n"), None);
+        // A here-document's body is not an instruction.
+        assert_eq!(
+            first_run("FROM x\nCOPY <<EOF /notes\nRUN is just text here\nEOF\nRUN real\n"),
+            Some(5)
+        );
     }
 
     #[test]

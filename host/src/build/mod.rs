@@ -3,7 +3,7 @@
 //! 1. **Options**: the raw flags become validated [`Options`]
 //!    ([`Options::from_args`]); nothing is read or loaded yet.
 //! 2. **Builder**: the component or flavor named, else the daemonless
-//!    default unless the Dockerfile runs commands ([`builder::choose`]).
+//!    default ([`builder::choose`]).
 //! 3. **Context**: the context is resolved, the builder's context hook adds
 //!    its files, the archive is written (hashed only, for a dry run)
 //!    ([`Plan::make`]).

@@ -322,11 +322,7 @@ impl Plan {
             ignore_file: options.dockerignore.clone(),
         };
         let mut context = Context::resolve(&context_options, &session.env.cwd)?;
-        let dockerfile_on_disk = match &options.dockerfile {
-            Some(f) => session.env.cwd.join(f),
-            None => session.env.cwd.join(&options.dir).join("Dockerfile"),
-        };
-        let builder = builder::choose(session, &catalog, &options.builder, &dockerfile_on_disk)?;
+        let builder = builder::choose(session, &catalog, &options.builder)?;
         let registry = options
             .registry
             .as_deref()

@@ -24,6 +24,10 @@ pub enum Cause {
     Auth,
     /// A registry could not be reached.
     Unavailable,
+    /// A `RUN` command failed (or no runtime could run it).
+    BuildFailed,
+    /// Ctrl-C stopped a `RUN` command.
+    Cancelled,
 }
 
 impl std::fmt::Display for BuildError {

@@ -23,6 +23,13 @@ pub struct CopyFlags {
     pub from: Option<String>,
 }
 
+/// `RUN`'s flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFlags {
+    /// `--network=default|none|host`.
+    pub network: crate::runtime::spec::Network,
+}
+
 /// An instruction, typed. Those without data of their own are carried out
 /// from their [`Instruction`]'s text.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,7 +69,7 @@ pub enum Command {
     /// `ADD`.
     Add(CopyFlags),
     /// `RUN`.
-    Run,
+    Run(RunFlags),
 }
 
 impl Command {
@@ -117,13 +124,42 @@ impl Command {
             "MAINTAINER" => no_flags(Command::Maintainer(ins.original.trim().to_string())),
             "COPY" => Ok(Command::Copy(copy_flags(ins)?)),
             "ADD" => Ok(Command::Add(copy_flags(ins)?)),
-            "RUN" => Ok(Command::Run),
+            "RUN" => Ok(Command::Run(run_flags(ins)?)),
             other => Err(at(
                 line,
                 format!("{other} is not supported by the oci builder"),
             )),
         }
     }
+}
+
+fn run_flags(ins: &Instruction) -> Result<RunFlags, BuildError> {
+    let line = ins.line;
+    let mut flags = RunFlags::default();
+    for (name, value) in &ins.flags {
+        match name.as_str() {
+            "network" => {
+                flags.network =
+                    crate::runtime::spec::Network::parse(value).map_err(|e| at(line, e))?
+            }
+            "mount" | "security" => {
+                return Err(at(
+                    line,
+                    format!(
+                        "RUN --{name} is not supported by the oci builder yet: build with the                          `local` builder (--builder-flavor local)"
+                    ),
+                ))
+            }
+            other => return Err(at(line, format!("RUN --{other} is not a RUN option"))),
+        }
+    }
+    if !ins.heredocs.is_empty() {
+        return Err(at(
+            line,
+            "RUN with a here-document is not supported by the oci builder yet",
+        ));
+    }
+    Ok(flags)
 }
 
 fn copy_flags(ins: &Instruction) -> Result<CopyFlags, BuildError> {

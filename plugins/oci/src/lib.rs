@@ -29,6 +29,7 @@ pub mod image;
 pub mod instructions;
 pub mod outputs;
 pub mod plugin;
+pub mod runtime;
 pub mod sources;
 pub mod stages;
 pub mod store;

@@ -50,6 +50,9 @@ pub struct OciConfig {
     #[serde(default = "default_backoff")]
     #[schemars(range(max = 60000))]
     pub retry_backoff_ms: u64,
+    /// The OCI runtime `RUN` uses: `auto` (the default: `runc`, else `crun`,
+    /// found on `PATH`), a name on `PATH`, or a path.
+    pub runtime: Option<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -71,13 +74,13 @@ impl Flavor for OciFlavor {
     type Config = OciConfig;
     const NAME: &'static str = "oci";
     const DESCRIPTION: &'static str =
-        "Builds OCI images without a daemon (Dockerfiles without RUN); pushes them or writes an archive";
+        "Builds OCI images without a daemon (RUN through crun or runc); pushes them or writes an archive";
     const CAPABILITIES: &'static [&'static str] = &[capability::BUILDS_LOCALLY];
 }
 
 impl BuilderFlavor for OciFlavor {
     type Builder = OciBuilder;
-    #[allow(clippy::disallowed_methods)] // SOURCE_DATE_EPOCH, documented on `created`
+    #[allow(clippy::disallowed_methods)] // SOURCE_DATE_EPOCH (`created`) and PATH (`runtime`)
     fn construct(config: OciConfig) -> Result<OciBuilder, PluginError> {
         let created = config.created.unwrap_or_else(|| {
             std::env::var("SOURCE_DATE_EPOCH")
@@ -88,7 +91,12 @@ impl BuilderFlavor for OciFlavor {
         let architecture = config
             .architecture
             .unwrap_or_else(|| image::host_architecture().to_string());
+        let runtime = crate::runtime::Runtime::find(
+            config.runtime.as_deref().unwrap_or("auto"),
+            std::env::var_os("PATH").as_deref(),
+        );
         Ok(OciBuilder {
+            runtime,
             created,
             architecture,
             cache_dir: config
@@ -105,6 +113,7 @@ impl BuilderFlavor for OciFlavor {
 
 /// A constructed `oci` builder.
 pub struct OciBuilder {
+    runtime: Result<crate::runtime::Runtime, String>,
     created: u64,
     architecture: String,
     cache_dir: PathBuf,
@@ -222,12 +231,20 @@ impl Builder for OciBuilder {
             no_cache: request.no_cache,
             store: store.as_ref(),
             pull: &pull,
+            runner: Some(&dispatch::Runner {
+                runtime: self.runtime.clone(),
+                work_dir: self.cache_dir.join("run"),
+                output: &|line: &str| events.output(line),
+                cancelled: &|| cancel.is_cancelled(),
+            }),
         })
         .map_err(|e| {
             let kind = match e.cause {
                 crate::error::Cause::Input => ErrorKind::INVALID_INPUT,
                 crate::error::Cause::Auth => ErrorKind::AUTH,
                 crate::error::Cause::Unavailable => ErrorKind::UNAVAILABLE,
+                crate::error::Cause::BuildFailed => ErrorKind::BUILD_FAILED,
+                crate::error::Cause::Cancelled => ErrorKind::CANCELLED,
             };
             PluginError::new(kind, e.to_string())
         })?;

@@ -7,8 +7,8 @@
 //! `/etc/passwd` and `/etc/group`, `--chmod`), one layer each; the metadata
 //! instructions (`ARG`, `ENV`, `LABEL`, `WORKDIR`, `USER`, `EXPOSE`,
 //! `VOLUME`, `SHELL`, `CMD`, `ENTRYPOINT`, `STOPSIGNAL`, `HEALTHCHECK`,
-//! `ONBUILD`, `MAINTAINER`) change the config. `RUN` is refused before any
-//! work. File data is shared, never copied: every file is a slice of the
+//! `ONBUILD`, `MAINTAINER`) change the config. `RUN` runs its command in a
+//! container through an OCI runtime (`run.rs`). File data is shared, never copied: every file is a slice of the
 //! context archive or of a base layer.
 //!
 //! A layer whose tar is unchanged since an earlier build takes its blob from
@@ -34,6 +34,20 @@ use crate::{
 mod copy;
 mod layers;
 mod metadata;
+mod run;
+
+/// What `RUN` needs: the runtime (or why there is none), a folder for its
+/// bundles, where its output goes, and whether the user pressed Ctrl-C.
+pub struct Runner<'a> {
+    /// The OCI runtime, or why none could be found.
+    pub runtime: Result<crate::runtime::Runtime, String>,
+    /// Where bundles are made (and removed).
+    pub work_dir: std::path::PathBuf,
+    /// Each line a command prints, as it prints it.
+    pub output: &'a dyn Fn(&str),
+    /// Whether to stop.
+    pub cancelled: &'a dyn Fn() -> bool,
+}
 
 /// Fetches a registry image for a platform.
 pub type Pull<'a> = dyn Fn(&str, &Platform) -> Result<Base, CallError> + 'a;
@@ -66,6 +80,8 @@ pub struct BuildInput<'a> {
     pub store: Option<&'a Store>,
     /// Fetches registry images.
     pub pull: &'a Pull<'a>,
+    /// Runs `RUN` commands; without it, `RUN` is refused.
+    pub runner: Option<&'a Runner<'a>>,
 }
 
 /// The result of a build.
@@ -256,7 +272,7 @@ impl Run<'_, '_> {
             for t in parsed.instructions {
                 if matches!(
                     t.keyword.as_str(),
-                    "RUN" | "FROM" | "ONBUILD" | "MAINTAINER"
+                    "FROM" | "ONBUILD" | "MAINTAINER"
                 ) {
                     return Err(at(
                         line,
@@ -319,11 +335,9 @@ impl Run<'_, '_> {
                 self.copy(ins, flags, current, &vars)?;
                 layer = true;
             }
-            Command::Run => {
-                return Err(at(
-                    line,
-                    "RUN runs a command, which needs a container runtime: build with the `local` builder (--builder-flavor local)",
-                ))
+            Command::Run(flags) => {
+                self.run(ins, flags, current)?;
+                layer = true;
             }
             Command::From(_) => return Err(at(line, "FROM is handled by the stage loop")),
         }
@@ -382,9 +396,6 @@ fn platform_args(target: &Platform) -> BTreeMap<String, String> {
 /// Build the target stage of `input` into an image.
 pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
     let file = dockerfile::parse(input.dockerfile).map_err(|e| at(e.line, e.message))?;
-    if let Some(e) = dockerfile::needs_runtime(&file) {
-        return Err(at(e.line, e.message));
-    }
     if !file.instructions.iter().any(|i| i.keyword == "FROM") {
         return Err(at(0, "the Dockerfile has no FROM"));
     }
@@ -462,7 +473,13 @@ mod tests {
     }
 
     #[test]
-    fn run_is_refused_before_any_work() {
+    fn run_without_a_runtime_names_what_to_install() {
+        let runner = Runner {
+            runtime: crate::runtime::Runtime::find("auto", Some(std::ffi::OsStr::new("/none"))),
+            work_dir: std::path::PathBuf::from("/nonexistent"),
+            output: &|_| {},
+            cancelled: &|| false,
+        };
         let input = BuildInput {
             dockerfile: "FROM scratch\nRUN echo hi\n",
             context: &ContextFiles::default(),
@@ -476,10 +493,12 @@ mod tests {
             no_cache: false,
             store: None,
             pull: &no_pull,
+            runner: Some(&runner),
         };
         let e = build(&input).err().expect("RUN refused");
         assert_eq!(e.line, 2);
-        assert!(e.message.contains("local"));
+        assert!(e.message.contains("apt-get install crun"), "{}", e.message);
+        assert_eq!(e.cause, crate::error::Cause::BuildFailed);
     }
 
     #[test]
@@ -538,6 +557,7 @@ mod tests {
             no_cache: false,
             store: None,
             pull: &no_pull,
+            runner: None,
         })
     }
 

@@ -1,0 +1,318 @@
+//! `RUN`: the command runs in a container on the stage's filesystem,
+//! through an OCI runtime ([`crate::runtime`]); what it changed becomes one
+//! layer. Shell form runs through the stage's `SHELL` (`/bin/sh -c`), exec
+//! form as written; neither is expanded by the builder. The command sees
+//! the stage's `ENV` and its declared `ARG`s (build args are not kept in
+//! the image), runs as `USER` (by name or id, through the image's
+//! `/etc/passwd` and `/etc/group`) in `WORKDIR` (created when missing).
+//!
+//! A step is reused from the cache when its parent layers, command,
+//! environment, user, working folder and network are unchanged, unless
+//! `--no-cache`.
+
+use std::{collections::BTreeMap, rc::Rc};
+
+use crate::{
+    dockerfile::{Args, Instruction},
+    error::{at, BuildError, Cause},
+    image::{Entry, Kind, Layer},
+    instructions::RunFlags,
+    runtime::{
+        rootfs,
+        spec::{self, Process},
+        Container, Ended,
+    },
+};
+
+use super::{Run, Stage};
+
+/// How many of a failed command's last output lines its error shows.
+const TAIL_LINES: usize = 20;
+
+fn failed(line: usize, message: String) -> BuildError {
+    BuildError {
+        line,
+        message,
+        cause: Cause::BuildFailed,
+    }
+}
+
+/// The text of `file` in the stage's filesystem, when it is a file.
+fn text_of(stage: &mut Stage, file: &str) -> Result<Option<String>, String> {
+    Ok(match stage.lookup(file)? {
+        Some(Entry {
+            kind: Kind::File(data),
+            ..
+        }) => Some(String::from_utf8_lossy(&data).into_owned()),
+        _ => None,
+    })
+}
+
+/// `USER`'s value as ids: `name` or `uid`, optionally `:group` or `:gid`;
+/// supplementary groups from `/etc/group`. Docker's rules: a name must be
+/// in `/etc/passwd`, an id need not (its group is then 0).
+fn resolve_user(stage: &mut Stage, value: &str) -> Result<(u32, u32, Vec<u32>), String> {
+    let passwd = text_of(stage, "etc/passwd")?.unwrap_or_default();
+    let group = text_of(stage, "etc/group")?.unwrap_or_default();
+    let fields = |l: &str| l.split(':').map(str::to_string).collect::<Vec<_>>();
+    let (user, grp) = match value.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (value, None),
+    };
+    let entry = passwd.lines().map(fields).find(|f| {
+        f.len() >= 4 && (f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user))
+    });
+    let uid: u32 = match user.parse() {
+        Ok(n) => n,
+        Err(_) => entry
+            .as_ref()
+            .and_then(|f| f[2].parse().ok())
+            .ok_or_else(|| format!("USER {value}: no user {user:?} in the image's /etc/passwd"))?,
+    };
+    let primary: u32 = entry.as_ref().and_then(|f| f[3].parse().ok()).unwrap_or(0);
+    let gid = match grp {
+        None => primary,
+        Some(g) => match g.parse() {
+            Ok(n) => n,
+            Err(_) => group
+                .lines()
+                .map(fields)
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| format!("USER {value}: no group {g:?} in the image's /etc/group"))?,
+        },
+    };
+    let name = entry.as_ref().map(|f| f[0].clone());
+    let mut extra: Vec<u32> = match (&name, grp) {
+        (Some(name), None) => group
+            .lines()
+            .map(fields)
+            .filter(|f| f.len() >= 4 && f[3].split(',').any(|m| m == name))
+            .filter_map(|f| f[2].parse().ok())
+            .filter(|g| *g != gid)
+            .collect(),
+        _ => Vec::new(),
+    };
+    extra.sort_unstable();
+    extra.dedup();
+    Ok((uid, gid, extra))
+}
+
+/// The cache key of a `RUN` step.
+fn step_key(stage: &Stage, process: &Process, platform: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"kiln-oci-run-v1\0");
+    h.update(platform.as_bytes());
+    h.update([0]);
+    for layer in &stage.layers {
+        h.update(layer.diff_id.as_bytes());
+        h.update([0]);
+    }
+    let parts = serde_json::json!({
+        "args": process.args,
+        "env": process.env,
+        "cwd": process.cwd,
+        "user": [process.uid, process.gid, &process.additional_gids],
+        "network": format!("{:?}", process.network),
+    });
+    h.update(parts.to_string().as_bytes());
+    format!("sha256:{:x}", h.finalize())
+}
+
+impl Run<'_, '_> {
+    pub(super) fn run(
+        &mut self,
+        ins: &Instruction,
+        flags: &RunFlags,
+        current: usize,
+    ) -> Result<(), BuildError> {
+        let line = ins.line;
+        let Some(runner) = self.input.runner else {
+            return Err(failed(line, "RUN needs an OCI runtime, and none was given to this build".into()));
+        };
+        let stage = &mut self.stages[current];
+        let args: Vec<String> = match &ins.args {
+            Args::Exec(list) => list.clone(),
+            Args::Shell(_) => {
+                let mut a = stage.shell.clone();
+                a.push(ins.original.trim().to_string());
+                a
+            }
+        };
+        if args.is_empty() {
+            return Err(at(line, "RUN needs a command"));
+        }
+        let mut env: Vec<String> = stage.runtime.env.clone();
+        let keys: Vec<String> = env
+            .iter()
+            .map(|e| e.split_once('=').map_or(e.clone(), |(k, _)| k.to_string()))
+            .collect();
+        for (k, v) in &stage.vars {
+            if !keys.contains(k) {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(super::DEFAULT_PATH.to_string());
+        }
+        let (uid, gid, additional_gids) = match stage.runtime.user.clone() {
+            Some(u) if !u.is_empty() => resolve_user(stage, &u).map_err(|e| at(line, e))?,
+            _ => (0, 0, Vec::new()),
+        };
+        let cwd = stage
+            .runtime
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".to_string());
+        let process = Process {
+            args,
+            env,
+            cwd: cwd.clone(),
+            uid,
+            gid,
+            additional_gids,
+            network: flags.network,
+        };
+        let key = step_key(stage, &process, &self.input.platform.to_string());
+        let store = self.input.store.filter(|_| !self.input.no_cache);
+        if let Some(layer) = store.and_then(|s| s.recipe(&key)) {
+            (runner.output)(&format!("RUN {} (cached)", ins.original.trim()));
+            self.layers_made += 1;
+            self.layers_cached += 1;
+            apply(&mut self.stages[current], layer, None);
+            return Ok(());
+        }
+        let runtime = runner
+            .runtime
+            .as_ref()
+            .map_err(|e| failed(line, e.clone()))?;
+        let before = stage.filesystem().map_err(|e| at(line, e))?;
+        let container = Container::create(runtime, &runner.work_dir).map_err(|e| failed(line, e))?;
+        let root = container.rootfs();
+        let mut on_disk = before.clone();
+        // WORKDIR exists when the command starts, and is in its layer.
+        let work = cwd.trim_start_matches('/');
+        if !work.is_empty() {
+            let mut path = String::new();
+            for part in work.split('/') {
+                path = if path.is_empty() { part.to_string() } else { format!("{path}/{part}") };
+                on_disk.entry(path.clone()).or_insert(Entry {
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                });
+            }
+        }
+        rootfs::write(&root, &on_disk).map_err(|e| failed(line, e))?;
+        fn host_file(p: &'static str) -> Option<&'static std::path::Path> {
+            let p = std::path::Path::new(p);
+            p.is_file().then_some(p)
+        }
+        let config = spec::config(
+            &process,
+            &root,
+            host_file("/etc/resolv.conf"),
+            host_file("/etc/hosts"),
+        );
+        let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        let ended = container
+            .run(
+                &config,
+                &mut |text: &str| {
+                    (runner.output)(text);
+                    if tail.len() == TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(text.to_string());
+                },
+                runner.cancelled,
+            )
+            .map_err(|e| failed(line, e))?;
+        match ended {
+            Ended::Cancelled => {
+                return Err(BuildError {
+                    line,
+                    message: "RUN was interrupted; its container was stopped".into(),
+                    cause: Cause::Cancelled,
+                })
+            }
+            Ended::Exited(0) => {}
+            Ended::Exited(code) => {
+                let shown: Vec<String> = tail.iter().map(|l| format!("  {l}")).collect();
+                let output = if shown.is_empty() {
+                    "it printed nothing".to_string()
+                } else {
+                    format!("its last output:\n{}", shown.join("\n"))
+                };
+                return Err(failed(
+                    line,
+                    format!(
+                        "RUN {} failed with exit status {code}; {output}",
+                        ins.original.trim()
+                    ),
+                ));
+            }
+        }
+        let mut after = rootfs::read(&root).map_err(|e| failed(line, e))?;
+        drop(container);
+        rootfs::drop_mount_targets(&before, &mut after, spec::MOUNT_TARGETS);
+        let changes = rootfs::diff(&before, &after);
+        let layer = self.layer(&changes, line)?;
+        self.layers_made += 1;
+        if let Some(store) = self.input.store {
+            // The cache is an optimisation: a full disk must not fail the build.
+            let _ = store.put_recipe(&key, &layer.diff_id);
+        }
+        apply(&mut self.stages[current], layer, Some(after));
+        Ok(())
+    }
+}
+
+/// The stage after a `RUN` layer: every layer so far is its base, whose
+/// files are `after` when known (else read from the layers when needed).
+fn apply(stage: &mut Stage, layer: Layer, after: Option<BTreeMap<String, Entry>>) {
+    stage.layers.push(layer);
+    stage.lower = stage.layers.clone();
+    stage.files.clear();
+    stage.lower_fs = after.map(Rc::new);
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn stage_with(files: &[(&str, &str)]) -> Stage {
+        let mut s = Stage::default();
+        for (p, text) in files {
+            s.files.insert(
+                p.to_string(),
+                Entry {
+                    kind: Kind::File(Bytes::from(text.to_string())),
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn users_resolve_by_name_and_id_with_their_groups() {
+        let mut s = stage_with(&[
+            ("etc/passwd", "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"),
+            ("etc/group", "root:x:0:\napp:x:1000:\nstaff:x:50:app,other\n"),
+        ]);
+        assert_eq!(resolve_user(&mut s, "app"), Ok((1000, 1000, vec![50])));
+        assert_eq!(resolve_user(&mut s, "1000"), Ok((1000, 1000, vec![50])));
+        assert_eq!(resolve_user(&mut s, "4242"), Ok((4242, 0, vec![])));
+        assert_eq!(resolve_user(&mut s, "app:staff"), Ok((1000, 50, vec![])));
+        assert_eq!(resolve_user(&mut s, "7:8"), Ok((7, 8, vec![])));
+        assert!(resolve_user(&mut s, "nobody").is_err());
+        assert!(resolve_user(&mut s, "app:nogroup").is_err());
+    }
+}

@@ -1,0 +1,349 @@
+//! A stage's filesystem on disk for a command to run on, read back after,
+//! and the difference as the entries of one layer.
+//!
+//! Files, folders and symbolic links, with their modes and owners, as the
+//! builder's trees hold them ([`Entry`]). Hard links the command makes are
+//! read as separate files; sockets, FIFOs and devices it makes are left out.
+//! Times are not compared (a layer's times are the build's epoch), so a
+//! command that only touches a file changes nothing.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt},
+    path::Path,
+};
+
+use bytes::Bytes;
+
+use crate::image::{Entry, Kind};
+
+/// Write `tree` below `root` (which exists and is empty).
+pub fn write(root: &Path, tree: &BTreeMap<String, Entry>) -> Result<(), String> {
+    let failed = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
+    // Folders' modes last: a read-only folder must still take its files.
+    let mut dirs = Vec::new();
+    for (path, entry) in tree {
+        let p = root.join(path);
+        if let Some(parent) = p.parent() {
+            if !parent.exists() {
+                fs::create_dir_all(parent).map_err(|e| failed("creating", parent, e))?;
+            }
+        }
+        match &entry.kind {
+            Kind::Dir => {
+                if !p.is_dir() {
+                    fs::create_dir(&p).map_err(|e| failed("creating", &p, e))?;
+                }
+                dirs.push((p, entry));
+                continue;
+            }
+            Kind::File(data) => fs::write(&p, data).map_err(|e| failed("writing", &p, e))?,
+            Kind::Symlink(target) => symlink(target, &p).map_err(|e| failed("linking", &p, e))?,
+        }
+        // Owner first: chown clears set-id bits.
+        lchown(&p, Some(entry.uid as u32), Some(entry.gid as u32))
+            .map_err(|e| failed("chown", &p, e))?;
+        if !matches!(entry.kind, Kind::Symlink(_)) {
+            fs::set_permissions(&p, fs::Permissions::from_mode(entry.mode & 0o7777))
+                .map_err(|e| failed("chmod", &p, e))?;
+        }
+    }
+    for (p, entry) in dirs.into_iter().rev() {
+        lchown(&p, Some(entry.uid as u32), Some(entry.gid as u32))
+            .map_err(|e| failed("chown", &p, e))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(entry.mode & 0o7777))
+            .map_err(|e| failed("chmod", &p, e))?;
+    }
+    Ok(())
+}
+
+/// Everything below `root`, as a tree (paths relative, no leading `/`).
+pub fn read(root: &Path) -> Result<BTreeMap<String, Entry>, String> {
+    let mut tree = BTreeMap::new();
+    let mut pending = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = pending.pop() {
+        let entries = fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(format!(
+                    "{}: a file name that is not UTF-8, which a layer cannot hold here",
+                    entry.path().display()
+                ));
+            };
+            let path = if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let p = entry.path();
+            let meta = fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let kind = if meta.file_type().is_symlink() {
+                let target = fs::read_link(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                Kind::Symlink(target.to_string_lossy().into_owned())
+            } else if meta.is_dir() {
+                pending.push((p.clone(), path.clone()));
+                Kind::Dir
+            } else if meta.is_file() {
+                let data = fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
+                Kind::File(Bytes::from(data))
+            } else {
+                continue; // sockets, FIFOs, devices
+            };
+            tree.insert(
+                path,
+                Entry {
+                    kind,
+                    mode: meta.mode() & 0o7777,
+                    uid: u64::from(meta.uid()),
+                    gid: u64::from(meta.gid()),
+                },
+            );
+        }
+    }
+    Ok(tree)
+}
+
+/// Leave out of `after` what the runtime made only to mount on (`targets`,
+/// absent `before`, still empty), and folders made only to hold them.
+pub fn drop_mount_targets(
+    before: &BTreeMap<String, Entry>,
+    after: &mut BTreeMap<String, Entry>,
+    targets: &[&str],
+) {
+    let mut candidates: BTreeSet<String> = BTreeSet::new();
+    for t in targets {
+        let mut path = *t;
+        loop {
+            candidates.insert(path.to_string());
+            match path.rsplit_once('/') {
+                Some((parent, _)) => path = parent,
+                None => break,
+            }
+        }
+    }
+    // Deepest first, so a folder is empty once its mount targets are gone.
+    let mut ordered: Vec<String> = candidates.into_iter().collect();
+    ordered.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    for path in ordered {
+        if before.contains_key(&path) {
+            continue;
+        }
+        let empty = match after.get(&path).map(|e| &e.kind) {
+            Some(Kind::File(d)) => d.is_empty(),
+            Some(Kind::Dir) => !has_children(after, &path),
+            _ => false,
+        };
+        if empty {
+            after.remove(&path);
+        }
+    }
+}
+
+fn has_children(tree: &BTreeMap<String, Entry>, path: &str) -> bool {
+    let prefix = format!("{path}/");
+    tree.range(prefix.clone()..)
+        .next()
+        .is_some_and(|(k, _)| k.starts_with(&prefix))
+}
+
+fn parent_of(path: &str) -> Option<&str> {
+    path.rsplit_once('/').map(|(p, _)| p)
+}
+
+fn whiteout(parent: Option<&str>, name: &str) -> String {
+    match parent {
+        Some(p) => format!("{p}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// The layer that takes `before` to `after`: what was added or changed,
+/// with the folders above it as they are in `after`; a whiteout
+/// (`.wh.NAME`) for each thing removed whose folder remains; an opaque
+/// marker (`.wh..wh..opq`) for a folder that remains but lost everything
+/// it held.
+pub fn diff(before: &BTreeMap<String, Entry>, after: &BTreeMap<String, Entry>) -> BTreeMap<String, Entry> {
+    let mut layer: BTreeMap<String, Entry> = BTreeMap::new();
+    for (path, entry) in after {
+        if !before.get(path).is_some_and(|b| same(b, entry)) {
+            layer.insert(path.clone(), entry.clone());
+        }
+    }
+    // The folders above each change, with their own metadata (a layer that
+    // wrote /tmp/x must not reset /tmp's mode).
+    let changed: Vec<String> = layer.keys().cloned().collect();
+    for path in changed {
+        let mut p = path.as_str();
+        while let Some(parent) = parent_of(p) {
+            if let Some(e) = after.get(parent) {
+                layer.entry(parent.to_string()).or_insert_with(|| e.clone());
+            }
+            p = parent;
+        }
+    }
+    let removed: Vec<&String> = before.keys().filter(|p| !after.contains_key(*p)).collect();
+    let removed_set: BTreeSet<&str> = removed.iter().map(|p| p.as_str()).collect();
+    // Folders that remain (as folders) and lost every child they had.
+    let mut opaque: BTreeSet<String> = BTreeSet::new();
+    for path in &removed {
+        if let Some(parent) = parent_of(path) {
+            let remains = matches!(after.get(parent).map(|e| &e.kind), Some(Kind::Dir))
+                && matches!(before.get(parent).map(|e| &e.kind), Some(Kind::Dir));
+            if remains && !opaque.contains(parent) {
+                let prefix = format!("{parent}/");
+                let kept_any = before
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .any(|(k, _)| after.contains_key(k));
+                if !kept_any {
+                    opaque.insert(parent.to_string());
+                }
+            }
+        }
+    }
+    let dir_entry = |p: &str| after.get(p).cloned();
+    for dir in &opaque {
+        if let Some(e) = dir_entry(dir) {
+            layer.entry(dir.clone()).or_insert(e);
+        }
+        layer.insert(format!("{dir}/.wh..wh..opq"), whiteout_entry());
+    }
+    for path in removed {
+        let parent = parent_of(path);
+        // Covered by a removed folder above, an opaque folder, or a
+        // folder replaced by something that is not a folder.
+        let mut covered = false;
+        let mut p = path.as_str();
+        while let Some(up) = parent_of(p) {
+            if removed_set.contains(up)
+                || opaque.contains(up)
+                || matches!(after.get(up).map(|e| &e.kind), Some(k) if !matches!(k, Kind::Dir))
+            {
+                covered = true;
+                break;
+            }
+            p = up;
+        }
+        if covered {
+            continue;
+        }
+        let name = path.rsplit('/').next().unwrap_or(path);
+        layer.insert(whiteout(parent, &format!(".wh.{name}")), whiteout_entry());
+    }
+    layer
+}
+
+/// Whether two entries are the same to a layer: a symbolic link's mode
+/// means nothing (layers record it as 0777 or anything else).
+fn same(a: &Entry, b: &Entry) -> bool {
+    let owner = a.uid == b.uid && a.gid == b.gid;
+    match (&a.kind, &b.kind) {
+        (Kind::Symlink(x), Kind::Symlink(y)) => x == y && owner,
+        _ => a.kind == b.kind && owner && a.mode & 0o7777 == b.mode & 0o7777,
+    }
+}
+
+fn whiteout_entry() -> Entry {
+    Entry {
+        kind: Kind::File(Bytes::new()),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(data: &str) -> Entry {
+        Entry {
+            kind: Kind::File(Bytes::from(data.to_string())),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    fn dir(mode: u32) -> Entry {
+        Entry {
+            kind: Kind::Dir,
+            mode,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    fn tree(entries: &[(&str, Entry)]) -> BTreeMap<String, Entry> {
+        entries
+            .iter()
+            .map(|(p, e)| (p.to_string(), e.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn additions_changes_deletions_and_opaque_folders() {
+        let before = tree(&[
+            ("etc", dir(0o755)),
+            ("etc/a", file("1")),
+            ("etc/b", file("2")),
+            ("tmp", dir(0o1777)),
+            ("var", dir(0o755)),
+            ("var/cache", dir(0o755)),
+            ("var/cache/x", file("3")),
+            ("var/cache/y", file("4")),
+            ("old", dir(0o755)),
+            ("old/deep", file("5")),
+        ]);
+        let after = tree(&[
+            ("etc", dir(0o755)),
+            ("etc/a", file("changed")),
+            ("tmp", dir(0o1777)),
+            ("tmp/new", file("6")),
+            ("var", dir(0o755)),
+            ("var/cache", dir(0o755)),
+        ]);
+        let layer = diff(&before, &after);
+        let keys: Vec<&str> = layer.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                ".wh.old",
+                "etc",
+                "etc/.wh.b",
+                "etc/a",
+                "tmp",
+                "tmp/new",
+                "var/cache",
+                "var/cache/.wh..wh..opq",
+            ]
+        );
+        // The folder above a change keeps its mode.
+        assert_eq!(layer["tmp"].mode, 0o1777);
+    }
+
+    #[test]
+    fn write_then_read_round_trips_and_mount_targets_are_dropped() {
+        let root = tempfile::tempdir().expect("tmp");
+        let t = tree(&[
+            ("bin", dir(0o755)),
+            ("bin/sh", file("#!")),
+            ("bin/ls", Entry { kind: Kind::Symlink("sh".into()), mode: 0o777, uid: 0, gid: 0 }),
+            ("ro", dir(0o555)),
+            ("ro/f", file("x")),
+        ]);
+        write(root.path(), &t).expect("write");
+        let mut back = read(root.path()).expect("read");
+        assert_eq!(back, t);
+        // What a runtime makes to mount on is not a change.
+        fs::create_dir_all(root.path().join("proc")).expect("proc");
+        fs::create_dir_all(root.path().join("etc")).expect("etc");
+        fs::write(root.path().join("etc/resolv.conf"), "").expect("resolv");
+        back = read(root.path()).expect("read");
+        drop_mount_targets(&t, &mut back, crate::runtime::spec::MOUNT_TARGETS);
+        assert_eq!(back, t);
+    }
+}
