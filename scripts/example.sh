@@ -3,8 +3,20 @@
 # plugins, link the example's program statically, build the example image
 # in examples/hello through kiln's default, daemonless builder into an OCI
 # archive, and run it when a Docker Engine answers (none is needed to build).
+# Its RUN step needs an OCI runtime: runc is installed when missing (as
+# root, with apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v runc >/dev/null && ! command -v crun >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "example: installing runc (the OCI runtime RUN uses)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q runc >/dev/null; }
+  else
+    echo "example: RUN needs an OCI runtime: install runc or crun (apt-get install runc)" >&2
+    exit 1
+  fi
+fi
 cargo build --release --locked
 # A FROM scratch image needs a program with no shared libraries; without
 # debug info (which holds the checkout's path) it is the same bytes, and the

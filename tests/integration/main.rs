@@ -26,6 +26,8 @@ mod oci;
 mod plugins;
 /// Registries: membership, existence checks, skips, pushes, retries.
 mod registry;
+/// RUN in the daemonless builder through an OCI runtime.
+mod run;
 /// What users read, pinned: `--help` texts and the shipped flavor schemas.
 mod snapshots;
 /// Shared helpers: projects, fixtures, the `kiln` runner, registries, Docker.

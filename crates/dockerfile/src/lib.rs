@@ -666,10 +666,16 @@ mod tests {
         assert_eq!(first_run("FROM scratch\nONBUILD run make\n"), None);
         // A RUN inside another instruction's continuation is an argument.
         assert_eq!(first_run("FROM x\nLABEL a=1 \\\n  # c\n\nRUN=2\n"), None);
-        assert_eq!(first_run("FROM x\nENV A=1 \\\n    B=2\nRUN true\n"), Some(4));
+        assert_eq!(
+            first_run("FROM x\nENV A=1 \\\n    B=2\nRUN true\n"),
+            Some(4)
+        );
         assert_eq!(first_run("FROM x\n# RUN nothing\nCOPY a b\n"), None);
         // With the backtick escape, a backslash does not continue a line.
-        assert_eq!(first_run("# escape=`\nFROM x\nCOPY a c:\\\nRUN dir\n"), Some(4));
+        assert_eq!(
+            first_run("# escape=`\nFROM x\nCOPY a c:\\\nRUN dir\n"),
+            Some(4)
+        );
         assert_eq!(first_run("# escape=`\nFROM x\nLABEL a=1 `\nRUN=x\n"), None);
         // A here-document's body is not an instruction.
         assert_eq!(

@@ -1,6 +1,7 @@
 //! The program in kiln's example image. It shows what the Dockerfile
 //! arranged: `GREETING` from `ENV`, the working directory from `WORKDIR`,
-//! the user from `USER`, and the files `CMD` names, copied by `COPY`.
+//! the user from `USER`, and the files `CMD` names, copied by `COPY` or
+//! written at build time by `RUN greeter --record FILE`.
 
 #![allow(clippy::disallowed_methods)] // The example program shows its environment.
 
@@ -24,6 +25,21 @@ fn main() -> ExitCode {
     let cwd = std::env::current_dir()
         .map(|d| d.display().to_string())
         .unwrap_or_else(|_| "?".into());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, file] = args.as_slice() {
+        if flag == "--record" {
+            let line = format!(
+                "{greeting}, recorded by RUN at build time (uid {}, in {cwd})\n",
+                uid()
+            );
+            if let Err(e) = std::fs::write(file, &line) {
+                eprintln!("greeter: {file}: {e}");
+                return ExitCode::FAILURE;
+            }
+            print!("{line}");
+            return ExitCode::SUCCESS;
+        }
+    }
     println!(
         "{greeting} from an image kiln built without a daemon (uid {}, in {cwd})",
         uid()

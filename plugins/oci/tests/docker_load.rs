@@ -160,5 +160,6 @@ fn input<'a>(dockerfile: &'a str, context: &'a ContextFiles, created: u64) -> Bu
         no_cache: false,
         store: None,
         pull: &no_pull,
+        runner: None,
     }
 }

@@ -270,10 +270,7 @@ impl Run<'_, '_> {
                 )
             })?;
             for t in parsed.instructions {
-                if matches!(
-                    t.keyword.as_str(),
-                    "FROM" | "ONBUILD" | "MAINTAINER"
-                ) {
+                if matches!(t.keyword.as_str(), "FROM" | "ONBUILD" | "MAINTAINER") {
                     return Err(at(
                         line,
                         format!(

@@ -59,9 +59,10 @@ fn resolve_user(stage: &mut Stage, value: &str) -> Result<(u32, u32, Vec<u32>), 
         Some((u, g)) => (u, Some(g)),
         None => (value, None),
     };
-    let entry = passwd.lines().map(fields).find(|f| {
-        f.len() >= 4 && (f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user))
-    });
+    let entry = passwd
+        .lines()
+        .map(fields)
+        .find(|f| f.len() >= 4 && (f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user)));
     let uid: u32 = match user.parse() {
         Ok(n) => n,
         Err(_) => entry
@@ -129,7 +130,10 @@ impl Run<'_, '_> {
     ) -> Result<(), BuildError> {
         let line = ins.line;
         let Some(runner) = self.input.runner else {
-            return Err(failed(line, "RUN needs an OCI runtime, and none was given to this build".into()));
+            return Err(failed(
+                line,
+                "RUN needs an OCI runtime, and none was given to this build".into(),
+            ));
         };
         let stage = &mut self.stages[current];
         let args: Vec<String> = match &ins.args {
@@ -188,7 +192,22 @@ impl Run<'_, '_> {
             .as_ref()
             .map_err(|e| failed(line, e.clone()))?;
         let before = stage.filesystem().map_err(|e| at(line, e))?;
-        let container = Container::create(runtime, &runner.work_dir).map_err(|e| failed(line, e))?;
+        let program = process.args[0].trim_start_matches('/');
+        if process.args[0].starts_with('/') && !before.contains_key(program) {
+            let hint = match &ins.args {
+                Args::Shell(_) => {
+                    " (the shell form runs SHELL; an image without a shell needs \
+                                   the exec form, RUN [\"/path/to/program\", ...])"
+                }
+                Args::Exec(_) => "",
+            };
+            return Err(failed(
+                line,
+                format!("RUN: {} is not in the image{hint}", process.args[0]),
+            ));
+        }
+        let container =
+            Container::create(runtime, &runner.work_dir).map_err(|e| failed(line, e))?;
         let root = container.rootfs();
         let mut on_disk = before.clone();
         // WORKDIR exists when the command starts, and is in its layer.
@@ -196,7 +215,11 @@ impl Run<'_, '_> {
         if !work.is_empty() {
             let mut path = String::new();
             for part in work.split('/') {
-                path = if path.is_empty() { part.to_string() } else { format!("{path}/{part}") };
+                path = if path.is_empty() {
+                    part.to_string()
+                } else {
+                    format!("{path}/{part}")
+                };
                 on_disk.entry(path.clone()).or_insert(Entry {
                     kind: Kind::Dir,
                     mode: 0o755,
@@ -304,8 +327,14 @@ mod tests {
     #[test]
     fn users_resolve_by_name_and_id_with_their_groups() {
         let mut s = stage_with(&[
-            ("etc/passwd", "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"),
-            ("etc/group", "root:x:0:\napp:x:1000:\nstaff:x:50:app,other\n"),
+            (
+                "etc/passwd",
+                "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+            ),
+            (
+                "etc/group",
+                "root:x:0:\napp:x:1000:\nstaff:x:50:app,other\n",
+            ),
         ]);
         assert_eq!(resolve_user(&mut s, "app"), Ok((1000, 1000, vec![50])));
         assert_eq!(resolve_user(&mut s, "1000"), Ok((1000, 1000, vec![50])));

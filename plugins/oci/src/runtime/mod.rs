@@ -10,7 +10,7 @@
 //!   Ctrl-C, and removes the runtime's state and the bundle whatever happens.
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::mpsc,
@@ -135,43 +135,48 @@ impl Container {
             .map_err(|e| format!("writing the container's config: {e}"))?;
         std::fs::write(self.bundle.join("config.json"), text)
             .map_err(|e| format!("writing {}: {e}", self.bundle.display()))?;
-        let mut child = self
-            .command()
+        // One pipe for both streams: a runtime that hands them to the
+        // command as they are keeps their order (runc copies each on its own).
+        let (reader, writer) =
+            std::io::pipe().map_err(|e| format!("making a pipe for the container: {e}"))?;
+        let writer2 = writer
+            .try_clone()
+            .map_err(|e| format!("making a pipe for the container: {e}"))?;
+        let mut command = self.command();
+        command
             .arg("run")
             .arg("--bundle")
             .arg(&self.bundle)
             .arg(&self.id)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", self.runtime.path.display()))?;
+            .stdout(writer)
+            .stderr(writer2);
+        let spawned = command.spawn();
+        // The parent's copies of the write end must close, or the reader
+        // never sees the end.
+        drop(command);
+        let mut child =
+            spawned.map_err(|e| format!("starting {}: {e}", self.runtime.path.display()))?;
         let (tx, rx) = mpsc::channel::<String>();
-        let readers: Vec<_> = [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|stream| {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream);
-                let mut buf = Vec::new();
-                loop {
-                    buf.clear();
-                    match reader.read_until(b'\n', &mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            let text = String::from_utf8_lossy(&buf);
-                            let _ = tx.send(text.trim_end_matches(['\n', '\r']).to_string());
+        let reader_thread = std::thread::spawn(move || {
+            let mut reader = BufReader::new(reader);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&buf);
+                        if tx
+                            .send(text.trim_end_matches(['\n', '\r']).to_string())
+                            .is_err()
+                        {
+                            break;
                         }
                     }
                 }
-            })
-        })
-        .collect();
-        drop(tx);
+            }
+        });
         let mut killed = false;
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
@@ -184,9 +189,7 @@ impl Container {
                 self.kill();
             }
         }
-        for r in readers {
-            let _ = r.join();
-        }
+        let _ = reader_thread.join();
         let status = child
             .wait()
             .map_err(|e| format!("waiting for {}: {e}", self.runtime.name))?;
@@ -245,9 +248,13 @@ mod tests {
 
     #[test]
     fn a_missing_runtime_names_what_to_install() {
-        let e = Runtime::find("auto", Some(std::ffi::OsStr::new("/nonexistent"))).unwrap_err();
-        assert!(e.contains("runc, crun") && e.contains("apt-get install crun"), "{e}");
-        let e = Runtime::find("/nonexistent/runc", None).unwrap_err();
+        let e =
+            Runtime::find("auto", Some(std::ffi::OsStr::new("/nonexistent"))).expect_err("none");
+        assert!(
+            e.contains("runc, crun") && e.contains("apt-get install crun"),
+            "{e}"
+        );
+        let e = Runtime::find("/nonexistent/runc", None).expect_err("not there");
         assert!(e.contains("not an executable"), "{e}");
     }
 }

@@ -165,7 +165,10 @@ fn whiteout(parent: Option<&str>, name: &str) -> String {
 /// (`.wh.NAME`) for each thing removed whose folder remains; an opaque
 /// marker (`.wh..wh..opq`) for a folder that remains but lost everything
 /// it held.
-pub fn diff(before: &BTreeMap<String, Entry>, after: &BTreeMap<String, Entry>) -> BTreeMap<String, Entry> {
+pub fn diff(
+    before: &BTreeMap<String, Entry>,
+    after: &BTreeMap<String, Entry>,
+) -> BTreeMap<String, Entry> {
     let mut layer: BTreeMap<String, Entry> = BTreeMap::new();
     for (path, entry) in after {
         if !before.get(path).is_some_and(|b| same(b, entry)) {
@@ -331,7 +334,15 @@ mod tests {
         let t = tree(&[
             ("bin", dir(0o755)),
             ("bin/sh", file("#!")),
-            ("bin/ls", Entry { kind: Kind::Symlink("sh".into()), mode: 0o777, uid: 0, gid: 0 }),
+            (
+                "bin/ls",
+                Entry {
+                    kind: Kind::Symlink("sh".into()),
+                    mode: 0o777,
+                    uid: 0,
+                    gid: 0,
+                },
+            ),
             ("ro", dir(0o555)),
             ("ro/f", file("x")),
         ]);

@@ -28,9 +28,7 @@ impl Network {
             "default" => Ok(Network::Default),
             "none" => Ok(Network::None),
             "host" => Ok(Network::Host),
-            other => Err(format!(
-                "--network={other}: must be default, none or host"
-            )),
+            other => Err(format!("--network={other}: must be default, none or host")),
         }
     }
 
@@ -92,7 +90,12 @@ pub const MOUNT_TARGETS: &[&str] = &[
 /// The spec for `process` on the root filesystem at `rootfs`.
 /// `resolv_conf` and `hosts` are the host's files, mounted read-only when
 /// the command shares the host's network.
-pub fn config(process: &Process, rootfs: &Path, resolv_conf: Option<&Path>, hosts: Option<&Path>) -> Value {
+pub fn config(
+    process: &Process,
+    rootfs: &Path,
+    resolv_conf: Option<&Path>,
+    hosts: Option<&Path>,
+) -> Value {
     let caps: Vec<&str> = DOCKER_CAPABILITIES.to_vec();
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc"}),
@@ -184,7 +187,12 @@ mod tests {
         let ns = c["linux"]["namespaces"].as_array().expect("ns");
         assert!(ns.iter().any(|n| n["type"] == "network"));
         assert!(!c["mounts"].to_string().contains("resolv.conf"));
-        let c = config(&process(Network::Default), Path::new("/r"), Some(resolv), None);
+        let c = config(
+            &process(Network::Default),
+            Path::new("/r"),
+            Some(resolv),
+            None,
+        );
         assert!(!c["linux"]["namespaces"].to_string().contains("network"));
         assert!(c["mounts"].to_string().contains("resolv.conf"));
         assert_eq!(c["process"]["user"]["uid"], 1000);

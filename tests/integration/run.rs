@@ -1,0 +1,352 @@
+//! `RUN` in the daemonless `oci` builder, end to end: the real `kiln` and
+//! plugins, the real OCI runtime (runc), bases made without any daemon or
+//! pull (busybox from `/bin/busybox`), images checked with the real Docker
+//! Engine (`docker load`, `docker run`, `docker inspect`) and by reading
+//! the archive's layers. After every case nothing is left behind: no
+//! bundle in the cache folder, no container in the runtime's list.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Read},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::util::{daemon_and, shipped_plugin, write, TestProject};
+
+/// A project with the oci plugin, and its plugins folder.
+fn project() -> (TestProject, PathBuf) {
+    let p = TestProject::initialised();
+    let dir = p.root().join("plugins");
+    let f = shipped_plugin("kiln-oci");
+    fs::copy(&f, dir.join(f.file_name().expect("name"))).expect("copy plugin");
+    (p, dir)
+}
+
+/// A context whose Dockerfile starts from busybox (installed by `RUN`
+/// itself) and goes on with `rest`.
+fn busybox_app(dir: &Path, rest: &str) {
+    fs::create_dir_all(dir).expect("mkdir");
+    fs::copy("/bin/busybox", dir.join("busybox")).expect("busybox");
+    write(
+        dir,
+        "Dockerfile",
+        &format!(
+            "FROM scratch\nCOPY busybox /bin/busybox\n\
+             RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n{rest}"
+        ),
+    );
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Nothing of a build is left: no bundle in the cache's run folder, no
+/// container of this test's in the runtime.
+fn assert_nothing_left(p: &TestProject) {
+    let run_dir = p.root().join("home/.cache/kiln/oci/run");
+    let left: Vec<_> = fs::read_dir(&run_dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", run_dir.display());
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(
+        !mounts.contains(&run_dir.to_string_lossy().into_owned()),
+        "a mount is left under {}",
+        run_dir.display()
+    );
+}
+
+/// The members of every layer of a `docker save` archive, in order.
+fn layer_members(archive: &Path) -> Vec<Vec<String>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut a = tar::Archive::new(fs::File::open(archive).expect("archive"));
+    for e in a.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        let path = e.path().expect("path").to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).expect("read");
+        files.insert(path, data);
+    }
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest");
+    manifest[0]["Layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            let blob = &files[l.as_str().expect("layer")];
+            let mut plain = Vec::new();
+            flate2::read::MultiGzDecoder::new(blob.as_slice())
+                .read_to_end(&mut plain)
+                .expect("gunzip");
+            let mut t = tar::Archive::new(plain.as_slice());
+            t.entries()
+                .expect("entries")
+                .map(|e| {
+                    e.expect("entry")
+                        .path()
+                        .expect("path")
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn run_makes_a_layer_of_its_changes_and_the_image_runs() {
+    if !daemon_and(&["runc"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    let tag = format!("{}:1", unique("kiln-run"));
+    busybox_app(
+        &p.work().join("app"),
+        "ARG GREETING=hi\n\
+         ENV APP=/app\n\
+         WORKDIR /app\n\
+         RUN echo \"$GREETING from $(id -u) in $(pwd), APP=$APP\" | tee hello.txt && rm /bin/rmdir\n\
+         RUN echo gone > /app/scratch && rm /app/scratch && mkdir -p /tmp/made && chmod 777 /tmp/made\n\
+         RUN [\"/bin/sh\", \"-c\", \"echo exec form > /app/exec.txt\"]\n\
+         RUN printf 'root:x:0:0::/root:/bin/sh\\napp:x:1000:1000::/home/app:/bin/sh\\n' > /etc/passwd && \
+             printf 'root:x:0:\\napp:x:1000:\\n' > /etc/group\n\
+         USER app\n\
+         RUN id -u > /tmp/made/uid && ls /sys/class/net > /tmp/made/net\n\
+         RUN --network=none ls /sys/class/net > /tmp/made/net-none\n\
+         CMD [\"cat\", \"/app/hello.txt\", \"/app/exec.txt\", \"/tmp/made/uid\"]\n",
+    );
+    let out = p.root().join("out.tar");
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .tag(&tag)
+        .arg("--output")
+        .arg(format!("type=docker,dest={}", out.display()))
+        .run();
+    r.ok();
+    // The command's output streamed as it ran.
+    assert!(
+        r.stderr.contains("   hi from 0 in /app, APP=/app"),
+        "{}",
+        r.stderr
+    );
+    assert_nothing_left(&p);
+    let layers = layer_members(&out);
+    // busybox, its links, then one layer per RUN.
+    assert_eq!(layers.len(), 8, "{layers:?}");
+    assert!(
+        layers[2].contains(&"bin/.wh.rmdir".to_string()),
+        "{:?}",
+        layers[2]
+    );
+    assert!(
+        layers[2].contains(&"app/hello.txt".to_string()),
+        "{:?}",
+        layers[2]
+    );
+    // A file made and removed by the same RUN is in no layer; the folder
+    // the runtime mounted /proc on is in none either.
+    assert!(layers
+        .iter()
+        .flatten()
+        .all(|m| !m.contains("scratch") && !m.starts_with("proc")));
+    docker(&["load", "-i", out.to_str().expect("utf8")]);
+    let printed = docker(&["run", "--rm", &tag]);
+    assert_eq!(printed, "hi from 0 in /app, APP=/app\nexec form\n1000\n");
+    let net = docker(&[
+        "run",
+        "--rm",
+        &tag,
+        "cat",
+        "/tmp/made/net",
+        "/tmp/made/net-none",
+    ]);
+    // The default network is the host's; --network=none has only loopback.
+    let (default_net, none_net) = net.split_at(net.rfind("lo\n").unwrap_or(0));
+    assert!(default_net.lines().count() > 1, "{net}");
+    assert_eq!(none_net, "lo\n", "{net}");
+    // Build args reach RUN but are not kept in the image.
+    let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &tag]);
+    assert!(
+        env.contains("APP=/app") && !env.contains("GREETING"),
+        "{env}"
+    );
+    assert_eq!(
+        docker(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "stat",
+            &tag,
+            "-c",
+            "%a",
+            "/bin/busybox"
+        ])
+        .trim(),
+        "755"
+    );
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+}
+
+#[test]
+fn a_failing_run_exits_6_naming_the_line_status_and_output() {
+    if !daemon_and(&["runc"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    busybox_app(
+        &p.work().join("app"),
+        "RUN echo first; echo boom >&2; exit 3\nRUN echo never\n",
+    );
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .tag("x:1")
+        .output(p.root().join("x.tar"))
+        .run();
+    r.code(6);
+    // (runc copies the command's stdout and stderr separately, so their
+    // order between the two is not kept.)
+    let (_, shown) = r
+        .stderr
+        .split_once("Dockerfile line 4: RUN echo first; echo boom >&2; exit 3 failed with exit status 3; its last output:\n")
+        .unwrap_or_else(|| panic!("{}", r.stderr));
+    assert!(
+        shown.contains("  first\n") && shown.contains("  boom\n"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("never"), "{}", r.stderr);
+    assert!(!p.root().join("x.tar").exists());
+    assert_nothing_left(&p);
+}
+
+#[test]
+fn run_steps_are_cached_and_reproducible() {
+    if !daemon_and(&["runc"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    busybox_app(
+        &p.work().join("app"),
+        "RUN echo made > /made && cat /proc/sys/kernel/random/uuid > /ran-at\n",
+    );
+    let build = |extra: &[&str], name: &str| {
+        let r = p
+            .cmd()
+            .plugins(&plugins)
+            .build("app")
+            .tag("x:1")
+            .args(extra)
+            .output(p.root().join(name))
+            .json()
+            .run();
+        r.ok();
+        let digest = r.json()["digest"].as_str().expect("digest").to_owned();
+        (digest, r.stderr.clone())
+    };
+    let (first, _) = build(&[], "a.tar");
+    let (again, log) = build(&[], "b.tar");
+    assert_eq!(first, again);
+    assert!(
+        log.contains(
+            "RUN echo made > /made && cat /proc/sys/kernel/random/uuid > /ran-at (cached)"
+        ),
+        "{log}"
+    );
+    // --no-cache runs it again: a different layer (the time it ran).
+    let (fresh, log) = build(&["--no-cache"], "c.tar");
+    assert!(!log.contains("(cached)"), "{log}");
+    assert_ne!(first, fresh);
+    // A deterministic command gives the same image every time.
+    write(
+        &p.work().join("app"),
+        "Dockerfile",
+        &fs::read_to_string(p.work().join("app/Dockerfile"))
+            .expect("read")
+            .replace(" && cat /proc/sys/kernel/random/uuid > /ran-at", ""),
+    );
+    let (one, _) = build(&["--no-cache"], "d.tar");
+    let (two, _) = build(&["--no-cache"], "e.tar");
+    assert_eq!(one, two);
+    assert_nothing_left(&p);
+}
+
+#[test]
+fn ctrl_c_during_run_kills_the_container_and_exits_130() {
+    if !daemon_and(&["runc"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    let marker = unique("kiln-run-sleep");
+    busybox_app(
+        &p.work().join("app"),
+        &format!("RUN echo {marker} && sleep 60\n"),
+    );
+    let d = plugins.to_str().expect("utf8");
+    let out = p.root().join("x.tar");
+    let mut child = p
+        .command(&[
+            "--plugins-dir",
+            d,
+            "build",
+            "app",
+            "-t",
+            "x:1",
+            "--output",
+            &format!("type=oci,dest={}", out.display()),
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn kiln");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines.next().expect("kiln ended before RUN").expect("line");
+        if line.contains(&marker) {
+            break;
+        }
+    }
+    let pressed = Instant::now();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    assert_eq!(child.wait().expect("wait").code(), Some(130));
+    assert!(
+        pressed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        pressed.elapsed()
+    );
+    // The sleeping command is gone with its container.
+    let ps = Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .expect("ps");
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains(&marker));
+    assert!(!out.exists());
+    assert_nothing_left(&p);
+}
