@@ -65,9 +65,12 @@ pub mod feature {
     /// The host answers a builder's calls to the build's registry
     /// ([`method::host`](super::method::host)).
     pub const HOST_REGISTRY: &str = "host-registry";
+    /// (0.2.1) The builder takes [`BuildRequest::secrets`](super::BuildRequest::secrets);
+    /// the host sends secrets only to a builder that says so.
+    pub const SECRETS: &str = "secrets";
 
     /// Every feature this release implements.
-    pub const ALL: &[&str] = &[CONTEXT_HOOK, HOST_REGISTRY];
+    pub const ALL: &[&str] = &[CONTEXT_HOOK, HOST_REGISTRY, SECRETS];
 }
 
 /// Who is speaking.
@@ -505,6 +508,29 @@ pub struct BuildRequest {
     pub output: Option<OutputSpec>,
     /// `--build-context NAME=VALUE`, names lowercased.
     pub build_contexts: BTreeMap<String, String>,
+    /// (0.2.1, feature `secrets`) `--secret`s, with their values: for
+    /// `RUN --mount=type=secret`. Never log, store or cache them.
+    pub secrets: Vec<BuildSecret>,
+}
+
+/// One `--secret`: its id and value. `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct BuildSecret {
+    /// The id `RUN --mount=type=secret,id=ID` names.
+    pub id: String,
+    /// The value (base64 on the wire).
+    #[serde(with = "base64_bytes")]
+    pub value: Vec<u8>,
+}
+
+impl fmt::Debug for BuildSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuildSecret")
+            .field("id", &self.id)
+            .field("value", &"********")
+            .finish()
+    }
 }
 
 /// The build context the host made: a deterministic tar archive and its hash.

@@ -128,6 +128,23 @@ fn a_first_release_plugin_builds_with_its_context_hook_and_pushes() {
     let digest = built["digest"].as_str().expect("digest").to_owned();
     assert!(digest.ends_with(&"0".repeat(48)), "{digest}");
 
+    // A feature it does not speak (secrets came in 0.2.1) is refused by
+    // name, not dropped.
+    let r = cmd()
+        .build("app")
+        .tag("127.0.0.1:5999/team/app:2")
+        .args(["--builder", "b", "--secret", "id=tok,env=FIRST_TOKEN"])
+        .env("FIRST_TOKEN", "s3cr3t-value")
+        .run();
+    r.code(2);
+    assert!(
+        r.stderr.contains(
+            "--secret: builder b (plugin fixture-first-release 1.0.0, plugin-api 0.2.0) does not take secrets"
+        ),
+        "{}",
+        r.stderr
+    );
+
     let r = cmd().push("127.0.0.1:5999/team/app:1", "r").json().run();
     r.ok();
     assert!(

@@ -350,3 +350,181 @@ fn ctrl_c_during_run_kills_the_container_and_exits_130() {
     assert!(!out.exists());
     assert_nothing_left(&p);
 }
+
+/// Every byte sequence a path holds, files below folders included.
+fn files_below(path: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(p) = pending.pop() {
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            for e in fs::read_dir(&p).expect("read_dir").filter_map(|e| e.ok()) {
+                pending.push(e.path());
+            }
+        } else if meta.is_file() {
+            out.push((p.clone(), fs::read(&p).unwrap_or_default()));
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A Flyte-shaped Dockerfile: the syntax directive, a cache mount that the
+/// second build finds warm, a secret as a file and as a variable, a tmpfs.
+/// The secret is then searched for in every layer (unpacked), the config,
+/// the archive, the cache folder and everything kiln printed: absent.
+#[test]
+fn cache_and_secret_mounts_and_the_secret_is_nowhere() {
+    if !daemon_and(&["runc"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    let secret = "kiln-SECRET-7f3a9c21-never-stored";
+    write(p.root(), "token.txt", secret);
+    let app = p.work().join("app");
+    busybox_app(&app, "");
+    let dockerfile = fs::read_to_string(app.join("Dockerfile")).expect("read");
+    write(
+        &app,
+        "Dockerfile",
+        &format!(
+            "# syntax=docker/dockerfile:1.10\n{dockerfile}\
+             RUN --mount=type=cache,target=/root/.cache/uv,id=uv \
+                 ls /root/.cache/uv | wc -l > /cache-entries-before && touch /root/.cache/uv/wheel-$$\n\
+             RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /token-length\n\
+             RUN --mount=type=secret,id=token,env=TOKEN,target=/etc/token \
+                 test \"$TOKEN\" = \"$(cat /etc/token)\" && echo secret seen\n\
+             RUN --mount=type=tmpfs,target=/scratch echo in memory > /scratch/x && cat /scratch/x\n"
+        ),
+    );
+    let out = p.root().join("out.tar");
+    let build = |no_cache: bool| {
+        let mut cmd = p
+            .cmd()
+            .plugins(&plugins)
+            .build("app")
+            .tag("flyte:1")
+            .arg("--secret")
+            .arg(format!(
+                "id=token,src={}",
+                p.root().join("token.txt").display()
+            ))
+            .arg("--output")
+            .arg(format!("type=docker,dest={}", out.display()))
+            .json();
+        if no_cache {
+            cmd = cmd.arg("--no-cache");
+        }
+        let r = cmd.run();
+        r.ok();
+        assert!(r.stderr.contains("   secret seen"), "{}", r.stderr);
+        assert!(r.stderr.contains("   in memory"), "{}", r.stderr);
+        assert!(!r.all_output().contains(secret), "secret printed");
+        r.json()["digest"].as_str().expect("digest").to_owned()
+    };
+    build(false);
+    build(true);
+    assert_nothing_left(&p);
+    // The second run of the cache step found the first one's file.
+    docker(&["load", "-i", out.to_str().expect("utf8")]);
+    let seen = docker(&[
+        "run",
+        "--rm",
+        "flyte:1",
+        "cat",
+        "/cache-entries-before",
+        "/token-length",
+    ]);
+    assert_eq!(
+        seen.split_whitespace().collect::<Vec<_>>(),
+        ["1", &secret.len().to_string()]
+    );
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", "flyte:1"])
+        .output();
+    // The mount targets and the cache's files are in no layer.
+    let layers = layer_members(&out);
+    for m in layers.iter().flatten() {
+        assert!(
+            !m.starts_with("run/")
+                && !m.starts_with("root/.cache")
+                && !m.starts_with("scratch")
+                && m != "etc/token",
+            "{m} in a layer: {layers:?}"
+        );
+    }
+    // The secret is in no file kiln wrote: the archive (layers unpacked),
+    // the cache folder, the project's state.
+    let mut unpacked = Vec::new();
+    let mut a = tar::Archive::new(fs::File::open(&out).expect("archive"));
+    for e in a.entries().expect("entries") {
+        let mut data = Vec::new();
+        e.expect("entry").read_to_end(&mut data).expect("read");
+        let mut plain = Vec::new();
+        if flate2::read::MultiGzDecoder::new(data.as_slice())
+            .read_to_end(&mut plain)
+            .is_ok()
+        {
+            unpacked.push(plain);
+        }
+        unpacked.push(data);
+    }
+    assert!(
+        unpacked.iter().all(|d| !contains(d, secret.as_bytes())),
+        "secret in the archive"
+    );
+    for (path, data) in files_below(&p.root().join("home"))
+        .into_iter()
+        .chain(files_below(&p.root().join("work/.kiln")))
+    {
+        assert!(
+            !contains(&data, secret.as_bytes()),
+            "secret in {}",
+            path.display()
+        );
+    }
+    // The plan names the secret, never its value.
+    let plan = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .tag("flyte:1")
+        .arg("--secret")
+        .arg(format!(
+            "id=token,src={}",
+            p.root().join("token.txt").display()
+        ))
+        .dry_run()
+        .run();
+    plan.ok();
+    assert!(
+        plan.stdout.contains("secrets: token") && !plan.all_output().contains(secret),
+        "{}",
+        plan.stdout
+    );
+    // A required secret the build was not given: the line and what to pass.
+    write(
+        &app,
+        "Dockerfile",
+        &format!("{dockerfile}RUN --mount=type=secret,id=missing,required true\n"),
+    );
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .tag("x:1")
+        .output(p.root().join("x.tar"))
+        .run();
+    r.code(6);
+    assert!(
+        r.stderr.contains("line 4") && r.stderr.contains("--secret id=missing"),
+        "{}",
+        r.stderr
+    );
+    assert_nothing_left(&p);
+}

@@ -119,7 +119,8 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
         .archive
         .take()
         .ok_or_else(|| Error::BadArgument("a dry run's plan cannot be executed".into()))?;
-    let request = plan.request.to_request(&plan.images, &plan.dockerfile);
+    let mut request = plan.request.to_request(&plan.images, &plan.dockerfile);
+    request.secrets = secrets(session, &plan.request.secrets, builder)?;
     let build_context = BuildContext {
         archive_path: archive.path().to_string_lossy().into_owned(),
         gzip: false,
@@ -146,4 +147,38 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
         image: built.image,
         ..outcome(&plan, built.digest, "built", reason)
     })
+}
+
+/// The `--secret` values, for a builder whose plugin takes them (protocol
+/// feature `secrets`). Read here, when the build runs: never planned,
+/// printed or stored.
+fn secrets(
+    session: &Session<'_>,
+    specs: &[super::options::SecretSpec],
+    builder: &ResolvedComponent,
+) -> Result<Vec<kiln_plugin_api::BuildSecret>> {
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let plugin = &builder.flavor.plugin;
+    if !plugin
+        .features
+        .iter()
+        .any(|f| f == kiln_plugin_api::feature::SECRETS)
+    {
+        return Err(Error::BadArgument(format!(
+            "--secret: builder {} (plugin {} {}, plugin-api {}) does not take secrets; \
+             update the plugin to one built against plugin-api 0.2.1 or later",
+            builder.label, plugin.name, plugin.version, plugin.api_version
+        )));
+    }
+    specs
+        .iter()
+        .map(|spec| {
+            Ok(kiln_plugin_api::BuildSecret {
+                id: spec.id.clone(),
+                value: spec.read(|name| session.env.var(name))?,
+            })
+        })
+        .collect()
 }

@@ -72,6 +72,12 @@ pub struct BuildArgs {
     /// NAME=docker-image://REF.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
+    /// A secret for RUN --mount=type=secret, buildx's spelling (repeatable):
+    /// id=ID,src=FILE or id=ID,env=VAR (id=ID alone reads the variable ID).
+    /// Its value goes to the builder only: never into the image, the
+    /// cache, a log or the plan.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
     /// Build-time variable KEY=VALUE (repeatable).
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
@@ -220,6 +226,8 @@ pub struct Options {
     pub output: Option<OutputSpec>,
     /// `--build-context`, by name.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// `--secret`: where each value is read from (not the values).
+    pub secrets: Vec<SecretSpec>,
     /// `--no-cache`.
     pub no_cache: bool,
     /// `--pull`.
@@ -286,6 +294,11 @@ impl Options {
                 .map(|spec| output_spec(spec, cwd))
                 .transpose()?,
             named_contexts,
+            secrets: args
+                .secrets
+                .iter()
+                .map(|s| secret_spec(s, cwd))
+                .collect::<Result<_>>()?,
             no_cache: args.no_cache,
             pull: args.pull,
             force: args.force,
@@ -346,6 +359,88 @@ fn output_spec(spec: &str, cwd: &std::path::Path) -> Result<OutputSpec> {
         (Some(kind), Some(dest)) => Ok(OutputSpec { kind, dest }),
         _ => Err(bad()),
     }
+}
+
+/// Where a `--secret`'s value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretSource {
+    /// A file (absolute).
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+/// One `--secret`: its id and where its value is read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SecretSpec {
+    /// The id `RUN --mount=type=secret,id=ID` names.
+    pub id: String,
+    /// Where the value is.
+    pub source: SecretSource,
+}
+
+impl SecretSpec {
+    /// Read the value; the error names the source, never the value.
+    pub fn read(&self, session_var: impl Fn(&str) -> Option<String>) -> Result<Vec<u8>> {
+        match &self.source {
+            SecretSource::File(path) => std::fs::read(path).map_err(|e| {
+                Error::BadArgument(format!(
+                    "--secret id={}: reading {}: {e}",
+                    self.id,
+                    path.display()
+                ))
+            }),
+            SecretSource::Env(var) => session_var(var).map(String::into_bytes).ok_or_else(|| {
+                Error::BadArgument(format!(
+                    "--secret id={}: the environment variable {var} is not set",
+                    self.id
+                ))
+            }),
+        }
+    }
+}
+
+/// `id=ID,src=FILE`, `id=ID,env=VAR`, `id=ID` (the variable ID); `type=file`
+/// or `type=env` and `source=` as buildx also takes them.
+fn secret_spec(spec: &str, cwd: &std::path::Path) -> Result<SecretSpec> {
+    let bad = |why: &str| Error::BadArgument(format!("--secret {spec:?}: {why}"));
+    let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+    for part in spec.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| bad("expected KEY=VALUE pairs"))?;
+        match k {
+            "id" => id = Some(v.to_string()),
+            "src" | "source" => src = Some(v.to_string()),
+            "env" => env = Some(v.to_string()),
+            "type" => kind = Some(v.to_string()),
+            other => return Err(bad(&format!("unknown key {other:?} (id, src, env, type)"))),
+        }
+    }
+    let id = id
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| bad("id=ID is required"))?;
+    if id.contains('/') {
+        return Err(bad("an id cannot contain '/'"));
+    }
+    let source = match (kind.as_deref(), src, env) {
+        (_, Some(_), Some(_)) => return Err(bad("give src or env, not both")),
+        (None | Some("file"), Some(path), None) if !path.is_empty() => {
+            SecretSource::File(cwd.join(path))
+        }
+        (Some("env"), Some(var), None) | (None | Some("env"), None, Some(var))
+            if !var.is_empty() =>
+        {
+            SecretSource::Env(var)
+        }
+        (None | Some("env"), None, None) => SecretSource::Env(id.clone()),
+        (Some(t), ..) if t != "file" && t != "env" => {
+            return Err(bad(&format!("type={t}: must be file or env")))
+        }
+        _ => return Err(bad("expected src=FILE or env=VAR")),
+    };
+    Ok(SecretSpec { id, source })
 }
 
 fn named_context(spec: &str, cwd: &std::path::Path) -> Result<(String, NamedContext)> {

@@ -86,6 +86,9 @@ pub struct RequestPlan {
     pub output: Option<OutputSpec>,
     /// `--build-context`.
     pub build_contexts: std::collections::BTreeMap<String, NamedContext>,
+    /// `--secret`: ids and sources, never values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<super::options::SecretSpec>,
 }
 
 fn pairs_object<S: Serializer>(
@@ -142,6 +145,7 @@ impl RequestPlan {
             pull: options.pull,
             output: options.output.clone(),
             build_contexts: options.named_contexts.clone(),
+            secrets: options.secrets.clone(),
         }
     }
 
@@ -166,6 +170,8 @@ impl RequestPlan {
                 .iter()
                 .map(|(name, c)| (name.clone(), c.to_string()))
                 .collect(),
+            // Values are read only when a build runs (execute.rs).
+            secrets: Vec::new(),
         }
     }
 }
@@ -284,6 +290,10 @@ impl fmt::Display for Plan {
         }
         for (name, c) in &r.build_contexts {
             writeln!(f, "  build context: {name}={c}")?;
+        }
+        if !r.secrets.is_empty() {
+            let ids: Vec<&str> = r.secrets.iter().map(|s| s.id.as_str()).collect();
+            writeln!(f, "  secrets: {}", ids.join(", "))?;
         }
         if let Some(o) = &r.output {
             let kind = match o.kind {

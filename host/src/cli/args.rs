@@ -46,7 +46,7 @@ pub enum Command {
     /// Create a kiln project (.kiln/) in the current directory or --project DIR.
     Init,
     /// Build an image from a context directory through a builder plugin.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Internal: execute a build handed over on stdin, in a process of its own.
     #[command(name = "__worker", hide = true)]
     Worker,

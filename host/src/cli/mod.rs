@@ -27,7 +27,7 @@ pub fn run(cli: Cli, env: &Environment) -> Result<i32> {
         Command::Plugin(cmd) => plugin::run(&session, cmd),
         Command::Component(cmd) => component::run(&session, cmd),
         Command::Context(cmd) => context::run(&session, cmd),
-        Command::Build(args) => build::run(&session, args),
+        Command::Build(args) => build::run(&session, *args),
         Command::Push {
             image,
             registry,

@@ -236,6 +236,13 @@ impl LocalBuilder {
         events: &Events,
         cancel: &Cancel,
     ) -> Result<BuildOutput, PluginError> {
+        if !request.secrets.is_empty() {
+            return Err(PluginError::new(
+                ErrorKind::INVALID_INPUT,
+                "the local builder (the Docker Engine's classic builder) cannot hand secrets to \
+                 RUN; --secret is for the oci builder",
+            ));
+        }
         if request.output.is_some() {
             return Err(PluginError::new(
                 ErrorKind::INVALID_INPUT,

@@ -28,6 +28,223 @@ pub struct CopyFlags {
 pub struct RunFlags {
     /// `--network=default|none|host`.
     pub network: crate::runtime::spec::Network,
+    /// `--mount=...`, in order.
+    pub mounts: Vec<RunMount>,
+}
+
+/// One `RUN --mount` (BuildKit's syntax).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunMount {
+    /// `type=cache`: a folder kept in kiln's cache across builds.
+    Cache {
+        /// Where it appears (absolute).
+        target: String,
+        /// Which cache (default: the target).
+        id: String,
+        /// `shared` (default), `private` (a new one each time) or `locked`.
+        sharing: Sharing,
+        /// Mode of the folder when first made (default 0755).
+        mode: u32,
+        /// Owner of the folder when first made.
+        uid: u32,
+        /// Group of the folder when first made.
+        gid: u32,
+    },
+    /// `type=secret`: a `--secret` as a file, or an environment variable.
+    Secret {
+        /// The `--secret` id.
+        id: String,
+        /// The file (default `/run/secrets/ID`), unless only `env` is given.
+        target: Option<String>,
+        /// An environment variable to hold it.
+        env: Option<String>,
+        /// Fail when the build has no such secret (default: skip it).
+        required: bool,
+        /// File mode (default 0400).
+        mode: u32,
+        /// File owner.
+        uid: u32,
+        /// File group.
+        gid: u32,
+    },
+    /// `type=tmpfs`: an empty in-memory folder.
+    Tmpfs {
+        /// Where it appears.
+        target: String,
+        /// Bytes (0: the kernel's default).
+        size: u64,
+    },
+}
+
+/// How a cache mount is shared between builds running at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// Everyone writes the same folder.
+    Shared,
+    /// Each build gets a fresh one.
+    Private,
+    /// One build at a time.
+    Locked,
+}
+
+fn absolute_target(value: &str) -> String {
+    let cleaned = crate::fs::tree::clean(value);
+    format!("/{cleaned}")
+}
+
+fn octal(key: &str, value: &str) -> Result<u32, String> {
+    u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{key}={value}: expected an octal mode"))
+}
+
+fn number(key: &str, value: &str) -> Result<u32, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{key}={value}: expected a number"))
+}
+
+/// One `--mount=` value.
+pub fn run_mount(spec: &str) -> Result<RunMount, String> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for part in spec.split(',') {
+        let (k, v) = match part.split_once('=') {
+            Some((k, v)) => (k.to_lowercase(), v.to_string()),
+            // A bare flag (`readonly`, `required`) means true.
+            None => (part.to_lowercase(), "true".to_string()),
+        };
+        fields.push((k, v));
+    }
+    let get = |key: &str| {
+        fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key || (key == "target" && (k == "dst" || k == "destination")))
+            .map(|(_, v)| v.clone())
+    };
+    let kind = get("type").unwrap_or_else(|| "bind".to_string());
+    let allowed: &[&str] = match kind.as_str() {
+        "cache" => &[
+            "type",
+            "target",
+            "dst",
+            "destination",
+            "id",
+            "sharing",
+            "mode",
+            "uid",
+            "gid",
+            "readonly",
+            "ro",
+        ],
+        "secret" => &[
+            "type",
+            "id",
+            "target",
+            "dst",
+            "destination",
+            "env",
+            "required",
+            "mode",
+            "uid",
+            "gid",
+        ],
+        "tmpfs" => &["type", "target", "dst", "destination", "size"],
+        "bind" => return Err("--mount=type=bind is not supported by the oci builder yet".into()),
+        "ssh" => return Err("--mount=type=ssh is not supported by the oci builder".into()),
+        other => {
+            return Err(format!(
+                "--mount: unknown type {other:?} (cache, secret, tmpfs)"
+            ))
+        }
+    };
+    if let Some((k, _)) = fields.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        return Err(format!("--mount=type={kind}: unknown option {k:?}"));
+    }
+    let flag = |key: &str| get(key).is_some_and(|v| v == "true" || v == "1");
+    match kind.as_str() {
+        "cache" => {
+            let target = get("target").ok_or("--mount=type=cache needs target=PATH")?;
+            let target = absolute_target(&target);
+            if flag("readonly") || flag("ro") {
+                return Err(
+                    "--mount=type=cache,readonly is not supported by the oci builder".into(),
+                );
+            }
+            Ok(RunMount::Cache {
+                id: get("id")
+                    .filter(|i| !i.is_empty())
+                    .unwrap_or_else(|| target.clone()),
+                sharing: match get("sharing").as_deref() {
+                    None | Some("shared") => Sharing::Shared,
+                    Some("private") => Sharing::Private,
+                    Some("locked") => Sharing::Locked,
+                    Some(other) => {
+                        return Err(format!(
+                            "sharing={other}: must be shared, private or locked"
+                        ))
+                    }
+                },
+                mode: get("mode")
+                    .map(|m| octal("mode", &m))
+                    .transpose()?
+                    .unwrap_or(0o755),
+                uid: get("uid")
+                    .map(|v| number("uid", &v))
+                    .transpose()?
+                    .unwrap_or(0),
+                gid: get("gid")
+                    .map(|v| number("gid", &v))
+                    .transpose()?
+                    .unwrap_or(0),
+                target,
+            })
+        }
+        "secret" => {
+            let id = get("id").filter(|i| !i.is_empty());
+            let target = get("target").map(|t| absolute_target(&t));
+            let env = get("env").filter(|e| !e.is_empty());
+            let id = match (id, &target) {
+                (Some(id), _) => id,
+                // BuildKit: without an id, the target's file name.
+                (None, Some(t)) => t.rsplit('/').next().unwrap_or("").to_string(),
+                (None, None) => return Err("--mount=type=secret needs id=ID".into()),
+            };
+            Ok(RunMount::Secret {
+                target: if env.is_some() && target.is_none() {
+                    None
+                } else {
+                    Some(target.unwrap_or_else(|| format!("/run/secrets/{id}")))
+                },
+                id,
+                env,
+                required: flag("required"),
+                mode: get("mode")
+                    .map(|m| octal("mode", &m))
+                    .transpose()?
+                    .unwrap_or(0o400),
+                uid: get("uid")
+                    .map(|v| number("uid", &v))
+                    .transpose()?
+                    .unwrap_or(0),
+                gid: get("gid")
+                    .map(|v| number("gid", &v))
+                    .transpose()?
+                    .unwrap_or(0),
+            })
+        }
+        _ => Ok(RunMount::Tmpfs {
+            target: absolute_target(&get("target").ok_or("--mount=type=tmpfs needs target=PATH")?),
+            size: get("size")
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| format!("size={v}: expected bytes"))
+                })
+                .transpose()?
+                .unwrap_or(0),
+        }),
+    }
 }
 
 /// An instruction, typed. Those without data of their own are carried out
@@ -142,12 +359,13 @@ fn run_flags(ins: &Instruction) -> Result<RunFlags, BuildError> {
                 flags.network =
                     crate::runtime::spec::Network::parse(value).map_err(|e| at(line, e))?
             }
-            "mount" | "security" => {
+            "mount" => flags
+                .mounts
+                .push(run_mount(value).map_err(|e| at(line, e))?),
+            "security" => {
                 return Err(at(
                     line,
-                    format!(
-                        "RUN --{name} is not supported by the oci builder yet: build with the                          `local` builder (--builder-flavor local)"
-                    ),
+                    "RUN --security is not supported by the oci builder",
                 ))
             }
             other => return Err(at(line, format!("RUN --{other} is not a RUN option"))),
@@ -346,5 +564,63 @@ mod tests {
         assert_eq!(duration_ns("500ms"), Some(500_000_000));
         assert_eq!(duration_ns("10"), None);
         assert_eq!(duration_ns("x"), None);
+    }
+}
+
+#[cfg(test)]
+mod mount_tests {
+    use super::*;
+
+    #[test]
+    fn mounts_parse_with_buildkit_defaults_and_refuse_what_is_unknown() {
+        assert_eq!(
+            run_mount("type=cache,target=/root/.cache/uv"),
+            Ok(RunMount::Cache {
+                target: "/root/.cache/uv".into(),
+                id: "/root/.cache/uv".into(),
+                sharing: Sharing::Shared,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            })
+        );
+        assert_eq!(
+            run_mount("type=secret,id=tok,env=TOK"),
+            Ok(RunMount::Secret {
+                id: "tok".into(),
+                target: None,
+                env: Some("TOK".into()),
+                required: false,
+                mode: 0o400,
+                uid: 0,
+                gid: 0,
+            })
+        );
+        match run_mount("type=secret,target=/etc/app/key,required").expect("secret") {
+            RunMount::Secret {
+                id,
+                target,
+                required,
+                ..
+            } => {
+                assert_eq!(
+                    (id.as_str(), target.as_deref(), required),
+                    ("key", Some("/etc/app/key"), true)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            run_mount("type=tmpfs,dst=/t,size=1048576"),
+            Ok(RunMount::Tmpfs {
+                target: "/t".into(),
+                size: 1048576
+            })
+        );
+        assert!(run_mount("type=cache").is_err());
+        assert!(run_mount("type=cache,target=/x,sharing=sometimes").is_err());
+        assert!(run_mount("type=cache,target=/x,colour=red").is_err());
+        assert!(run_mount("type=ssh").is_err());
+        assert!(run_mount("type=secret").is_err());
     }
 }

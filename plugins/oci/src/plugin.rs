@@ -236,6 +236,8 @@ impl Builder for OciBuilder {
                 work_dir: self.cache_dir.join("run"),
                 output: &|line: &str| events.output(line),
                 cancelled: &|| cancel.is_cancelled(),
+                secrets: &request.secrets,
+                cache_mounts: self.cache_dir.join("mounts"),
             }),
         })
         .map_err(|e| {

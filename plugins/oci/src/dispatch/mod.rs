@@ -47,6 +47,10 @@ pub struct Runner<'a> {
     pub output: &'a dyn Fn(&str),
     /// Whether to stop.
     pub cancelled: &'a dyn Fn() -> bool,
+    /// The build's `--secret`s, for `RUN --mount=type=secret`.
+    pub secrets: &'a [kiln_plugin_api::BuildSecret],
+    /// Where `RUN --mount=type=cache` folders are kept across builds.
+    pub cache_mounts: std::path::PathBuf,
 }
 
 /// Fetches a registry image for a platform.
@@ -476,6 +480,8 @@ mod tests {
             work_dir: std::path::PathBuf::from("/nonexistent"),
             output: &|_| {},
             cancelled: &|| false,
+            secrets: &[],
+            cache_mounts: std::path::PathBuf::from("/nonexistent"),
         };
         let input = BuildInput {
             dockerfile: "FROM scratch\nRUN echo hi\n",

@@ -16,7 +16,7 @@ use crate::{
     dockerfile::{Args, Instruction},
     error::{at, BuildError, Cause},
     image::{Entry, Kind, Layer},
-    instructions::RunFlags,
+    instructions::{RunFlags, RunMount, Sharing},
     runtime::{
         rootfs,
         spec::{self, Process},
@@ -100,7 +100,7 @@ fn resolve_user(stage: &mut Stage, value: &str) -> Result<(u32, u32, Vec<u32>), 
 }
 
 /// The cache key of a `RUN` step.
-fn step_key(stage: &Stage, process: &Process, platform: &str) -> String {
+fn step_key(stage: &Stage, process: &Process, mounts: &[RunMount], platform: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(b"kiln-oci-run-v1\0");
@@ -116,6 +116,8 @@ fn step_key(stage: &Stage, process: &Process, platform: &str) -> String {
         "cwd": process.cwd,
         "user": [process.uid, process.gid, &process.additional_gids],
         "network": format!("{:?}", process.network),
+        // Declarations only: never a secret's value or a cache's contents.
+        "mounts": format!("{mounts:?}"),
     });
     h.update(parts.to_string().as_bytes());
     format!("sha256:{:x}", h.finalize())
@@ -178,7 +180,12 @@ impl Run<'_, '_> {
             additional_gids,
             network: flags.network,
         };
-        let key = step_key(stage, &process, &self.input.platform.to_string());
+        let key = step_key(
+            stage,
+            &process,
+            &flags.mounts,
+            &self.input.platform.to_string(),
+        );
         let store = self.input.store.filter(|_| !self.input.no_cache);
         if let Some(layer) = store.and_then(|s| s.recipe(&key)) {
             (runner.output)(&format!("RUN {} (cached)", ins.original.trim()));
@@ -233,11 +240,16 @@ impl Run<'_, '_> {
             let p = std::path::Path::new(p);
             p.is_file().then_some(p)
         }
+        let mounts =
+            prepare_mounts(&flags.mounts, &container, runner).map_err(|e| failed(line, e))?;
+        let mut process = process;
+        process.env.extend(mounts.env);
         let config = spec::config(
             &process,
             &root,
             host_file("/etc/resolv.conf"),
             host_file("/etc/hosts"),
+            &mounts.spec,
         );
         let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         let ended = container
@@ -279,8 +291,11 @@ impl Run<'_, '_> {
             }
         }
         let mut after = rootfs::read(&root).map_err(|e| failed(line, e))?;
+        drop(mounts.locks);
         drop(container);
-        rootfs::drop_mount_targets(&before, &mut after, spec::MOUNT_TARGETS);
+        let mut targets: Vec<&str> = spec::MOUNT_TARGETS.to_vec();
+        targets.extend(mounts.targets.iter().map(|t| t.trim_start_matches('/')));
+        rootfs::drop_mount_targets(&before, &mut after, &targets);
         let changes = rootfs::diff(&before, &after);
         let layer = self.layer(&changes, line)?;
         self.layers_made += 1;
@@ -291,6 +306,122 @@ impl Run<'_, '_> {
         apply(&mut self.stages[current], layer, Some(after));
         Ok(())
     }
+}
+
+/// A `RUN`'s mounts, ready: spec mounts, environment entries (secrets
+/// given as variables), the targets (never part of the layer) and the
+/// locks of `sharing=locked` caches, held until the command ends.
+struct Mounts {
+    spec: Vec<serde_json::Value>,
+    env: Vec<String>,
+    targets: Vec<String>,
+    locks: Vec<std::fs::File>,
+}
+
+fn prepare_mounts(
+    declared: &[RunMount],
+    container: &Container,
+    runner: &super::Runner<'_>,
+) -> Result<Mounts, String> {
+    use std::os::unix::fs::{lchown, PermissionsExt};
+    let mut out = Mounts {
+        spec: Vec::new(),
+        env: Vec::new(),
+        targets: Vec::new(),
+        locks: Vec::new(),
+    };
+    let own = |p: &std::path::Path, mode: u32, uid: u32, gid: u32| -> Result<(), String> {
+        lchown(p, Some(uid), Some(gid)).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let bind = |source: &std::path::Path, target: &str, ro: bool| {
+        let mut options = vec!["rbind"];
+        options.push(if ro { "ro" } else { "rw" });
+        serde_json::json!({"destination": target, "type": "bind", "source": source, "options": options})
+    };
+    for (n, mount) in declared.iter().enumerate() {
+        match mount {
+            RunMount::Cache {
+                target,
+                id,
+                sharing,
+                mode,
+                uid,
+                gid,
+            } => {
+                use sha2::{Digest, Sha256};
+                let dir = match sharing {
+                    Sharing::Private => container.scratch(&format!("cache-{n}"))?,
+                    _ => {
+                        let name = format!("{:x}", Sha256::digest(id.as_bytes()));
+                        runner.cache_mounts.join(&name[..32])
+                    }
+                };
+                if !dir.exists() {
+                    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                    own(&dir, *mode, *uid, *gid)?;
+                }
+                if *sharing == Sharing::Locked {
+                    let lock_path = dir.with_extension("lock");
+                    let lock = std::fs::File::create(&lock_path)
+                        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+                    // SAFETY: flock(2) on a file this function opened.
+                    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) }
+                        != 0
+                    {
+                        return Err(format!("locking {}", lock_path.display()));
+                    }
+                    out.locks.push(lock);
+                }
+                out.spec.push(bind(&dir, target, false));
+                out.targets.push(target.clone());
+            }
+            RunMount::Secret {
+                id,
+                target,
+                env,
+                required,
+                mode,
+                uid,
+                gid,
+            } => {
+                let Some(secret) = runner.secrets.iter().find(|s| &s.id == id) else {
+                    if *required {
+                        return Err(format!(
+                            "--mount=type=secret,id={id} is required, and the build has no such \
+                             secret: pass --secret id={id},src=FILE (or env=VAR)"
+                        ));
+                    }
+                    continue;
+                };
+                if let Some(var) = env {
+                    out.env
+                        .push(format!("{var}={}", String::from_utf8_lossy(&secret.value)));
+                }
+                if let Some(target) = target {
+                    let dir = container.scratch("secrets")?;
+                    let file = dir.join(n.to_string());
+                    std::fs::write(&file, &secret.value)
+                        .map_err(|e| format!("writing a secret for the container: {e}"))?;
+                    own(&file, *mode, *uid, *gid)?;
+                    out.spec.push(bind(&file, target, true));
+                    out.targets.push(target.clone());
+                }
+            }
+            RunMount::Tmpfs { target, size } => {
+                let mut options = vec!["nosuid".to_string(), "nodev".to_string()];
+                if *size > 0 {
+                    options.push(format!("size={size}"));
+                }
+                out.spec.push(serde_json::json!({
+                    "destination": target, "type": "tmpfs", "source": "tmpfs", "options": options
+                }));
+                out.targets.push(target.clone());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The stage after a `RUN` layer: every layer so far is its base, whose

@@ -122,6 +122,14 @@ impl Container {
         self.bundle.join("rootfs")
     }
 
+    /// A folder of the bundle outside the root filesystem (for secrets and
+    /// private caches), removed with it.
+    pub fn scratch(&self, name: &str) -> Result<PathBuf, String> {
+        let dir = self.bundle.join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        Ok(dir)
+    }
+
     /// Write `config.json` and run it to the end: each output line goes to
     /// `line` as it arrives; `cancelled` is polled, and when it answers true
     /// the container is killed.

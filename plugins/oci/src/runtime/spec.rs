@@ -89,12 +89,14 @@ pub const MOUNT_TARGETS: &[&str] = &[
 
 /// The spec for `process` on the root filesystem at `rootfs`.
 /// `resolv_conf` and `hosts` are the host's files, mounted read-only when
-/// the command shares the host's network.
+/// the command shares the host's network. `extra` are the `RUN --mount`s,
+/// as spec mounts.
 pub fn config(
     process: &Process,
     rootfs: &Path,
     resolv_conf: Option<&Path>,
     hosts: Option<&Path>,
+    extra: &[Value],
 ) -> Value {
     let caps: Vec<&str> = DOCKER_CAPABILITIES.to_vec();
     let mut mounts = vec![
@@ -118,6 +120,7 @@ pub fn config(
             }
         }
     }
+    mounts.extend(extra.iter().cloned());
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
@@ -168,6 +171,10 @@ pub fn config(
 mod tests {
     use super::*;
 
+    fn tmpfs_mount() -> Value {
+        json!({"destination": "/x", "type": "tmpfs", "source": "tmpfs"})
+    }
+
     fn process(network: Network) -> Process {
         Process {
             args: vec!["/bin/sh".into(), "-c".into(), "true".into()],
@@ -183,15 +190,27 @@ mod tests {
     #[test]
     fn network_none_has_its_own_namespace_and_no_host_files() {
         let resolv = Path::new("/etc/resolv.conf");
-        let c = config(&process(Network::None), Path::new("/r"), Some(resolv), None);
+        let c = config(
+            &process(Network::None),
+            Path::new("/r"),
+            Some(resolv),
+            None,
+            &[],
+        );
         let ns = c["linux"]["namespaces"].as_array().expect("ns");
         assert!(ns.iter().any(|n| n["type"] == "network"));
         assert!(!c["mounts"].to_string().contains("resolv.conf"));
+        let tmpfs = tmpfs_mount();
         let c = config(
             &process(Network::Default),
             Path::new("/r"),
             Some(resolv),
             None,
+            &[tmpfs],
+        );
+        assert_eq!(
+            c["mounts"].as_array().expect("mounts").last(),
+            Some(&tmpfs_mount())
         );
         assert!(!c["linux"]["namespaces"].to_string().contains("network"));
         assert!(c["mounts"].to_string().contains("resolv.conf"));
