@@ -108,6 +108,9 @@ struct Stage {
     lower: Vec<Layer>,
     /// The files of `lower`, applied once when first needed.
     lower_fs: Option<Rc<BTreeMap<String, Entry>>>,
+    /// Changes made since `lower_fs` was computed (a `RUN` taken from the
+    /// cache), applied when the files are next needed.
+    pending: Vec<Pending>,
     /// Files this stage (or the stage it started from) added.
     files: BTreeMap<String, Entry>,
     /// All layers, bottom first.
@@ -123,12 +126,32 @@ struct Stage {
 
 impl Stage {
     fn lower_fs(&mut self) -> Result<Rc<BTreeMap<String, Entry>>, String> {
-        if let Some(fs) = &self.lower_fs {
-            return Ok(fs.clone());
+        match &self.lower_fs {
+            Some(fs) if self.pending.is_empty() => return Ok(fs.clone()),
+            Some(fs) => {
+                let mut files = (**fs).clone();
+                for change in self.pending.drain(..) {
+                    match change {
+                        Pending::Files(added) => {
+                            for (path, entry) in added {
+                                if !matches!(entry.kind, Kind::Dir) {
+                                    remove_under(&mut files, &path);
+                                }
+                                files.insert(path, entry);
+                            }
+                        }
+                        Pending::Layer(layer) => crate::fs::overlay::apply(&mut files, &layer)?,
+                    }
+                }
+                self.lower_fs = Some(Rc::new(files));
+            }
+            None => {
+                // `lower` holds every layer, pending ones included.
+                self.pending.clear();
+                self.lower_fs = Some(Rc::new(crate::fs::overlay::filesystem(&self.lower)?));
+            }
         }
-        let fs = Rc::new(crate::fs::overlay::filesystem(&self.lower)?);
-        self.lower_fs = Some(fs.clone());
-        Ok(fs)
+        Ok(self.lower_fs.clone().unwrap_or_default())
     }
 
     /// The whole filesystem: the base's, then this stage's files.
@@ -153,6 +176,15 @@ impl Stage {
         }
         Ok(self.lower_fs()?.get(path).cloned())
     }
+}
+
+/// A change to a stage's files not yet applied to its `lower_fs`.
+#[derive(Clone)]
+enum Pending {
+    /// Files a `COPY` added.
+    Files(BTreeMap<String, Entry>),
+    /// A layer from the cache.
+    Layer(Layer),
 }
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -199,8 +199,7 @@ impl Run<'_, '_> {
             .as_ref()
             .map_err(|e| failed(line, e.clone()))?;
         let before = stage.filesystem().map_err(|e| at(line, e))?;
-        let program = process.args[0].trim_start_matches('/');
-        if process.args[0].starts_with('/') && !before.contains_key(program) {
+        if process.args[0].starts_with('/') && !rootfs::exists(&before, &process.args[0]) {
             let hint = match &ins.args {
                 Args::Shell(_) => {
                     " (the shell form runs SHELL; an image without a shell needs \
@@ -424,13 +423,27 @@ fn prepare_mounts(
     Ok(out)
 }
 
-/// The stage after a `RUN` layer: every layer so far is its base, whose
-/// files are `after` when known (else read from the layers when needed).
+/// The stage after a `RUN` layer: every layer so far is its base. Its
+/// files are `after` when the command ran here; for a layer from the cache
+/// they are brought up to date when next needed (only that layer is read).
 fn apply(stage: &mut Stage, layer: Layer, after: Option<BTreeMap<String, Entry>>) {
-    stage.layers.push(layer);
+    stage.layers.push(layer.clone());
     stage.lower = stage.layers.clone();
-    stage.files.clear();
-    stage.lower_fs = after.map(Rc::new);
+    let added = std::mem::take(&mut stage.files);
+    match after {
+        Some(files) => {
+            stage.pending.clear();
+            stage.lower_fs = Some(Rc::new(files));
+        }
+        None if stage.lower_fs.is_some() => {
+            if !added.is_empty() {
+                stage.pending.push(super::Pending::Files(added));
+            }
+            stage.pending.push(super::Pending::Layer(layer));
+        }
+        // Not read yet: `lower` has every layer.
+        None => stage.pending.clear(),
+    }
 }
 
 #[cfg(test)]

@@ -14,61 +14,65 @@ use crate::{
 pub fn filesystem(layers: &[Layer]) -> Result<BTreeMap<String, Entry>, String> {
     let mut files: BTreeMap<String, Entry> = BTreeMap::new();
     for layer in layers {
-        let plain = if layer.blob.starts_with(&[0x1f, 0x8b]) {
-            let mut plain = Vec::new();
-            flate2::read::MultiGzDecoder::new(layer.blob.as_ref())
-                .read_to_end(&mut plain)
-                .map_err(|e| format!("reading layer {}: {e}", layer.digest))?;
-            Bytes::from(plain)
-        } else {
-            layer.blob.clone()
-        };
-        let mut upper: BTreeMap<String, Entry> = BTreeMap::new();
-        let members =
-            tree::members(&plain).map_err(|e| format!("reading layer {}: {e}", layer.digest))?;
-        for (path, member) in members {
-            let (parent, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
-            if name == ".wh..wh..opq" {
-                let prefix = if parent.is_empty() {
-                    String::new()
-                } else {
-                    format!("{parent}/")
-                };
-                files.retain(|k, _| !k.starts_with(&prefix) || k.len() == prefix.len());
-                continue;
-            }
-            if let Some(gone) = name.strip_prefix(".wh.") {
-                let gone = if parent.is_empty() {
-                    gone.to_string()
-                } else {
-                    format!("{parent}/{gone}")
-                };
-                files.remove(&gone);
-                remove_under(&mut files, &gone);
-                continue;
-            }
-            let entry = match member {
-                Member::Entry(e) => e,
-                Member::HardLink(target, e) => {
-                    match upper.get(&target).or_else(|| files.get(&target)) {
-                        Some(t) => Entry {
-                            kind: t.kind.clone(),
-                            ..e
-                        },
-                        None => continue,
-                    }
-                }
-            };
-            upper.insert(path, entry);
-        }
-        for (path, entry) in upper {
-            if !matches!(entry.kind, Kind::Dir) {
-                remove_under(&mut files, &path);
-            }
-            files.insert(path, entry);
-        }
+        apply(&mut files, layer)?;
     }
     Ok(files)
+}
+
+/// Apply one layer onto `files`, with its whiteouts.
+pub fn apply(files: &mut BTreeMap<String, Entry>, layer: &Layer) -> Result<(), String> {
+    let plain = if layer.blob.starts_with(&[0x1f, 0x8b]) {
+        let mut plain = Vec::new();
+        flate2::read::MultiGzDecoder::new(layer.blob.as_ref())
+            .read_to_end(&mut plain)
+            .map_err(|e| format!("reading layer {}: {e}", layer.digest))?;
+        Bytes::from(plain)
+    } else {
+        layer.blob.clone()
+    };
+    let mut upper: BTreeMap<String, Entry> = BTreeMap::new();
+    let members =
+        tree::members(&plain).map_err(|e| format!("reading layer {}: {e}", layer.digest))?;
+    for (path, member) in members {
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+        if name == ".wh..wh..opq" {
+            let prefix = if parent.is_empty() {
+                String::new()
+            } else {
+                format!("{parent}/")
+            };
+            files.retain(|k, _| !k.starts_with(&prefix) || k.len() == prefix.len());
+            continue;
+        }
+        if let Some(gone) = name.strip_prefix(".wh.") {
+            let gone = if parent.is_empty() {
+                gone.to_string()
+            } else {
+                format!("{parent}/{gone}")
+            };
+            files.remove(&gone);
+            remove_under(files, &gone);
+            continue;
+        }
+        let entry = match member {
+            Member::Entry(e) => e,
+            Member::HardLink(target, e) => match upper.get(&target).or_else(|| files.get(&target)) {
+                Some(t) => Entry {
+                    kind: t.kind.clone(),
+                    ..e
+                },
+                None => continue,
+            },
+        };
+        upper.insert(path, entry);
+    }
+    for (path, entry) in upper {
+        if !matches!(entry.kind, Kind::Dir) {
+            remove_under(files, &path);
+        }
+        files.insert(path, entry);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

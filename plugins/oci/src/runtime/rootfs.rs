@@ -142,6 +142,54 @@ pub fn drop_mount_targets(
     }
 }
 
+/// Whether `path` (absolute) names something in `tree`, following symbolic
+/// links on the way as the kernel would (`/bin` -> `usr/bin` in merged-usr
+/// images), at most 40 of them.
+pub fn exists(tree: &BTreeMap<String, Entry>, path: &str) -> bool {
+    let mut pending: Vec<String> = path
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .rev()
+        .map(str::to_string)
+        .collect();
+    let mut at: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        match part.as_str() {
+            "." => continue,
+            ".." => {
+                at.pop();
+                continue;
+            }
+            _ => {}
+        }
+        at.push(part);
+        let key = at.join("/");
+        match tree.get(&key).map(|e| &e.kind) {
+            None => return false,
+            Some(Kind::Symlink(target)) => {
+                links += 1;
+                if links > 40 {
+                    return false;
+                }
+                at.pop();
+                if target.starts_with('/') {
+                    at.clear();
+                }
+                pending.extend(
+                    target
+                        .split('/')
+                        .filter(|p| !p.is_empty())
+                        .rev()
+                        .map(str::to_string),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    true
+}
+
 fn has_children(tree: &BTreeMap<String, Entry>, path: &str) -> bool {
     let prefix = format!("{path}/");
     tree.range(prefix.clone()..)
@@ -326,6 +374,28 @@ mod tests {
         );
         // The folder above a change keeps its mode.
         assert_eq!(layer["tmp"].mode, 0o1777);
+    }
+
+    #[test]
+    fn paths_resolve_through_symbolic_links() {
+        let link = |t: &str| Entry {
+            kind: Kind::Symlink(t.into()),
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+        };
+        let t = tree(&[
+            ("bin", link("usr/bin")),
+            ("usr", dir(0o755)),
+            ("usr/bin", dir(0o755)),
+            ("usr/bin/dash", file("")),
+            ("usr/bin/sh", link("dash")),
+            ("loop", link("/loop")),
+        ]);
+        assert!(exists(&t, "/bin/sh"));
+        assert!(exists(&t, "/usr/bin/../bin/dash"));
+        assert!(!exists(&t, "/bin/bash"));
+        assert!(!exists(&t, "/loop/x"));
     }
 
     #[test]
