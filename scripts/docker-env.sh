@@ -74,3 +74,25 @@ if ! "$docker_cli" image inspect local/busybox:1 >/dev/null 2>&1; then
   tar -C "$rootfs" -c . | "$docker_cli" import -c 'ENV PATH=/bin' - local/busybox:1 >/dev/null
   say "made local/busybox:1"
 fi
+
+# A real Debian base for the RUN tests, made without any daemon or pull:
+# debootstrap's minbase (about 45 s, once per machine), kept outside the
+# repo with a Dockerfile that makes it an image (`FROM scratch`, `COPY`).
+debian=${KILN_TEST_DEBIAN:-/var/cache/kiln-test/debian}
+if ! [ -f "$debian/Dockerfile" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    command -v debootstrap >/dev/null || {
+      say "installing debootstrap"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null; }
+    }
+    say "making a Debian base with debootstrap in $debian (about a minute, once)"
+    rm -rf "$debian.tmp" && mkdir -p "$debian.tmp"
+    debootstrap --variant=minbase bookworm "$debian.tmp/rootfs" >"$debian.tmp.log" 2>&1 ||
+      { say "debootstrap failed; see $debian.tmp.log"; exit 1; }
+    printf 'FROM scratch\nCOPY rootfs/ /\nCMD ["bash"]\n' > "$debian.tmp/Dockerfile"
+    rm -rf "$debian" && mv "$debian.tmp" "$debian"
+  else
+    say "no Debian base at $debian (made as root with debootstrap); the Debian RUN tests need it"
+  fi
+fi

@@ -528,3 +528,115 @@ fn cache_and_secret_mounts_and_the_secret_is_nowhere() {
     );
     assert_nothing_left(&p);
 }
+
+/// The Debian base `scripts/docker-env.sh` made with debootstrap (outside
+/// the repo), as an OCI archive kiln builds from it (`FROM scratch`,
+/// `COPY rootfs/ /`): no daemon, no pull. `None` (test not run) when it is
+/// missing outside CI.
+#[allow(clippy::print_stderr)]
+fn debian_base(p: &TestProject, plugins: &Path) -> Option<PathBuf> {
+    let dir = PathBuf::from(
+        std::env::var("KILN_TEST_DEBIAN").unwrap_or_else(|_| "/var/cache/kiln-test/debian".into()),
+    );
+    if !dir.join("Dockerfile").is_file() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "no Debian base at {} (CI=true): scripts/test.sh makes it",
+            dir.display()
+        );
+        eprintln!("no Debian base at {}: this test did not run", dir.display());
+        return None;
+    }
+    let out = p.root().join("debian.tar");
+    p.cmd()
+        .plugins(plugins)
+        .arg("build")
+        .arg(&dir)
+        .tag("kiln-test-debian:bookworm")
+        .output(&out)
+        .run()
+        .ok();
+    Some(out)
+}
+
+/// A ZenML-shaped Dockerfile on a real Debian base: `apt-get install`, `pip
+/// install -r requirements.txt` from PyPI, `COPY . .`, `RUN chmod -R a+rw
+/// .`; loaded into Docker and run. The unchanged rebuild takes every step
+/// from the cache and gives the same image.
+#[test]
+fn a_zenml_shaped_image_on_debian_installs_packages_and_runs() {
+    if !daemon_and(&["runc"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    let Some(base) = debian_base(&p, &plugins) else {
+        return;
+    };
+    let app = p.work().join("app");
+    write(&app, "requirements.txt", "six==1.17.0\n");
+    write(
+        &app,
+        "main.py",
+        "import six\nprint('pipeline step with six', six.__version__)\n",
+    );
+    // This machine reaches PyPI through its own CA bundle; an image for it
+    // must carry that bundle (after apt-get, which rewrites the file).
+    let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    let ca_step = if ca.is_file() {
+        fs::copy(ca, app.join("host-ca.crt")).expect("ca");
+        "COPY host-ca.crt /etc/ssl/certs/ca-certificates.crt\n"
+    } else {
+        ""
+    };
+    write(
+        &app,
+        "Dockerfile",
+        &format!(
+            "FROM debian\n\
+             ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1\n\
+             RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-pip \
+                 && rm -rf /var/lib/apt/lists/*\n\
+             {ca_step}\
+             WORKDIR /app\n\
+             COPY requirements.txt .\n\
+             RUN pip install --break-system-packages --default-timeout=60 --no-cache-dir -r requirements.txt\n\
+             COPY . .\n\
+             RUN chmod -R a+rw .\n\
+             CMD [\"python3\", \"main.py\"]\n"
+        ),
+    );
+    let tag = format!("{}:1", unique("kiln-zenml"));
+    let out = p.root().join("zen.tar");
+    let build = || {
+        let r = p
+            .cmd()
+            .plugins(&plugins)
+            .build("app")
+            .tag(&tag)
+            .arg("--build-context")
+            .arg(format!("debian=oci-layout://{}", base.display()))
+            .arg("--output")
+            .arg(format!("type=docker,dest={}", out.display()))
+            .json()
+            .run();
+        r.ok();
+        (
+            r.json()["digest"].as_str().expect("digest").to_owned(),
+            r.stderr.clone(),
+        )
+    };
+    let (first, log) = build();
+    assert!(log.contains("Successfully installed six-1.17.0"), "{log}");
+    assert_nothing_left(&p);
+    docker(&["load", "-i", out.to_str().expect("utf8")]);
+    assert_eq!(
+        docker(&["run", "--rm", &tag]),
+        "pipeline step with six 1.17.0\n"
+    );
+    let mode = docker(&["run", "--rm", &tag, "stat", "-c", "%A", "/app/main.py"]);
+    assert_eq!(mode.trim(), "-rw-rw-rw-");
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+    let (again, log) = build();
+    assert_eq!(first, again);
+    assert!(!log.contains("Successfully installed"), "{log}");
+}

@@ -246,7 +246,9 @@ impl Run<'_, '_> {
         // The destination as the image's filesystem has it: through
         // symlinked folders (a base whose /bin links to usr/bin).
         let followed = resolve_dirs(stage, &clean(&dest_abs), true).map_err(|e| at(line, e))?;
+        // `.` and `..` (alone or last) name folders, as a trailing `/` does.
         let dest_is_dir = dest.ends_with('/')
+            || matches!(dest.rsplit('/').next(), Some(".") | Some(".."))
             || followed.is_empty()
             || matches!(
                 stage

@@ -670,7 +670,7 @@ mod tests {
         let built = build_over(
             "FROM scratch AS root\nCOPY rootfs/ /\nCOPY link /followed\n\
              FROM root\nCOPY tool /bin/\nCOPY tool /renamed\nCOPY dir/ /into/\n\
-             WORKDIR /w\nCOPY one two ./\n",
+             WORKDIR /w\nCOPY one two ./\nWORKDIR /new\nCOPY one .\n",
             &[
                 ("rootfs/", b""),
                 ("rootfs/usr/", b""),
@@ -696,6 +696,8 @@ mod tests {
         assert_eq!(paths(&layers[3]), vec!["renamed"]);
         assert_eq!(paths(&layers[4]), vec!["into", "into/sub", "into/sub/f"]);
         assert_eq!(paths(&layers[5]), vec!["w", "w/one", "w/two"]);
+        // `.` names the working folder, made when missing (ZenML's `COPY . .`).
+        assert_eq!(paths(&layers[6]), vec!["new", "new/one"]);
         let e = build_over(
             "FROM scratch\nCOPY one two /file\n",
             &[("one", b"1"), ("two", b"2")],

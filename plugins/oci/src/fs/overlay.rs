@@ -56,13 +56,15 @@ pub fn apply(files: &mut BTreeMap<String, Entry>, layer: &Layer) -> Result<(), S
         }
         let entry = match member {
             Member::Entry(e) => e,
-            Member::HardLink(target, e) => match upper.get(&target).or_else(|| files.get(&target)) {
-                Some(t) => Entry {
-                    kind: t.kind.clone(),
-                    ..e
-                },
-                None => continue,
-            },
+            Member::HardLink(target, e) => {
+                match upper.get(&target).or_else(|| files.get(&target)) {
+                    Some(t) => Entry {
+                        kind: t.kind.clone(),
+                        ..e
+                    },
+                    None => continue,
+                }
+            }
         };
         upper.insert(path, entry);
     }
