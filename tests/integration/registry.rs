@@ -139,6 +139,11 @@ fn push_then_skip_then_latest_and_force_rebuild() {
         .output()
         .expect("run");
     assert_eq!(String::from_utf8_lossy(&run.stdout), "v1\n");
+    // Nothing left in the Docker Engine.
+    let latest_name = format!("{}/team/app:latest", registry.host());
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &image, &latest_name])
+        .output();
 
     // A name outside the registry is refused before anything is built.
     let r = build(
@@ -174,6 +179,7 @@ fn credentials_work_and_wrong_ones_are_an_auth_error_without_leaking() {
         "FROM local/busybox:1\nRUN echo auth > /v\n",
     );
     let image = format!("{}/auth/app:1", registry.host());
+    let _untag = crate::util::Untag(vec![image.clone()]);
     let base = [
         "--plugins-dir",
         plugins.as_str(),
@@ -234,6 +240,7 @@ fn a_registry_that_is_down_is_never_exists() {
         "FROM local/busybox:1\n",
     );
     // The check cannot tell, so kiln builds; the push then fails clearly.
+    let _untag = crate::util::Untag(vec![format!("127.0.0.1:{port}/app:1")]);
     let r = build(&p, &plugins, &format!("127.0.0.1:{port}/app:1"), &[]);
     assert_ne!(r.code, 0);
     assert!(!r.stdout.contains("skipped"), "{}", r.stdout);
@@ -287,6 +294,7 @@ fn a_503_is_retried_boundedly_then_unknown_and_never_exists() {
         "FROM local/busybox:1\n",
     );
     let image = format!("127.0.0.1:{port}/app:1");
+    let _untag = crate::util::Untag(vec![image.clone()]);
     // --on-unknown fail: stop, exit 7, after 1 + 2 retries.
     let r = build(
         &p,
@@ -493,6 +501,7 @@ fn credentials_come_from_dockers_config_and_helpers_are_bounded() {
         "FROM local/busybox:1\nRUN echo cfg > /v\n",
     );
     let image = format!("{}/cfg/app:1", registry.host());
+    let _untag = crate::util::Untag(vec![image.clone()]);
     let base = [
         "--plugins-dir",
         plugins.as_str(),
@@ -590,6 +599,7 @@ fn kiln_push_pushes_an_explicit_tag_and_the_registry_agrees() {
             .collect::<Vec<_>>(),
     );
     let image = format!("{}/base/busybox:1", registry.host());
+    let _untag = crate::util::Untag(vec![image.clone()]);
     let tag = Command::new("docker")
         .args(["tag", "local/busybox:1", &image])
         .status()

@@ -43,3 +43,22 @@ pub fn daemon_and(tools: &[&str]) -> bool {
     eprintln!("{} missing: this test did not run", missing.join(", "));
     false
 }
+
+/// Removes these image names from the Docker Engine when dropped, so a
+/// test leaves no tags behind, whether it passes or fails.
+pub struct Untag(pub Vec<String>);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let _ = Command::new("docker")
+            .arg("rmi")
+            .arg("-f")
+            .args(&self.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}

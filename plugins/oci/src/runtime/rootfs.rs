@@ -166,6 +166,8 @@ pub fn exists(tree: &BTreeMap<String, Entry>, path: &str) -> bool {
         at.push(part);
         let key = at.join("/");
         match tree.get(&key).map(|e| &e.kind) {
+            // A folder the tree holds only through what is below it.
+            None if has_children(tree, &key) => {}
             None => return false,
             Some(Kind::Symlink(target)) => {
                 links += 1;
@@ -393,6 +395,9 @@ mod tests {
             ("loop", link("/loop")),
         ]);
         assert!(exists(&t, "/bin/sh"));
+        // Folders implied by the files below them.
+        let implied = tree(&[("opt/tool/run", file(""))]);
+        assert!(exists(&implied, "/opt/tool/run") && !exists(&implied, "/opt/other"));
         assert!(exists(&t, "/usr/bin/../bin/dash"));
         assert!(!exists(&t, "/bin/bash"));
         assert!(!exists(&t, "/loop/x"));
