@@ -68,9 +68,9 @@ for case in run true none; do
   measure "kiln oci, cold (--no-cache)" $k --no-cache
   $k >/dev/null 2>&1
   measure "kiln oci, unchanged" $k
-  measure "buildah bud, cold (--no-cache)" buildah bud -q --no-cache -f "$file.buildah" -t bench:$case "$ctx"
-  buildah bud -q --layers -f "$file.buildah" -t bench:$case "$ctx" >/dev/null 2>&1
-  measure "buildah bud --layers, unchanged" buildah bud -q --layers -f "$file.buildah" -t bench:$case "$ctx"
+  measure "buildah bud, cold (--no-cache)" buildah bud -q --runtime "$(command -v runc)" --no-cache -f "$file.buildah" -t bench:$case "$ctx"
+  buildah bud -q --runtime "$(command -v runc)" --layers -f "$file.buildah" -t bench:$case "$ctx" >/dev/null 2>&1
+  measure "buildah bud --layers, unchanged" buildah bud -q --runtime "$(command -v runc)" --layers -f "$file.buildah" -t bench:$case "$ctx"
   measure "DOCKER_BUILDKIT=0 docker build, cold" env DOCKER_BUILDKIT=0 docker build -q --no-cache -f "$file.docker" -t bench:$case "$ctx"
   env DOCKER_BUILDKIT=0 docker build -q -f "$file.docker" -t bench:$case "$ctx" >/dev/null 2>&1
   measure "DOCKER_BUILDKIT=0 docker build, unchanged" env DOCKER_BUILDKIT=0 docker build -q -f "$file.docker" -t bench:$case "$ctx"

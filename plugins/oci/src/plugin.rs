@@ -214,6 +214,7 @@ impl Builder for OciBuilder {
             }
             .pull(name)
         };
+        crate::runtime::rootfs::remove_stale(&self.cache_dir.join("run"));
         let built = dispatch::build(&dispatch::BuildInput {
             dockerfile: &text,
             context: &files,

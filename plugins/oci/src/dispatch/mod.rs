@@ -111,6 +111,8 @@ struct Stage {
     /// Changes made since `lower_fs` was computed (a `RUN` taken from the
     /// cache), applied when the files are next needed.
     pending: Vec<Pending>,
+    /// Its files on disk, kept between `RUN`s.
+    disk: DiskSlot,
     /// Files this stage (or the stage it started from) added.
     files: BTreeMap<String, Entry>,
     /// All layers, bottom first.
@@ -175,6 +177,17 @@ impl Stage {
             return Ok(None);
         }
         Ok(self.lower_fs()?.get(path).cloned())
+    }
+}
+
+/// A stage's files on disk ([`crate::runtime::rootfs::DiskRoot`]); a copy
+/// of the stage (`FROM earlier`) starts without one.
+#[derive(Default)]
+pub(crate) struct DiskSlot(Option<Box<crate::runtime::rootfs::DiskRoot>>);
+
+impl Clone for DiskSlot {
+    fn clone(&self) -> Self {
+        DiskSlot(None)
     }
 }
 

@@ -18,13 +18,13 @@ use crate::{
     image::{Entry, Kind, Layer},
     instructions::{RunFlags, RunMount, Sharing},
     runtime::{
-        rootfs,
+        rootfs::{self, DiskRoot},
         spec::{self, Process},
         Container, Ended,
     },
 };
 
-use super::{Run, Stage};
+use super::{DiskSlot, Run, Stage};
 
 /// How many of a failed command's last output lines its error shows.
 const TAIL_LINES: usize = 20;
@@ -191,14 +191,34 @@ impl Run<'_, '_> {
             (runner.output)(&format!("RUN {} (cached)", ins.original.trim()));
             self.layers_made += 1;
             self.layers_cached += 1;
-            apply(&mut self.stages[current], layer, None);
+            let stage = &mut self.stages[current];
+            // Its files on disk no longer match the stage.
+            stage.disk = DiskSlot::default();
+            apply(stage, layer, None);
             return Ok(());
         }
         let runtime = runner
             .runtime
             .as_ref()
             .map_err(|e| failed(line, e.clone()))?;
-        let before = stage.filesystem().map_err(|e| at(line, e))?;
+        // The stage's files on disk: kept from its last RUN when nothing
+        // but COPY happened since (written over it), else written anew.
+        let kept = stage
+            .disk
+            .0
+            .take()
+            .filter(|d| stage.pending.is_empty() && d.layers == stage.lower.len());
+        let mut disk = match kept {
+            Some(mut d) => {
+                d.apply(&stage.files).map_err(|e| failed(line, e))?;
+                d
+            }
+            None => {
+                let tree = stage.filesystem().map_err(|e| at(line, e))?;
+                Box::new(DiskRoot::create(&runner.work_dir, &tree).map_err(|e| failed(line, e))?)
+            }
+        };
+        let before = disk.tree.clone();
         if process.args[0].starts_with('/') && !rootfs::exists(&before, &process.args[0]) {
             let hint = match &ins.args {
                 Args::Shell(_) => {
@@ -214,9 +234,8 @@ impl Run<'_, '_> {
         }
         let container =
             Container::create(runtime, &runner.work_dir).map_err(|e| failed(line, e))?;
-        let root = container.rootfs();
-        let mut on_disk = before.clone();
         // WORKDIR exists when the command starts, and is in its layer.
+        let mut workdir: BTreeMap<String, Entry> = BTreeMap::new();
         let work = cwd.trim_start_matches('/');
         if !work.is_empty() {
             let mut path = String::new();
@@ -226,15 +245,21 @@ impl Run<'_, '_> {
                 } else {
                     format!("{path}/{part}")
                 };
-                on_disk.entry(path.clone()).or_insert(Entry {
-                    kind: Kind::Dir,
-                    mode: 0o755,
-                    uid: 0,
-                    gid: 0,
-                });
+                if !before.contains_key(&path) {
+                    workdir.insert(
+                        path.clone(),
+                        Entry {
+                            kind: Kind::Dir,
+                            mode: 0o755,
+                            uid: 0,
+                            gid: 0,
+                        },
+                    );
+                }
             }
         }
-        rootfs::write(&root, &on_disk).map_err(|e| failed(line, e))?;
+        disk.apply(&workdir).map_err(|e| failed(line, e))?;
+        let root = disk.dir().to_path_buf();
         fn host_file(p: &'static str) -> Option<&'static std::path::Path> {
             let p = std::path::Path::new(p);
             p.is_file().then_some(p)
@@ -289,7 +314,7 @@ impl Run<'_, '_> {
                 ));
             }
         }
-        let mut after = rootfs::read(&root).map_err(|e| failed(line, e))?;
+        let mut after = disk.rescan().map_err(|e| failed(line, e))?;
         drop(mounts.locks);
         drop(container);
         let mut targets: Vec<&str> = spec::MOUNT_TARGETS.to_vec();
@@ -302,7 +327,10 @@ impl Run<'_, '_> {
             // The cache is an optimisation: a full disk must not fail the build.
             let _ = store.put_recipe(&key, &layer.diff_id);
         }
-        apply(&mut self.stages[current], layer, Some(after));
+        let stage = &mut self.stages[current];
+        apply(stage, layer, Some(after));
+        disk.layers = stage.lower.len();
+        stage.disk = DiskSlot(Some(disk));
         Ok(())
     }
 }

@@ -102,24 +102,20 @@ pub struct Container {
 }
 
 impl Container {
-    /// A new bundle folder under `parent`, with an empty `rootfs/`.
+    /// A new bundle folder under `parent` (the root filesystem is elsewhere,
+    /// named in the config).
     pub fn create(runtime: &Runtime, parent: &Path) -> Result<Container, String> {
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         let id = unique_id();
         let bundle = parent.join(&id);
-        std::fs::create_dir_all(bundle.join("rootfs"))
+        std::fs::create_dir_all(&bundle)
             .map_err(|e| format!("creating {}: {e}", bundle.display()))?;
         Ok(Container {
             runtime: runtime.clone(),
             id,
             bundle,
         })
-    }
-
-    /// The root filesystem folder.
-    pub fn rootfs(&self) -> PathBuf {
-        self.bundle.join("rootfs")
     }
 
     /// A folder of the bundle outside the root filesystem (for secrets and

@@ -8,10 +8,10 @@
 //! command that only touches a file changes nothing.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fs,
     os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use bytes::Bytes;
@@ -104,6 +104,197 @@ pub fn read(root: &Path) -> Result<BTreeMap<String, Entry>, String> {
         }
     }
     Ok(tree)
+}
+
+/// What a file's metadata says about whether it changed (git's index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+fn stat_of(meta: &fs::Metadata) -> Stat {
+    Stat {
+        ino: meta.ino(),
+        size: meta.size(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        mode: meta.mode(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+    }
+}
+
+/// A stage's filesystem kept on disk between its `RUN`s: the first one
+/// writes it all; later ones write only what `COPY` added since, and read
+/// back only files whose metadata changed. Removed when dropped.
+pub struct DiskRoot {
+    dir: PathBuf,
+    stats: HashMap<String, Stat>,
+    /// What is on disk (mount points the runtime made included).
+    pub tree: BTreeMap<String, Entry>,
+    /// How many of the stage's layers it reflects.
+    pub layers: usize,
+}
+
+impl DiskRoot {
+    /// Write `tree` to a new folder `root-<pid>-<n>` under `parent`.
+    pub fn create(parent: &Path, tree: &BTreeMap<String, Entry>) -> Result<DiskRoot, String> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        let dir = parent.join(format!(
+            "root-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let mut root = DiskRoot {
+            dir,
+            stats: HashMap::new(),
+            tree: BTreeMap::new(),
+            layers: 0,
+        };
+        write(&root.dir, tree)?;
+        root.tree = tree.clone();
+        for path in tree.keys() {
+            if let Ok(meta) = fs::symlink_metadata(root.dir.join(path)) {
+                root.stats.insert(path.clone(), stat_of(&meta));
+            }
+        }
+        Ok(root)
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Write `added` (files a `COPY` made, folders `WORKDIR` needs) over
+    /// what is there.
+    pub fn apply(&mut self, added: &BTreeMap<String, Entry>) -> Result<(), String> {
+        for (path, entry) in added {
+            let p = self.dir.join(path);
+            if let Ok(meta) = fs::symlink_metadata(&p) {
+                let keep_dir = meta.is_dir() && matches!(entry.kind, Kind::Dir);
+                if meta.is_dir() && !keep_dir {
+                    fs::remove_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                } else if !meta.is_dir() {
+                    fs::remove_file(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                }
+            }
+            if !matches!(entry.kind, Kind::Dir) {
+                crate::fs::tree::remove_under(&mut self.tree, path);
+            }
+            self.tree.insert(path.clone(), entry.clone());
+        }
+        write(&self.dir, added)?;
+        for path in added.keys() {
+            if let Ok(meta) = fs::symlink_metadata(self.dir.join(path)) {
+                self.stats.insert(path.clone(), stat_of(&meta));
+            }
+        }
+        Ok(())
+    }
+
+    /// Read what is on disk now, reusing the contents of every file whose
+    /// metadata did not change.
+    pub fn rescan(&mut self) -> Result<BTreeMap<String, Entry>, String> {
+        let mut tree = BTreeMap::new();
+        let mut stats = HashMap::new();
+        let mut pending = vec![(self.dir.clone(), String::new())];
+        while let Some((dir, prefix)) = pending.pop() {
+            let entries =
+                fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else {
+                    return Err(format!(
+                        "{}: a file name that is not UTF-8, which a layer cannot hold here",
+                        entry.path().display()
+                    ));
+                };
+                let path = if prefix.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                let p = entry.path();
+                let meta = fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                let stat = stat_of(&meta);
+                if meta.is_dir() {
+                    pending.push((p.clone(), path.clone()));
+                }
+                let unchanged = self.stats.get(&path) == Some(&stat);
+                let known = self.tree.get(&path).filter(|_| unchanged).cloned();
+                let e = match known {
+                    Some(e) => e,
+                    None => {
+                        let kind = if meta.file_type().is_symlink() {
+                            let target =
+                                fs::read_link(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                            Kind::Symlink(target.to_string_lossy().into_owned())
+                        } else if meta.is_dir() {
+                            Kind::Dir
+                        } else if meta.is_file() {
+                            let data = fs::read(&p)
+                                .map_err(|e| format!("reading {}: {e}", p.display()))?;
+                            Kind::File(Bytes::from(data))
+                        } else {
+                            continue; // sockets, FIFOs, devices
+                        };
+                        Entry {
+                            kind,
+                            mode: meta.mode() & 0o7777,
+                            uid: u64::from(meta.uid()),
+                            gid: u64::from(meta.gid()),
+                        }
+                    }
+                };
+                stats.insert(path.clone(), stat);
+                tree.insert(path, e);
+            }
+        }
+        self.stats = stats;
+        self.tree = tree.clone();
+        Ok(tree)
+    }
+}
+
+impl Drop for DiskRoot {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Remove what builds that ended without cleaning up (killed, crashed)
+/// left in `parent`: `root-PID-*` and `kiln-PID-*` of processes that are
+/// gone.
+pub fn remove_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("root-")
+            .or_else(|| name.strip_prefix("kiln-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok());
+        let Some(pid) = pid else { continue };
+        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Leave out of `after` what the runtime made only to mount on (`targets`,
