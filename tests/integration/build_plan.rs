@@ -139,6 +139,12 @@ fn bad_flags_fail_before_any_plugin_is_loaded_or_file_read() {
         (&["--output", "type=oci"][..], "--output"),
         (&["--build-context", "x=ftp://y"], "--build-context"),
         (&["--platform", "linux"], "--platform"),
+        (
+            &["--platform", "linux/amd64,linux/arm64"],
+            "several platforms in one run (an OCI index) is not supported yet",
+        ),
+        (&["--secret", "src=/x"], "id=ID is required"),
+        (&["--secret", "id=a,src=/x,env=B"], "not both"),
         (&["-t", "Hello:1"], "invalid reference format"),
         (&["-t", "hello::x"], "invalid reference format"),
         (&["--build-arg", "NOEQUALS"], "--build-arg"),

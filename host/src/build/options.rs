@@ -260,6 +260,12 @@ impl Options {
             .iter()
             .map(|t| image_name(t))
             .collect::<Result<Vec<_>>>()?;
+        if let Some(list) = args.platform.as_deref().filter(|p| p.contains(',')) {
+            return Err(Error::BadArgument(format!(
+                "--platform {list}: building several platforms in one run (an OCI index) is not \
+                 supported yet; build one platform per run"
+            )));
+        }
         let platform = args
             .platform
             .as_deref()
