@@ -19,10 +19,10 @@ if ! command -v runc >/dev/null && ! command -v crun >/dev/null; then
 fi
 cargo build --release --locked
 # A FROM scratch image needs a program with no shared libraries; without
-# debug info (which holds the checkout's path) it is the same bytes, and the
-# image the same digest, from any checkout.
+# symbols (whose hashes depend on the checkout's path) it is the same bytes,
+# and the image the same digest, from any checkout.
 cargo rustc --release --locked -q -p kiln-example-greeter --bin greeter -- \
-  -C target-feature=+crt-static -C strip=debuginfo
+  -C target-feature=+crt-static -C strip=symbols
 mkdir -p examples/hello/bin
 cp target/release/greeter examples/hello/bin/greeter
 archive=target/kiln-example.tar
