@@ -640,3 +640,46 @@ fn a_zenml_shaped_image_on_debian_installs_packages_and_runs() {
     assert_eq!(first, again);
     assert!(!log.contains("Successfully installed"), "{log}");
 }
+
+/// `RUN <<EOF` runs the here-document as a shell script (BuildKit's
+/// syntax); a here-document fed to a command is refused by name, for now.
+#[test]
+fn a_heredoc_runs_as_a_shell_script() {
+    if !daemon_and(&["runc"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    busybox_app(
+        &p.work().join("app"),
+        "RUN <<EOF\nset -e\nmkdir -p /made\necho \"from a heredoc\" > /made/by-heredoc\nEOF\n\
+         CMD [\"cat\", \"/made/by-heredoc\"]\n",
+    );
+    let out = p.root().join("h.tar");
+    let tag = format!("{}:1", unique("kiln-heredoc"));
+    p.cmd()
+        .plugins(&plugins)
+        .build("app")
+        .tag(&tag)
+        .arg("--output")
+        .arg(format!("type=docker,dest={}", out.display()))
+        .run()
+        .ok();
+    docker(&["load", "-i", out.to_str().expect("utf8")]);
+    assert_eq!(docker(&["run", "--rm", &tag]), "from a heredoc\n");
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+    busybox_app(&p.work().join("app"), "RUN cat <<EOF > /x\nhi\nEOF\n");
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .tag("x:1")
+        .output(p.root().join("x.tar"))
+        .run();
+    r.code(2);
+    assert!(
+        r.stderr.contains("line 4") && r.stderr.contains("here-document fed to a command"),
+        "{}",
+        r.stderr
+    );
+    assert_nothing_left(&p);
+}

@@ -142,7 +142,11 @@ impl Run<'_, '_> {
             Args::Exec(list) => list.clone(),
             Args::Shell(_) => {
                 let mut a = stage.shell.clone();
-                a.push(ins.original.trim().to_string());
+                // `RUN <<EOF`: the here-document is the script.
+                match ins.heredocs.first() {
+                    Some(doc) => a.push(doc.body.clone()),
+                    None => a.push(ins.original.trim().to_string()),
+                }
                 a
             }
         };
