@@ -60,7 +60,20 @@ pub fn write(root: &Path, tree: &BTreeMap<String, Entry>) -> Result<(), String> 
 
 /// Everything below `root`, as a tree (paths relative, no leading `/`).
 pub fn read(root: &Path) -> Result<BTreeMap<String, Entry>, String> {
+    walk(root, |_, _| None).map(|(tree, _)| tree)
+}
+
+/// Each path's [`Stat`].
+type Stats = HashMap<String, Stat>;
+
+/// Walk `root`: every entry with its [`Stat`]; `known` may answer an
+/// entry (a file whose metadata did not change) without reading it.
+fn walk(
+    root: &Path,
+    known: impl Fn(&str, &Stat) -> Option<Entry>,
+) -> Result<(BTreeMap<String, Entry>, Stats), String> {
     let mut tree = BTreeMap::new();
+    let mut stats = HashMap::new();
     let mut pending = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = pending.pop() {
         let entries = fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
@@ -80,30 +93,39 @@ pub fn read(root: &Path) -> Result<BTreeMap<String, Entry>, String> {
             };
             let p = entry.path();
             let meta = fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let kind = if meta.file_type().is_symlink() {
-                let target = fs::read_link(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                Kind::Symlink(target.to_string_lossy().into_owned())
-            } else if meta.is_dir() {
+            let stat = stat_of(&meta);
+            if meta.is_dir() {
                 pending.push((p.clone(), path.clone()));
-                Kind::Dir
-            } else if meta.is_file() {
-                let data = fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
-                Kind::File(Bytes::from(data))
-            } else {
-                continue; // sockets, FIFOs, devices
+            }
+            let e = match known(&path, &stat) {
+                Some(e) => e,
+                None => {
+                    let kind = if meta.file_type().is_symlink() {
+                        let target =
+                            fs::read_link(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                        Kind::Symlink(target.to_string_lossy().into_owned())
+                    } else if meta.is_dir() {
+                        Kind::Dir
+                    } else if meta.is_file() {
+                        let data =
+                            fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
+                        Kind::File(Bytes::from(data))
+                    } else {
+                        continue; // sockets, FIFOs, devices
+                    };
+                    Entry {
+                        kind,
+                        mode: meta.mode() & 0o7777,
+                        uid: u64::from(meta.uid()),
+                        gid: u64::from(meta.gid()),
+                    }
+                }
             };
-            tree.insert(
-                path,
-                Entry {
-                    kind,
-                    mode: meta.mode() & 0o7777,
-                    uid: u64::from(meta.uid()),
-                    gid: u64::from(meta.gid()),
-                },
-            );
+            stats.insert(path.clone(), stat);
+            tree.insert(path, e);
         }
     }
-    Ok(tree)
+    Ok((tree, stats))
 }
 
 /// What a file's metadata says about whether it changed (git's index).
@@ -135,7 +157,7 @@ fn stat_of(meta: &fs::Metadata) -> Stat {
 /// back only files whose metadata changed. Removed when dropped.
 pub struct DiskRoot {
     dir: PathBuf,
-    stats: HashMap<String, Stat>,
+    stats: Stats,
     /// What is on disk (mount points the runtime made included).
     pub tree: BTreeMap<String, Entry>,
     /// How many of the stage's layers it reflects.
@@ -205,62 +227,11 @@ impl DiskRoot {
     /// Read what is on disk now, reusing the contents of every file whose
     /// metadata did not change.
     pub fn rescan(&mut self) -> Result<BTreeMap<String, Entry>, String> {
-        let mut tree = BTreeMap::new();
-        let mut stats = HashMap::new();
-        let mut pending = vec![(self.dir.clone(), String::new())];
-        while let Some((dir, prefix)) = pending.pop() {
-            let entries =
-                fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else {
-                    return Err(format!(
-                        "{}: a file name that is not UTF-8, which a layer cannot hold here",
-                        entry.path().display()
-                    ));
-                };
-                let path = if prefix.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{prefix}/{name}")
-                };
-                let p = entry.path();
-                let meta = fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                let stat = stat_of(&meta);
-                if meta.is_dir() {
-                    pending.push((p.clone(), path.clone()));
-                }
-                let unchanged = self.stats.get(&path) == Some(&stat);
-                let known = self.tree.get(&path).filter(|_| unchanged).cloned();
-                let e = match known {
-                    Some(e) => e,
-                    None => {
-                        let kind = if meta.file_type().is_symlink() {
-                            let target =
-                                fs::read_link(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                            Kind::Symlink(target.to_string_lossy().into_owned())
-                        } else if meta.is_dir() {
-                            Kind::Dir
-                        } else if meta.is_file() {
-                            let data = fs::read(&p)
-                                .map_err(|e| format!("reading {}: {e}", p.display()))?;
-                            Kind::File(Bytes::from(data))
-                        } else {
-                            continue; // sockets, FIFOs, devices
-                        };
-                        Entry {
-                            kind,
-                            mode: meta.mode() & 0o7777,
-                            uid: u64::from(meta.uid()),
-                            gid: u64::from(meta.gid()),
-                        }
-                    }
-                };
-                stats.insert(path.clone(), stat);
-                tree.insert(path, e);
-            }
-        }
+        let (tree, stats) = walk(&self.dir, |path, stat| {
+            (self.stats.get(path) == Some(stat))
+                .then(|| self.tree.get(path).cloned())
+                .flatten()
+        })?;
         self.stats = stats;
         self.tree = tree.clone();
         Ok(tree)
