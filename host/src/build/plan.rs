@@ -296,10 +296,7 @@ impl fmt::Display for Plan {
             writeln!(f, "  secrets: {}", ids.join(", "))?;
         }
         if let Some(o) = &r.output {
-            let kind = match o.kind {
-                super::options::OutputKind::Oci => "oci",
-                super::options::OutputKind::Docker => "docker",
-            };
+            let kind = o.kind.as_str();
             writeln!(f, "  output: {kind} archive {}", o.dest.display())?;
         }
         let flags: Vec<&str> = [(r.no_cache, "--no-cache"), (r.pull, "--pull")]

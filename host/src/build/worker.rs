@@ -157,10 +157,7 @@ pub fn execute_in_worker(session: &Session<'_>, plan: Plan) -> Result<Outcome> {
         on_unknown: plan.on_unknown,
         elapsed_ms: plan.started.elapsed().as_millis() as u64,
     };
-    let fallback = (
-        plan.builder_component.flavor.plugin.name.clone(),
-        plan.builder_component.flavor.plugin.path.clone(),
-    );
+    let fallback = blamed(&plan.builder_component);
     let done = spawn(session, &Task::Build(Box::new(job)), fallback)?;
     serde_json::from_value(done)
         .map_err(|e| Error::BadArgument(format!("the worker's outcome is not valid: {e}")))
@@ -178,10 +175,7 @@ pub fn push_in_worker(
         registry: Box::new(job_component(session, &component)?),
         image: image.to_string(),
     };
-    let fallback = (
-        component.flavor.plugin.name.clone(),
-        component.flavor.plugin.path.clone(),
-    );
+    let fallback = blamed(&component);
     let done = spawn(session, &task, fallback)?;
     serde_json::from_value(done)
         .map_err(|e| Error::BadArgument(format!("the worker's result is not valid: {e}")))
@@ -198,13 +192,15 @@ pub fn context_hook_in_worker(
         builder: Box::new(job_component(session, builder)?),
         request: Box::new(request.clone()),
     };
-    let fallback = (
-        builder.flavor.plugin.name.clone(),
-        builder.flavor.plugin.path.clone(),
-    );
+    let fallback = blamed(builder);
     let done = spawn(session, &task, fallback)?;
     serde_json::from_value(done)
         .map_err(|e| Error::BadArgument(format!("the worker's context files are not valid: {e}")))
+}
+
+/// The plugin blamed for a crash before the worker said which it was calling.
+fn blamed(c: &ResolvedComponent) -> (String, PathBuf) {
+    (c.flavor.plugin.name.clone(), c.flavor.plugin.path.clone())
 }
 
 /// Run `task` in a worker; `fallback` names the plugin blamed for a crash
