@@ -10,19 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::util::{fixture, shipped_plugin, write, TestProject};
+use crate::util::{fixture, shipped_plugin, unique, write, TestProject};
 
 /// Whether a Docker Engine answers (under `CI=true` a missing one fails).
 fn daemon() -> bool {
     crate::util::daemon_and(&[])
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
 /// A project with the docker plugin in its plugins folder.

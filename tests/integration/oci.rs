@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::{
     registry::register,
-    util::{daemon_and, shipped_plugin, write, TestProject, TestRegistry},
+    util::{daemon_and, docker, shipped_plugin, unique, write, TestProject, TestRegistry},
 };
 
 fn project() -> (TestProject, String) {
@@ -26,14 +26,6 @@ fn project() -> (TestProject, String) {
         fs::copy(&f, dir.join(f.file_name().expect("name"))).expect("copy plugin");
     }
     (p, dir.to_string_lossy().into_owned())
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
 /// A base-image context: busybox with `sh`/`cat`/... links, and a user
@@ -63,16 +55,6 @@ fn busybox_context(dir: &Path) {
         "Dockerfile",
         "FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD [\"sh\"]\n",
     );
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn skopeo_digest(target: &str, extra: &[&str]) -> String {

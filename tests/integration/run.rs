@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::util::{daemon_and, shipped_plugin, write, TestProject};
+use crate::util::{daemon_and, docker, shipped_plugin, unique, write, TestProject, Untag};
 
 /// A project with the oci plugin, and its plugins folder.
 fn project() -> (TestProject, PathBuf) {
@@ -39,24 +39,6 @@ fn busybox_app(dir: &Path, rest: &str) {
              RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n{rest}"
         ),
     );
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Nothing of a build is left: no bundle in the cache's run folder, no
@@ -119,6 +101,7 @@ fn run_makes_a_layer_of_its_changes_and_the_image_runs() {
     }
     let (p, plugins) = project();
     let tag = format!("{}:1", unique("kiln-run"));
+    let _untag = Untag(vec![tag.clone()]);
     busybox_app(
         &p.work().join("app"),
         "ARG GREETING=hi\n\
@@ -205,7 +188,6 @@ fn run_makes_a_layer_of_its_changes_and_the_image_runs() {
         .trim(),
         "755"
     );
-    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
 }
 
 #[test]
@@ -431,6 +413,7 @@ fn cache_and_secret_mounts_and_the_secret_is_nowhere() {
     build(true);
     assert_nothing_left(&p);
     // The second run of the cache step found the first one's file.
+    let _untag = Untag(vec!["flyte:1".to_string()]);
     docker(&["load", "-i", out.to_str().expect("utf8")]);
     let seen = docker(&[
         "run",
@@ -444,9 +427,6 @@ fn cache_and_secret_mounts_and_the_secret_is_nowhere() {
         seen.split_whitespace().collect::<Vec<_>>(),
         ["1", &secret.len().to_string()]
     );
-    let _ = Command::new("docker")
-        .args(["rmi", "-f", "flyte:1"])
-        .output();
     // The mount targets and the cache's files are in no layer.
     let layers = layer_members(&out);
     for m in layers.iter().flatten() {
@@ -606,6 +586,7 @@ fn a_zenml_shaped_image_on_debian_installs_packages_and_runs() {
         ),
     );
     let tag = format!("{}:1", unique("kiln-zenml"));
+    let _untag = Untag(vec![tag.clone()]);
     let out = p.root().join("zen.tar");
     let build = || {
         let r = p
@@ -635,7 +616,6 @@ fn a_zenml_shaped_image_on_debian_installs_packages_and_runs() {
     );
     let mode = docker(&["run", "--rm", &tag, "stat", "-c", "%A", "/app/main.py"]);
     assert_eq!(mode.trim(), "-rw-rw-rw-");
-    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
     let (again, log) = build();
     assert_eq!(first, again);
     assert!(!log.contains("Successfully installed"), "{log}");
@@ -656,6 +636,7 @@ fn a_heredoc_runs_as_a_shell_script() {
     );
     let out = p.root().join("h.tar");
     let tag = format!("{}:1", unique("kiln-heredoc"));
+    let _untag = Untag(vec![tag.clone()]);
     p.cmd()
         .plugins(&plugins)
         .build("app")
@@ -666,7 +647,6 @@ fn a_heredoc_runs_as_a_shell_script() {
         .ok();
     docker(&["load", "-i", out.to_str().expect("utf8")]);
     assert_eq!(docker(&["run", "--rm", &tag]), "from a heredoc\n");
-    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
     busybox_app(&p.work().join("app"), "RUN cat <<EOF > /x\nhi\nEOF\n");
     let r = p
         .cmd()

@@ -19,7 +19,7 @@ pub mod project;
 pub mod registry;
 pub mod tree;
 
-pub use docker::{daemon_and, Untag};
+pub use docker::{daemon_and, docker, unique, Untag};
 pub use fixtures::{compat_fixture, fixture, shipped_plugin};
 pub use kiln::KilnCmd;
 pub use project::{kiln_exe, Run, TestProject};
