@@ -7,7 +7,7 @@
 //!   and [`Run`], what one run printed and returned;
 //! - [`kiln`]: [`KilnCmd`], a command built up by name;
 //! - [`tree`]: files to work on;
-//! - [`docker`]: the Docker Engine and tools end-to-end tests need;
+//! - [`mod@docker`]: the Docker Engine and tools end-to-end tests need;
 //! - [`registry`]: a real registry on 127.0.0.1.
 
 #![allow(clippy::disallowed_methods)] // Tests read CI, CARGO and PATH where they need them.
