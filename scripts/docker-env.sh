@@ -96,3 +96,41 @@ if ! [ -f "$debian/Dockerfile" ]; then
     say "no Debian base at $debian (made as root with debootstrap); the Debian RUN tests need it"
   fi
 fi
+
+# Foreign platforms for the multi-platform tests: QEMU user emulation
+# registered with binfmt_misc (Debian's qemu-user-static, flag F), and a
+# static busybox of the other architecture (from Debian's busybox-static
+# package for it, unpacked; nothing pulled), kept outside the repo.
+host_arch=$(dpkg --print-architecture 2>/dev/null || true)
+case "$host_arch" in
+  amd64) foreign=arm64 qemu=aarch64 ;;
+  arm64) foreign=amd64 qemu=x86_64 ;;
+  *) foreign= ;;
+esac
+if [ -n "$foreign" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if ! [ -f /usr/sbin/update-binfmts ] || ! ls /usr/libexec/qemu-binfmt/ >/dev/null 2>&1; then
+    say "installing qemu-user-static binfmt-support (RUN for foreign platforms)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user-static binfmt-support >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user-static binfmt-support >/dev/null; }
+  fi
+  [ -e /proc/sys/fs/binfmt_misc/register ] ||
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+  [ -e "/proc/sys/fs/binfmt_misc/qemu-$qemu" ] || update-binfmts --enable >/dev/null 2>&1 || true
+  [ -e "/proc/sys/fs/binfmt_misc/qemu-$qemu" ] ||
+    say "qemu-$qemu is not registered with binfmt_misc; the foreign-platform RUN tests will fail"
+  bb="/var/cache/kiln-test/busybox-$foreign"
+  if ! [ -x "$bb" ]; then
+    say "fetching Debian's busybox-static for $foreign into $bb"
+    dpkg --print-foreign-architectures | grep -qx "$foreign" || {
+      dpkg --add-architecture "$foreign"
+      apt-get update -q >/dev/null 2>&1
+    }
+    work=$(mktemp -d)
+    (cd "$work" && apt-get download -q "busybox-static:$foreign" >/dev/null 2>&1 &&
+      dpkg-deb -x busybox-static_*.deb root) ||
+      { apt-get update -q >/dev/null 2>&1 &&
+        (cd "$work" && apt-get download -q "busybox-static:$foreign" >/dev/null && dpkg-deb -x busybox-static_*.deb root); }
+    mkdir -p "$(dirname "$bb")" && cp "$work/root/bin/busybox" "$bb.tmp" && mv "$bb.tmp" "$bb"
+    rm -rf "$work"
+  fi
+fi

@@ -68,9 +68,12 @@ pub mod feature {
     /// (0.2.1) The builder takes [`BuildRequest::secrets`](super::BuildRequest::secrets);
     /// the host sends secrets only to a builder that says so.
     pub const SECRETS: &str = "secrets";
+    /// (0.2.2) The builder reads [`BuildRequest::platforms`](super::BuildRequest::platforms);
+    /// the host asks for several platforms in one build only of a builder that says so.
+    pub const MULTI_PLATFORM: &str = "multi-platform";
 
     /// Every feature this release implements.
-    pub const ALL: &[&str] = &[CONTEXT_HOOK, HOST_REGISTRY, SECRETS];
+    pub const ALL: &[&str] = &[CONTEXT_HOOK, HOST_REGISTRY, SECRETS, MULTI_PLATFORM];
 }
 
 /// Who is speaking.
@@ -498,8 +501,14 @@ pub struct BuildRequest {
     pub labels: Vec<(String, String)>,
     /// `--target` stage.
     pub target: Option<String>,
-    /// `--platform` (`linux/amd64`).
+    /// `--platform` (`linux/amd64`), when one platform is asked for.
     pub platform: Option<String>,
+    /// (0.2.2, feature `multi-platform`) When several platforms are asked
+    /// for (`--platform linux/amd64,linux/arm64`): all of them, in order,
+    /// and `platform` is `None`. The builder builds one image per platform
+    /// and an OCI image index over them, and returns the index's digest; a
+    /// builder that cannot, refuses. Empty otherwise.
+    pub platforms: Vec<String>,
     /// `--no-cache`.
     pub no_cache: bool,
     /// `--pull`.

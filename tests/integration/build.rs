@@ -947,3 +947,35 @@ fn ctrl_c_while_a_plugin_hangs_exits_130_and_leaves_no_worker() {
         );
     }
 }
+
+/// What the Docker Engine's classic builder cannot do is refused by name
+/// before it is asked: several platforms in one run, and secrets.
+#[test]
+fn the_local_builder_refuses_several_platforms_and_secrets() {
+    let (p, plugins) = project();
+    let c = p.work().join("app");
+    write(&c, "Dockerfile", "FROM scratch\nCOPY a /a\n");
+    write(&c, "a", "x");
+    let build = |extra: &[&str]| {
+        p.cmd()
+            .plugins(&plugins)
+            .build(&c)
+            .tag("x:1")
+            .builder_flavor("local")
+            .args(extra.iter().copied())
+            .env("TOKEN", "s3cr3t")
+            .run()
+    };
+    let r = build(&["--platform", "linux/amd64,linux/arm64"]);
+    r.code(2);
+    assert!(
+        r.stderr.contains("--platform linux/amd64,linux/arm64")
+            && r.stderr.contains("builds one platform per run"),
+        "{}",
+        r.stderr
+    );
+    let r = build(&["--secret", "id=tok,env=TOKEN"]);
+    r.code(2);
+    assert!(r.stderr.contains("cannot hand secrets"), "{}", r.stderr);
+    assert!(!r.all_output().contains("s3cr3t"));
+}

@@ -140,8 +140,8 @@ fn bad_flags_fail_before_any_plugin_is_loaded_or_file_read() {
         (&["--build-context", "x=ftp://y"], "--build-context"),
         (&["--platform", "linux"], "--platform"),
         (
-            &["--platform", "linux/amd64,linux/arm64"],
-            "several platforms in one run (an OCI index) is not supported yet",
+            &["--platform", "linux/amd64,linux/amd64"],
+            "platform linux/amd64 is named twice",
         ),
         (&["--secret", "src=/x"], "id=ID is required"),
         (&["--secret", "id=a,src=/x,env=B"], "not both"),

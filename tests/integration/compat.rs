@@ -145,6 +145,24 @@ fn a_first_release_plugin_builds_with_its_context_hook_and_pushes() {
         r.stderr
     );
 
+    // So is a build for several platforms (0.2.2), which it would have
+    // built for one.
+    let r = cmd()
+        .build("app")
+        .tag("127.0.0.1:5999/team/app:2")
+        .args(["--builder", "b", "--platform", "linux/amd64,linux/arm64"])
+        .env("FIRST_TOKEN", "s3cr3t-value")
+        .run();
+    r.code(2);
+    assert!(
+        r.stderr.contains(
+            "--platform: builder b (plugin fixture-first-release 1.0.0, plugin-api 0.2.0) does \
+             not build several platforms in one run"
+        ),
+        "{}",
+        r.stderr
+    );
+
     let r = cmd().push("127.0.0.1:5999/team/app:1", "r").json().run();
     r.ok();
     assert!(

@@ -57,8 +57,8 @@ fn assert_nothing_left(p: &TestProject) {
     );
 }
 
-/// The members of every layer of a `docker save` archive, in order.
-fn layer_members(archive: &Path) -> Vec<Vec<String>> {
+/// Every member of a tar archive, by path.
+fn archive_files(archive: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut files = std::collections::BTreeMap::new();
     let mut a = tar::Archive::new(fs::File::open(archive).expect("archive"));
     for e in a.entries().expect("entries") {
@@ -68,27 +68,40 @@ fn layer_members(archive: &Path) -> Vec<Vec<String>> {
         e.read_to_end(&mut data).expect("read");
         files.insert(path, data);
     }
+    files
+}
+
+/// The members of a gzip'd layer blob, with their contents.
+fn layer_files(blob: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut plain = Vec::new();
+    flate2::read::MultiGzDecoder::new(blob)
+        .read_to_end(&mut plain)
+        .expect("gunzip");
+    let mut t = tar::Archive::new(plain.as_slice());
+    t.entries()
+        .expect("entries")
+        .map(|e| {
+            let mut e = e.expect("entry");
+            let path = e.path().expect("path").to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).expect("read");
+            (path, data)
+        })
+        .collect()
+}
+
+/// The members of every layer of a `docker save` archive, in order.
+fn layer_members(archive: &Path) -> Vec<Vec<String>> {
+    let files = archive_files(archive);
     let manifest: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest");
     manifest[0]["Layers"]
         .as_array()
         .expect("layers")
         .iter()
         .map(|l| {
-            let blob = &files[l.as_str().expect("layer")];
-            let mut plain = Vec::new();
-            flate2::read::MultiGzDecoder::new(blob.as_slice())
-                .read_to_end(&mut plain)
-                .expect("gunzip");
-            let mut t = tar::Archive::new(plain.as_slice());
-            t.entries()
-                .expect("entries")
-                .map(|e| {
-                    e.expect("entry")
-                        .path()
-                        .expect("path")
-                        .to_string_lossy()
-                        .into_owned()
-                })
+            layer_files(&files[l.as_str().expect("layer")])
+                .into_iter()
+                .map(|(path, _)| path)
                 .collect()
         })
         .collect()
@@ -660,6 +673,205 @@ fn a_heredoc_runs_as_a_shell_script() {
         r.stderr.contains("line 4") && r.stderr.contains("here-document fed to a command"),
         "{}",
         r.stderr
+    );
+    assert_nothing_left(&p);
+}
+
+/// `--platform` with the host's platform and a foreign one: one image each,
+/// `RUN` under QEMU for the foreign one, and an OCI index, in the archive
+/// (read by skopeo; `docker load` takes the host's image and runs it) and
+/// pushed to a real registry (the same index bytes, read back by skopeo).
+#[test]
+#[allow(clippy::print_stderr)]
+fn several_platforms_make_an_index_and_run_is_emulated() {
+    if !daemon_and(&["runc", "skopeo", "docker-registry"]) {
+        return;
+    }
+    let (native, native_uname, foreign, foreign_uname) = match std::env::consts::ARCH {
+        "x86_64" => ("amd64", "x86_64", "arm64", "aarch64"),
+        "aarch64" => ("arm64", "aarch64", "amd64", "x86_64"),
+        other => {
+            eprintln!("no foreign platform known for {other}: this test did not run");
+            return;
+        }
+    };
+    let foreign_busybox = PathBuf::from(format!("/var/cache/kiln-test/busybox-{foreign}"));
+    if !foreign_busybox.is_file() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "no {} (CI=true): scripts/test.sh fetches it",
+            foreign_busybox.display()
+        );
+        eprintln!("no {}: this test did not run", foreign_busybox.display());
+        return;
+    }
+    let (p, plugins) = project();
+    let f = shipped_plugin("kiln-registry");
+    fs::copy(&f, plugins.join(f.file_name().expect("name"))).expect("copy plugin");
+    let registry = crate::util::TestRegistry::start(None);
+    let host = registry.host();
+    crate::registry::register(
+        &p,
+        plugins.to_str().expect("utf-8"),
+        "reg",
+        &[&format!("uri={host}/team")],
+    );
+    let app = p.work().join("app");
+    fs::create_dir_all(&app).expect("mkdir");
+    fs::copy("/bin/busybox", app.join(format!("busybox-{native}"))).expect("busybox");
+    fs::copy(&foreign_busybox, app.join(format!("busybox-{foreign}"))).expect("busybox");
+    write(
+        &app,
+        "Dockerfile",
+        "# syntax=docker/dockerfile:1.10\nFROM scratch\nARG TARGETARCH\n\
+         COPY busybox-$TARGETARCH /bin/busybox\n\
+         RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+         RUN uname -m > /arch\nCMD [\"cat\", \"/arch\"]\n",
+    );
+    let tag = format!("{host}/team/multi:1");
+    let out = p.root().join("multi.tar");
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build(&app)
+        .tag(&tag)
+        .args(["--platform", &format!("linux/{native},linux/{foreign}")])
+        .output(&out)
+        .registry("reg")
+        .json()
+        .run();
+    r.ok();
+    let pushed = r.json()["digest"].as_str().expect("digest").to_string();
+    let (_, digest) = pushed.split_once('@').expect("repo@digest");
+
+    // The archive's index and the registry's are the same bytes.
+    let raw = |target: &str| {
+        let o = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", target])
+            .output()
+            .expect("skopeo");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    let from_archive = raw(&format!("oci-archive:{}", out.display()));
+    assert_eq!(raw(&format!("docker://{tag}")), from_archive);
+    let index: Value = serde_json::from_slice(&from_archive).expect("index");
+    assert_eq!(
+        index["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{index}"
+    );
+    let index_file = p.root().join("index.raw");
+    fs::write(&index_file, &from_archive).expect("write");
+    let sum = Command::new("sha256sum")
+        .arg(&index_file)
+        .output()
+        .expect("sha256sum");
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    assert_eq!(
+        format!("sha256:{}", sum.split_whitespace().next().unwrap_or("")),
+        digest
+    );
+    let manifests = index["manifests"].as_array().expect("manifests");
+    let archs: Vec<&str> = manifests
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().expect("arch"))
+        .collect();
+    assert_eq!(archs, [native, foreign]);
+
+    // Each image's last layer holds what `uname -m` said for its platform.
+    let files = archive_files(&out);
+    let blob = |d: &str| &files[&format!("blobs/sha256/{}", &d["sha256:".len()..])];
+    for (m, uname) in manifests.iter().zip([native_uname, foreign_uname]) {
+        let manifest: Value =
+            serde_json::from_slice(blob(m["digest"].as_str().expect("digest"))).expect("manifest");
+        let config: Value =
+            serde_json::from_slice(blob(manifest["config"]["digest"].as_str().expect("config")))
+                .expect("config");
+        assert_eq!(config["architecture"], m["platform"]["architecture"]);
+        let last = manifest["layers"]
+            .as_array()
+            .expect("layers")
+            .last()
+            .cloned();
+        let layer = layer_files(blob(
+            last.expect("a layer")["digest"].as_str().expect("digest"),
+        ));
+        let arch = layer
+            .iter()
+            .find(|(path, _)| path == "arch")
+            .expect("/arch");
+        assert_eq!(String::from_utf8_lossy(&arch.1).trim(), uname);
+    }
+
+    // docker load takes this machine's image, which runs.
+    let local = unique("kiln-multi");
+    let _untag = Untag(vec![local.clone()]);
+    let loaded = Command::new("docker")
+        .args(["load", "-i"])
+        .arg(&out)
+        .output()
+        .expect("docker load");
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    docker(&["tag", &tag, &local]);
+    let _untag_pushed = Untag(vec![tag.clone()]);
+    assert_eq!(docker(&["run", "--rm", &local]).trim(), native_uname);
+    assert_nothing_left(&p);
+}
+
+/// A platform this machine cannot run is refused before any work, naming
+/// the platform and what to install; a Dockerfile without `RUN` builds for
+/// it all the same.
+#[test]
+fn run_for_a_platform_without_emulation_is_refused_up_front() {
+    // An architecture with no binfmt_misc handler here (Debian's
+    // qemu-user-static registers most, not this one).
+    let missing = "wasm";
+    let (p, plugins) = project();
+    let app = p.work().join("app");
+    write(&app, "a.txt", "a\n");
+    write(&app, "Dockerfile", "FROM scratch\nCOPY a.txt /\nRUN true\n");
+    let native = format!("linux/{}", kiln_distribution::platform::host_architecture());
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build(&app)
+        .tag("x:1")
+        .args(["--platform", &format!("{native},linux/{missing}")])
+        .output(p.root().join("x.tar"))
+        .run();
+    r.code(6);
+    assert!(
+        r.stderr.contains(&format!("RUN for linux/{missing}"))
+            && r.stderr.contains("qemu-user-static")
+            && r.stderr.contains("line 3"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("building for"),
+        "work was done: {}",
+        r.stderr
+    );
+    assert!(!p.root().join("x.tar").exists());
+
+    write(&app, "Dockerfile", "FROM scratch\nCOPY a.txt /\n");
+    p.cmd()
+        .plugins(&plugins)
+        .build(&app)
+        .tag("x:1")
+        .args(["--platform", &format!("{native},linux/{missing}")])
+        .output(p.root().join("x.tar"))
+        .run()
+        .ok();
+    let files = archive_files(&p.root().join("x.tar"));
+    let index: Value = serde_json::from_slice(&files["index.json"]).expect("index.json");
+    assert_eq!(
+        index["manifests"][0]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
     );
     assert_nothing_left(&p);
 }

@@ -41,6 +41,28 @@ impl Platform {
         })
     }
 
+    /// Parse buildx's comma-separated list (`linux/amd64,linux/arm64`):
+    /// one or more platforms, each once, in the order given.
+    pub fn parse_list(text: &str) -> Result<Vec<Self>, String> {
+        let mut list: Vec<Self> = Vec::new();
+        for item in text.split(',') {
+            let p = Self::parse(item.trim())?;
+            if list.contains(&p) {
+                return Err(format!("platform {p} is named twice"));
+            }
+            list.push(p);
+        }
+        Ok(list)
+    }
+
+    /// Print a list as [`Platform::parse_list`] reads it.
+    pub fn join(list: &[Self]) -> String {
+        list.iter()
+            .map(Self::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The machine kiln runs on, in OCI's architecture names.
     pub fn host() -> Self {
         Self {
@@ -113,6 +135,11 @@ mod tests {
             "linux,amd64",
         ] {
             assert!(Platform::parse(bad).is_err(), "{bad}");
+        }
+        let list = Platform::parse_list("linux/amd64, linux/arm64/v8").expect("list");
+        assert_eq!(Platform::join(&list), "linux/amd64,linux/arm64/v8");
+        for bad in ["linux/amd64,", "linux/amd64,linux/AMD64", ",linux/arm64"] {
+            assert!(Platform::parse_list(bad).is_err(), "{bad}");
         }
     }
 }

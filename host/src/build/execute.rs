@@ -70,6 +70,16 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
         seconds: plan.seconds(),
     };
 
+    if plan.request.platform.len() > 1 {
+        needs_feature(
+            builder,
+            kiln_plugin_api::feature::MULTI_PLATFORM,
+            "--platform",
+            "does not build several platforms in one run",
+            "0.2.2",
+        )?;
+    }
+
     // The registry: constructed, membership, existence.
     let registry = match &plan.registry_component {
         Some(component) => {
@@ -83,7 +93,7 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
     };
     let mut answers = Vec::new();
     if let (Some(r), super::plan::CheckPlan::Registry { .. }) = (&registry, &plan.checks) {
-        answers.push(r.exists(&plan.image, plan.request.platform.as_ref())?);
+        answers.push(r.exists(&plan.image, &plan.request.platform)?);
     }
     on_unknown(
         plan.on_unknown,
@@ -149,6 +159,26 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
     })
 }
 
+/// Refuse, naming `flag` and what to do, a builder whose plugin does not
+/// implement protocol `feature` (added in plugin-api `since`).
+fn needs_feature(
+    builder: &ResolvedComponent,
+    feature: &str,
+    flag: &str,
+    lacking: &str,
+    since: &str,
+) -> Result<()> {
+    let plugin = &builder.flavor.plugin;
+    if plugin.features.iter().any(|f| f == feature) {
+        return Ok(());
+    }
+    Err(Error::BadArgument(format!(
+        "{flag}: builder {} (plugin {} {}, plugin-api {}) {lacking}; update the plugin to \
+         one built against plugin-api {since} or later",
+        builder.label, plugin.name, plugin.version, plugin.api_version
+    )))
+}
+
 /// The `--secret` values, for a builder whose plugin takes them (protocol
 /// feature `secrets`). Read here, when the build runs: never planned,
 /// printed or stored.
@@ -160,18 +190,13 @@ fn secrets(
     if specs.is_empty() {
         return Ok(Vec::new());
     }
-    let plugin = &builder.flavor.plugin;
-    if !plugin
-        .features
-        .iter()
-        .any(|f| f == kiln_plugin_api::feature::SECRETS)
-    {
-        return Err(Error::BadArgument(format!(
-            "--secret: builder {} (plugin {} {}, plugin-api {}) does not take secrets; \
-             update the plugin to one built against plugin-api 0.2.1 or later",
-            builder.label, plugin.name, plugin.version, plugin.api_version
-        )));
-    }
+    needs_feature(
+        builder,
+        kiln_plugin_api::feature::SECRETS,
+        "--secret",
+        "does not take secrets",
+        "0.2.1",
+    )?;
     specs
         .iter()
         .map(|spec| {

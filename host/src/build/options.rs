@@ -84,8 +84,9 @@ pub struct BuildArgs {
     /// Build this stage of a multi-stage Dockerfile.
     #[arg(long)]
     pub target: Option<String>,
-    /// Target platform (linux/amd64, ...).
-    #[arg(long)]
+    /// Target platform (linux/amd64, ...); a comma-separated list builds one
+    /// image per platform and an OCI image index over them.
+    #[arg(long, value_name = "PLATFORM[,PLATFORM...]")]
     pub platform: Option<String>,
     /// Image label KEY=VALUE (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
@@ -220,8 +221,8 @@ pub struct Options {
     pub labels: Vec<(String, String)>,
     /// `--target`.
     pub target: Option<String>,
-    /// `--platform`, normalised.
-    pub platform: Option<Platform>,
+    /// `--platform`, normalised: none, one, or several (an image index).
+    pub platforms: Vec<Platform>,
     /// `--output`.
     pub output: Option<OutputSpec>,
     /// `--build-context`, by name.
@@ -260,17 +261,11 @@ impl Options {
             .iter()
             .map(|t| image_name(t))
             .collect::<Result<Vec<_>>>()?;
-        if let Some(list) = args.platform.as_deref().filter(|p| p.contains(',')) {
-            return Err(Error::BadArgument(format!(
-                "--platform {list}: building several platforms in one run (an OCI index) is not \
-                 supported yet; build one platform per run"
-            )));
-        }
-        let platform = args
-            .platform
-            .as_deref()
-            .map(|p| Platform::parse(p).map_err(|e| Error::BadArgument(format!("--platform: {e}"))))
-            .transpose()?;
+        let platforms = match args.platform.as_deref() {
+            Some(list) => Platform::parse_list(list)
+                .map_err(|e| Error::BadArgument(format!("--platform: {e}")))?,
+            None => Vec::new(),
+        };
         if let Some(target) = &args.target {
             if target.is_empty() || target.chars().any(char::is_whitespace) {
                 return Err(Error::BadArgument(format!(
@@ -293,7 +288,7 @@ impl Options {
             build_args: pairs("--build-arg", &args.build_args)?,
             labels: pairs("--label", &args.labels)?,
             target: args.target.clone(),
-            platform,
+            platforms,
             output: args
                 .output
                 .as_deref()
@@ -543,7 +538,7 @@ mod tests {
             o.named_contexts["img"].to_string(),
             "docker-image://alpine:3"
         );
-        assert_eq!(o.platform.expect("platform").to_string(), "linux/arm64/v8");
+        assert_eq!(Platform::join(&o.platforms), "linux/arm64/v8");
         assert_eq!(o.build_args, [("A".to_string(), "1=2".to_string())]);
         assert!(
             matches!(o.builder, BuilderChoice::Flavor { ref name, ref config }
@@ -565,6 +560,7 @@ mod tests {
         );
         refused(&["--platform", "linux"], "--platform");
         refused(&["--platform", "linux/amd64/v8/x"], "--platform");
+        refused(&["--platform", "linux/amd64,linux/amd64"], "named twice");
         refused(&["-t", "Hello:1"], "-t \"Hello:1\"");
         refused(&["-t", "hello:bad tag"], "invalid reference");
         refused(&["-t", "hello::x"], "invalid reference");

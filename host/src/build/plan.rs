@@ -72,12 +72,9 @@ pub struct RequestPlan {
     pub labels: Vec<(String, String)>,
     /// `--target`.
     pub target: Option<String>,
-    /// `--platform`.
-    #[serde(
-        serialize_with = "display_option",
-        deserialize_with = "platform_option"
-    )]
-    pub platform: Option<Platform>,
+    /// `--platform`: none, one, or several (printed as buildx's list).
+    #[serde(serialize_with = "platform_list", deserialize_with = "list_platforms")]
+    pub platform: Vec<Platform>,
     /// `--no-cache`.
     pub no_cache: bool,
     /// `--pull`.
@@ -116,21 +113,17 @@ fn object_pairs<'de, D: Deserializer<'de>>(
         .collect()
 }
 
-fn platform_option<'de, D: Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<Platform>, D::Error> {
-    Option::<String>::deserialize(d)?
-        .map(|p| Platform::parse(&p).map_err(serde::de::Error::custom))
-        .transpose()
+fn list_platforms<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Platform>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        Some(list) => Platform::parse_list(&list).map_err(serde::de::Error::custom),
+        None => Ok(Vec::new()),
+    }
 }
 
-fn display_option<S: Serializer, T: fmt::Display>(
-    value: &Option<T>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match value {
-        Some(v) => s.collect_str(v),
-        None => s.serialize_none(),
+fn platform_list<S: Serializer>(list: &[Platform], s: S) -> std::result::Result<S::Ok, S::Error> {
+    match list {
+        [] => s.serialize_none(),
+        list => s.collect_str(&Platform::join(list)),
     }
 }
 
@@ -140,7 +133,7 @@ impl RequestPlan {
             build_args: options.build_args.clone(),
             labels: options.labels.clone(),
             target: options.target.clone(),
-            platform: options.platform.clone(),
+            platform: options.platforms.clone(),
             no_cache: options.no_cache,
             pull: options.pull,
             output: options.output.clone(),
@@ -158,7 +151,14 @@ impl RequestPlan {
             build_args: self.build_args.clone(),
             labels: self.labels.clone(),
             target: self.target.clone(),
-            platform: self.platform.as_ref().map(Platform::to_string),
+            platform: match self.platform.as_slice() {
+                [one] => Some(one.to_string()),
+                _ => None,
+            },
+            platforms: match self.platform.as_slice() {
+                [_, _, ..] => self.platform.iter().map(Platform::to_string).collect(),
+                _ => Vec::new(),
+            },
             no_cache: self.no_cache,
             pull: self.pull,
             output: self.output.as_ref().map(|out| kiln_plugin_api::OutputSpec {
@@ -285,8 +285,8 @@ impl fmt::Display for Plan {
         if let Some(t) = &r.target {
             writeln!(f, "  target: {t}")?;
         }
-        if let Some(p) = &r.platform {
-            writeln!(f, "  platform: {p}")?;
+        if !r.platform.is_empty() {
+            writeln!(f, "  platform: {}", Platform::join(&r.platform))?;
         }
         for (name, c) in &r.build_contexts {
             writeln!(f, "  build context: {name}={c}")?;
@@ -373,10 +373,8 @@ impl Plan {
             dockerfile: context.dockerfile(),
             build_args: &options.build_args,
             target: options.target.as_deref(),
-            platform: options
-                .platform
-                .as_ref()
-                .map(Platform::to_string)
+            platform: Some(Platform::join(&options.platforms))
+                .filter(|p| !p.is_empty())
                 .as_deref(),
         });
         let folder = context

@@ -79,16 +79,13 @@ impl<'c> Connected<'c> {
         Ok(())
     }
 
-    /// Whether `image` exists for `platform`, as a named answer. Refused
+    /// Whether `image` exists for every one of `platforms` (any when
+    /// empty), as a named answer. Refused
     /// credentials are an error (exit 7); anything else the registry
     /// cannot answer is `Unknown`.
-    pub fn exists(
-        &self,
-        image: &str,
-        platform: Option<&Platform>,
-    ) -> Result<(String, CheckAnswer)> {
+    pub fn exists(&self, image: &str, platforms: &[Platform]) -> Result<(String, CheckAnswer)> {
         let (repo, tag) = split_tag(image);
-        let platforms: Vec<String> = platform.map(Platform::to_string).into_iter().collect();
+        let platforms: Vec<String> = platforms.iter().map(Platform::to_string).collect();
         let answer = match self
             .handle
             .image_exists(repo, tag.unwrap_or("latest"), &platforms)

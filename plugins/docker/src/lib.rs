@@ -243,6 +243,17 @@ impl LocalBuilder {
                  RUN; --secret is for the oci builder",
             ));
         }
+        if !request.platforms.is_empty() {
+            return Err(PluginError::new(
+                ErrorKind::INVALID_INPUT,
+                format!(
+                    "--platform {}: the local builder (the Docker Engine's classic builder) \
+                     builds one platform per run; several platforms in one image index are \
+                     for the oci builder",
+                    request.platforms.join(",")
+                ),
+            ));
+        }
         if request.output.is_some() {
             return Err(PluginError::new(
                 ErrorKind::INVALID_INPUT,

@@ -50,6 +50,16 @@ pub(crate) fn at(line: usize, message: impl Into<String>) -> BuildError {
 }
 
 /// A base image that could not be fetched, at `line`.
+/// A build that could not be carried out at `line` (a failing `RUN`, or
+/// nothing on this machine to run it with).
+pub(crate) fn failed(line: usize, message: String) -> BuildError {
+    BuildError {
+        line,
+        message,
+        cause: Cause::BuildFailed,
+    }
+}
+
 pub(crate) fn pull_failed(line: usize, e: CallError) -> BuildError {
     let cause = match &e {
         CallError::Denied(_) => Cause::Auth,

@@ -276,6 +276,102 @@ impl Image {
     }
 }
 
+/// What a build made: one image, or one image per platform and the OCI
+/// image index naming them (`--platform linux/amd64,linux/arm64`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Artifact {
+    /// One image.
+    Image(Image),
+    /// Images, one per platform, in the order asked, and the index's JSON.
+    Index {
+        /// The images.
+        images: Vec<Image>,
+        /// The OCI image index JSON.
+        index: Vec<u8>,
+    },
+}
+
+impl Artifact {
+    /// An index over `images` (each image's platform read from its config).
+    pub fn index(images: Vec<Image>) -> Result<Self, String> {
+        if images.is_empty() {
+            return Err("an image index needs at least one image".into());
+        }
+        let manifests = images
+            .iter()
+            .map(|image| {
+                let config: Value = serde_json::from_slice(&image.config)
+                    .map_err(|e| format!("an image config: {e}"))?;
+                let mut platform = Map::new();
+                for key in ["architecture", "os", "variant"] {
+                    if let Some(v) = config.get(key).filter(|v| v.is_string()) {
+                        platform.insert(key.into(), v.clone());
+                    }
+                }
+                Ok(json!({
+                    "mediaType": media::MANIFEST,
+                    "digest": image.digest(),
+                    "size": image.manifest.len(),
+                    "platform": platform,
+                }))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": media::INDEX,
+            "manifests": manifests,
+        });
+        Ok(Artifact::Index {
+            images,
+            index: serde_json::to_vec(&index).map_err(|e| format!("the image index: {e}"))?,
+        })
+    }
+
+    /// The images it holds.
+    pub fn images(&self) -> &[Image] {
+        match self {
+            Artifact::Image(image) => std::slice::from_ref(image),
+            Artifact::Index { images, .. } => images,
+        }
+    }
+
+    /// The document a tag names: the manifest, or the index.
+    pub fn manifest(&self) -> &[u8] {
+        match self {
+            Artifact::Image(image) => &image.manifest,
+            Artifact::Index { index, .. } => index,
+        }
+    }
+
+    /// That document's media type.
+    pub fn media_type(&self) -> &'static str {
+        match self {
+            Artifact::Image(_) => media::MANIFEST,
+            Artifact::Index { .. } => media::INDEX,
+        }
+    }
+
+    /// `sha256:` of that document: what a tag resolves to.
+    pub fn digest(&self) -> String {
+        sha256(self.manifest())
+    }
+
+    /// The image a single-image consumer (`docker load` of Docker's
+    /// `manifest.json`) gets: the one for this machine's platform if there
+    /// is one, else the first.
+    pub fn for_host(&self) -> &Image {
+        let images = self.images();
+        let host = Platform::host();
+        images
+            .iter()
+            .find(|image| {
+                serde_json::from_slice::<Value>(&image.config)
+                    .is_ok_and(|c| platform_matches(&host, &c))
+            })
+            .unwrap_or(&images[0])
+    }
+}
+
 /// What an image is assembled from.
 pub struct Assembly<'a> {
     /// The base image's config, when not `scratch`: its fields outside

@@ -127,6 +127,18 @@ fn invalid(message: String) -> PluginError {
     PluginError::new(ErrorKind::INVALID_INPUT, message)
 }
 
+/// A build's error as the plugin's, with its kind.
+fn build_error(e: crate::error::BuildError) -> PluginError {
+    let kind = match e.cause {
+        crate::error::Cause::Input => ErrorKind::INVALID_INPUT,
+        crate::error::Cause::Auth => ErrorKind::AUTH,
+        crate::error::Cause::Unavailable => ErrorKind::UNAVAILABLE,
+        crate::error::Cause::BuildFailed => ErrorKind::BUILD_FAILED,
+        crate::error::Cause::Cancelled => ErrorKind::CANCELLED,
+    };
+    PluginError::new(kind, e.to_string())
+}
+
 impl Builder for OciBuilder {
     fn build(
         &self,
@@ -155,13 +167,21 @@ impl Builder for OciBuilder {
             .iter()
             .map(|(k, v)| (k.to_lowercase(), v.clone()))
             .collect();
-        let platform = match request.platform.as_deref() {
-            Some(p) => image::Platform::parse(p).map_err(invalid)?,
-            None => image::Platform {
-                os: "linux".into(),
-                architecture: self.architecture.clone(),
-                variant: None,
-            },
+        let platforms: Vec<image::Platform> = if request.platforms.is_empty() {
+            vec![match request.platform.as_deref() {
+                Some(p) => image::Platform::parse(p).map_err(invalid)?,
+                None => image::Platform {
+                    os: "linux".into(),
+                    architecture: self.architecture.clone(),
+                    variant: None,
+                },
+            }]
+        } else {
+            request
+                .platforms
+                .iter()
+                .map(|p| image::Platform::parse(p).map_err(invalid))
+                .collect::<Result<_, _>>()?
         };
         let files =
             crate::context::ContextFiles::open(std::path::Path::new(context.archive_path.as_str()))
@@ -215,50 +235,78 @@ impl Builder for OciBuilder {
             .pull(name)
         };
         crate::runtime::rootfs::remove_stale(&self.cache_dir.join("run"));
-        let built = dispatch::build(&dispatch::BuildInput {
-            dockerfile: &text,
-            context: &files,
-            context_sha1: Some(context.sha1.as_str()).filter(|s| !s.is_empty()),
-            build_args,
-            target: request.target.as_deref(),
-            labels: request
-                .labels
-                .iter()
-                .map(|p| (p.0.to_string(), p.1.to_string()))
-                .collect(),
-            created: self.created,
-            platform,
-            contexts,
-            no_cache: request.no_cache,
-            store: store.as_ref(),
-            pull: &pull,
-            runner: Some(&dispatch::Runner {
-                runtime: self.runtime.clone(),
-                work_dir: self.cache_dir.join("run"),
-                output: &|line: &str| events.output(line),
-                cancelled: &|| cancel.is_cancelled(),
-                secrets: &request.secrets,
-                cache_mounts: self.cache_dir.join("mounts"),
-            }),
-        })
-        .map_err(|e| {
-            let kind = match e.cause {
-                crate::error::Cause::Input => ErrorKind::INVALID_INPUT,
-                crate::error::Cause::Auth => ErrorKind::AUTH,
-                crate::error::Cause::Unavailable => ErrorKind::UNAVAILABLE,
-                crate::error::Cause::BuildFailed => ErrorKind::BUILD_FAILED,
-                crate::error::Cause::Cancelled => ErrorKind::CANCELLED,
-            };
-            PluginError::new(kind, e.to_string())
-        })?;
-        let image = built.image;
-        events.info(format!(
-            "built {} ({} layers; {} made by this build, {} of them from the cache)",
-            image.digest(),
-            image.layers.len(),
-            built.layers_made,
-            built.layers_cached
-        ));
+        let runner = dispatch::Runner {
+            runtime: self.runtime.clone(),
+            work_dir: self.cache_dir.join("run"),
+            output: &|line: &str| events.output(line),
+            cancelled: &|| cancel.is_cancelled(),
+            secrets: &request.secrets,
+            cache_mounts: self.cache_dir.join("mounts"),
+        };
+        let inputs: Vec<dispatch::BuildInput<'_>> = platforms
+            .iter()
+            .map(|platform| dispatch::BuildInput {
+                dockerfile: &text,
+                context: &files,
+                context_sha1: Some(context.sha1.as_str()).filter(|s| !s.is_empty()),
+                build_args: build_args.clone(),
+                target: request.target.as_deref(),
+                labels: request
+                    .labels
+                    .iter()
+                    .map(|p| (p.0.to_string(), p.1.to_string()))
+                    .collect(),
+                created: self.created,
+                platform: platform.clone(),
+                contexts: contexts.clone(),
+                no_cache: request.no_cache,
+                store: store.as_ref(),
+                pull: &pull,
+                runner: Some(&runner),
+            })
+            .collect();
+        // Every platform RUN needs checked before any work.
+        for input in &inputs {
+            for (line, platform) in dispatch::run_platforms(input).map_err(build_error)? {
+                crate::runtime::emulation::check(
+                    &platform,
+                    std::path::Path::new(crate::runtime::emulation::BINFMT_DIR),
+                )
+                .map_err(|e| build_error(crate::error::failed(line, e)))?;
+            }
+        }
+        let mut images = Vec::new();
+        for input in &inputs {
+            if inputs.len() > 1 {
+                events.info(format!("building for {}", input.platform));
+            }
+            let built = dispatch::build(input).map_err(build_error)?;
+            events.info(format!(
+                "built {}{} ({} layers; {} made by this build, {} of them from the cache)",
+                built.image.digest(),
+                if inputs.len() > 1 {
+                    format!(" for {}", input.platform)
+                } else {
+                    String::new()
+                },
+                built.image.layers.len(),
+                built.layers_made,
+                built.layers_cached
+            ));
+            images.push(built.image);
+        }
+        let image = match images.len() {
+            1 => image::Artifact::Image(images.remove(0)),
+            _ => {
+                let index = image::Artifact::index(images).map_err(PluginError::other)?;
+                events.info(format!(
+                    "made the image index {} over {}",
+                    index.digest(),
+                    request.platforms.join(", ")
+                ));
+                index
+            }
+        };
         let tags: Vec<String> = request.tags.iter().map(|t| t.to_string()).collect();
         if cancel.is_cancelled() {
             return Err(PluginError::new(ErrorKind::CANCELLED, "cancelled"));

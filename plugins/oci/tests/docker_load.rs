@@ -97,7 +97,12 @@ CMD ["echo \"$GREETING\"; pwd; id -u; cat message.txt; stat -c '%a %u' message.t
     );
     let archive = dir.path().join("image.tar");
     let tag = format!("kiln-oci-multi:{}", std::process::id());
-    write_archive(&image, std::slice::from_ref(&tag), &archive).expect("archive");
+    write_archive(
+        &kiln_oci::image::Artifact::Image(image),
+        std::slice::from_ref(&tag),
+        &archive,
+    )
+    .expect("archive");
     let load = Command::new("docker")
         .arg("load")
         .arg("-i")

@@ -102,6 +102,9 @@ pub struct Built {
 #[derive(Clone, Default)]
 struct Stage {
     name: Option<String>,
+    /// The platform it is built for (`FROM --platform`, the stage it
+    /// starts from, or the build's); set when the stage starts.
+    platform: Option<Platform>,
     /// The base's config, when not `scratch`.
     base_config: Option<Value>,
     /// Layers whose files are not in `files` (a base image's), bottom first.
@@ -246,17 +249,35 @@ impl Run<'_, '_> {
             })
     }
 
+    /// The platform of the stage `spec` starts (`image` is its expanded
+    /// image): `--platform`, else that of the earlier stage it starts
+    /// from, else the build's.
+    fn stage_platform(
+        &self,
+        spec: &FromSpec,
+        image: &str,
+        line: usize,
+    ) -> Result<Platform, BuildError> {
+        if let Some(p) = &spec.platform {
+            let text =
+                dockerfile::expand(p, &self.global_args, self.escape).map_err(|e| at(line, e))?;
+            return Platform::parse(&text).map_err(|e| at(line, e));
+        }
+        let earlier = self
+            .stage_index(image)
+            .filter(|_| !self.input.contexts.contains_key(image))
+            .and_then(|i| self.stages[i].platform.clone());
+        Ok(earlier.unwrap_or_else(|| self.input.platform.clone()))
+    }
+
     fn from(&mut self, ins: &Instruction, spec: &FromSpec) -> Result<(), BuildError> {
         let line = ins.line;
         let expand = |text: &str| {
             dockerfile::expand(text, &self.global_args, self.escape).map_err(|e| at(line, e))
         };
-        let platform = match &spec.platform {
-            Some(p) => Platform::parse(&expand(p)?).map_err(|e| at(line, e))?,
-            None => self.input.platform.clone(),
-        };
         let image_name = expand(&spec.image)?;
         let image = image_name.as_str();
+        let platform = self.stage_platform(spec, image, line)?;
         let name = spec.name.clone();
         let mut stage = if image.eq_ignore_ascii_case("scratch") {
             Stage {
@@ -298,6 +319,7 @@ impl Run<'_, '_> {
             }
         };
         stage.name = name;
+        stage.platform = Some(platform);
         if stage.shell.is_empty() {
             stage.shell = vec!["/bin/sh".into(), "-c".into()];
         }
@@ -439,31 +461,37 @@ fn platform_args(target: &Platform) -> BTreeMap<String, String> {
     args
 }
 
-/// Build the target stage of `input` into an image.
-pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
-    let file = dockerfile::parse(input.dockerfile).map_err(|e| at(e.line, e.message))?;
+/// What a walk over the Dockerfile does with each instruction of a stage
+/// the target needs.
+enum Step<'x> {
+    /// A stage starts.
+    From(&'x Instruction, &'x FromSpec),
+    /// An instruction of the current stage.
+    Instruction(&'x Instruction, &'x Command),
+}
+
+/// Walk the Dockerfile in order: global `ARG`s are declared, stages the
+/// target does not need are skipped (as BuildKit does) with a placeholder
+/// that keeps stage numbering, and every other instruction goes to `step`.
+/// Every instruction is typed and its flags checked before any stage runs.
+/// Returns the target stage's index.
+fn walk<'a, 'i>(
+    run: &mut Run<'a, 'i>,
+    file: &dockerfile::Dockerfile,
+    mut step: impl FnMut(&mut Run<'a, 'i>, Step<'_>) -> Result<(), BuildError>,
+) -> Result<usize, BuildError> {
     if !file.instructions.iter().any(|i| i.keyword == "FROM") {
         return Err(at(0, "the Dockerfile has no FROM"));
     }
-    let mut run = Run {
-        input,
-        escape: file.escape,
-        global_args: platform_args(&input.platform),
-        stages: Vec::new(),
-        layers_made: 0,
-        layers_cached: 0,
-    };
-    // Stages the target does not need are skipped, as BuildKit does.
-    // Every instruction typed and its flags checked before any stage runs.
-    let typed = instructions::typed(&file)?;
-    let needed = stages::needed(&file, input.target)?;
+    let typed = instructions::typed(file)?;
+    let needed = stages::needed(file, run.input.target)?;
     let mut index = 0usize;
     let mut skipping = false;
     for (ins, command) in &typed {
         if *command == Command::Arg && run.stages.is_empty() && !skipping {
             let text = dockerfile::expand(&ins.original, &run.global_args, run.escape)
                 .map_err(|e| at(ins.line, e))?;
-            let declared = declare_args(&text, run.escape, &input.build_args, &run.global_args)
+            let declared = declare_args(&text, run.escape, &run.input.build_args, &run.global_args)
                 .map_err(|e| at(ins.line, e))?;
             run.global_args.extend(declared);
             continue;
@@ -472,21 +500,75 @@ pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
             skipping = !needed.contains(&index);
             index += 1;
             if skipping {
-                // Keep stage numbering: a placeholder for a stage not built.
                 run.stages.push(Stage {
                     name: from.name.clone(),
                     ..Default::default()
                 });
                 continue;
             }
-            run.from(ins, from)?;
+            step(run, Step::From(ins, from))?;
             continue;
         }
         if !skipping {
-            run.instruction(ins, command)?;
+            step(run, Step::Instruction(ins, command))?;
         }
     }
-    let target = needed.iter().max().copied().unwrap_or(0);
+    Ok(needed.iter().max().copied().unwrap_or(0))
+}
+
+impl<'a, 'i> Run<'a, 'i> {
+    fn new(input: &'i BuildInput<'a>, escape: char) -> Self {
+        Run {
+            input,
+            escape,
+            global_args: platform_args(&input.platform),
+            stages: Vec::new(),
+            layers_made: 0,
+            layers_cached: 0,
+        }
+    }
+}
+
+/// The platforms `RUN` would run for when `input` is built, each with the
+/// line of its first `RUN`: found from the Dockerfile alone, before any
+/// work, so that a platform this machine cannot run is refused up front.
+pub fn run_platforms(input: &BuildInput<'_>) -> Result<Vec<(usize, Platform)>, BuildError> {
+    let file = dockerfile::parse(input.dockerfile).map_err(|e| at(e.line, e.message))?;
+    let mut run = Run::new(input, file.escape);
+    let mut found: Vec<(usize, Platform)> = Vec::new();
+    walk(&mut run, &file, |run, step| {
+        match step {
+            Step::From(ins, spec) => {
+                let image = dockerfile::expand(&spec.image, &run.global_args, run.escape)
+                    .map_err(|e| at(ins.line, e))?;
+                let platform = run.stage_platform(spec, &image, ins.line)?;
+                run.stages.push(Stage {
+                    name: spec.name.clone(),
+                    platform: Some(platform),
+                    ..Default::default()
+                });
+            }
+            Step::Instruction(ins, Command::Run(_)) => {
+                let platform = run.stages.last().and_then(|s| s.platform.clone());
+                if let Some(p) = platform.filter(|p| !found.iter().any(|(_, f)| f == p)) {
+                    found.push((ins.line, p));
+                }
+            }
+            Step::Instruction(..) => {}
+        }
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+/// Build the target stage of `input` into an image.
+pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
+    let file = dockerfile::parse(input.dockerfile).map_err(|e| at(e.line, e.message))?;
+    let mut run = Run::new(input, file.escape);
+    let target = walk(&mut run, &file, |run, step| match step {
+        Step::From(ins, spec) => run.from(ins, spec),
+        Step::Instruction(ins, command) => run.instruction(ins, command),
+    })?;
     let mut stage = run.stages.swap_remove(target);
     stage.runtime.labels.extend(input.labels.clone());
     let image = image::assemble(image::Assembly {
@@ -618,6 +700,46 @@ mod tests {
             .expect("layer")
             .into_keys()
             .collect()
+    }
+
+    #[test]
+    fn run_platforms_are_found_before_any_work() {
+        let runs = |dockerfile: &str, target: Option<&str>| {
+            let input = BuildInput {
+                dockerfile,
+                context: &ContextFiles::default(),
+                context_sha1: None,
+                build_args: BTreeMap::new(),
+                target,
+                labels: BTreeMap::new(),
+                created: 0,
+                platform: Platform::parse("linux/riscv64").expect("platform"),
+                contexts: BTreeMap::new(),
+                no_cache: false,
+                store: None,
+                pull: &no_pull,
+                runner: None,
+            };
+            run_platforms(&input)
+                .expect("walk")
+                .into_iter()
+                .map(|(line, p)| format!("{line}:{p}"))
+                .collect::<Vec<_>>()
+        };
+        let host = format!("linux/{}", image::host_architecture());
+        let file = "FROM --platform=$BUILDPLATFORM scratch AS tools\nRUN make\n\
+                    FROM tools AS more\nRUN more\n\
+                    FROM scratch AS unused\nRUN never\n\
+                    FROM --platform=linux/s390x scratch AS other\n\
+                    FROM scratch\nCOPY --from=more /x /x\nRUN one\nRUN two\n";
+        // `more` starts from `tools`, so runs natively too; `unused` is not
+        // needed and `other` has no RUN.
+        assert_eq!(
+            runs(file, None),
+            [format!("2:{host}"), "10:linux/riscv64".to_string()]
+        );
+        assert_eq!(runs(file, Some("unused")), ["6:linux/riscv64"]);
+        assert!(runs("FROM scratch\nCOPY a b\n", None).is_empty());
     }
 
     #[test]

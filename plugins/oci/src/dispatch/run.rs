@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, rc::Rc};
 
 use crate::{
     dockerfile::{Args, Instruction},
-    error::{at, BuildError, Cause},
+    error::{at, failed, BuildError, Cause},
     image::{Entry, Kind, Layer},
     instructions::{RunFlags, RunMount, Sharing},
     runtime::{
@@ -28,14 +28,6 @@ use super::{DiskSlot, Run, Stage};
 
 /// How many of a failed command's last output lines its error shows.
 const TAIL_LINES: usize = 20;
-
-fn failed(line: usize, message: String) -> BuildError {
-    BuildError {
-        line,
-        message,
-        cause: Cause::BuildFailed,
-    }
-}
 
 /// The text of `file` in the stage's filesystem, when it is a file.
 fn text_of(stage: &mut Stage, file: &str) -> Result<Option<String>, String> {
@@ -184,12 +176,16 @@ impl Run<'_, '_> {
             additional_gids,
             network: flags.network,
         };
-        let key = step_key(
-            stage,
-            &process,
-            &flags.mounts,
-            &self.input.platform.to_string(),
-        );
+        let platform = stage
+            .platform
+            .clone()
+            .unwrap_or_else(|| self.input.platform.clone());
+        crate::runtime::emulation::check(
+            &platform,
+            std::path::Path::new(crate::runtime::emulation::BINFMT_DIR),
+        )
+        .map_err(|e| failed(line, e))?;
+        let key = step_key(stage, &process, &flags.mounts, &platform.to_string());
         let store = self.input.store.filter(|_| !self.input.no_cache);
         if let Some(layer) = store.and_then(|s| s.recipe(&key)) {
             (runner.output)(&format!("RUN {} (cached)", ins.original.trim()));

@@ -13,34 +13,43 @@ use bytes::Bytes;
 use kiln_archive::atomic::AtomicFile;
 use serde_json::{json, Value};
 
-use crate::image::{media, Image};
+use crate::image::{media, Artifact};
 
 fn blob_path(digest: &str) -> String {
     format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
 }
 
-/// Write `image` as an archive `docker load` reads (Docker's `manifest.json`
-/// with `RepoTags`) that is also an OCI image layout (`oci-layout`,
-/// `index.json` naming the tags), atomically: through a temporary file
-/// beside `out`, synced and renamed, so a failure leaves nothing at `out`.
-/// Entries are sorted and timestamps fixed, so the archive is reproducible.
-pub fn write_archive(image: &Image, tags: &[String], out: &Path) -> Result<(), String> {
+/// Write `artifact` as an archive `docker load` reads (Docker's
+/// `manifest.json` with `RepoTags`: for an index, the image for this
+/// machine's platform) that is also an OCI image layout (`oci-layout`,
+/// `index.json` naming the tags, each pointing at the manifest or the
+/// image index, as buildx's `type=oci` does), atomically: through a
+/// temporary file beside `out`, synced and renamed, so a failure leaves
+/// nothing at `out`. Entries are sorted and timestamps fixed, so the
+/// archive is reproducible.
+pub fn write_archive(artifact: &Artifact, tags: &[String], out: &Path) -> Result<(), String> {
     let mut files: BTreeMap<String, Bytes> = BTreeMap::new();
     files.insert(
         "oci-layout".into(),
         Bytes::from_static(br#"{"imageLayoutVersion":"1.0.0"}"#),
     );
-    files.insert(
-        blob_path(&image.config_digest()),
-        Bytes::from(image.config.clone()),
-    );
-    files.insert(
-        blob_path(&image.digest()),
-        Bytes::from(image.manifest.clone()),
-    );
-    for layer in &image.layers {
-        files.insert(blob_path(&layer.digest), layer.blob.clone());
+    for image in artifact.images() {
+        files.insert(
+            blob_path(&image.config_digest()),
+            Bytes::from(image.config.clone()),
+        );
+        files.insert(
+            blob_path(&image.digest()),
+            Bytes::from(image.manifest.clone()),
+        );
+        for layer in &image.layers {
+            files.insert(blob_path(&layer.digest), layer.blob.clone());
+        }
     }
+    files.insert(
+        blob_path(&artifact.digest()),
+        Bytes::copy_from_slice(artifact.manifest()),
+    );
     let manifests: Vec<Value> = tags
         .iter()
         .map(|tag| {
@@ -49,9 +58,9 @@ pub fn write_archive(image: &Image, tags: &[String], out: &Path) -> Result<(), S
                 .filter(|(_, t)| !t.contains('/'))
                 .map_or("latest", |(_, t)| t);
             json!({
-                "mediaType": media::MANIFEST,
-                "digest": image.digest(),
-                "size": image.manifest.len(),
+                "mediaType": artifact.media_type(),
+                "digest": artifact.digest(),
+                "size": artifact.manifest().len(),
                 "annotations": {
                     "io.containerd.image.name": tag,
                     "org.opencontainers.image.ref.name": ref_name,
@@ -68,6 +77,7 @@ pub fn write_archive(image: &Image, tags: &[String], out: &Path) -> Result<(), S
         "index.json".into(),
         Bytes::from(serde_json::to_vec(&index).unwrap_or_default()),
     );
+    let image = artifact.for_host();
     let docker_manifest = json!([{
         "Config": blob_path(&image.config_digest()),
         "RepoTags": tags,
@@ -164,8 +174,8 @@ mod tests {
         let one = dir.path().join("one.tar");
         let two = dir.path().join("two.tar");
         let tags = vec!["x:1".to_string()];
-        write_archive(&build(), &tags, &one).expect("write");
-        write_archive(&build(), &tags, &two).expect("write");
+        write_archive(&Artifact::Image(build()), &tags, &one).expect("write");
+        write_archive(&Artifact::Image(build()), &tags, &two).expect("write");
         assert_eq!(
             std::fs::read(one).expect("read"),
             std::fs::read(two).expect("read")

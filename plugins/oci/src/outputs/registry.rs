@@ -1,8 +1,9 @@
 //! Pushing a built image over the distribution API: each blob the registry
 //! does not have yet is uploaded (a `HEAD` first, so unchanged layers and
 //! base layers cost one request), then the manifest is `PUT` under every
-//! tag. The manifest bytes are kiln's own, so the pushed digest is the
-//! archive's digest.
+//! tag. For an image index, each platform's manifest is `PUT` by its digest
+//! first, then the index under every tag. The documents are kiln's own
+//! bytes, so the pushed digest is the archive's digest.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -13,7 +14,7 @@ use kiln_plugin_api::{
     ErrorKind, PluginError,
 };
 
-use crate::image::{media, Image};
+use crate::image::{media, Artifact};
 
 fn plugin_error(e: CallError) -> PluginError {
     match e {
@@ -34,10 +35,10 @@ pub struct Connection<'a> {
     pub retry: Retry,
 }
 
-/// Push `image` under each of `tags` (all of `registry`'s); returns
+/// Push `artifact` under each of `tags` (all of `registry`'s); returns
 /// `host/repo@digest` of the first tag.
 pub fn push(
-    image: &Image,
+    artifact: &Artifact,
     tags: &[String],
     registry: &HostRegistry,
     connection: Connection<'_>,
@@ -48,8 +49,6 @@ pub fn push(
         username: a.username,
         password: a.secret,
     });
-    let config = Bytes::from(image.config.clone());
-    let config_digest = image.config_digest();
     let mut first = None;
     let mut done_repos: BTreeSet<String> = BTreeSet::new();
     for tag in tags {
@@ -74,11 +73,19 @@ pub fn push(
         .map_err(|e| PluginError::new(ErrorKind::UNAVAILABLE, e))?;
         let pushed = block_on(async {
             if done_repos.insert(format!("{host}/{repo}")) {
-                let blobs = image
-                    .layers
-                    .iter()
-                    .map(|l| (l.digest.clone(), l.blob.clone()))
-                    .chain(std::iter::once((config_digest.clone(), config.clone())));
+                let mut blobs: Vec<(String, Bytes)> = Vec::new();
+                for image in artifact.images() {
+                    let layers = image
+                        .layers
+                        .iter()
+                        .map(|l| (l.digest.clone(), l.blob.clone()));
+                    let config = (image.config_digest(), Bytes::from(image.config.clone()));
+                    for (digest, data) in layers.chain(std::iter::once(config)) {
+                        if !blobs.iter().any(|(d, _)| *d == digest) {
+                            blobs.push((digest, data));
+                        }
+                    }
+                }
                 for (digest, data) in blobs {
                     if cancel.is_cancelled() {
                         return Err(PluginError::new(ErrorKind::CANCELLED, "cancelled"));
@@ -99,16 +106,36 @@ pub fn push(
                         .map_err(plugin_error)?;
                     events.output(format!("{short}: pushed ({size} bytes)"));
                 }
+                if let Artifact::Index { images, .. } = artifact {
+                    for image in images {
+                        let digest = image.digest();
+                        let put = client
+                            .put_manifest(&repo, &digest, media::MANIFEST, image.manifest.clone())
+                            .await
+                            .map_err(plugin_error)?;
+                        if put != digest {
+                            return Err(PluginError::other(format!(
+                                "{host}/{repo}: the registry reports digest {put} for the \
+                                 manifest kiln pushed as {digest}"
+                            )));
+                        }
+                    }
+                }
             }
             client
-                .put_manifest(&repo, &tag_name, media::MANIFEST, image.manifest.clone())
+                .put_manifest(
+                    &repo,
+                    &tag_name,
+                    artifact.media_type(),
+                    artifact.manifest().to_vec(),
+                )
                 .await
                 .map_err(plugin_error)
         })?;
-        if pushed != image.digest() {
+        if pushed != artifact.digest() {
             return Err(PluginError::other(format!(
                 "{tag}: the registry reports digest {pushed}, kiln pushed {}",
-                image.digest()
+                artifact.digest()
             )));
         }
         events.output(format!("{tag}: digest: {pushed}"));

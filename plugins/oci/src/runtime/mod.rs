@@ -17,6 +17,7 @@ use std::{
     time::Duration,
 };
 
+pub mod emulation;
 pub mod rootfs;
 pub mod spec;
 
