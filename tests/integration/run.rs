@@ -373,6 +373,36 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// second build finds warm, a secret as a file and as a variable, a tmpfs.
 /// The secret is then searched for in every layer (unpacked), the config,
 /// the archive, the cache folder and everything kiln printed: absent.
+/// The secret is in no file kiln wrote: the archive (layers unpacked), the
+/// cache folder, the project's state.
+fn assert_secret_nowhere(p: &TestProject, archive: &Path, secret: &str) {
+    let mut unpacked = Vec::new();
+    for (_, data) in archive_files(archive) {
+        let mut plain = Vec::new();
+        if flate2::read::MultiGzDecoder::new(data.as_slice())
+            .read_to_end(&mut plain)
+            .is_ok()
+        {
+            unpacked.push(plain);
+        }
+        unpacked.push(data);
+    }
+    assert!(
+        unpacked.iter().all(|d| !contains(d, secret.as_bytes())),
+        "secret in the archive"
+    );
+    for (path, data) in files_below(&p.root().join("home"))
+        .into_iter()
+        .chain(files_below(&p.root().join("work/.kiln")))
+    {
+        assert!(
+            !contains(&data, secret.as_bytes()),
+            "secret in {}",
+            path.display()
+        );
+    }
+}
+
 #[test]
 fn cache_and_secret_mounts_and_the_secret_is_nowhere() {
     if !daemon_and(&["runc"]) {
@@ -451,36 +481,7 @@ fn cache_and_secret_mounts_and_the_secret_is_nowhere() {
             "{m} in a layer: {layers:?}"
         );
     }
-    // The secret is in no file kiln wrote: the archive (layers unpacked),
-    // the cache folder, the project's state.
-    let mut unpacked = Vec::new();
-    let mut a = tar::Archive::new(fs::File::open(&out).expect("archive"));
-    for e in a.entries().expect("entries") {
-        let mut data = Vec::new();
-        e.expect("entry").read_to_end(&mut data).expect("read");
-        let mut plain = Vec::new();
-        if flate2::read::MultiGzDecoder::new(data.as_slice())
-            .read_to_end(&mut plain)
-            .is_ok()
-        {
-            unpacked.push(plain);
-        }
-        unpacked.push(data);
-    }
-    assert!(
-        unpacked.iter().all(|d| !contains(d, secret.as_bytes())),
-        "secret in the archive"
-    );
-    for (path, data) in files_below(&p.root().join("home"))
-        .into_iter()
-        .chain(files_below(&p.root().join("work/.kiln")))
-    {
-        assert!(
-            !contains(&data, secret.as_bytes()),
-            "secret in {}",
-            path.display()
-        );
-    }
+    assert_secret_nowhere(&p, &out, secret);
     // The plan names the secret, never its value.
     let plan = p
         .cmd()
@@ -552,10 +553,33 @@ fn debian_base(p: &TestProject, plugins: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// A Python app's context: `requirements` asking for six 1.17.0 and a
+/// `main.py` that prints `what with six 1.17.0`. This machine reaches PyPI
+/// through its own CA bundle, so an image built here must carry it (after
+/// apt-get, which rewrites the file): the returned step copies it in.
+fn python_app(p: &TestProject, requirements: &str, what: &str) -> (PathBuf, &'static str) {
+    let app = p.work().join("app");
+    write(&app, requirements, "six==1.17.0\n");
+    write(
+        &app,
+        "main.py",
+        &format!("import six\nprint('{what} with six', six.__version__)\n"),
+    );
+    let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    let ca_step = if ca.is_file() {
+        fs::copy(ca, app.join("host-ca.crt")).expect("ca");
+        "COPY host-ca.crt /etc/ssl/certs/ca-certificates.crt\n"
+    } else {
+        ""
+    };
+    (app, ca_step)
+}
+
 /// A ZenML-shaped Dockerfile on a real Debian base: `apt-get install`, `pip
 /// install -r requirements.txt` from PyPI, `COPY . .`, `RUN chmod -R a+rw
-/// .`; loaded into Docker and run. The unchanged rebuild takes every step
-/// from the cache and gives the same image.
+/// .`; loaded into Docker and run, and pushed to a real registry, pulled by
+/// Docker and run. The unchanged rebuild takes every step from the cache
+/// and gives the same image.
 #[test]
 fn a_zenml_shaped_image_on_debian_installs_packages_and_runs() {
     if !daemon_and(&["runc"]) {
@@ -565,22 +589,7 @@ fn a_zenml_shaped_image_on_debian_installs_packages_and_runs() {
     let Some(base) = debian_base(&p, &plugins) else {
         return;
     };
-    let app = p.work().join("app");
-    write(&app, "requirements.txt", "six==1.17.0\n");
-    write(
-        &app,
-        "main.py",
-        "import six\nprint('pipeline step with six', six.__version__)\n",
-    );
-    // This machine reaches PyPI through its own CA bundle; an image for it
-    // must carry that bundle (after apt-get, which rewrites the file).
-    let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
-    let ca_step = if ca.is_file() {
-        fs::copy(ca, app.join("host-ca.crt")).expect("ca");
-        "COPY host-ca.crt /etc/ssl/certs/ca-certificates.crt\n"
-    } else {
-        ""
-    };
+    let (app, ca_step) = python_app(&p, "requirements.txt", "pipeline step");
     write(
         &app,
         "Dockerfile",
@@ -598,10 +607,20 @@ fn a_zenml_shaped_image_on_debian_installs_packages_and_runs() {
              CMD [\"python3\", \"main.py\"]\n"
         ),
     );
-    let tag = format!("{}:1", unique("kiln-zenml"));
+    let f = shipped_plugin("kiln-registry");
+    fs::copy(&f, plugins.join(f.file_name().expect("name"))).expect("copy plugin");
+    let registry = crate::util::TestRegistry::start(None);
+    let host = registry.host();
+    crate::registry::register(
+        &p,
+        plugins.to_str().expect("utf-8"),
+        "reg",
+        &[&format!("uri={host}/team")],
+    );
+    let tag = format!("{host}/team/{}:1", unique("kiln-zenml"));
     let _untag = Untag(vec![tag.clone()]);
     let out = p.root().join("zen.tar");
-    let build = || {
+    let build = |extra: &[&str]| {
         let r = p
             .cmd()
             .plugins(&plugins)
@@ -611,6 +630,8 @@ fn a_zenml_shaped_image_on_debian_installs_packages_and_runs() {
             .arg(format!("debian=oci-layout://{}", base.display()))
             .arg("--output")
             .arg(format!("type=docker,dest={}", out.display()))
+            .registry("reg")
+            .args(extra.iter().copied())
             .json()
             .run();
         r.ok();
@@ -619,17 +640,29 @@ fn a_zenml_shaped_image_on_debian_installs_packages_and_runs() {
             r.stderr.clone(),
         )
     };
-    let (first, log) = build();
+    let (first, log) = build(&[]);
     assert!(log.contains("Successfully installed six-1.17.0"), "{log}");
+    assert!(first.starts_with(&format!("{host}/team/")), "{first}");
     assert_nothing_left(&p);
     docker(&["load", "-i", out.to_str().expect("utf8")]);
-    assert_eq!(
-        docker(&["run", "--rm", &tag]),
-        "pipeline step with six 1.17.0\n"
-    );
-    let mode = docker(&["run", "--rm", &tag, "stat", "-c", "%A", "/app/main.py"]);
-    assert_eq!(mode.trim(), "-rw-rw-rw-");
-    let (again, log) = build();
+    let run = || {
+        assert_eq!(
+            docker(&["run", "--rm", &tag]),
+            "pipeline step with six 1.17.0\n"
+        );
+        let mode = docker(&["run", "--rm", &tag, "stat", "-c", "%A", "/app/main.py"]);
+        assert_eq!(mode.trim(), "-rw-rw-rw-");
+    };
+    run();
+    // Pushed as built: pulled back by Docker, it runs the same.
+    docker(&["rmi", &tag]);
+    docker(&["pull", &tag]);
+    run();
+    let pulled = docker(&["inspect", "--format", "{{index .RepoDigests 0}}", &tag]);
+    assert_eq!(pulled.trim(), first);
+    // Unchanged and forced past the registry's answer: every step from the
+    // cache, the same image.
+    let (again, log) = build(&["--force"]);
     assert_eq!(first, again);
     assert!(!log.contains("Successfully installed"), "{log}");
 }
@@ -873,5 +906,120 @@ fn run_for_a_platform_without_emulation_is_refused_up_front() {
         index["manifests"][0]["mediaType"],
         "application/vnd.oci.image.index.v1+json"
     );
+    assert_nothing_left(&p);
+}
+
+/// A Flyte-shaped Dockerfile (as flyte's docker builder writes them) on a
+/// real Debian base: `# syntax=docker/dockerfile:1.10`, a tool from another
+/// stage bound with `--mount=from=...` (Flyte binds uv this way),
+/// `--mount=type=cache` for apt and pip (sharing=locked, mode=0777), the
+/// requirements bound from the context (`--mount=type=bind`, relative
+/// target), a `--mount=type=secret` read by `RUN`, `SHELL`. The second
+/// build (`--no-cache`) finds both caches warm; the secret is in no layer,
+/// the config, the cache folder or the outputs; the bound files are in no
+/// layer; a changed requirements file runs the step again.
+#[test]
+fn a_flyte_shaped_image_on_debian_with_cache_bind_and_secret_mounts() {
+    if !daemon_and(&["runc"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    let Some(base) = debian_base(&p, &plugins) else {
+        return;
+    };
+    let secret = "flyte-SECRET-51c0ffee-never-stored";
+    write(p.root(), "pip_token", secret);
+    let (app, ca_step) = python_app(&p, "requirements_uv.txt", "flyte task");
+    write(
+        &app,
+        "Dockerfile",
+        &format!(
+            "# syntax=docker/dockerfile:1.10\n\
+             FROM debian as tools\n\
+             RUN printf '#!/bin/sh\\necho \"tool ran: $*\"\\n' > /tool && chmod 755 /tool\n\
+             FROM debian\n\
+             USER root\n\
+             ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1\n\
+             RUN --mount=type=cache,sharing=locked,mode=0777,target=/var/cache/apt,id=apt \\\n\
+             \x20   apt-get update && apt-get install -y --no-install-recommends python3 python3-pip \\\n\
+             \x20   && rm -rf /var/lib/apt/lists/*\n\
+             {ca_step}\
+             RUN --mount=type=cache,sharing=locked,mode=0777,target=/root/.cache/pip,id=pip \\\n\
+             \x20   --mount=from=tools,source=/tool,target=/usr/bin/tool \\\n\
+             \x20   --mount=type=bind,target=requirements_uv.txt,src=requirements_uv.txt \\\n\
+             \x20   --mount=type=secret,id=pip_token,env=PIP_TOKEN \\\n\
+             \x20   tool install && test -n \"$PIP_TOKEN\" && echo \"token of ${{#PIP_TOKEN}} bytes\" \\\n\
+             \x20   && pip download --default-timeout=60 --dest /root/.cache/pip/wheels \\\n\
+             \x20   --find-links /root/.cache/pip/wheels -r requirements_uv.txt \\\n\
+             \x20   && pip install --break-system-packages --no-index \\\n\
+             \x20   --find-links /root/.cache/pip/wheels -r requirements_uv.txt\n\
+             COPY main.py /root/\n\
+             ENV _F_IMG_ID=kiln-flyte-test\n\
+             WORKDIR /root\n\
+             SHELL [\"/bin/bash\", \"-c\"]\n\
+             CMD [\"python3\", \"main.py\"]\n"
+        ),
+    );
+    let tag = format!("{}:1", unique("kiln-flyte"));
+    let _untag = Untag(vec![tag.clone()]);
+    let out = p.root().join("flyte.tar");
+    let build = |extra: &[&str]| {
+        let r = p
+            .cmd()
+            .plugins(&plugins)
+            .build("app")
+            .tag(&tag)
+            .arg("--build-context")
+            .arg(format!("debian=oci-layout://{}", base.display()))
+            .arg("--secret")
+            .arg(format!(
+                "id=pip_token,src={}",
+                p.root().join("pip_token").display()
+            ))
+            .arg("--output")
+            .arg(format!("type=docker,dest={}", out.display()))
+            .args(extra.iter().copied())
+            .json()
+            .run();
+        r.ok();
+        assert!(!r.all_output().contains(secret), "secret printed");
+        r.stderr.clone()
+    };
+    let log = build(&[]);
+    assert!(log.contains("tool ran: install"), "{log}");
+    assert!(
+        log.contains(&format!("token of {} bytes", secret.len())),
+        "{log}"
+    );
+    assert!(log.contains("Successfully installed six-1.17.0"), "{log}");
+    assert_nothing_left(&p);
+    // Both caches are warm the second time: apt downloads nothing, pip
+    // finds the wheel it downloaded.
+    let log = build(&["--no-cache"]);
+    assert!(log.contains("Need to get 0 B"), "{log}");
+    assert!(log.contains("File was already downloaded"), "{log}");
+    assert_nothing_left(&p);
+
+    docker(&["load", "-i", out.to_str().expect("utf8")]);
+    assert_eq!(
+        docker(&["run", "--rm", &tag]),
+        "flyte task with six 1.17.0\n"
+    );
+    for m in layer_members(&out).iter().flatten() {
+        assert!(
+            !m.starts_with("var/cache/apt/archives/python3")
+                && !m.starts_with("root/.cache/pip")
+                && m != "requirements_uv.txt"
+                && m != "usr/bin/tool"
+                && !m.starts_with("run/secrets"),
+            "{m} in a layer"
+        );
+    }
+    assert_secret_nowhere(&p, &out, secret);
+
+    // The bound requirements are part of the step's key: a change runs it.
+    write(&app, "requirements_uv.txt", "six==1.16.0\n");
+    let log = build(&[]);
+    assert!(log.contains("Successfully installed six-1.16.0"), "{log}");
     assert_nothing_left(&p);
 }

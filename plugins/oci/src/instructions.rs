@@ -67,6 +67,19 @@ pub enum RunMount {
         /// File group.
         gid: u32,
     },
+    /// `type=bind` (the default type): files of the build context, an
+    /// earlier stage or an image, read-only unless `rw`; what the command
+    /// writes there is never kept.
+    Bind {
+        /// Where they appear.
+        target: String,
+        /// The file or folder in the source (default: its root), cleaned.
+        source: String,
+        /// A stage, image or named context (default: the build context).
+        from: Option<String>,
+        /// `rw`/`readwrite`: writable (the writes are thrown away).
+        readwrite: bool,
+    },
     /// `type=tmpfs`: an empty in-memory folder.
     Tmpfs {
         /// Where it appears.
@@ -87,9 +100,31 @@ pub enum Sharing {
     Locked,
 }
 
-fn absolute_target(value: &str) -> String {
-    let cleaned = crate::fs::tree::clean(value);
-    format!("/{cleaned}")
+/// A mount's target: absolute and cleaned, or relative to the working
+/// folder as written (BuildKit's rule; [`RunMount::in_dir`] joins and
+/// cleans it when the step runs).
+fn mount_target(value: &str) -> String {
+    if value.starts_with('/') {
+        format!("/{}", crate::fs::tree::clean(value))
+    } else {
+        value.to_string()
+    }
+}
+
+impl RunMount {
+    /// The mount with a relative target joined to the working folder `cwd`.
+    pub fn in_dir(mut self, cwd: &str) -> Self {
+        let target = match &mut self {
+            RunMount::Cache { target, .. }
+            | RunMount::Bind { target, .. }
+            | RunMount::Tmpfs { target, .. } => Some(target),
+            RunMount::Secret { target, .. } => target.as_mut(),
+        };
+        if let Some(t) = target.filter(|t| !t.starts_with('/')) {
+            *t = mount_target(&format!("/{}/{t}", cwd.trim_matches('/')));
+        }
+        self
+    }
 }
 
 fn octal(key: &str, value: &str) -> Result<u32, String> {
@@ -151,11 +186,23 @@ pub fn run_mount(spec: &str) -> Result<RunMount, String> {
             "gid",
         ],
         "tmpfs" => &["type", "target", "dst", "destination", "size"],
-        "bind" => return Err("--mount=type=bind is not supported by the oci builder yet".into()),
+        "bind" => &[
+            "type",
+            "target",
+            "dst",
+            "destination",
+            "source",
+            "src",
+            "from",
+            "ro",
+            "readonly",
+            "rw",
+            "readwrite",
+        ],
         "ssh" => return Err("--mount=type=ssh is not supported by the oci builder".into()),
         other => {
             return Err(format!(
-                "--mount: unknown type {other:?} (cache, secret, tmpfs)"
+                "--mount: unknown type {other:?} (bind, cache, secret, tmpfs)"
             ))
         }
     };
@@ -166,7 +213,7 @@ pub fn run_mount(spec: &str) -> Result<RunMount, String> {
     match kind.as_str() {
         "cache" => {
             let target = get("target").ok_or("--mount=type=cache needs target=PATH")?;
-            let target = absolute_target(&target);
+            let target = mount_target(&target);
             if flag("readonly") || flag("ro") {
                 return Err(
                     "--mount=type=cache,readonly is not supported by the oci builder".into(),
@@ -203,7 +250,7 @@ pub fn run_mount(spec: &str) -> Result<RunMount, String> {
         }
         "secret" => {
             let id = get("id").filter(|i| !i.is_empty());
-            let target = get("target").map(|t| absolute_target(&t));
+            let target = get("target").map(|t| mount_target(&t));
             let env = get("env").filter(|e| !e.is_empty());
             let id = match (id, &target) {
                 (Some(id), _) => id,
@@ -234,8 +281,23 @@ pub fn run_mount(spec: &str) -> Result<RunMount, String> {
                     .unwrap_or(0),
             })
         }
+        "bind" => {
+            let target = get("target").ok_or("--mount=type=bind needs target=PATH")?;
+            let source = get("source").or_else(|| get("src")).unwrap_or_default();
+            if crate::fs::tree::escapes(&source) && get("from").is_none() {
+                return Err(format!(
+                    "--mount=type=bind,source={source}: forbidden path outside the build context"
+                ));
+            }
+            Ok(RunMount::Bind {
+                target: mount_target(&target),
+                source: crate::fs::tree::clean(&source),
+                from: get("from").filter(|f| !f.is_empty()),
+                readwrite: flag("rw") || flag("readwrite"),
+            })
+        }
         _ => Ok(RunMount::Tmpfs {
-            target: absolute_target(&get("target").ok_or("--mount=type=tmpfs needs target=PATH")?),
+            target: mount_target(&get("target").ok_or("--mount=type=tmpfs needs target=PATH")?),
             size: get("size")
                 .map(|v| {
                     v.parse::<u64>()
@@ -637,5 +699,38 @@ mod mount_tests {
         assert!(run_mount("type=cache,target=/x,colour=red").is_err());
         assert!(run_mount("type=ssh").is_err());
         assert!(run_mount("type=secret").is_err());
+    }
+
+    #[test]
+    fn bind_is_the_default_type_and_relative_targets_join_the_working_folder() {
+        assert_eq!(
+            run_mount("target=requirements_uv.txt,src=requirements_uv.txt")
+                .expect("bind")
+                .in_dir("/root"),
+            RunMount::Bind {
+                target: "/root/requirements_uv.txt".into(),
+                source: "requirements_uv.txt".into(),
+                from: None,
+                readwrite: false,
+            }
+        );
+        assert_eq!(
+            run_mount("from=uv,source=/uv,target=/usr/bin/uv,rw").expect("bind"),
+            RunMount::Bind {
+                target: "/usr/bin/uv".into(),
+                source: "uv".into(),
+                from: Some("uv".into()),
+                readwrite: true,
+            }
+        );
+        assert_eq!(
+            run_mount("type=cache,target=../cache")
+                .expect("cache")
+                .in_dir("/a/b"),
+            run_mount("type=cache,target=/a/cache,id=../cache").expect("cache")
+        );
+        assert!(run_mount("type=bind,source=x").is_err());
+        assert!(run_mount("type=bind,target=/x,source=../../etc").is_err());
+        assert!(run_mount("type=bind,target=/x,bind-propagation=shared").is_err());
     }
 }

@@ -68,7 +68,7 @@ impl FromSpec {
 }
 
 /// The stages the target needs (by index): itself and, transitively, the
-/// earlier stages its `FROM` and `COPY --from` name. The target is
+/// earlier stages its `FROM`, `COPY --from` and `RUN --mount=from=` name. The target is
 /// `target` by name or index, else the last stage.
 pub fn needed(file: &Dockerfile, target: Option<&str>) -> Result<BTreeSet<usize>, BuildError> {
     let mut names: Vec<Option<String>> = Vec::new();
@@ -82,6 +82,16 @@ pub fn needed(file: &Dockerfile, target: Option<&str>) -> Result<BTreeSet<usize>
             for (flag, value) in &ins.flags {
                 if flag == "from" {
                     d.insert(value.to_lowercase());
+                }
+                // `RUN --mount=...,from=STAGE` (bind and cache mounts).
+                if flag == "mount" {
+                    let from = value.split(',').find_map(|kv| {
+                        kv.split_once('=')
+                            .filter(|(k, _)| k.eq_ignore_ascii_case("from"))
+                    });
+                    if let Some((_, stage)) = from {
+                        d.insert(stage.to_lowercase());
+                    }
                 }
             }
         }

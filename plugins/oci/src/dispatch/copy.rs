@@ -24,6 +24,38 @@ use crate::{
     instructions::CopyFlags,
 };
 
+impl<'a> Run<'a, '_> {
+    /// The files `--from=NAME` names (an earlier stage, an image or a
+    /// named build context), or without it the build context (borrowed,
+    /// not copied for every use).
+    pub(super) fn source_files(
+        &mut self,
+        from: Option<&str>,
+        current: usize,
+        line: usize,
+    ) -> Result<Cow<'a, BTreeMap<String, Entry>>, BuildError> {
+        let context: &'a crate::context::ContextFiles = self.input.context;
+        let Some(name) = from else {
+            return Ok(Cow::Borrowed(&context.files));
+        };
+        Ok(Cow::Owned(
+            match self.stage_index(name).filter(|i| *i < current) {
+                Some(i) => self.stages[i].filesystem().map_err(|e| at(line, e))?,
+                None if self.stage_index(name).is_some() => {
+                    return Err(at(
+                        line,
+                        format!("--from={name}: a stage cannot use itself or a later stage"),
+                    ))
+                }
+                None => {
+                    let base = self.image(name, &self.input.platform.clone(), line)?;
+                    crate::fs::overlay::filesystem(&base.layers).map_err(|e| at(line, e))?
+                }
+            },
+        ))
+    }
+}
+
 /// Follow symlinks in the directories of `path` (an absolute path without
 /// the leading `/`) as the image's filesystem has them, so `COPY x /bin/`
 /// over a base whose `/bin` links to `usr/bin` writes `usr/bin/x`.
@@ -210,24 +242,7 @@ impl Run<'_, '_> {
                 return Err(at(line, format!("ADD {w}: the oci builder fetches nothing from the network; download it into the context and COPY it")));
             }
         }
-        // The context is borrowed, not copied for every COPY.
-        let context = self.input.context;
-        let source_fs: Cow<'_, BTreeMap<String, Entry>> = match &from {
-            None => Cow::Borrowed(&context.files),
-            Some(name) => Cow::Owned(match self.stage_index(name).filter(|i| *i < current) {
-                Some(i) => self.stages[i].filesystem().map_err(|e| at(line, e))?,
-                None if self.stage_index(name).is_some() => {
-                    return Err(at(
-                        line,
-                        format!("--from={name}: a stage cannot copy from itself or a later stage"),
-                    ))
-                }
-                None => {
-                    let base = self.image(name, &self.input.platform.clone(), line)?;
-                    crate::fs::overlay::filesystem(&base.layers).map_err(|e| at(line, e))?
-                }
-            }),
-        };
+        let source_fs = self.source_files(from.as_deref(), current, line)?;
         let stage = &mut self.stages[current];
         let (uid, gid) = match &owner {
             Some(o) => chown(stage, o, line)?,

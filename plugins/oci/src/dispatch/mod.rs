@@ -645,6 +645,15 @@ mod tests {
             stages::needed(&f, Some("c")).expect("ok"),
             [2].into_iter().collect()
         );
+        let f = dockerfile::parse(
+            "FROM scratch AS uv\nFROM scratch AS no\nFROM scratch\n\
+             RUN --mount=type=cache,target=/c --mount=target=/u,FROM=UV,source=/uv x\n",
+        )
+        .expect("parse");
+        assert_eq!(
+            stages::needed(&f, None).expect("ok"),
+            [0, 2].into_iter().collect()
+        );
         assert!(stages::needed(&f, Some("zzz")).is_err());
     }
 

@@ -7,8 +7,8 @@
 //! `/etc/passwd` and `/etc/group`) in `WORKDIR` (created when missing).
 //!
 //! A step is reused from the cache when its parent layers, command,
-//! environment, user, working folder and network are unchanged, unless
-//! `--no-cache`.
+//! environment, user, working folder, network, mount declarations and the
+//! contents of its bind mounts are unchanged, unless `--no-cache`.
 
 use std::{collections::BTreeMap, rc::Rc};
 
@@ -91,8 +91,15 @@ fn resolve_user(stage: &mut Stage, value: &str) -> Result<(u32, u32, Vec<u32>), 
     Ok((uid, gid, extra))
 }
 
-/// The cache key of a `RUN` step.
-fn step_key(stage: &Stage, process: &Process, mounts: &[RunMount], platform: &str) -> String {
+/// The cache key of a `RUN` step: its parent layers, process, mount
+/// declarations and the contents of its bind mounts.
+fn step_key(
+    stage: &Stage,
+    process: &Process,
+    mounts: &[RunMount],
+    binds: &[Option<BindSource>],
+    platform: &str,
+) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(b"kiln-oci-run-v1\0");
@@ -110,6 +117,7 @@ fn step_key(stage: &Stage, process: &Process, mounts: &[RunMount], platform: &st
         "network": format!("{:?}", process.network),
         // Declarations only: never a secret's value or a cache's contents.
         "mounts": format!("{mounts:?}"),
+        "binds": binds.iter().map(|b| b.as_ref().map(|b| b.digest.clone())).collect::<Vec<_>>(),
     });
     h.update(parts.to_string().as_bytes());
     format!("sha256:{:x}", h.finalize())
@@ -129,6 +137,30 @@ impl Run<'_, '_> {
                 "RUN needs an OCI runtime, and none was given to this build".into(),
             ));
         };
+        let cwd = self.stages[current]
+            .runtime
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".to_string());
+        let mounts: Vec<RunMount> = flags
+            .mounts
+            .iter()
+            .cloned()
+            .map(|m| m.in_dir(&cwd))
+            .collect();
+        let binds = mounts
+            .iter()
+            .map(|m| match m {
+                RunMount::Bind { source, from, .. } => {
+                    let files = self.source_files(from.as_deref(), current, line)?;
+                    let place = from.as_deref().unwrap_or("the build context");
+                    BindSource::of(&files, source)
+                        .map(Some)
+                        .map_err(|e| at(line, format!("--mount=type=bind from {place}: {e}")))
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
         let stage = &mut self.stages[current];
         let args: Vec<String> = match &ins.args {
             Args::Exec(list) => list.clone(),
@@ -162,11 +194,6 @@ impl Run<'_, '_> {
             Some(u) if !u.is_empty() => resolve_user(stage, &u).map_err(|e| at(line, e))?,
             _ => (0, 0, Vec::new()),
         };
-        let cwd = stage
-            .runtime
-            .working_dir
-            .clone()
-            .unwrap_or_else(|| "/".to_string());
         let process = Process {
             args,
             env,
@@ -185,7 +212,7 @@ impl Run<'_, '_> {
             std::path::Path::new(crate::runtime::emulation::BINFMT_DIR),
         )
         .map_err(|e| failed(line, e))?;
-        let key = step_key(stage, &process, &flags.mounts, &platform.to_string());
+        let key = step_key(stage, &process, &mounts, &binds, &platform.to_string());
         let store = self.input.store.filter(|_| !self.input.no_cache);
         if let Some(layer) = store.and_then(|s| s.recipe(&key)) {
             (runner.output)(&format!("RUN {} (cached)", ins.original.trim()));
@@ -265,7 +292,7 @@ impl Run<'_, '_> {
             p.is_file().then_some(p)
         }
         let mounts =
-            prepare_mounts(&flags.mounts, &container, runner).map_err(|e| failed(line, e))?;
+            prepare_mounts(&mounts, &binds, &container, runner).map_err(|e| failed(line, e))?;
         let mut process = process;
         process.env.extend(mounts.env);
         let config = spec::config(
@@ -345,8 +372,70 @@ struct Mounts {
     locks: Vec<std::fs::File>,
 }
 
+/// The files a bind mount shows: one file, or a folder's entries (paths
+/// relative to it), and a digest of them for the step's cache key.
+struct BindSource {
+    files: BTreeMap<String, Entry>,
+    /// A single file, kept under the name `file`.
+    single: bool,
+    digest: String,
+}
+
+impl BindSource {
+    /// `source` (cleaned; `""` is the root) in `files`.
+    fn of(files: &BTreeMap<String, Entry>, source: &str) -> Result<Self, String> {
+        let (picked, single): (BTreeMap<String, Entry>, bool) = match files.get(source) {
+            Some(e) if !matches!(e.kind, Kind::Dir) => {
+                if let Kind::Symlink(to) = &e.kind {
+                    return Err(format!(
+                        "source {source} is a symbolic link (to {to}); name what it points to"
+                    ));
+                }
+                ([("file".to_string(), e.clone())].into(), true)
+            }
+            _ if source.is_empty() => (files.clone(), false),
+            found => {
+                let prefix = format!("{source}/");
+                let under: BTreeMap<String, Entry> = files
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .map(|(k, e)| (k[prefix.len()..].to_string(), e.clone()))
+                    .collect();
+                if found.is_none() && under.is_empty() {
+                    return Err(format!("source {source} is not there"));
+                }
+                (under, false)
+            }
+        };
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (path, e) in &picked {
+            h.update(format!("{path}\0{:o}\0{}\0{}\0", e.mode, e.uid, e.gid).as_bytes());
+            match &e.kind {
+                Kind::File(data) => {
+                    h.update(b"f");
+                    h.update((data.len() as u64).to_le_bytes());
+                    h.update(data);
+                }
+                Kind::Dir => h.update(b"d"),
+                Kind::Symlink(to) => {
+                    h.update(b"l");
+                    h.update(to.as_bytes());
+                }
+            }
+            h.update([0]);
+        }
+        Ok(Self {
+            files: picked,
+            single,
+            digest: format!("sha256:{:x}", h.finalize()),
+        })
+    }
+}
+
 fn prepare_mounts(
     declared: &[RunMount],
+    binds: &[Option<BindSource>],
     container: &Container,
     runner: &super::Runner<'_>,
 ) -> Result<Mounts, String> {
@@ -435,6 +524,19 @@ fn prepare_mounts(
                     out.spec.push(bind(&file, target, true));
                     out.targets.push(target.clone());
                 }
+            }
+            RunMount::Bind {
+                target, readwrite, ..
+            } => {
+                let Some(Some(source)) = binds.get(n) else {
+                    return Err(format!("--mount=type=bind,target={target}: no source"));
+                };
+                // A copy, so that nothing the command does reaches the source.
+                let dir = container.scratch(&format!("bind-{n}"))?;
+                rootfs::write(&dir, &source.files)?;
+                let path = if source.single { dir.join("file") } else { dir };
+                out.spec.push(bind(&path, target, !readwrite));
+                out.targets.push(target.clone());
             }
             RunMount::Tmpfs { target, size } => {
                 let mut options = vec!["nosuid".to_string(), "nodev".to_string()];

@@ -18,12 +18,53 @@ use bytes::Bytes;
 
 use crate::image::{Entry, Kind};
 
-/// Write `tree` below `root` (which exists and is empty).
+/// Refuse to touch `path` (relative to `root`) through a symbolic link: a
+/// link an image or a command made may point anywhere on this machine.
+/// Folders found real are remembered in `checked`.
+fn no_link_above(
+    root: &Path,
+    path: &str,
+    checked: &mut std::collections::HashSet<String>,
+) -> Result<(), String> {
+    let Some((parents, _)) = path.rsplit_once('/') else {
+        return Ok(());
+    };
+    let mut end = 0;
+    for part in parents.split('/') {
+        end += part.len();
+        let prefix = &parents[..end];
+        end += 1;
+        if checked.contains(prefix) {
+            continue;
+        }
+        match fs::symlink_metadata(root.join(prefix)) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "/{path} is below the symbolic link /{prefix}: kiln does not write through \
+                     links in an image"
+                ))
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(format!("/{path} is below /{prefix}, which is not a folder"))
+            }
+            // Missing folders are made as real ones.
+            _ => {
+                checked.insert(prefix.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write `tree` below `root` (which exists and is empty, or holds what an
+/// earlier write put there), never through a symbolic link.
 pub fn write(root: &Path, tree: &BTreeMap<String, Entry>) -> Result<(), String> {
     let failed = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
     // Folders' modes last: a read-only folder must still take its files.
     let mut dirs = Vec::new();
+    let mut checked = std::collections::HashSet::new();
     for (path, entry) in tree {
+        no_link_above(root, path, &mut checked)?;
         let p = root.join(path);
         if let Some(parent) = p.parent() {
             if !parent.exists() {
@@ -200,7 +241,9 @@ impl DiskRoot {
     /// Write `added` (files a `COPY` made, folders `WORKDIR` needs) over
     /// what is there.
     pub fn apply(&mut self, added: &BTreeMap<String, Entry>) -> Result<(), String> {
+        let mut checked = std::collections::HashSet::new();
         for (path, entry) in added {
+            no_link_above(&self.dir, path, &mut checked)?;
             let p = self.dir.join(path);
             if let Ok(meta) = fs::symlink_metadata(&p) {
                 let keep_dir = meta.is_dir() && matches!(entry.kind, Kind::Dir);
@@ -497,6 +540,33 @@ mod tests {
             .iter()
             .map(|(p, e)| (p.to_string(), e.clone()))
             .collect()
+    }
+
+    #[test]
+    fn nothing_is_written_or_removed_through_a_symbolic_link() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "host file").expect("write");
+        let link = Entry {
+            kind: Kind::Symlink(outside.path().to_string_lossy().into_owned()),
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+        };
+        // A layer that puts a file below its own link.
+        let parent = tempfile::tempdir().expect("tempdir");
+        let hostile = tree(&[("a", link.clone()), ("a/victim", file("owned"))]);
+        let e = DiskRoot::create(parent.path(), &hostile)
+            .err()
+            .expect("refused");
+        assert!(e.contains("below the symbolic link /a"), "{e}");
+        // A link on disk (a command made it), then a COPY below it.
+        let mut root = DiskRoot::create(parent.path(), &tree(&[("a", link)])).expect("root");
+        let e = root
+            .apply(&tree(&[("a/victim", file("owned"))]))
+            .expect_err("refused");
+        assert!(e.contains("below the symbolic link /a"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "host file");
     }
 
     #[test]
