@@ -433,27 +433,6 @@ fn run_flags(ins: &Instruction) -> Result<RunFlags, BuildError> {
             other => return Err(at(line, format!("RUN --{other} is not a RUN option"))),
         }
     }
-    // `RUN <<EOF` (the here-document is the script) runs through the
-    // shell; a here-document fed to a command, or with a `#!` line, not yet.
-    let whole_script = match ins.heredocs.as_slice() {
-        [] => true,
-        [doc] => {
-            let marker = ins.original.trim();
-            let name = marker.strip_prefix("<<").map(|m| {
-                m.trim_start_matches('-')
-                    .trim_matches(|c| c == '"' || c == '\'')
-            });
-            name == Some(doc.name.as_str()) && !doc.body.starts_with("#!")
-        }
-        _ => false,
-    };
-    if !whole_script {
-        return Err(at(
-            line,
-            "RUN with a here-document fed to a command, several of them, or a #! script is \
-             not supported by the oci builder yet (RUN <<EOF, a shell script, is)",
-        ));
-    }
     Ok(flags)
 }
 

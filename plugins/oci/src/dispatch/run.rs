@@ -91,6 +91,42 @@ fn resolve_user(stage: &mut Stage, value: &str) -> Result<(u32, u32, Vec<u32>), 
     Ok((uid, gid, extra))
 }
 
+/// How a shell-form `RUN` uses its here-documents (BuildKit's rules).
+enum Heredoc<'i> {
+    /// It has none.
+    None,
+    /// `RUN <<EOF` alone: the document is the script (run by its `#!`
+    /// interpreter when it has one, else by the shell).
+    Script(&'i crate::dockerfile::Heredoc),
+    /// Documents fed to a command (`RUN cat <<EOF > f`), or several: the
+    /// shell gets the command line with the documents, as written.
+    Fed(String),
+}
+
+fn heredoc_use(ins: &Instruction) -> Heredoc<'_> {
+    let marker = ins.original.trim();
+    match ins.heredocs.as_slice() {
+        [] => Heredoc::None,
+        [doc]
+            if marker.strip_prefix("<<").map(|m| {
+                m.trim_start_matches('-')
+                    .trim_matches(|c| c == '"' || c == '\'')
+            }) == Some(doc.name.as_str()) =>
+        {
+            Heredoc::Script(doc)
+        }
+        docs => {
+            let mut text = format!("{marker}\n");
+            for doc in docs {
+                text.push_str(&doc.body);
+                text.push_str(&doc.name);
+                text.push('\n');
+            }
+            Heredoc::Fed(text)
+        }
+    }
+}
+
 /// The cache key of a `RUN` step: its parent layers, process, mount
 /// declarations and the contents of its bind mounts.
 fn step_key(
@@ -162,14 +198,22 @@ impl Run<'_, '_> {
             })
             .collect::<Result<Vec<_>, BuildError>>()?;
         let stage = &mut self.stages[current];
+        // A `#!` here-document is a file the command runs (BuildKit's
+        // /dev/pipes/NAME).
+        let mut script: Option<(String, &str)> = None;
         let args: Vec<String> = match &ins.args {
             Args::Exec(list) => list.clone(),
             Args::Shell(_) => {
                 let mut a = stage.shell.clone();
-                // `RUN <<EOF`: the here-document is the script.
-                match ins.heredocs.first() {
-                    Some(doc) => a.push(doc.body.clone()),
-                    None => a.push(ins.original.trim().to_string()),
+                match heredoc_use(ins) {
+                    Heredoc::None => a.push(ins.original.trim().to_string()),
+                    Heredoc::Script(doc) if doc.body.starts_with("#!") => {
+                        let path = format!("/dev/pipes/{}", doc.name);
+                        script = Some((path.clone(), &doc.body));
+                        a = vec![path];
+                    }
+                    Heredoc::Script(doc) => a.push(doc.body.clone()),
+                    Heredoc::Fed(text) => a.push(text),
                 }
                 a
             }
@@ -246,7 +290,10 @@ impl Run<'_, '_> {
             }
         };
         let before = disk.tree.clone();
-        if process.args[0].starts_with('/') && !rootfs::exists(&before, &process.args[0]) {
+        if process.args[0].starts_with('/')
+            && script.is_none()
+            && !rootfs::exists(&before, &process.args[0])
+        {
             let hint = match &ins.args {
                 Args::Shell(_) => {
                     " (the shell form runs SHELL; an image without a shell needs \
@@ -293,6 +340,23 @@ impl Run<'_, '_> {
         }
         let mounts =
             prepare_mounts(&mounts, &binds, &container, runner).map_err(|e| failed(line, e))?;
+        let mut mounts = mounts;
+        if let Some((path, body)) = script {
+            use std::os::unix::fs::PermissionsExt;
+            let file = container
+                .scratch("heredoc")
+                .map_err(|e| failed(line, e))?
+                .join("script");
+            std::fs::write(&file, body)
+                .and_then(|()| {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                })
+                .map_err(|e| failed(line, format!("{}: {e}", file.display())))?;
+            mounts.spec.push(serde_json::json!({
+                "destination": path, "type": "bind", "source": file,
+                "options": ["rbind", "ro"],
+            }));
+        }
         let mut process = process;
         process.env.extend(mounts.env);
         let config = spec::config(
