@@ -312,13 +312,27 @@ impl Builder for OciBuilder {
             return Err(PluginError::new(ErrorKind::CANCELLED, "cancelled"));
         }
         if let Some(dest) = &dest {
-            crate::outputs::archive::write_archive(&image, &tags, dest).map_err(|e| {
+            let wrote = crate::outputs::archive::write_archive_unless_there(
+                &image,
+                &tags,
+                dest,
+                &self.cache_dir.join("outputs"),
+            )
+            .map_err(|e| {
                 PluginError::new(
                     ErrorKind::INVALID_INPUT,
                     format!("--output dest={}: {e}", dest.display()),
                 )
             })?;
-            events.info(format!("wrote {} to {}", image.digest(), dest.display()));
+            events.info(if wrote {
+                format!("wrote {} to {}", image.digest(), dest.display())
+            } else {
+                format!(
+                    "{} already holds {} (written by an earlier build, untouched since)",
+                    dest.display(),
+                    image.digest()
+                )
+            });
         }
         let digest = match registry {
             Some(r) => crate::outputs::registry::push(

@@ -15,6 +15,87 @@ use serde_json::{json, Value};
 
 use crate::image::{media, Artifact};
 
+/// What kiln last wrote at an output path: the archive (its image's digest
+/// and tags) and the file's identity just after the write. A file whose
+/// identity still matches, ctime included (which nothing but a change to
+/// the file moves), still holds those bytes, so writing them again is
+/// skipped.
+#[derive(serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+struct Written {
+    archive: String,
+    file: [u64; 5],
+}
+
+fn identity(path: &Path) -> Option<[u64; 5]> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    let ns = |s: i64, n: i64| {
+        (s as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(n as u64)
+    };
+    m.is_file().then(|| {
+        [
+            m.dev(),
+            m.ino(),
+            m.size(),
+            ns(m.mtime(), m.mtime_nsec()),
+            ns(m.ctime(), m.ctime_nsec()),
+        ]
+    })
+}
+
+/// Write `artifact` to `out` as [`write_archive`] does, unless `out` is
+/// the file an earlier build wrote with the very same archive and nothing
+/// has touched it since (the records are kept in `records`). Returns
+/// whether it wrote.
+pub fn write_archive_unless_there(
+    artifact: &Artifact,
+    tags: &[String],
+    out: &Path,
+    records: &Path,
+) -> Result<bool, String> {
+    use sha2::{Digest, Sha256};
+    let archive = format!(
+        "{:x}",
+        Sha256::digest(format!(
+            "kiln-archive-v1\0{}\0{}",
+            artifact.digest(),
+            tags.join("\0")
+        ))
+    );
+    let place = std::fs::canonicalize(
+        out.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
+    .map(|d| d.join(out.file_name().unwrap_or_default()))
+    .unwrap_or_else(|_| out.to_path_buf());
+    let record = records.join(format!(
+        "{:x}",
+        Sha256::digest(place.as_os_str().as_encoded_bytes())
+    ));
+    let last: Option<Written> = std::fs::read(&record)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let (Some(last), Some(now)) = (&last, identity(out)) {
+        if last.archive == archive && last.file == now {
+            return Ok(false);
+        }
+    }
+    write_archive(artifact, tags, out)?;
+    // The record is an optimisation: failing to keep it costs a write next time.
+    if let Some(file) = identity(out) {
+        let _ = std::fs::create_dir_all(records).and_then(|()| {
+            let bytes = serde_json::to_vec(&Written { archive, file }).unwrap_or_default();
+            let temp = AtomicFile::beside(&record).map_err(std::io::Error::other)?;
+            temp.file().write_all(&bytes)?;
+            temp.commit().map_err(std::io::Error::other)
+        });
+    }
+    Ok(true)
+}
+
 fn blob_path(digest: &str) -> String {
     format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
 }
@@ -182,5 +263,23 @@ mod tests {
         );
         let names: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
         assert_eq!(names.len(), 2, "no temporary files left");
+
+        // Written again only when the file is not the one written last.
+        let records = dir.path().join("records");
+        let image = Artifact::Image(build());
+        let out = dir.path().join("out.tar");
+        let write = |tags: &[String]| {
+            write_archive_unless_there(&image, tags, &out, &records).expect("write")
+        };
+        assert!(write(&tags));
+        let bytes = std::fs::read(&out).expect("read");
+        assert!(!write(&tags), "unchanged: kept");
+        assert!(write(&["x:2".to_string()]), "other tags");
+        assert!(!write(&["x:2".to_string()]));
+        std::fs::write(&out, b"changed by hand").expect("write");
+        assert!(write(&["x:2".to_string()]), "touched: written");
+        std::fs::remove_file(&out).expect("rm");
+        assert!(write(&tags), "gone: written");
+        assert_eq!(std::fs::read(&out).expect("read"), bytes);
     }
 }
