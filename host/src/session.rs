@@ -23,6 +23,10 @@ pub struct Environment {
     /// `KILN_PLUGIN_TIMEOUT` (seconds): how long a plugin's build or push
     /// may run in its worker before kiln ends it. None: no limit.
     pub plugin_timeout: Option<std::time::Duration>,
+    /// kiln's cache folder: `$KILN_CACHE_DIR`, else the user's cache folder
+    /// (`~/.cache/kiln`), else one in the temp dir. The host keeps build
+    /// contexts in `contexts/`; the `oci` builder its own in `oci/`.
+    pub cache_dir: PathBuf,
 }
 
 impl Environment {
@@ -47,6 +51,12 @@ impl Environment {
             plugins_env: std::env::var_os("KILN_PLUGINS_DIR"),
             user_plugins_dir: crate::plugins::user_plugins_dir(),
             plugin_timeout,
+            cache_dir: match std::env::var_os("KILN_CACHE_DIR") {
+                Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+                _ => dirs::cache_dir()
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join("kiln"),
+            },
         })
     }
 

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     components::ResolvedComponent,
     context::{Context, ContextOptions, ContextSummary},
-    error::{Error, Result},
+    error::Result,
     output,
     session::Session,
 };
@@ -179,8 +179,9 @@ impl RequestPlan {
 /// The context archive a real build sends.
 #[derive(Debug)]
 pub enum Archive {
-    /// Written by this process; removed when dropped.
-    Owned(tempfile::NamedTempFile),
+    /// This build's link to the archive kept in the cache
+    /// ([`crate::context::kept`]); the link is removed when dropped.
+    Kept(tempfile::TempPath),
     /// Written by the process that planned the build (a worker's view).
     At(std::path::PathBuf),
 }
@@ -189,7 +190,7 @@ impl Archive {
     /// Where it is.
     pub fn path(&self) -> &std::path::Path {
         match self {
-            Archive::Owned(f) => f.path(),
+            Archive::Kept(p) => p,
             Archive::At(p) => p,
         }
     }
@@ -357,13 +358,14 @@ impl Plan {
             let (summary, report) = context.digest()?;
             (summary, report, None)
         } else {
-            let staging = tempfile::Builder::new()
-                .prefix("kiln-context-")
-                .suffix(".tar")
-                .tempfile()
-                .map_err(|e| Error::io("creating", std::env::temp_dir(), e))?;
-            let (summary, report, staging) = context.write_to(false, staging)?;
-            (summary, report, Some(Archive::Owned(staging)))
+            // Kept in the cache: an unchanged context is neither read nor
+            // written again.
+            let kept = crate::context::kept::archive(
+                &context,
+                &session.env.cache_dir.join("contexts"),
+                crate::context::RACY_NS,
+            )?;
+            (kept.summary, kept.report, Some(Archive::Kept(kept.path)))
         };
         for w in &report.warnings {
             output::warn(w);

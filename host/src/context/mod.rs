@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod dockerignore;
+pub mod kept;
 pub mod store;
 pub mod walk;
 
@@ -123,6 +124,19 @@ impl ContextError {
             ContextError::Output { .. } | ContextError::Archive(ArchiveError::Write(_))
         )
     }
+}
+
+/// How recent a change must be for a fingerprint to be racy: well above any
+/// file system's timestamp granularity (FAT's 2 s).
+pub const RACY_NS: i64 = 3_000_000_000;
+
+/// What [`Context::fingerprint`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// sha256 of everything the archive is made from, as metadata.
+    pub digest: String,
+    /// Some entry changed too recently for its metadata to vouch for it.
+    pub racy: bool,
 }
 
 /// A planned build context: the resolved root, Dockerfile and rules, and
@@ -266,6 +280,78 @@ impl Context {
         };
         let report = walk.run(visit).map_err(|e| self.walk_error(e))?;
         Ok(self.finish_report(report))
+    }
+
+    /// A fingerprint of everything the archive is made from, read from
+    /// metadata alone (git's index idea): kiln's version, the root, the
+    /// Dockerfile, the ignore rules, the files from memory, and every entry
+    /// sent with its kind, mode, size or link target, device, inode, mtime
+    /// and ctime. An unchanged fingerprint means unchanged contents unless a
+    /// file changed within the timestamps' granularity: `racy` says some
+    /// entry was modified or changed less than `racy_ns` ([`RACY_NS`])
+    /// before the walk, and such a fingerprint must not be trusted (git's
+    /// "racily clean").
+    pub fn fingerprint(&self, racy_ns: i64) -> Result<Fingerprint, ContextError> {
+        use sha2::{Digest as _, Sha256};
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let mut h = Sha256::new();
+        let field = |h: &mut Sha256, bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        field(&mut h, b"kiln-context-fingerprint-v1");
+        field(&mut h, env!("CARGO_PKG_VERSION").as_bytes());
+        field(&mut h, self.root.as_os_str().as_encoded_bytes());
+        field(&mut h, self.dockerfile.as_bytes());
+        match &self.ignore_file {
+            Some(file) => {
+                field(&mut h, file.as_os_str().as_encoded_bytes());
+                let bytes = fs::read(file).map_err(|source| ContextError::IgnoreFile {
+                    path: file.clone(),
+                    source,
+                })?;
+                field(&mut h, &bytes);
+            }
+            None => field(&mut h, b""),
+        }
+        for extra in &self.extras {
+            field(&mut h, extra.path.as_bytes());
+            field(&mut h, &extra.mode.to_le_bytes());
+            field(&mut h, &extra.contents);
+        }
+        let mut racy = false;
+        self.visit(&mut |entry| {
+            field(&mut h, &entry.path);
+            let kind = match &entry.kind {
+                EntryKind::Dir => "d".to_string(),
+                EntryKind::File { size } => format!("f{size}"),
+                EntryKind::Symlink { target } => {
+                    format!("l{}", String::from_utf8_lossy(target))
+                }
+                EntryKind::Fifo => "p".to_string(),
+                EntryKind::HardLink { target } => {
+                    format!("h{}", String::from_utf8_lossy(target))
+                }
+                EntryKind::Memory { index } => format!("m{index}"),
+            };
+            field(&mut h, kind.as_bytes());
+            field(&mut h, &entry.mode.to_le_bytes());
+            for n in entry.stat {
+                field(&mut h, &n.to_le_bytes());
+            }
+            if !matches!(entry.kind, EntryKind::Memory { .. })
+                && entry.stat[2].max(entry.stat[3]) >= started.saturating_sub(racy_ns)
+            {
+                racy = true;
+            }
+            Ok(())
+        })?;
+        Ok(Fingerprint {
+            digest: format!("{:x}", h.finalize()),
+            racy,
+        })
     }
 
     /// The context's content hash without writing anything: the sha1 of the

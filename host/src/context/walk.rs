@@ -59,6 +59,10 @@ pub struct Entry {
     pub kind: EntryKind,
     /// Permission bits (`mode & 0o7777`).
     pub mode: u32,
+    /// For an entry on disk: device, inode, and modification and change
+    /// times in nanoseconds ([`super::Context::fingerprint`]); zero for a
+    /// file from memory.
+    pub stat: [i64; 4],
 }
 
 impl Entry {
@@ -269,6 +273,7 @@ impl Walk<'_> {
                         path,
                         kind: EntryKind::Memory { index },
                         mode: extra.mode,
+                        stat: [0; 4],
                     })?;
                     continue;
                 }
@@ -343,10 +348,17 @@ impl Walk<'_> {
                 kind
             };
             let is_dir = kind == EntryKind::Dir;
+            let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
             state.emit(Entry {
                 path: path.clone(),
                 kind,
                 mode,
+                stat: [
+                    meta.dev() as i64,
+                    meta.ino() as i64,
+                    ns(meta.mtime(), meta.mtime_nsec()),
+                    ns(meta.ctime(), meta.ctime_nsec()),
+                ],
             })?;
             if is_dir {
                 self.visit(state, path, true, &child_info)?;

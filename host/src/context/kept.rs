@@ -1,0 +1,257 @@
+//! The last archive of each context, kept in kiln's cache folder with its
+//! [`Fingerprint`](super::Fingerprint), so that an unchanged context is
+//! neither read nor written again: its files' metadata vouch for it, as
+//! git's index does. What the builder gets is a link to the kept archive
+//! made for this build alone, so a concurrent build that replaces the kept
+//! archive never changes what this one reads.
+//!
+//! A racy fingerprint (a file changed within seconds of the walk) is never
+//! kept: the next build reads everything again.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ArchiveError, Context, ContextError, ContextSummary, Report};
+
+/// What is kept beside `<key>.tar`, as `<key>.json`.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    fingerprint: String,
+    summary: ContextSummary,
+    warnings: Vec<String>,
+    files: u64,
+    content_bytes: u64,
+}
+
+/// The archive a build hands its builder.
+pub struct Archive {
+    /// What it holds.
+    pub summary: ContextSummary,
+    /// What the walk saw.
+    pub report: Report,
+    /// This build's own name for it, removed when dropped.
+    pub path: tempfile::TempPath,
+    /// Whether it was the kept one (nothing read or written).
+    pub reused: bool,
+}
+
+fn output(path: &Path) -> impl Fn(std::io::Error) -> ContextError + '_ {
+    move |source| ContextError::Output {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Builds' links are `build-<pid>-*`: remove those of processes that are
+/// gone (killed before they could clean up).
+fn remove_stale(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("build-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok());
+        let Some(pid) = pid else { continue };
+        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// A fresh name in `dir` for this build's link or archive.
+fn build_file(dir: &Path) -> Result<tempfile::NamedTempFile, ContextError> {
+    tempfile::Builder::new()
+        .prefix(&format!("build-{}-", std::process::id()))
+        .suffix(".tar")
+        .tempfile_in(dir)
+        .map_err(output(dir))
+}
+
+/// The archive of `context`, from `dir` (made if missing) when the kept
+/// one's fingerprint matches, else written anew (and kept when its
+/// fingerprint is not racy: no entry changed within `racy_ns`,
+/// [`super::RACY_NS`] but in tests).
+pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, ContextError> {
+    fs::create_dir_all(dir).map_err(output(dir))?;
+    remove_stale(dir);
+    let key = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(context.root().as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update(context.dockerfile().as_bytes());
+        h.update([0]);
+        if let Some(f) = context.ignore_file() {
+            h.update(f.as_os_str().as_encoded_bytes());
+        }
+        format!("{:x}", h.finalize())[..32].to_string()
+    };
+    let fingerprint = context.fingerprint(racy_ns)?;
+    // Named by the fingerprint: a kept archive never changes once there.
+    let stem = format!("{key}-{}", &fingerprint.digest[..32]);
+    let kept: PathBuf = dir.join(format!("{stem}.tar"));
+    let record_path = dir.join(format!("{stem}.json"));
+
+    let record: Option<Record> = fs::read(&record_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(r) = record.filter(|r| !fingerprint.racy && r.fingerprint == fingerprint.digest) {
+        let link = build_file(dir)?.into_temp_path();
+        // The link replaces the empty placeholder the name was taken with.
+        let linked = fs::remove_file(&link).and_then(|()| fs::hard_link(&kept, &link));
+        let intact = fs::metadata(&link).is_ok_and(|m| m.len() == r.summary.bytes);
+        if linked.is_ok() && intact {
+            return Ok(Archive {
+                summary: r.summary,
+                report: Report {
+                    warnings: r.warnings,
+                    files: r.files,
+                    content_bytes: r.content_bytes,
+                },
+                path: link,
+                reused: true,
+            });
+        }
+    }
+
+    let file = build_file(dir)?;
+    let (summary, report, file) = context.write_to(false, file)?;
+    let file = file.into_temp_path();
+    if !fingerprint.racy {
+        // Keep it: a second name, renamed over the kept one, then the
+        // record. A failure here only costs the next build a full read.
+        let staged = dir.join(format!("{key}.tar.{}", std::process::id()));
+        let _ = fs::remove_file(&staged);
+        let kept_ok = fs::hard_link(&file, &staged)
+            .and_then(|()| fs::rename(&staged, &kept))
+            .is_ok();
+        let _ = fs::remove_file(&staged);
+        if kept_ok {
+            let record = Record {
+                fingerprint: fingerprint.digest,
+                summary: summary.clone(),
+                warnings: report.warnings.clone(),
+                files: report.files,
+                content_bytes: report.content_bytes,
+            };
+            if write_record(&record_path, &record).is_ok() {
+                // Only the latest of a context is kept.
+                forget_others(dir, &key, &stem);
+            }
+        }
+    }
+    Ok(Archive {
+        summary,
+        report,
+        path: file,
+        reused: false,
+    })
+}
+
+/// Remove the kept archives of context `key` other than `stem`'s.
+fn forget_others(dir: &Path, key: &str, stem: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{key}-");
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let of_key =
+            name.starts_with(&prefix) && (name.ends_with(".tar") || name.ends_with(".json"));
+        if of_key && !name.starts_with(stem) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn write_record(path: &Path, record: &Record) -> Result<(), ContextError> {
+    let bytes = serde_json::to_vec(record)
+        .map_err(|e| ContextError::Archive(ArchiveError::Write(std::io::Error::other(e))))?;
+    let temp =
+        kiln_archive::atomic::AtomicFile::beside(path).map_err(|e| output(path)(e.source))?;
+    temp.file().write_all(&bytes).map_err(output(path))?;
+    temp.commit().map_err(|e| output(path)(e.source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::ContextOptions;
+
+    fn context(root: &Path) -> Context {
+        let options = ContextOptions {
+            root: root.to_path_buf(),
+            ..Default::default()
+        };
+        Context::resolve(&options, root).expect("context")
+    }
+
+    #[test]
+    fn an_unchanged_context_is_reused_and_any_change_is_read_again() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = tempfile::tempdir().expect("tempdir");
+        fs::write(root.path().join("Dockerfile"), "FROM scratch\nCOPY a /\n").expect("write");
+        fs::write(root.path().join("a"), "one").expect("write");
+        let build = || archive(&context(root.path()), cache.path(), 0).expect("archive");
+
+        let first = build();
+        assert!(!first.reused);
+        let again = build();
+        assert!(again.reused, "unchanged: the kept archive");
+        assert_eq!(again.summary, first.summary);
+        assert_eq!(
+            fs::read(&again.path).expect("read"),
+            fs::read(&first.path).expect("read")
+        );
+        // Each build has its own name for it, removed after.
+        assert_ne!(again.path.to_path_buf(), first.path.to_path_buf());
+        let link = again.path.to_path_buf();
+        drop(again);
+        assert!(!link.exists());
+
+        // Same size, other contents: its metadata changed, so it is read.
+        fs::write(root.path().join("a"), "two").expect("write");
+        let changed = build();
+        assert!(!changed.reused);
+        assert_ne!(changed.summary.sha1, first.summary.sha1);
+        let changed_sha1 = changed.summary.sha1.clone();
+        // Only the latest archive of a context is kept.
+        drop((first, changed));
+        let kept: Vec<_> = fs::read_dir(cache.path())
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+
+        // A racy fingerprint is never kept, so never trusted.
+        let cache2 = tempfile::tempdir().expect("tempdir");
+        let racy = |root: &Path| archive(&context(root), cache2.path(), i64::MAX).expect("archive");
+        assert!(!racy(root.path()).reused);
+        assert!(!racy(root.path()).reused);
+
+        // A new ignore rule or a removed file changes the fingerprint.
+        assert!(build().reused);
+        fs::write(root.path().join(".dockerignore"), "a\n").expect("write");
+        let ignored = build();
+        assert!(!ignored.reused);
+        assert_ne!(ignored.summary.sha1, changed_sha1);
+        fs::remove_file(root.path().join(".dockerignore")).expect("rm");
+        // Back as it was: what was kept for it (without an ignore file) is
+        // still right.
+        let back = build();
+        assert!(back.reused);
+        assert_eq!(back.summary.sha1, changed_sha1);
+    }
+}
