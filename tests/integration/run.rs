@@ -346,6 +346,71 @@ fn ctrl_c_during_run_kills_the_container_and_exits_130() {
     assert_nothing_left(&p);
 }
 
+/// Ctrl-C while kiln packs the context (a 4 GiB sparse file: seconds of
+/// reading): exit 130 at once, and no archive left in the cache.
+#[test]
+fn ctrl_c_while_packing_the_context_leaves_no_archive() {
+    let (p, plugins) = project();
+    let app = p.work().join("app");
+    write(&app, "Dockerfile", "FROM scratch\nCOPY big /big\n");
+    let big = fs::File::create(app.join("big")).expect("create");
+    big.set_len(4 << 30).expect("sparse file");
+    let contexts = p.root().join("home/.cache/kiln/contexts");
+    let d = plugins.to_str().expect("utf8");
+    let mut child = p
+        .command(&[
+            "--plugins-dir",
+            d,
+            "build",
+            "app",
+            "-t",
+            "x:1",
+            "--output",
+            "type=oci,dest=x.tar",
+        ])
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn kiln");
+    // Packing has begun once its archive grows.
+    let started = Instant::now();
+    let growing = || {
+        fs::read_dir(&contexts).ok().is_some_and(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.metadata().is_ok_and(|m| m.len() > (1 << 20)))
+        })
+    };
+    while !growing() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "packing never began"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "kiln ended before packing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pressed = Instant::now();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    assert_eq!(child.wait().expect("wait").code(), Some(130));
+    assert!(
+        pressed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        pressed.elapsed()
+    );
+    let left: Vec<_> = fs::read_dir(&contexts)
+        .expect("contexts")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left in {}: {left:?}", contexts.display());
+}
+
 /// Every byte sequence a path holds, files below folders included.
 fn files_below(path: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();

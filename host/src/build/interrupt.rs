@@ -68,7 +68,30 @@ pub fn forward_to(pid: u32) {
     });
 }
 
+/// Files this process is writing that must not outlive a Ctrl-C.
+static REMOVE: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Remove `path` if Ctrl-C ends kiln (the archive of a context being
+/// packed, before any worker runs): a hard exit runs no destructors.
+pub fn remove_on_interrupt(path: &std::path::Path) {
+    if let Ok(mut list) = REMOVE.lock() {
+        list.push(path.to_path_buf());
+    }
+}
+
+/// From now on, Ctrl-C before a worker starts ends kiln with 130 at once,
+/// removing what [`remove_on_interrupt`] named (planning a build: packing
+/// its context).
+pub fn while_planning() {
+    forward_to(0);
+}
+
 #[allow(clippy::disallowed_methods)] // the hard exit on Ctrl-C lives here
 fn quit() -> ! {
+    if let Ok(list) = REMOVE.lock() {
+        for path in list.iter() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     std::process::exit(exit::INTERRUPTED)
 }

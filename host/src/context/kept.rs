@@ -69,13 +69,16 @@ fn remove_stale(dir: &Path) {
     }
 }
 
-/// A fresh name in `dir` for this build's link or archive.
+/// A fresh name in `dir` for this build's link or archive, removed if
+/// Ctrl-C ends kiln.
 fn build_file(dir: &Path) -> Result<tempfile::NamedTempFile, ContextError> {
-    tempfile::Builder::new()
+    let file = tempfile::Builder::new()
         .prefix(&format!("build-{}-", std::process::id()))
         .suffix(".tar")
         .tempfile_in(dir)
-        .map_err(output(dir))
+        .map_err(output(dir))?;
+    crate::build::interrupt::remove_on_interrupt(file.path());
+    Ok(file)
 }
 
 /// The archive of `context`, from `dir` (made if missing) when the kept
@@ -133,6 +136,7 @@ pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, C
         // record. A failure here only costs the next build a full read.
         let staged = dir.join(format!("{key}.tar.{}", std::process::id()));
         let _ = fs::remove_file(&staged);
+        crate::build::interrupt::remove_on_interrupt(&staged);
         let kept_ok = fs::hard_link(&file, &staged)
             .and_then(|()| fs::rename(&staged, &kept))
             .is_ok();
