@@ -159,6 +159,63 @@ fn flavor_list_table_and_strict_mode() {
     );
 }
 
+/// `kiln flavor validate`: the schema's verdict without registering, as
+/// text or JSON; exit 0 valid, 2 not, and 2 for a config that is not an
+/// object. No project is needed.
+#[test]
+fn flavor_validate_checks_a_config_without_registering() {
+    let p = TestProject::new();
+    let dir = p.plugins(&["good"]);
+    let d = dir.to_str().expect("utf8");
+    let validate = |config: &str, json: bool| {
+        let mut args = vec![
+            "--plugins-dir",
+            d,
+            "flavor",
+            "validate",
+            "fixture-registry",
+            "--config",
+            config,
+        ];
+        if json {
+            args.push("--json");
+        }
+        p.kiln(&args)
+    };
+    let ok = validate(r#"{"uri": "127.0.0.1:5000/team"}"#, true);
+    ok.code(0);
+    assert_eq!(
+        ok.json(),
+        json!({"flavor": "fixture-registry", "type": "container-registry", "valid": true, "problems": []})
+    );
+    let bad = validate(r#"{"uri": 5, "colour": "red"}"#, true);
+    bad.code(2);
+    let v = bad.json();
+    assert_eq!(v["valid"], false);
+    let problems = v["problems"].to_string();
+    assert!(
+        problems.contains("/uri") && problems.contains("colour"),
+        "{v}"
+    );
+    let text = validate("{}", false);
+    text.code(2);
+    assert!(
+        text.stderr
+            .contains("invalid config for flavor container-registry/fixture-registry")
+            && text.stderr.contains("uri"),
+        "{}",
+        text.stderr
+    );
+    let r = validate("[1]", false);
+    r.code(2);
+    assert!(
+        r.stderr.contains("--config must be a JSON object"),
+        "{}",
+        r.stderr
+    );
+    assert!(!p.root().join("work/.kiln").exists(), "nothing registered");
+}
+
 #[test]
 fn flavor_describe_shows_schema_and_secret_fields() {
     let p = TestProject::new();

@@ -480,6 +480,103 @@ fn an_index_with_two_platforms_answers_per_platform() {
     );
 }
 
+/// `kiln image exists`, as the adapters call it, with no project: the
+/// `default` flavor at the image's host. Exit 0 with the digest when it is
+/// there for every platform asked, 1 when not, 7 when the registry cannot
+/// tell; `--registry` takes a project's component instead.
+#[test]
+fn kiln_image_exists_answers_with_its_exit_code() {
+    if !tools_and_daemon() {
+        return;
+    }
+    let registry = TestRegistry::start(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = dir.path().join("layout");
+    two_platform_layout(&layout);
+    let copy = Command::new("skopeo")
+        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:1", layout.display()))
+        .arg(format!("docker://{}/team/multi:1", registry.host()))
+        .output()
+        .expect("skopeo copy");
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+
+    let bare = TestProject::new();
+    let plugins = bare.root().join("plugins");
+    fs::create_dir_all(&plugins).expect("mkdir");
+    let f = shipped_plugin("kiln-registry");
+    fs::copy(&f, plugins.join(f.file_name().expect("name"))).expect("copy plugin");
+    let plugins = plugins.to_str().expect("utf-8");
+    let ask = |image: &str, extra: &[&str]| {
+        let args = [
+            &["--plugins-dir", plugins, "image", "exists", image, "--json"][..],
+            extra,
+        ]
+        .concat();
+        bare.kiln(&args)
+    };
+    let image = format!("{}/team/multi:1", registry.host());
+    let r = ask(&image, &["--platform", "linux/amd64,linux/arm64"]);
+    r.code(0);
+    let v = r.json();
+    assert_eq!(v["state"], "exists", "{v}");
+    assert!(
+        v["digest"]
+            .as_str()
+            .expect("digest")
+            .contains("/team/multi@sha256:"),
+        "{v}"
+    );
+    let r = ask(
+        &image,
+        &["--platform", "linux/amd64", "--platform", "linux/s390x"],
+    );
+    r.code(1);
+    assert_eq!(r.json()["state"], "absent");
+    ask(&format!("{}/team/multi:2", registry.host()), &[]).code(1);
+    // Nothing answers on this port: unknown, never "absent".
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let r = ask(
+        &format!("127.0.0.1:{port}/team/multi:1"),
+        &[
+            "--registry-config",
+            &format!(r#"{{"uri":"127.0.0.1:{port}","retries":0}}"#),
+        ],
+    );
+    r.code(7);
+    assert_eq!(r.json()["state"], "unknown");
+    // A bad reference or platform stops before any plugin is asked.
+    ask("Bad:1", &[]).code(2);
+    ask(&image, &["--platform", "linux"]).code(2);
+
+    // Through a project's component.
+    let (p, plugins) = project();
+    register(
+        &p,
+        &plugins,
+        "reg",
+        &[&format!("uri={}/team", registry.host())],
+    );
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "image",
+        "exists",
+        &image,
+        "--registry",
+        "reg",
+    ]);
+    r.code(0);
+    assert!(r.stdout.contains("exists: "), "{}", r.stdout);
+}
+
 #[test]
 fn credentials_come_from_dockers_config_and_helpers_are_bounded() {
     if !tools_and_daemon() {

@@ -323,7 +323,8 @@ pub fn image_name(name: &str) -> Result<String> {
     Ok(name.to_string())
 }
 
-fn json_object(flag: &str, text: &str) -> Result<Map<String, Value>> {
+/// `text` as a JSON object, or an error naming `flag`.
+pub(crate) fn json_object(flag: &str, text: &str) -> Result<Map<String, Value>> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(Error::BadArgument(format!("{flag} must be a JSON object"))),

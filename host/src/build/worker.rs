@@ -68,6 +68,15 @@ pub enum Task {
         /// The image, with its tag.
         image: String,
     },
+    /// Ask a registry whether an image exists (`kiln image exists`).
+    Exists {
+        /// The registry component.
+        registry: Box<JobComponent>,
+        /// The image.
+        image: String,
+        /// Platforms it must exist for.
+        platforms: Vec<String>,
+    },
     /// Run a builder flavor's context hook (nothing is constructed).
     ContextHook {
         /// The builder component.
@@ -179,6 +188,38 @@ pub fn push_in_worker(
     let done = spawn(session, &task, fallback)?;
     serde_json::from_value(done)
         .map_err(|e| Error::BadArgument(format!("the worker's result is not valid: {e}")))
+}
+
+/// Whether `image` exists for every one of `platforms`, asked of
+/// `registry` in a worker process: the checker's name and its answer.
+pub fn exists_in_worker(
+    session: &Session<'_>,
+    registry: &ResolvedComponent,
+    image: &str,
+    platforms: &[kiln_distribution::Platform],
+) -> Result<(String, super::checks::CheckAnswer)> {
+    let task = Task::Exists {
+        registry: Box::new(job_component(session, registry)?),
+        image: image.to_string(),
+        platforms: platforms.iter().map(ToString::to_string).collect(),
+    };
+    let done = spawn(session, &task, blamed(registry))?;
+    let answer: ExistsAnswer = serde_json::from_value(done)
+        .map_err(|e| Error::BadArgument(format!("the worker's answer is not valid: {e}")))?;
+    let check = match answer.state.as_str() {
+        "exists" => super::checks::CheckAnswer::Exists(answer.detail),
+        "absent" => super::checks::CheckAnswer::Absent,
+        _ => super::checks::CheckAnswer::Unknown(answer.detail),
+    };
+    Ok((answer.checker, check))
+}
+
+/// A registry's answer, between worker and kiln.
+#[derive(Debug, Serialize, Deserialize)]
+struct ExistsAnswer {
+    checker: String,
+    state: String,
+    detail: String,
 }
 
 /// A builder's context hook in a worker process: the files it adds, or the
@@ -396,6 +437,44 @@ pub fn run_worker(session: &Session<'_>) -> Result<i32> {
                 });
                 super::push::push(session, &component, &image)
                     .map(|p| serde_json::to_value(p).unwrap_or_default())
+            }
+            Task::Exists {
+                registry,
+                image,
+                platforms,
+            } => {
+                let component = resolve(*registry)?;
+                emit(&Message::Stage {
+                    stage: "registry checks".to_string(),
+                    plugin: component.flavor.plugin.name.clone(),
+                    path: component.flavor.plugin.path.clone(),
+                });
+                let platforms = platforms
+                    .iter()
+                    .map(|p| kiln_distribution::Platform::parse(p).map_err(Error::BadArgument))
+                    .collect::<Result<Vec<_>>>()?;
+                let connected = super::registry::Connected::connect(
+                    session,
+                    &component,
+                    "kiln image exists",
+                    true,
+                )?;
+                connected.check_members(std::slice::from_ref(&image))?;
+                connected
+                    .exists(&image, &platforms)
+                    .map(|(checker, answer)| {
+                        let (state, detail) = match answer {
+                            super::checks::CheckAnswer::Exists(d) => ("exists", d),
+                            super::checks::CheckAnswer::Absent => ("absent", String::new()),
+                            super::checks::CheckAnswer::Unknown(d) => ("unknown", d),
+                        };
+                        serde_json::to_value(ExistsAnswer {
+                            checker,
+                            state: state.to_string(),
+                            detail,
+                        })
+                        .unwrap_or_default()
+                    })
             }
             Task::ContextHook { builder, request } => {
                 let component = resolve(*builder)?;

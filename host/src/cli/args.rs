@@ -65,6 +65,9 @@ pub enum Command {
     /// Inspect and pack build contexts (Docker's .dockerignore rules, deterministic archive).
     #[command(subcommand)]
     Context(ContextCommand),
+    /// Ask a registry about an image.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Register and manage named components (a flavor plus validated config).
     #[command(subcommand, alias = "components")]
     Component(ComponentCommand),
@@ -113,6 +116,50 @@ pub enum FlavorCommand {
         #[arg(long = "type", value_name = "TYPE")]
         component_type: Option<TypeArg>,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a config against a flavor's schema, as `component register`
+    /// would, without registering anything (exit 0 valid, 2 not).
+    Validate {
+        /// The flavor name.
+        flavor: String,
+        /// Its type, when the name is offered by both types.
+        #[arg(long = "type", value_name = "TYPE")]
+        component_type: Option<TypeArg>,
+        /// The config, a JSON object.
+        #[arg(long, value_name = "JSON")]
+        config: String,
+        /// Print JSON: {"flavor","type","valid","problems"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `kiln image ...`
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Whether an image exists in its registry: exit 0 it does, 1 it does
+    /// not, 7 the registry cannot tell (Flyte's ImageChecker contract).
+    Exists {
+        /// The image.
+        #[arg(value_name = "NAME:TAG")]
+        image: String,
+        /// A platform it must exist for (repeatable or comma-separated; all
+        /// must be there).
+        #[arg(long = "platform", value_name = "PLATFORM")]
+        platforms: Vec<String>,
+        /// A registry component of the project.
+        #[arg(long, value_name = "COMPONENT", conflicts_with_all = ["registry_flavor", "registry_config"])]
+        registry: Option<String>,
+        /// A registry flavor to ask, no project needed (default: `default`,
+        /// at the image's host, with Docker's credentials for it).
+        #[arg(long, value_name = "FLAVOR")]
+        registry_flavor: Option<String>,
+        /// That flavor's config (JSON object); `uri` defaults to the image's host.
+        #[arg(long, value_name = "JSON")]
+        registry_config: Option<String>,
+        /// Print JSON: {"image","state","exists","digest"|"reason"}.
         #[arg(long)]
         json: bool,
     },

@@ -23,7 +23,63 @@ pub(crate) fn run(session: &Session<'_>, cmd: FlavorCommand) -> Result<i32> {
             component_type,
             json,
         } => describe(session, &flavor, component_type.map(Into::into), json),
+        FlavorCommand::Validate {
+            flavor,
+            component_type,
+            config,
+            json,
+        } => validate(
+            session,
+            &flavor,
+            component_type.map(Into::into),
+            &config,
+            json,
+        ),
     }
+}
+
+/// `kiln flavor validate`: the schema's problems with `config`, as
+/// `component register` reports them; nothing is constructed or stored.
+fn validate(
+    session: &Session<'_>,
+    name: &str,
+    t: Option<ComponentType>,
+    config: &str,
+    as_json: bool,
+) -> Result<i32> {
+    let config = crate::build::options::json_object("--config", config)?;
+    let catalog = session.catalog();
+    let flavor = catalog.find(t, name)?;
+    let problems = flavor.schema()?.problems(&config);
+    let kind = flavor.component_type();
+    if as_json {
+        output::json(&json!({
+            "flavor": flavor.name(),
+            "type": kind.as_str(),
+            "valid": problems.is_empty(),
+            "problems": problems,
+        }));
+    } else if problems.is_empty() {
+        output::result(&format!(
+            "valid config for flavor {}/{}",
+            kind.as_str(),
+            flavor.name()
+        ));
+    } else {
+        output::status(&format!(
+            "invalid config for flavor {}/{}:",
+            kind.as_str(),
+            flavor.name()
+        ));
+        for p in &problems {
+            output::status(&format!("  {p}"));
+        }
+    }
+    Ok(if problems.is_empty() {
+        exit::OK
+    } else {
+        exit::USAGE
+    })
 }
 
 fn list(

@@ -6,6 +6,7 @@ mod build;
 mod component;
 mod context;
 mod flavor;
+mod image;
 mod plugin;
 
 pub use args::Cli;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli, env: &Environment) -> Result<i32> {
         Command::Plugin(cmd) => plugin::run(&session, cmd),
         Command::Component(cmd) => component::run(&session, cmd),
         Command::Context(cmd) => context::run(&session, cmd),
+        Command::Image(cmd) => image::run(&session, cmd),
         Command::Build(args) => build::run(&session, *args),
         Command::Push {
             image,
