@@ -420,20 +420,17 @@ pub(crate) fn two_platform_layout(layout: &Path) {
     fs::write(layout.join("index.json"), top.to_string()).expect("index.json");
 }
 
-#[test]
-fn an_index_with_two_platforms_answers_per_platform() {
-    if !tools_and_daemon() {
-        return;
-    }
+/// A registry holding `team/multi:1`, an index over linux/amd64 and
+/// linux/arm64/v8 (copied in by skopeo).
+fn registry_with_two_platforms() -> TestRegistry {
     let registry = TestRegistry::start(None);
     let dir = tempfile::tempdir().expect("tempdir");
     let layout = dir.path().join("layout");
     two_platform_layout(&layout);
-    let dest = format!("docker://{}/team/multi:1", registry.host());
     let copy = Command::new("skopeo")
         .args(["copy", "--all", "--dest-tls-verify=false"])
         .arg(format!("oci:{}:1", layout.display()))
-        .arg(&dest)
+        .arg(format!("docker://{}/team/multi:1", registry.host()))
         .output()
         .expect("skopeo copy");
     assert!(
@@ -441,6 +438,15 @@ fn an_index_with_two_platforms_answers_per_platform() {
         "{}",
         String::from_utf8_lossy(&copy.stderr)
     );
+    registry
+}
+
+#[test]
+fn an_index_with_two_platforms_answers_per_platform() {
+    if !tools_and_daemon() {
+        return;
+    }
+    let registry = registry_with_two_platforms();
 
     use kiln_plugin_api::{client::RegistryCalls, Existence};
     let catalog = kiln::plugins::Catalog::from_files(&[shipped_plugin("kiln-registry")]);
@@ -489,21 +495,7 @@ fn kiln_image_exists_answers_with_its_exit_code() {
     if !tools_and_daemon() {
         return;
     }
-    let registry = TestRegistry::start(None);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let layout = dir.path().join("layout");
-    two_platform_layout(&layout);
-    let copy = Command::new("skopeo")
-        .args(["copy", "--all", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:1", layout.display()))
-        .arg(format!("docker://{}/team/multi:1", registry.host()))
-        .output()
-        .expect("skopeo copy");
-    assert!(
-        copy.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copy.stderr)
-    );
+    let registry = registry_with_two_platforms();
 
     let bare = TestProject::new();
     let plugins = bare.root().join("plugins");
