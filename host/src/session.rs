@@ -20,6 +20,8 @@ pub struct Environment {
     pub plugins_env: Option<OsString>,
     /// The user's plugins folder.
     pub user_plugins_dir: Option<PathBuf>,
+    /// The plugins installed with this kiln binary.
+    pub bundled_plugins_dir: Option<PathBuf>,
     /// `KILN_PLUGIN_TIMEOUT` (seconds): how long a plugin's build or push
     /// may run in its worker before kiln ends it. None: no limit.
     pub plugin_timeout: Option<std::time::Duration>,
@@ -50,6 +52,9 @@ impl Environment {
             cwd,
             plugins_env: std::env::var_os("KILN_PLUGINS_DIR"),
             user_plugins_dir: crate::plugins::user_plugins_dir(),
+            bundled_plugins_dir: std::env::current_exe()
+                .ok()
+                .and_then(|exe| crate::plugins::bundled_plugins_dir(&exe)),
             plugin_timeout,
             cache_dir: match std::env::var_os("KILN_CACHE_DIR") {
                 Some(dir) if !dir.is_empty() => PathBuf::from(dir),
@@ -125,6 +130,7 @@ impl<'a> Session<'a> {
             self.env.plugins_env.clone(),
             project.as_ref(),
             self.env.user_plugins_dir.clone(),
+            self.env.bundled_plugins_dir.clone(),
         )
     }
 

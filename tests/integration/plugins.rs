@@ -71,7 +71,7 @@ fn plugins_are_found_in_the_documented_order() {
         .iter()
         .filter_map(|d| d["origin"].as_str())
         .collect();
-    assert_eq!(origins, ["project", "user"]);
+    assert_eq!(origins, ["project", "user", "installed with kiln"]);
 }
 
 #[test]
@@ -158,5 +158,55 @@ fn plugin_install_copies_into_the_user_folder_and_refuses_bad_files() {
     assert_eq!(
         flavor_names(&v),
         ["image-builder/echo", "container-registry/fixture-registry"]
+    );
+}
+
+/// A kiln installed as `<prefix>/bin/kiln` (a pip-installed kiln's venv)
+/// finds the plugins installed with it in `<prefix>/lib/kiln/plugins`, last
+/// in the search order, with no flag or variable; with no plugins anywhere,
+/// `flavor list` says where it looked and how to add some.
+#[test]
+fn plugins_installed_with_kiln_are_found_and_an_empty_search_says_where_it_looked() {
+    let p = TestProject::new();
+    let prefix = p.root().join("venv");
+    fs::create_dir_all(prefix.join("bin")).expect("mkdir");
+    let plugins = prefix.join("lib/kiln/plugins");
+    fs::create_dir_all(&plugins).expect("mkdir");
+    let exe = prefix.join("bin/kiln");
+    // A link, not a copy: the same binary, found at the prefix.
+    fs::hard_link(crate::util::kiln_exe(), &exe)
+        .or_else(|_| fs::copy(crate::util::kiln_exe(), &exe).map(|_| ()))
+        .expect("install kiln");
+    for name in ["kiln-oci", "kiln-registry"] {
+        let f = crate::util::shipped_plugin(name);
+        fs::copy(&f, plugins.join(f.file_name().expect("name"))).expect("copy plugin");
+    }
+    let installed = |args: &[&str]| p.kiln_at(&exe, args);
+    let v = installed(&["flavor", "list", "--json"]).ok().json();
+    let mut names = flavor_names(&v);
+    names.sort();
+    assert_eq!(
+        names,
+        ["container-registry/default", "image-builder/oci"],
+        "{v}"
+    );
+    let dirs = installed(&["plugin", "dirs", "--json"]).ok().json();
+    let last = dirs
+        .as_array()
+        .and_then(|d| d.last())
+        .cloned()
+        .expect("dirs");
+    assert_eq!(last["origin"], "installed with kiln");
+    assert_eq!(last["path"], plugins.to_string_lossy().as_ref());
+    assert_eq!(last["exists"], true);
+
+    // The kiln cargo built has no plugins beside it: an empty search.
+    let r = p.kiln(&["flavor", "list"]);
+    r.ok();
+    assert!(
+        r.stderr.contains("no plugins found; kiln looked in:")
+            && r.stderr.contains("kiln plugin install"),
+        "{}",
+        r.stderr
     );
 }

@@ -89,6 +89,19 @@ fn list(
     strict: bool,
 ) -> Result<i32> {
     let catalog = session.catalog();
+    if catalog.flavors.is_empty() && catalog.problems.is_empty() {
+        let looked: Vec<String> = session
+            .plugin_dirs()
+            .iter()
+            .map(|d| format!("{} ({})", d.path.display(), d.origin))
+            .collect();
+        output::warn(&format!(
+            "no plugins found; kiln looked in: {}. Add plugins with `kiln plugin install \
+             FILE`, `--plugins-dir DIR` or KILN_PLUGINS_DIR (`kiln plugin dirs` lists the \
+             search order)",
+            looked.join(", ")
+        ));
+    }
     let mut flavors: Vec<_> = catalog.of_type(t).collect();
     flavors.sort_by(|a, b| (a.component_type(), a.name()).cmp(&(b.component_type(), b.name())));
     if as_json {
@@ -97,11 +110,7 @@ fn list(
             "problems": catalog.problems,
         }));
     } else {
-        if flavors.is_empty() {
-            output::status(
-                "no flavors found; `kiln plugin dirs` shows where kiln looks for plugins",
-            );
-        } else {
+        if !flavors.is_empty() {
             let rows: Vec<Vec<String>> = flavors
                 .iter()
                 .map(|f| {

@@ -5,7 +5,9 @@
 //! 3. the project's `.kiln/plugins/`;
 //! 4. the user's plugins folder, `<data dir>/kiln/plugins` (on Linux
 //!    `$XDG_DATA_HOME/kiln/plugins`, else `~/.local/share/kiln/plugins`),
-//!    where `kiln plugin install` copies to.
+//!    where `kiln plugin install` copies to;
+//! 5. the plugins installed with kiln itself, `<prefix>/lib/kiln/plugins`
+//!    beside `<prefix>/bin/kiln` (a pip-installed kiln's venv, a package).
 //!
 //! Every folder is searched. When two plugins offer the same flavor, the one
 //! found first wins and the other is reported as a problem.
@@ -29,6 +31,8 @@ pub enum SearchOrigin {
     Project,
     /// The user's data folder.
     User,
+    /// Installed with kiln (`<prefix>/lib/kiln/plugins`).
+    Bundled,
 }
 
 impl fmt::Display for SearchOrigin {
@@ -38,6 +42,7 @@ impl fmt::Display for SearchOrigin {
             SearchOrigin::Env => "KILN_PLUGINS_DIR",
             SearchOrigin::Project => "project",
             SearchOrigin::User => "user",
+            SearchOrigin::Bundled => "installed with kiln",
         })
     }
 }
@@ -63,12 +68,20 @@ pub fn user_plugins_dir() -> Option<PathBuf> {
     dirs::data_dir().map(|d| d.join("kiln").join("plugins"))
 }
 
+/// The plugins installed with the kiln binary at `exe`:
+/// `<prefix>/lib/kiln/plugins` for `<prefix>/bin/kiln`.
+pub fn bundled_plugins_dir(exe: &Path) -> Option<PathBuf> {
+    let prefix = exe.parent()?.parent()?;
+    Some(prefix.join("lib").join("kiln").join("plugins"))
+}
+
 /// The folders to search, in precedence order.
 pub fn search_dirs(
     flags: &[PathBuf],
     env: Option<OsString>,
     project: Option<&Project>,
     user: Option<PathBuf>,
+    bundled: Option<PathBuf>,
 ) -> Vec<PluginDir> {
     let mut out: Vec<PluginDir> = flags
         .iter()
@@ -99,6 +112,12 @@ pub fn search_dirs(
             origin: SearchOrigin::User,
         });
     }
+    if let Some(path) = bundled {
+        out.push(PluginDir {
+            path,
+            origin: SearchOrigin::Bundled,
+        });
+    }
     out
 }
 
@@ -113,7 +132,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn order_is_flags_env_project_user() {
+    fn order_is_flags_env_project_user_bundled() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (project, _) = Project::init(dir.path()).expect("init");
         let env = std::env::join_paths(["/e1", "/e2"]).expect("join");
@@ -122,6 +141,7 @@ mod tests {
             Some(env),
             Some(&project),
             Some(PathBuf::from("/user")),
+            bundled_plugins_dir(Path::new("/venv/bin/kiln")),
         );
         let got: Vec<_> = dirs.iter().map(|d| (d.path.clone(), d.origin)).collect();
         assert_eq!(
@@ -133,6 +153,10 @@ mod tests {
                 (PathBuf::from("/e2"), SearchOrigin::Env),
                 (project.plugins_dir(), SearchOrigin::Project),
                 (PathBuf::from("/user"), SearchOrigin::User),
+                (
+                    PathBuf::from("/venv/lib/kiln/plugins"),
+                    SearchOrigin::Bundled
+                ),
             ]
         );
     }

@@ -10,6 +10,6 @@ mod loader;
 mod services;
 
 pub use catalog::{Catalog, Flavor};
-pub use discovery::{search_dirs, user_plugins_dir, PluginDir, SearchOrigin};
+pub use discovery::{bundled_plugins_dir, search_dirs, user_plugins_dir, PluginDir, SearchOrigin};
 pub use loader::{load_plugin, LoadedPlugin, Problem};
 pub use services::{log_sink, progress_sink, CancelFlag, LogSink};

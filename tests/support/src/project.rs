@@ -134,7 +134,17 @@ impl TestProject {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(kiln_exe());
+        self.command_of(&kiln_exe(), args)
+    }
+
+    /// Run the kiln binary at `exe` (an installed copy) as [`Self::kiln`]
+    /// runs cargo's.
+    pub fn kiln_at(&self, exe: &Path, args: &[&str]) -> Run {
+        Run::from(self.command_of(exe, args).output().expect("run kiln"))
+    }
+
+    fn command_of(&self, exe: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(exe);
         cmd.args(args)
             .current_dir(self.work())
             .env("HOME", self.dir.path().join("home"))
