@@ -147,7 +147,7 @@ fn bad_flags_fail_before_any_plugin_is_loaded_or_file_read() {
         (&["--secret", "id=a,src=/x,env=B"], "not both"),
         (&["-t", "Hello:1"], "invalid reference format"),
         (&["-t", "hello::x"], "invalid reference format"),
-        (&["--build-arg", "NOEQUALS"], "--build-arg"),
+        (&["--build-arg", "NO-EQUALS"], "--build-arg"),
     ] {
         let r = p.kiln(&[&["build", "missing-dir"][..], flags].concat());
         r.code(2);

@@ -1085,3 +1085,41 @@ fn a_flyte_shaped_image_on_debian_with_cache_bind_and_secret_mounts() {
     assert!(log.contains("Successfully installed six-1.16.0"), "{log}");
     assert_nothing_left(&p);
 }
+
+/// `--build-arg KEY` takes its value from the environment (buildx's rule;
+/// unset, it is left out), and a build arg no ARG declares is warned about.
+/// The value's spaces survive `LABEL who=$WHO`, as in Docker.
+#[test]
+fn build_args_from_the_environment_and_unused_ones_warned() {
+    let (p, plugins) = project();
+    let app = p.work().join("app");
+    write(
+        &app,
+        "Dockerfile",
+        "FROM scratch\nARG WHO=nobody\nLABEL who=$WHO\n",
+    );
+    let out = p.root().join("x.tar");
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build(&app)
+        .tag("x:1")
+        .args(["--build-arg", "WHO", "--build-arg", "EXTRA=1"])
+        .args(["--build-arg", "NOT_SET_ANYWHERE"])
+        .env("WHO", "from the environment")
+        .output(&out)
+        .run();
+    r.ok();
+    assert!(
+        r.stderr
+            .contains("build args not consumed by the Dockerfile (no ARG declares them): EXTRA"),
+        "{}",
+        r.stderr
+    );
+    let files = archive_files(&out);
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest.json");
+    let config: Value =
+        serde_json::from_slice(&files[manifest[0]["Config"].as_str().expect("config")])
+            .expect("config");
+    assert_eq!(config["config"]["Labels"]["who"], "from the environment");
+}

@@ -403,11 +403,86 @@ fn variable(
     Ok((vars.get(&name).cloned().unwrap_or_default(), len))
 }
 
-/// `key=value` pairs (ENV, LABEL, ARG) with Docker's quoting: quotes group,
-/// the escape character escapes. The legacy `ENV key value` form gives one
-/// pair.
+/// One word as Docker's shell lexer reads it (its `ProcessWord`): quotes
+/// removed, the escape character taking the next character literally
+/// (inside double quotes only before `"`, `$` and itself), `$VAR` and
+/// `${VAR...}` expanded except inside single quotes. What a variable
+/// expands to is never split or read again: `LABEL who=$WHO` keeps the
+/// spaces of `WHO`.
+pub fn process_word(
+    word: &str,
+    vars: &BTreeMap<String, String>,
+    escape: char,
+) -> Result<String, String> {
+    let chars: Vec<char> = word.chars().collect();
+    let mut out = String::new();
+    let mut quote: Option<char> = None;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        match quote {
+            Some('\'') => {
+                if c == '\'' {
+                    quote = None;
+                } else {
+                    out.push(c);
+                }
+                i += 1;
+            }
+            Some(_) => match (c, next) {
+                ('"', _) => {
+                    quote = None;
+                    i += 1;
+                }
+                (e, Some(n)) if e == escape && (n == '"' || n == '$' || n == escape) => {
+                    out.push(n);
+                    i += 2;
+                }
+                ('$', _) => {
+                    let (value, used) = variable(&chars[i + 1..], vars, escape)?;
+                    out.push_str(&value);
+                    i += 1 + used;
+                }
+                _ => {
+                    out.push(c);
+                    i += 1;
+                }
+            },
+            None => match (c, next) {
+                (e, Some(n)) if e == escape => {
+                    out.push(n);
+                    i += 2;
+                }
+                ('\'' | '"', _) => {
+                    quote = Some(c);
+                    i += 1;
+                }
+                ('$', _) => {
+                    let (value, used) = variable(&chars[i + 1..], vars, escape)?;
+                    out.push_str(&value);
+                    i += 1 + used;
+                }
+                _ => {
+                    out.push(c);
+                    i += 1;
+                }
+            },
+        }
+    }
+    if quote.is_some() {
+        return Err("unmatched quote".into());
+    }
+    Ok(out)
+}
+
+/// `key=value` pairs (ENV, LABEL) from the instruction's text as written:
+/// split into words first (quotes group), then each key and value read by
+/// [`process_word`] with `vars`. The legacy `ENV key value` form gives one
+/// pair, the value being the rest of the line.
 pub fn pairs(
     text: &str,
+    vars: &BTreeMap<String, String>,
     escape: char,
     legacy_allowed: bool,
 ) -> Result<Vec<(String, String)>, String> {
@@ -420,21 +495,33 @@ pub fn pairs(
             .trim()
             .split_once(char::is_whitespace)
             .ok_or_else(|| format!("{} needs a value", words[0]))?;
-        return Ok(vec![(key.to_string(), unquote(value.trim(), escape))]);
+        return Ok(vec![(
+            key.to_string(),
+            process_word(value.trim(), vars, escape)?,
+        )]);
     }
     words
         .iter()
         .map(|w| {
-            w.split_once('=')
-                .map(|(k, v)| (unquote(k, escape), unquote(v, escape)))
-                .ok_or_else(|| format!("{w:?} is not KEY=VALUE"))
+            let (k, v) = w
+                .split_once('=')
+                .ok_or_else(|| format!("{w:?} is not KEY=VALUE"))?;
+            Ok((
+                process_word(k, vars, escape)?,
+                process_word(v, vars, escape)?,
+            ))
         })
         .collect()
 }
 
-/// `ARG` declarations, `NAME[=default]` (several per line), with the same
-/// quoting as [`pairs`]: `ARG MSG="hello world"` declares one.
-pub fn arg_decls(text: &str, escape: char) -> Result<Vec<(String, Option<String>)>, String> {
+/// `ARG` declarations, `NAME[=default]` (several per line), from the text
+/// as written, each default read by [`process_word`] with `vars`: `ARG
+/// MSG="hello world"` declares one.
+pub fn arg_decls(
+    text: &str,
+    vars: &BTreeMap<String, String>,
+    escape: char,
+) -> Result<Vec<(String, Option<String>)>, String> {
     let words = split_words(text, escape)?;
     if words.is_empty() {
         return Err("ARG requires at least one argument".into());
@@ -443,7 +530,7 @@ pub fn arg_decls(text: &str, escape: char) -> Result<Vec<(String, Option<String>
         .iter()
         .map(|w| {
             let (name, value) = match w.split_once('=') {
-                Some((k, v)) => (k, Some(unquote(v, escape))),
+                Some((k, v)) => (k, Some(process_word(v, vars, escape)?)),
                 None => (w.as_str(), None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -454,7 +541,7 @@ pub fn arg_decls(text: &str, escape: char) -> Result<Vec<(String, Option<String>
         .collect()
 }
 
-/// Split on unquoted whitespace, keeping quotes (removed later by `unquote`).
+/// Split on unquoted whitespace, keeping quotes (removed later by [`process_word`]).
 fn split_words(text: &str, escape: char) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut current = String::new();
@@ -491,28 +578,6 @@ fn split_words(text: &str, escape: char) -> Result<Vec<String>, String> {
         words.push(current);
     }
     Ok(words)
-}
-
-/// Remove quotes and escapes from one value.
-fn unquote(value: &str, escape: char) -> String {
-    let mut out = String::new();
-    let mut quote: Option<char> = None;
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some('\''), '\'') => quote = None,
-            (Some('\''), c) => out.push(c),
-            (_, c) if c == escape => {
-                if let Some(n) = chars.next() {
-                    out.push(n);
-                }
-            }
-            (None, '"' | '\'') => quote = Some(c),
-            (Some('"'), '"') => quote = None,
-            (_, c) => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -627,7 +692,13 @@ mod tests {
     #[test]
     fn quoted_keys_lose_their_quotes() {
         assert_eq!(
-            pairs(r#""com.example.vendor"="ACME Inc" v=1"#, '\\', false).expect("ok"),
+            pairs(
+                r#""com.example.vendor"="ACME Inc" v=1"#,
+                &BTreeMap::new(),
+                '\\',
+                false
+            )
+            .expect("ok"),
             vec![
                 ("com.example.vendor".to_string(), "ACME Inc".to_string()),
                 ("v".to_string(), "1".to_string()),
@@ -638,15 +709,15 @@ mod tests {
     #[test]
     fn arg_declarations_keep_quoted_spaces() {
         assert_eq!(
-            arg_decls(r#"MSG="hello world" EMPTY= NAME"#, '\\').expect("ok"),
+            arg_decls(r#"MSG="hello world" EMPTY= NAME"#, &BTreeMap::new(), '\\').expect("ok"),
             vec![
                 ("MSG".to_string(), Some("hello world".to_string())),
                 ("EMPTY".to_string(), Some(String::new())),
                 ("NAME".to_string(), None),
             ]
         );
-        assert!(arg_decls("=x", '\\').is_err());
-        assert!(arg_decls("A-B=1", '\\').is_err());
+        assert!(arg_decls("=x", &BTreeMap::new(), '\\').is_err());
+        assert!(arg_decls("A-B=1", &BTreeMap::new(), '\\').is_err());
     }
 
     /// The line of the first `RUN` instruction.
@@ -712,7 +783,13 @@ mod tests {
     #[test]
     fn key_value_pairs() {
         assert_eq!(
-            pairs("A=1 B=\"two words\" C=three\\ words", '\\', true).expect("ok"),
+            pairs(
+                "A=1 B=\"two words\" C=three\\ words",
+                &BTreeMap::new(),
+                '\\',
+                true
+            )
+            .expect("ok"),
             vec![
                 ("A".into(), "1".into()),
                 ("B".into(), "two words".into()),
@@ -720,10 +797,33 @@ mod tests {
             ]
         );
         assert_eq!(
-            pairs("LEGACY some value", '\\', true).expect("ok"),
+            pairs("LEGACY some value", &BTreeMap::new(), '\\', true).expect("ok"),
             vec![("LEGACY".into(), "some value".into())]
         );
-        assert!(pairs("A=\"open", '\\', true).is_err());
-        assert!(pairs("NOEQUALS", '\\', false).is_err());
+        assert!(pairs("A=\"open", &BTreeMap::new(), '\\', true).is_err());
+        assert!(pairs("NOEQUALS", &BTreeMap::new(), '\\', false).is_err());
+        // As Docker: a value's expansion is never split or read again, and
+        // single quotes keep `$` literal.
+        let vars: BTreeMap<String, String> =
+            [("WHO".to_string(), "from the \"env\"".to_string())].into();
+        assert_eq!(
+            pairs(
+                r#"who=$WHO raw='$WHO' q="<$WHO>" e=\$WHO"#,
+                &vars,
+                '\\',
+                false
+            )
+            .expect("ok"),
+            [
+                ("who".to_string(), "from the \"env\"".to_string()),
+                ("raw".to_string(), "$WHO".to_string()),
+                ("q".to_string(), "<from the \"env\">".to_string()),
+                ("e".to_string(), "$WHO".to_string()),
+            ]
+        );
+        assert_eq!(
+            pairs("PATH /opt/bin:$WHO", &vars, '\\', true).expect("ok"),
+            [("PATH".to_string(), "/opt/bin:from the \"env\"".to_string())]
+        );
     }
 }

@@ -244,7 +244,11 @@ pub struct Options {
 impl Options {
     /// Validate `args`; relative paths in `--output` and `--build-context`
     /// are taken against `cwd`. No file is read.
-    pub fn from_args(args: &BuildArgs, cwd: &std::path::Path) -> Result<Self> {
+    pub fn from_args(
+        args: &BuildArgs,
+        cwd: &std::path::Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
         let builder = match (&args.builder, &args.builder_flavor) {
             (Some(name), _) => BuilderChoice::Component(name.clone()),
             (None, Some(name)) => BuilderChoice::Flavor {
@@ -285,7 +289,7 @@ impl Options {
             builder,
             registry: args.registry.clone(),
             tags,
-            build_args: pairs("--build-arg", &args.build_args)?,
+            build_args: build_args(&args.build_args, env)?,
             labels: pairs("--label", &args.labels)?,
             target: args.target.clone(),
             platforms,
@@ -333,6 +337,33 @@ pub(crate) fn json_object(flag: &str, text: &str) -> Result<Map<String, Value>> 
 }
 
 /// `KEY=VALUE` pairs, in order.
+/// `--build-arg KEY=VALUE`, or `KEY` alone: its value from the environment,
+/// and left out when the variable is unset (as buildx does).
+fn build_args(
+    values: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for v in values {
+        if v.contains('=') {
+            out.extend(pairs("--build-arg", std::slice::from_ref(v))?);
+            continue;
+        }
+        let name_ok = v.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !name_ok {
+            return Err(Error::BadArgument(format!(
+                "--build-arg {v:?}: expected KEY=VALUE, or a variable name KEY to take from the \
+                 environment"
+            )));
+        }
+        if let Some(value) = env(v) {
+            out.push((v.clone(), value));
+        }
+    }
+    Ok(out)
+}
+
 fn pairs(flag: &str, values: &[String]) -> Result<Vec<(String, String)>> {
     values
         .iter()
@@ -490,7 +521,9 @@ mod tests {
         let mut argv = vec!["kiln", "ctx"];
         argv.extend_from_slice(extra);
         let cli = Cli::try_parse_from(argv).expect("clap");
-        Options::from_args(&cli.args, Path::new("/work"))
+        Options::from_args(&cli.args, Path::new("/work"), &|name| {
+            (name == "FROM_ENV").then(|| "env value".to_string())
+        })
     }
 
     fn refused(extra: &[&str], needle: &str) {
@@ -517,6 +550,10 @@ mod tests {
             "linux/arm64/v8",
             "--build-arg",
             "A=1=2",
+            "--build-arg",
+            "FROM_ENV",
+            "--build-arg",
+            "UNSET_IN_ENV",
             "--builder-flavor",
             "oci",
             "--builder-config",
@@ -540,7 +577,13 @@ mod tests {
             "docker-image://alpine:3"
         );
         assert_eq!(Platform::join(&o.platforms), "linux/arm64/v8");
-        assert_eq!(o.build_args, [("A".to_string(), "1=2".to_string())]);
+        assert_eq!(
+            o.build_args,
+            [
+                ("A".to_string(), "1=2".to_string()),
+                ("FROM_ENV".to_string(), "env value".to_string())
+            ]
+        );
         assert!(
             matches!(o.builder, BuilderChoice::Flavor { ref name, ref config }
             if name == "oci" && config["created"] == 5)
@@ -573,6 +616,7 @@ mod tests {
             "digest",
         );
         refused(&["--build-arg", "=1"], "--build-arg");
+        refused(&["--build-arg", "NOT A NAME"], "--build-arg");
         refused(&["--label", "nolabel"], "--label");
         refused(
             &["--builder-flavor", "oci", "--builder-config", "[1]"],

@@ -9,7 +9,7 @@ use crate::{
 };
 
 pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
-    let options = Options::from_args(&args, &session.env.cwd)?;
+    let options = Options::from_args(&args, &session.env.cwd, &|name| session.env.var(name))?;
     build::interrupt::while_planning();
     let plan = build::plan(session, &options)?;
     if options.dry_run {

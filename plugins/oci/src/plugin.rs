@@ -281,6 +281,12 @@ impl Builder for OciBuilder {
                 events.info(format!("building for {}", input.platform));
             }
             let built = dispatch::build(input).map_err(build_error)?;
+            if images.is_empty() && !built.unused_args.is_empty() {
+                events.warn(format!(
+                    "build args not consumed by the Dockerfile (no ARG declares them): {}",
+                    built.unused_args.join(", ")
+                ));
+            }
             events.info(format!(
                 "built {}{} ({} layers; {} made by this build, {} of them from the cache)",
                 built.image.digest(),

@@ -1,5 +1,7 @@
 //! The instructions that change only the image config, not its files: one
-//! small function each, over the stage (their text already expanded).
+//! small function each, over the stage.
+
+use std::collections::BTreeMap;
 
 use super::Stage;
 use crate::{
@@ -20,10 +22,16 @@ fn shell_or_exec(args: &Args, shell: &[String]) -> Vec<String> {
     }
 }
 
-/// `ENV`: each pair becomes a variable and a config `Env` entry (replacing
-/// one of the same name in place).
-pub(super) fn env(stage: &mut Stage, text: &str, escape: char) -> Result<(), String> {
-    for (k, v) in dockerfile::pairs(text, escape, true)? {
+/// `ENV`: each pair (`text` as written, read with `vars`) becomes a
+/// variable and a config `Env` entry (replacing one of the same name in
+/// place).
+pub(super) fn env(
+    stage: &mut Stage,
+    text: &str,
+    vars: &BTreeMap<String, String>,
+    escape: char,
+) -> Result<(), String> {
+    for (k, v) in dockerfile::pairs(text, vars, escape, true)? {
         stage.vars.insert(k.clone(), v.clone());
         let key = format!("{k}=");
         match stage.runtime.env.iter_mut().find(|e| e.starts_with(&key)) {
@@ -34,9 +42,14 @@ pub(super) fn env(stage: &mut Stage, text: &str, escape: char) -> Result<(), Str
     Ok(())
 }
 
-/// `LABEL`: each pair a label.
-pub(super) fn label(stage: &mut Stage, text: &str, escape: char) -> Result<(), String> {
-    for (k, v) in dockerfile::pairs(text, escape, false)? {
+/// `LABEL`: each pair (`text` as written, read with `vars`) a label.
+pub(super) fn label(
+    stage: &mut Stage,
+    text: &str,
+    vars: &BTreeMap<String, String>,
+    escape: char,
+) -> Result<(), String> {
+    for (k, v) in dockerfile::pairs(text, vars, escape, false)? {
         stage.runtime.labels.insert(k, v);
     }
     Ok(())
@@ -106,8 +119,8 @@ mod tests {
             shell: vec!["/bin/sh".into(), "-c".into()],
             ..Default::default()
         };
-        env(&mut stage, "A=1 B=two", '\\').expect("env");
-        env(&mut stage, "A=3", '\\').expect("env");
+        env(&mut stage, "A=1 B=two", &BTreeMap::new(), '\\').expect("env");
+        env(&mut stage, "A=3", &BTreeMap::new(), '\\').expect("env");
         assert_eq!(stage.runtime.env, ["A=3", "B=two"]);
         assert_eq!(stage.vars["A"], "3");
         workdir(&mut stage, "/srv");

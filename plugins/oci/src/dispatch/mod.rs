@@ -96,6 +96,9 @@ pub struct Built {
     pub layers_made: usize,
     /// Of those, how many came from the cache.
     pub layers_cached: usize,
+    /// `--build-arg`s no ARG of the built stages declares (Docker's proxy
+    /// variables aside), which Docker warns about.
+    pub unused_args: Vec<String>,
 }
 
 /// A stage being built.
@@ -213,6 +216,8 @@ struct Run<'a, 'i> {
     stages: Vec<Stage>,
     layers_made: usize,
     layers_cached: usize,
+    /// Every ARG name the built stages (and the global scope) declare.
+    declared: std::collections::BTreeSet<String>,
 }
 
 impl Run<'_, '_> {
@@ -372,13 +377,21 @@ impl Run<'_, '_> {
         let stage = &mut self.stages[current];
         match command {
             Command::Arg => {
-                let declared =
-                    declare_args(&text()?, escape, &self.input.build_args, &self.global_args)
-                        .map_err(failed)?;
+                let declared = declare_args(
+                    &ins.original,
+                    &vars,
+                    escape,
+                    &self.input.build_args,
+                    &self.global_args,
+                    &mut self.declared,
+                )
+                .map_err(failed)?;
                 stage.vars.extend(declared);
             }
-            Command::Env => metadata::env(stage, &text()?, escape).map_err(failed)?,
-            Command::Label => metadata::label(stage, &text()?, escape).map_err(failed)?,
+            Command::Env => metadata::env(stage, &ins.original, &vars, escape).map_err(failed)?,
+            Command::Label => {
+                metadata::label(stage, &ins.original, &vars, escape).map_err(failed)?
+            }
             Command::Workdir => metadata::workdir(stage, &text()?),
             Command::User => stage.runtime.user = Some(text()?),
             Command::StopSignal => stage.runtime.stop_signal = Some(text()?),
@@ -417,18 +430,22 @@ impl Run<'_, '_> {
     }
 }
 
-/// The values of the `ARG`s declared in `text` (already expanded): the
-/// `--build-arg` given, else the default, else the global ARG of that name;
-/// an ARG with none of these stays unset.
+/// The values of the `ARG`s declared in `text` (as written; defaults read
+/// with `vars`): the `--build-arg` given, else the default, else the global
+/// ARG of that name; an ARG with none of these stays unset. Each name goes
+/// into `declared`.
 fn declare_args(
     text: &str,
+    vars: &BTreeMap<String, String>,
     escape: char,
     build_args: &BTreeMap<String, String>,
     global: &BTreeMap<String, String>,
+    declared: &mut std::collections::BTreeSet<String>,
 ) -> Result<Vec<(String, String)>, String> {
-    Ok(dockerfile::arg_decls(text, escape)?
+    Ok(dockerfile::arg_decls(text, vars, escape)?
         .into_iter()
         .filter_map(|(name, default)| {
+            declared.insert(name.clone());
             let value = build_args
                 .get(&name)
                 .cloned()
@@ -489,10 +506,15 @@ fn walk<'a, 'i>(
     let mut skipping = false;
     for (ins, command) in &typed {
         if *command == Command::Arg && run.stages.is_empty() && !skipping {
-            let text = dockerfile::expand(&ins.original, &run.global_args, run.escape)
-                .map_err(|e| at(ins.line, e))?;
-            let declared = declare_args(&text, run.escape, &run.input.build_args, &run.global_args)
-                .map_err(|e| at(ins.line, e))?;
+            let declared = declare_args(
+                &ins.original,
+                &run.global_args,
+                run.escape,
+                &run.input.build_args,
+                &run.global_args,
+                &mut run.declared,
+            )
+            .map_err(|e| at(ins.line, e))?;
             run.global_args.extend(declared);
             continue;
         }
@@ -525,6 +547,7 @@ impl<'a, 'i> Run<'a, 'i> {
             stages: Vec::new(),
             layers_made: 0,
             layers_cached: 0,
+            declared: Default::default(),
         }
     }
 }
@@ -581,10 +604,26 @@ pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
         platform: &input.platform,
     })
     .map_err(|e| at(0, e))?;
+    // Docker's predefined ARGs are usable without a declaration.
+    const PREDEFINED: &[&str] = &[
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "FTP_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+    ];
+    let unused_args = input
+        .build_args
+        .keys()
+        .filter(|k| !run.declared.contains(*k))
+        .filter(|k| !PREDEFINED.contains(&k.to_ascii_uppercase().as_str()))
+        .cloned()
+        .collect();
     Ok(Built {
         image,
         layers_made: run.layers_made,
         layers_cached: run.layers_cached,
+        unused_args,
     })
 }
 
@@ -752,6 +791,14 @@ mod tests {
     }
 
     #[test]
+    fn build_args_no_arg_declares_are_reported() {
+        let built = build_over("FROM scratch\nARG OTHER\n", &[]).expect("build");
+        assert_eq!(built.unused_args, ["FROM_CLI"]);
+        let built = build_over("ARG FROM_CLI\nFROM scratch\n", &[]).expect("build");
+        assert!(built.unused_args.is_empty());
+    }
+
+    #[test]
     fn args_keep_quotes_and_platform_args_are_global() {
         let built = build_over(
             "ARG BASE=scratch\nFROM --platform=$BUILDPLATFORM $BASE\n\
@@ -760,6 +807,7 @@ mod tests {
             &[],
         )
         .expect("build");
+        assert!(built.unused_args.is_empty(), "{:?}", built.unused_args);
         let c = config(&built);
         assert_eq!(c["config"]["Labels"]["msg"], "hello world");
         assert_eq!(c["config"]["Labels"]["cli"], "cli value");
