@@ -421,6 +421,12 @@ pub fn process_word(
     while i < chars.len() {
         let c = chars[i];
         let next = chars.get(i + 1).copied();
+        if c == '$' && quote != Some('\'') {
+            let (value, used) = variable(&chars[i + 1..], vars, escape)?;
+            out.push_str(&value);
+            i += 1 + used;
+            continue;
+        }
         match quote {
             Some('\'') => {
                 if c == '\'' {
@@ -439,11 +445,6 @@ pub fn process_word(
                     out.push(n);
                     i += 2;
                 }
-                ('$', _) => {
-                    let (value, used) = variable(&chars[i + 1..], vars, escape)?;
-                    out.push_str(&value);
-                    i += 1 + used;
-                }
                 _ => {
                     out.push(c);
                     i += 1;
@@ -457,11 +458,6 @@ pub fn process_word(
                 ('\'' | '"', _) => {
                     quote = Some(c);
                     i += 1;
-                }
-                ('$', _) => {
-                    let (value, used) = variable(&chars[i + 1..], vars, escape)?;
-                    out.push_str(&value);
-                    i += 1 + used;
                 }
                 _ => {
                     out.push(c);
