@@ -1123,3 +1123,47 @@ fn build_args_from_the_environment_and_unused_ones_warned() {
             .expect("config");
     assert_eq!(config["config"]["Labels"]["who"], "from the environment");
 }
+
+/// `-o type=docker,dest=-` (buildx's spelling) writes the archive to
+/// standard output and the report to standard error; with `--json`, which
+/// would share standard output, it is refused before any work.
+#[test]
+fn output_to_standard_output() {
+    let (p, plugins) = project();
+    let app = p.work().join("app");
+    write(&app, "a.txt", "to stdout\n");
+    write(&app, "Dockerfile", "FROM scratch\nCOPY a.txt /\n");
+    let d = plugins.to_str().expect("utf8");
+    let args = [
+        "--plugins-dir",
+        d,
+        "build",
+        "app",
+        "-t",
+        "x:1",
+        "-o",
+        "type=docker,dest=-",
+    ];
+    let out = p.command(&args).output().expect("run kiln");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("built x:1"), "{stderr}");
+    assert!(!p.work().join("-").exists(), "a file named -");
+    let archive = p.root().join("from-stdout.tar");
+    fs::write(&archive, &out.stdout).expect("write");
+    let files = archive_files(&archive);
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest.json");
+    assert_eq!(manifest[0]["RepoTags"][0], "x:1");
+    let layers = layer_members(&archive);
+    assert_eq!(layers, [["a.txt"]]);
+
+    let r = p.kiln(&[&args[..], &["--json"]].concat());
+    r.code(2);
+    assert!(r
+        .stderr
+        .contains("--output dest=- writes the image to standard output"));
+}

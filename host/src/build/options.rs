@@ -64,8 +64,9 @@ pub struct BuildArgs {
     #[arg(long, value_name = "COMPONENT")]
     pub registry: Option<String>,
     /// Where a builder that writes archives puts the image, buildx's spelling:
-    /// type=oci,dest=FILE (an archive `docker load` and OCI tools read).
-    #[arg(long, value_name = "type=oci,dest=FILE")]
+    /// type=oci,dest=FILE (an archive `docker load` and OCI tools read);
+    /// dest=- writes it to standard output.
+    #[arg(short = 'o', long, value_name = "type=oci,dest=FILE")]
     pub output: Option<String>,
     /// A named base for FROM and COPY --from, buildx's spelling (repeatable):
     /// NAME=oci-layout://PATH[:TAG] (an OCI layout folder or archive) or
@@ -155,8 +156,15 @@ pub struct OutputSpec {
     /// `type=`.
     #[serde(rename = "type")]
     pub kind: OutputKind,
-    /// `dest=`, absolute.
+    /// `dest=`, absolute, or `-` for standard output.
     pub dest: PathBuf,
+}
+
+impl OutputSpec {
+    /// `dest=-`: the archive goes to standard output.
+    pub fn to_stdout(&self) -> bool {
+        self.dest.as_os_str() == "-"
+    }
 }
 
 /// One `--build-context NAME=VALUE`, buildx's spelling.
@@ -265,6 +273,18 @@ impl Options {
             .iter()
             .map(|t| image_name(t))
             .collect::<Result<Vec<_>>>()?;
+        if args.json
+            && args
+                .output
+                .as_deref()
+                .is_some_and(|o| o.split(',').any(|part| part == "dest=-"))
+        {
+            return Err(Error::BadArgument(
+                "--output dest=- writes the image to standard output, which --json would share; \
+                 give dest=FILE or leave out --json"
+                    .into(),
+            ));
+        }
         let platforms = match args.platform.as_deref() {
             Some(list) => Platform::parse_list(list)
                 .map_err(|e| Error::BadArgument(format!("--platform: {e}")))?,
@@ -384,6 +404,8 @@ fn output_spec(spec: &str, cwd: &std::path::Path) -> Result<OutputSpec> {
         match part.split_once('=') {
             Some(("type", "oci")) => kind = Some(OutputKind::Oci),
             Some(("type", "docker")) => kind = Some(OutputKind::Docker),
+            // `-`: standard output, as buildx has it.
+            Some(("dest", "-")) => dest = Some(PathBuf::from("-")),
             Some(("dest", v)) if !v.is_empty() => dest = Some(cwd.join(v)),
             _ => return Err(bad()),
         }

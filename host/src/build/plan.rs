@@ -298,7 +298,11 @@ impl fmt::Display for Plan {
         }
         if let Some(o) = &r.output {
             let kind = o.kind.as_str();
-            writeln!(f, "  output: {kind} archive {}", o.dest.display())?;
+            if o.to_stdout() {
+                writeln!(f, "  output: {kind} archive to standard output")?;
+            } else {
+                writeln!(f, "  output: {kind} archive {}", o.dest.display())?;
+            }
         }
         let flags: Vec<&str> = [(r.no_cache, "--no-cache"), (r.pull, "--pull")]
             .iter()

@@ -3,7 +3,7 @@
 
 use crate::{
     build::{self, BuildArgs, Options},
-    error::{exit, Result},
+    error::{exit, Error, Result},
     output,
     session::Session,
 };
@@ -20,7 +20,33 @@ pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
         }
         return Ok(exit::OK);
     }
+    // `--output dest=-`: the builder writes a file kiln then copies to
+    // standard output; what kiln reports goes to standard error.
+    let mut plan = plan;
+    let to_stdout = match plan.request.output.as_mut().filter(|o| o.to_stdout()) {
+        Some(out) => {
+            let temp = tempfile::Builder::new()
+                .prefix("kiln-output-")
+                .suffix(".tar")
+                .tempfile()
+                .map_err(|e| Error::io("creating", std::env::temp_dir(), e))?
+                .into_temp_path();
+            build::interrupt::remove_on_interrupt(&temp);
+            out.dest = temp.to_path_buf();
+            Some(temp)
+        }
+        None => None,
+    };
     let outcome = build::execute_in_worker(session, plan)?;
+    if let Some(temp) = to_stdout {
+        let mut file = std::fs::File::open(&temp).map_err(|e| Error::io("reading", &*temp, e))?;
+        let mut stdout = std::io::stdout().lock();
+        std::io::copy(&mut file, &mut stdout)
+            .and_then(|_| std::io::Write::flush(&mut stdout))
+            .map_err(|e| Error::io("writing", "standard output", e))?;
+        output::status(&outcome.to_string());
+        return Ok(exit::OK);
+    }
     if args.json {
         output::json(&serde_json::to_value(&outcome).unwrap_or_default());
     } else {
