@@ -1167,3 +1167,152 @@ fn output_to_standard_output() {
         .stderr
         .contains("--output dest=- writes the image to standard output"));
 }
+
+/// `kiln build -`, as `docker build -` and ZenML's subprocess path use it:
+/// a gzip tar on standard input is the context (its `.dockerignore`
+/// applies, `-f` names a file inside it), plain text is a Dockerfile with
+/// an empty context, and a hostile archive is refused naming the entry.
+/// Nothing is left in the temporary folder afterwards.
+#[test]
+fn context_from_standard_input() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let (p, plugins) = project();
+    let app = p.work().join("app");
+    write(&app, "kept.txt", "from stdin\n");
+    write(&app, "ignored.txt", "not sent\n");
+    write(&app, ".dockerignore", "ignored.txt\n");
+    write(&app, "build/Containerfile", "FROM scratch\nCOPY *.txt /\n");
+    let tmp = p.root().join("tmp");
+    fs::create_dir_all(&tmp).expect("tmp");
+    let tar = std::process::Command::new("tar")
+        .args(["-C", app.to_str().expect("utf8"), "-cz", "."])
+        .output()
+        .expect("tar");
+    assert!(tar.status.success());
+    let d = plugins.to_str().expect("utf8");
+    let kiln_with = |args: &[&str], input: &[u8]| {
+        let mut child = p
+            .command(&[&["--plugins-dir", d, "build", "-"], args].concat())
+            .env("TMPDIR", &tmp)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kiln");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let input = input.to_vec();
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().expect("wait");
+        feeder.join().expect("feeder");
+        out
+    };
+    let out = kiln_with(
+        &[
+            "-f",
+            "build/Containerfile",
+            "-t",
+            "in:1",
+            "-o",
+            "type=oci,dest=-",
+        ],
+        &tar.stdout,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let archive = p.root().join("in.tar");
+    fs::write(&archive, &out.stdout).expect("write");
+    assert_eq!(layer_members(&archive), [["kept.txt"]]);
+
+    let out = kiln_with(&["--dry-run"], b"FROM scratch\nLABEL from=stdin\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("build stdin:"), "{stdout}");
+    assert!(stdout.contains("1 files"), "{stdout}");
+
+    // An archive entry that climbs out of the context: refused by name.
+    let mut evil = vec![0u8; 512];
+    evil[..9].copy_from_slice(b"../escape");
+    evil[100..107].copy_from_slice(b"0000644");
+    evil[124..135].copy_from_slice(b"00000000001");
+    evil[156] = b'0';
+    evil[257..263].copy_from_slice(b"ustar\0");
+    evil[263..265].copy_from_slice(b"00");
+    evil[148..156].copy_from_slice(b"        ");
+    let sum: u32 = evil.iter().map(|&b| u32::from(b)).sum();
+    evil[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    evil.push(b'x');
+    evil.resize(512 * 4, 0);
+    let out = kiln_with(&[], &evil);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("../escape"), "{stderr}");
+    assert!(!p.work().join("escape").exists());
+    let left: Vec<_> = fs::read_dir(&tmp).expect("tmp").collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+}
+
+/// `--push`, buildx's flag: no project, no registry component; the
+/// registry is the host of `-t`. An explicit tag is built and pushed every
+/// time (it may move); a derived tag is skipped once the registry has it.
+/// `kiln image exists` then finds what was pushed.
+#[test]
+fn push_flag_needs_no_project() {
+    if !daemon_and(&["docker-registry"]) {
+        return;
+    }
+    let p = TestProject::new();
+    let plugins = p.root().join("plugins");
+    fs::create_dir_all(&plugins).expect("mkdir");
+    for f in [shipped_plugin("kiln-oci"), shipped_plugin("kiln-registry")] {
+        fs::copy(&f, plugins.join(f.file_name().expect("name"))).expect("copy plugin");
+    }
+    let registry = crate::util::TestRegistry::start(None);
+    let host = registry.host();
+    let app = p.work().join("app");
+    write(&app, "a.txt", "pushed\n");
+    write(&app, "Dockerfile", "FROM scratch\nCOPY a.txt /\n");
+    let build = |tag: &str| {
+        let r = p
+            .cmd()
+            .plugins(&plugins)
+            .build("app")
+            .tag(tag)
+            .arg("--push")
+            .json()
+            .run();
+        r.ok();
+        r.json()
+    };
+    let tag = format!("{host}/team/app:1");
+    let first = build(&tag);
+    assert_eq!(first["status"], "built", "{first}");
+    let again = build(&tag);
+    assert_eq!(
+        again["status"], "built",
+        "an explicit tag is pushed again: {again}"
+    );
+    assert_eq!(first["digest"], again["digest"]);
+    let exists = p
+        .cmd()
+        .plugins(&plugins)
+        .args(["image", "exists", &tag, "--json"])
+        .run();
+    exists.ok();
+    assert_eq!(exists.json()["state"], "exists");
+
+    let derived = format!("{host}/team/derived");
+    assert_eq!(build(&derived)["status"], "built");
+    let second = build(&derived);
+    assert_eq!(second["status"], "skipped", "{second}");
+
+    let r = p.cmd().plugins(&plugins).build("app").arg("--push").run();
+    r.code(2);
+    assert!(r.stderr.contains("--push needs -t"), "{}", r.stderr);
+}

@@ -68,7 +68,7 @@ pub fn forward_to(pid: u32) {
     });
 }
 
-/// Files this process is writing that must not outlive a Ctrl-C.
+/// Files and folders this process is writing that must not outlive a Ctrl-C.
 static REMOVE: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
 
 /// Remove `path` if Ctrl-C ends kiln (the archive of a context being
@@ -90,7 +90,11 @@ pub fn while_planning() {
 fn quit() -> ! {
     if let Ok(list) = REMOVE.lock() {
         for path in list.iter() {
-            let _ = std::fs::remove_file(path);
+            if path.is_dir() {
+                let _ = std::fs::remove_dir_all(path);
+            } else {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
     std::process::exit(exit::INTERRUPTED)

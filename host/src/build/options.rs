@@ -30,15 +30,18 @@ pub enum OnUnknown {
 /// `kiln build DIR ...`, as typed.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// The context root.
-    #[arg(value_name = "DIR")]
+    /// The context root; `-` reads it from standard input, as `docker build
+    /// -` does: a tar archive (plain or gzip) is the context, anything else
+    /// is a Dockerfile with an empty context.
+    #[arg(value_name = "DIR|-")]
     pub dir: PathBuf,
     /// Image name, NAME[:TAG] (repeatable). Without a tag, the tag is derived
     /// from the context hash, Dockerfile, build args, target and platform.
     /// Default name: the context folder's name.
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     pub tags: Vec<String>,
-    /// The Dockerfile, relative to the working directory (default: DIR/Dockerfile).
+    /// The Dockerfile, relative to the working directory (default:
+    /// DIR/Dockerfile); with a context from standard input, a path inside it.
     #[arg(short = 'f', long = "file", value_name = "DOCKERFILE")]
     pub file: Option<PathBuf>,
     /// The ignore file (default: <Dockerfile>.dockerignore, else DIR/.dockerignore).
@@ -61,8 +64,22 @@ pub struct BuildArgs {
     /// The container-registry component: it answers whether the image exists
     /// already (skipping the build), every image name must belong to it, and the
     /// builder pushes through it.
-    #[arg(long, value_name = "COMPONENT")]
+    #[arg(long, value_name = "COMPONENT", conflicts_with_all = ["registry_flavor", "registry_config"])]
     pub registry: Option<String>,
+    /// Push every image to the registry its name (-t) says, as `docker
+    /// buildx build --push`: Docker's credentials for that host apply, no
+    /// project needed. An explicit tag is always built and pushed; a derived
+    /// one is skipped when the registry has it.
+    #[arg(long)]
+    pub push: bool,
+    /// The registry flavor --push goes through (default: `default`, any
+    /// OCI distribution registry).
+    #[arg(long = "registry-flavor", value_name = "FLAVOR", requires = "push")]
+    pub registry_flavor: Option<String>,
+    /// JSON config for the --push registry, validated against its flavor's
+    /// schema; `uri` defaults to the host of the first -t.
+    #[arg(long = "registry-config", value_name = "JSON", requires = "push")]
+    pub registry_config: Option<String>,
     /// Where a builder that writes archives puts the image, buildx's spelling:
     /// type=oci,dest=FILE (an archive `docker load` and OCI tools read);
     /// dest=- writes it to standard output.
@@ -112,6 +129,25 @@ pub struct BuildArgs {
     /// Print the result as JSON: {"image","digest","status","reason","context_sha1","seconds"}.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which registry a build goes through.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistryChoice {
+    /// `--registry COMPONENT`: a project's component.
+    Component(String),
+    /// `--push`: a flavor and config given inline, for the host of `image`.
+    Push {
+        /// `--registry-flavor`.
+        flavor: Option<String>,
+        /// `--registry-config`, as typed.
+        config: Option<String>,
+        /// The first `-t`, whose host the registry is by default.
+        image: String,
+        /// Whether that image's tag was given (always built and pushed) or
+        /// is derived from the inputs (skipped when the registry has it).
+        explicit_tag: bool,
+    },
 }
 
 /// Which builder the user named.
@@ -219,8 +255,8 @@ pub struct Options {
     pub dockerignore: Option<PathBuf>,
     /// The builder named.
     pub builder: BuilderChoice,
-    /// `--registry COMPONENT`.
-    pub registry: Option<String>,
+    /// `--registry COMPONENT` or `--push`.
+    pub registry: Option<RegistryChoice>,
     /// `-t`, each a valid reference `NAME[:TAG]` (no digest).
     pub tags: Vec<String>,
     /// `--build-arg`, in order given.
@@ -247,6 +283,9 @@ pub struct Options {
     pub on_unknown: OnUnknown,
     /// `--dry-run`.
     pub dry_run: bool,
+    /// The context came from standard input (`kiln build -`): its archive
+    /// is not kept in the cache, and the default image name is `stdin`.
+    pub from_stdin: bool,
 }
 
 impl Options {
@@ -307,7 +346,25 @@ impl Options {
             dockerfile: args.file.clone(),
             dockerignore: args.dockerignore.clone(),
             builder,
-            registry: args.registry.clone(),
+            registry: match (&args.registry, args.push) {
+                (Some(name), _) => Some(RegistryChoice::Component(name.clone())),
+                (None, true) => {
+                    let first = tags.first().ok_or_else(|| {
+                        Error::BadArgument(
+                            "--push needs -t NAME[:TAG] naming the registry to push to \
+                             (for example -t registry.example.com/team/app:1)"
+                                .into(),
+                        )
+                    })?;
+                    Some(RegistryChoice::Push {
+                        flavor: args.registry_flavor.clone(),
+                        config: args.registry_config.clone(),
+                        image: first.clone(),
+                        explicit_tag: tags.iter().all(|t| split_tag(t).1.is_some()),
+                    })
+                }
+                (None, false) => None,
+            },
             tags,
             build_args: build_args(&args.build_args, env)?,
             labels: pairs("--label", &args.labels)?,
@@ -329,6 +386,7 @@ impl Options {
             force: args.force,
             on_unknown: args.on_unknown,
             dry_run: args.dry_run,
+            from_stdin: false,
         })
     }
 }

@@ -15,7 +15,7 @@ use super::{
     builder,
     checks::checks_apply,
     naming::{derived_tag, image_names, tag_of, TagInputs},
-    options::{NamedContext, OnUnknown, Options, OutputSpec},
+    options::{NamedContext, OnUnknown, Options, OutputSpec, RegistryChoice},
 };
 use crate::{
     components::ResolvedComponent,
@@ -335,18 +335,35 @@ impl Plan {
         };
         let mut context = Context::resolve(&context_options, &session.env.cwd)?;
         let builder = builder::choose(session, &catalog, &options.builder)?;
-        let registry = options
-            .registry
-            .as_deref()
-            .map(|name| {
-                ResolvedComponent::from_component(
-                    session,
-                    &catalog,
-                    name,
-                    ComponentType::CONTAINER_REGISTRY,
-                )
+        let registry = match &options.registry {
+            None => None,
+            Some(RegistryChoice::Component(name)) => Some(ResolvedComponent::from_component(
+                session,
+                &catalog,
+                name,
+                ComponentType::CONTAINER_REGISTRY,
+            )?),
+            Some(RegistryChoice::Push {
+                flavor,
+                config,
+                image,
+                ..
+            }) => Some(super::registry::inline(
+                &catalog,
+                flavor.as_deref(),
+                config.as_deref(),
+                image,
+            )?),
+        };
+        // `--push` with a tag the user chose: buildx builds and pushes it
+        // whatever the registry holds (the tag may move).
+        let push_always = matches!(
+            options.registry,
+            Some(RegistryChoice::Push {
+                explicit_tag: true,
+                ..
             })
-            .transpose()?;
+        );
         let address = registry
             .as_ref()
             .map(ResolvedComponent::registry_address)
@@ -361,6 +378,18 @@ impl Plan {
         let (summary, report, archive) = if options.dry_run {
             let (summary, report) = context.digest()?;
             (summary, report, None)
+        } else if options.from_stdin {
+            // A context from standard input is new every time: written
+            // once for this build, never kept.
+            let temp = tempfile::Builder::new()
+                .prefix("kiln-context-")
+                .suffix(".tar")
+                .tempfile()
+                .map_err(|e| crate::error::Error::io("creating", std::env::temp_dir(), e))?
+                .into_temp_path();
+            super::interrupt::remove_on_interrupt(&temp);
+            let (summary, report) = context.pack_to_file(&temp, false)?;
+            (summary, report, Some(Archive::Kept(temp)))
         } else {
             // Kept in the cache: an unchanged context is neither read nor
             // written again.
@@ -383,14 +412,25 @@ impl Plan {
                 .filter(|p| !p.is_empty())
                 .as_deref(),
         });
-        let folder = context
-            .root()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let folder = if options.from_stdin {
+            "stdin".to_string()
+        } else {
+            context
+                .root()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
         let images = image_names(&options.tags, &folder, address.as_ref(), &derived);
         let image = images[0].clone();
-        let checks = match (checks_apply(tag_of(&image), options.force), &registry) {
+        let applies = checks_apply(tag_of(&image), options.force).and_then(|()| {
+            if push_always {
+                Err("--push with an explicit tag always builds and pushes".to_string())
+            } else {
+                Ok(())
+            }
+        });
+        let checks = match (applies, &registry) {
             (Err(reason), _) => CheckPlan::Off(reason),
             (Ok(()), None) => CheckPlan::NoneConfigured,
             (Ok(()), Some(r)) => CheckPlan::Registry {

@@ -14,8 +14,37 @@ use super::checks::CheckAnswer;
 use crate::{
     components::ResolvedComponent,
     error::{Error, Result},
+    plugins::Catalog,
     session::Session,
 };
+
+/// A registry given on the command line, no project needed: `flavor`
+/// (default `default`) with `config` (a JSON object) whose `uri` defaults
+/// to the host of `image`, so that Docker's own credentials for that host
+/// apply (`kiln image exists`, `kiln build --push`).
+pub fn inline(
+    catalog: &Catalog,
+    flavor: Option<&str>,
+    config: Option<&str>,
+    image: &str,
+) -> Result<ResolvedComponent> {
+    let flavor = catalog.find(
+        Some(kiln_plugin_api::ComponentType::CONTAINER_REGISTRY),
+        flavor.unwrap_or("default"),
+    )?;
+    let mut config = match config {
+        Some(text) => super::options::json_object("--registry-config", text)?,
+        None => serde_json::Map::new(),
+    };
+    if !config.contains_key("uri") {
+        let host = kiln_distribution::names::parse(image)
+            .map_err(|e| Error::BadArgument(format!("{image}: {e}")))?
+            .registry()
+            .to_string();
+        config.insert("uri".into(), serde_json::Value::String(host));
+    }
+    ResolvedComponent::from_flavor(flavor.clone(), config)
+}
 
 /// A constructed registry and the component it came from.
 pub struct Connected<'c> {

@@ -8,8 +8,29 @@ use crate::{
     session::Session,
 };
 
-pub(crate) fn run(session: &Session<'_>, args: BuildArgs) -> Result<i32> {
-    let options = Options::from_args(&args, &session.env.cwd, &|name| session.env.var(name))?;
+pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
+    // `kiln build -`: the context comes from standard input; it is kept in
+    // a private folder for as long as the build runs.
+    let _received = if args.dir.as_os_str() == "-" {
+        build::interrupt::while_planning();
+        let received = crate::context::stdin::receive(std::io::stdin().lock())?;
+        if received.dockerfile_only && args.file.is_some() {
+            return Err(Error::BadArgument(
+                "-f names a Dockerfile inside the context, but standard input held a \
+                 Dockerfile, not a context archive"
+                    .into(),
+            ));
+        }
+        args.dir = received.dir.path().to_path_buf();
+        if let Some(file) = args.file.as_mut().filter(|f| f.is_relative()) {
+            *file = args.dir.join(&*file);
+        }
+        Some(received)
+    } else {
+        None
+    };
+    let mut options = Options::from_args(&args, &session.env.cwd, &|name| session.env.var(name))?;
+    options.from_stdin = _received.is_some();
     build::interrupt::while_planning();
     let plan = build::plan(session, &options)?;
     if options.dry_run {

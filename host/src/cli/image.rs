@@ -2,9 +2,9 @@
 //! `ImageChecker`, ZenML's skip) ask it, answered in a worker process like
 //! every other plugin call that constructs something.
 
-use kiln_distribution::{names, Platform};
+use kiln_distribution::Platform;
 use kiln_plugin_api::ComponentType;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::args::ImageCommand;
 use crate::{
@@ -44,26 +44,12 @@ pub(crate) fn run(session: &Session<'_>, cmd: ImageCommand) -> Result<i32> {
                     &name,
                     ComponentType::CONTAINER_REGISTRY,
                 )?,
-                None => {
-                    let flavor = catalog.find(
-                        Some(ComponentType::CONTAINER_REGISTRY),
-                        registry_flavor.as_deref().unwrap_or("default"),
-                    )?;
-                    let mut config = match &registry_config {
-                        Some(text) => {
-                            crate::build::options::json_object("--registry-config", text)?
-                        }
-                        None => serde_json::Map::new(),
-                    };
-                    if !config.contains_key("uri") {
-                        let host = names::parse(&image)
-                            .map_err(|e| Error::BadArgument(format!("{image}: {e}")))?
-                            .registry()
-                            .to_string();
-                        config.insert("uri".into(), Value::String(host));
-                    }
-                    ResolvedComponent::from_flavor(flavor.clone(), config)?
-                }
+                None => crate::build::registry::inline(
+                    &catalog,
+                    registry_flavor.as_deref(),
+                    registry_config.as_deref(),
+                    &image,
+                )?,
             };
             let (_, answer) =
                 crate::build::worker::exists_in_worker(session, &component, &image, &wanted)?;

@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod dockerignore;
 pub mod kept;
+pub mod stdin;
 pub mod store;
 pub mod walk;
 
