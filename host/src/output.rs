@@ -28,6 +28,21 @@ pub fn status(text: &str) {
     let _ = writeln!(io::stderr().lock(), "{text}");
 }
 
+/// `text` from an untrusted source (a daemon, a registry, a plugin) made
+/// safe for a terminal: control characters other than newline and tab are
+/// shown escaped, so no escape sequence reaches the terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// An error on stderr.
 pub fn error(text: &str) {
     let _ = writeln!(io::stderr().lock(), "error: {text}");

@@ -1316,3 +1316,77 @@ fn push_flag_needs_no_project() {
     r.code(2);
     assert!(r.stderr.contains("--push needs -t"), "{}", r.stderr);
 }
+
+/// `--load`, buildx's flag: the image goes into the local Docker Engine;
+/// an engine that does not answer is exit 5 before any build work, naming
+/// where kiln looked, and no temporary archive is left.
+#[test]
+fn load_puts_the_image_into_the_engine() {
+    if !daemon_and(&[]) {
+        return;
+    }
+    let (p, plugins) = project();
+    let app = p.work().join("app");
+    write(&app, "a.txt", "loaded\n");
+    write(
+        &app,
+        "Dockerfile",
+        "FROM scratch\nCOPY a.txt /\nLABEL kiln.test=load\n",
+    );
+    let tag = format!("{}:1", unique("kiln-load"));
+    let _untag = Untag(vec![tag.clone()]);
+    let tmp = p.root().join("tmp");
+    fs::create_dir_all(&tmp).expect("tmp");
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .tag(&tag)
+        .arg("--load")
+        .env("TMPDIR", &tmp)
+        .json()
+        .run();
+    r.ok();
+    assert!(
+        r.json()["loaded"].as_str().expect("loaded").contains(&tag),
+        "{}",
+        r.stdout
+    );
+    let label = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"kiln.test\"}}",
+        &tag,
+    ]);
+    assert_eq!(label.trim(), "load");
+
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .tag(&tag)
+        .arg("--load")
+        .env("TMPDIR", &tmp)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .run();
+    r.code(5);
+    assert!(
+        r.stderr.contains("unix:///nonexistent/docker.sock"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("building "), "{}", r.stderr);
+    let left: Vec<_> = fs::read_dir(&tmp).expect("tmp").collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .arg("--load")
+        .arg("-o")
+        .arg("type=oci,dest=x.tar")
+        .run();
+    r.code(2);
+}

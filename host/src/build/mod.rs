@@ -25,6 +25,7 @@ pub mod builder;
 pub mod checks;
 pub mod execute;
 pub mod interrupt;
+pub mod load;
 pub mod naming;
 pub mod options;
 pub mod plan;

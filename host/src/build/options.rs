@@ -85,6 +85,10 @@ pub struct BuildArgs {
     /// dest=- writes it to standard output.
     #[arg(short = 'o', long, value_name = "type=oci,dest=FILE")]
     pub output: Option<String>,
+    /// Load the image into the local Docker Engine (DOCKER_HOST, else the
+    /// default socket), as `docker buildx build --load`.
+    #[arg(long, conflicts_with = "output")]
+    pub load: bool,
     /// A named base for FROM and COPY --from, buildx's spelling (repeatable):
     /// NAME=oci-layout://PATH[:TAG] (an OCI layout folder or archive) or
     /// NAME=docker-image://REF.
@@ -194,11 +198,21 @@ pub struct OutputSpec {
     pub kind: OutputKind,
     /// `dest=`, absolute, or `-` for standard output.
     pub dest: PathBuf,
+    /// `--load`: the archive goes to the Docker Engine (`dest` is `-`:
+    /// kiln, not the builder, decides where it goes).
+    #[serde(skip)]
+    pub load: bool,
 }
 
 impl OutputSpec {
     /// `dest=-`: the archive goes to standard output.
     pub fn to_stdout(&self) -> bool {
+        self.dest.as_os_str() == "-" && !self.load
+    }
+
+    /// The builder writes a temporary file that kiln then hands on (to
+    /// standard output, or to the Docker Engine for `--load`).
+    pub fn through_kiln(&self) -> bool {
         self.dest.as_os_str() == "-"
     }
 }
@@ -370,11 +384,18 @@ impl Options {
             labels: pairs("--label", &args.labels)?,
             target: args.target.clone(),
             platforms,
-            output: args
-                .output
-                .as_deref()
-                .map(|spec| output_spec(spec, cwd))
-                .transpose()?,
+            output: if args.load {
+                Some(OutputSpec {
+                    kind: OutputKind::Docker,
+                    dest: PathBuf::from("-"),
+                    load: true,
+                })
+            } else {
+                args.output
+                    .as_deref()
+                    .map(|spec| output_spec(spec, cwd))
+                    .transpose()?
+            },
             named_contexts,
             secrets: args
                 .secrets
@@ -469,7 +490,11 @@ fn output_spec(spec: &str, cwd: &std::path::Path) -> Result<OutputSpec> {
         }
     }
     match (kind, dest) {
-        (Some(kind), Some(dest)) => Ok(OutputSpec { kind, dest }),
+        (Some(kind), Some(dest)) => Ok(OutputSpec {
+            kind,
+            dest,
+            load: false,
+        }),
         _ => Err(bad()),
     }
 }
@@ -645,7 +670,8 @@ mod tests {
             o.output,
             Some(OutputSpec {
                 kind: OutputKind::Oci,
-                dest: "/work/out/img.tar".into()
+                dest: "/work/out/img.tar".into(),
+                load: false,
             })
         );
         assert_eq!(

@@ -298,7 +298,9 @@ impl fmt::Display for Plan {
         }
         if let Some(o) = &r.output {
             let kind = o.kind.as_str();
-            if o.to_stdout() {
+            if o.load {
+                writeln!(f, "  output: {kind} archive loaded into the Docker Engine")?;
+            } else if o.to_stdout() {
                 writeln!(f, "  output: {kind} archive to standard output")?;
             } else {
                 writeln!(f, "  output: {kind} archive {}", o.dest.display())?;

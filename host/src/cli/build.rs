@@ -44,7 +44,11 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
     // `--output dest=-`: the builder writes a file kiln then copies to
     // standard output; what kiln reports goes to standard error.
     let mut plan = plan;
-    let to_stdout = match plan.request.output.as_mut().filter(|o| o.to_stdout()) {
+    let load = plan.request.output.as_ref().is_some_and(|o| o.load);
+    if load {
+        build::load::check_reachable()?;
+    }
+    let to_stdout = match plan.request.output.as_mut().filter(|o| o.through_kiln()) {
         Some(out) => {
             let temp = tempfile::Builder::new()
                 .prefix("kiln-output-")
@@ -59,6 +63,18 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
         None => None,
     };
     let outcome = build::execute_in_worker(session, plan)?;
+    if let (Some(temp), true) = (&to_stdout, load) {
+        output::status(&outcome.to_string());
+        let loaded = build::load::into_engine(temp, std::time::Duration::from_secs(600))?;
+        if args.json {
+            let mut v = serde_json::to_value(&outcome).unwrap_or_default();
+            v["loaded"] = serde_json::Value::String(loaded);
+            output::json(&v);
+        } else {
+            output::result(&loaded);
+        }
+        return Ok(exit::OK);
+    }
     if let Some(temp) = to_stdout {
         let mut file = std::fs::File::open(&temp).map_err(|e| Error::io("reading", &*temp, e))?;
         let mut stdout = std::io::stdout().lock();

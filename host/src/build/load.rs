@@ -1,0 +1,191 @@
+//! `kiln build --load`: the image archive a builder wrote goes into the
+//! local Docker Engine (`POST /images/load`), as `docker buildx build
+//! --load` does. One request over the engine's socket (`unix://` or
+//! `tcp://`, Docker's rule for which: [`docker_host`]); an engine that does
+//! not answer is exit 5, naming where kiln looked.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Read, Write},
+    path::Path,
+    time::Duration,
+};
+
+use kiln_distribution::engine::docker_host;
+
+use crate::error::{exit, Error, Result};
+
+/// How much of an engine's answer is kept for an error message.
+const ANSWER_LIMIT: u64 = 64 * 1024;
+
+/// Whether the engine accepts a connection, asked before a `--load` build
+/// does any work: the error is the one [`into_engine`] would give.
+pub fn check_reachable() -> Result<()> {
+    let host = docker_host(None);
+    let reached = if let Some(path) = host.strip_prefix("unix://") {
+        std::os::unix::net::UnixStream::connect(path).map(drop)
+    } else if let Some(addr) = host.strip_prefix("tcp://") {
+        std::net::TcpStream::connect(addr).map(drop)
+    } else {
+        Ok(())
+    };
+    reached.map_err(|e| Error::Reported {
+        message: format!(
+            "--load: the Docker Engine at {host} does not answer ({e}); start it, set \
+             DOCKER_HOST, or use -o type=docker,dest=FILE instead"
+        ),
+        code: exit::DAEMON,
+    })
+}
+
+/// Load `archive` (a `docker load` archive) into the engine at
+/// `DOCKER_HOST` (default socket); returns what the engine said it loaded.
+pub fn into_engine(archive: &Path, timeout: Duration) -> Result<String> {
+    let host = docker_host(None);
+    let unreachable = |why: String| Error::Reported {
+        message: format!(
+            "--load: the Docker Engine at {host} does not answer ({why}); start it, set \
+             DOCKER_HOST, or use -o type=docker,dest=FILE instead"
+        ),
+        code: exit::DAEMON,
+    };
+    let size = fs::metadata(archive)
+        .map_err(|e| Error::io("reading", archive, e))?
+        .len();
+    let mut file = fs::File::open(archive).map_err(|e| Error::io("reading", archive, e))?;
+    let request = format!(
+        "POST /images/load?quiet=1 HTTP/1.1\r\nHost: docker\r\nUser-Agent: kiln\r\n\
+         Content-Type: application/x-tar\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+    );
+    let answer = if let Some(path) = host.strip_prefix("unix://") {
+        let mut s = std::os::unix::net::UnixStream::connect(path)
+            .map_err(|e| unreachable(e.to_string()))?;
+        s.set_read_timeout(Some(timeout)).ok();
+        s.write_all(request.as_bytes())
+            .and_then(|()| std::io::copy(&mut file, &mut s).map(drop))
+            .map_err(|e| unreachable(e.to_string()))?;
+        read_answer(s)
+    } else if let Some(addr) = host.strip_prefix("tcp://") {
+        let mut s = std::net::TcpStream::connect(addr).map_err(|e| unreachable(e.to_string()))?;
+        s.set_read_timeout(Some(timeout)).ok();
+        s.write_all(request.as_bytes())
+            .and_then(|()| std::io::copy(&mut file, &mut s).map(drop))
+            .map_err(|e| unreachable(e.to_string()))?;
+        read_answer(s)
+    } else {
+        return Err(Error::BadArgument(format!(
+            "--load: DOCKER_HOST {host:?} is neither unix:// nor tcp://"
+        )));
+    }
+    .map_err(|e| unreachable(e.to_string()))?;
+    interpret(&answer)
+}
+
+/// The status code and body of an HTTP/1.1 answer (identity or chunked).
+fn read_answer(stream: impl Read) -> std::io::Result<(u16, String)> {
+    let mut r = BufReader::new(stream.take(ANSWER_LIMIT));
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut chunked = false;
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        }
+    }
+    let mut raw = Vec::new();
+    r.read_to_end(&mut raw)?;
+    let body = if chunked { dechunk(&raw) } else { raw };
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&raw[..end])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok())
+            .unwrap_or(0);
+        raw = &raw[end + 2..];
+        if size == 0 || size > raw.len() {
+            out.extend_from_slice(&raw[..size.min(raw.len())]);
+            break;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = raw.get(size + 2..).unwrap_or(&[]);
+    }
+    out
+}
+
+/// The engine's verdict: 200 with a JSON message stream, where a failure
+/// is an `errorDetail` line; anything else is an error.
+fn interpret((status, body): &(u16, String)) -> Result<String> {
+    let mut loaded = Vec::new();
+    for line in body.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let Some(message) = v
+            .get("errorDetail")
+            .and_then(|d| d.get("message"))
+            .or_else(|| v.get("error"))
+            .or_else(|| v.get("message").filter(|_| *status != 200))
+            .and_then(|m| m.as_str())
+        {
+            return Err(Error::Reported {
+                message: format!(
+                    "--load: the Docker Engine refused the image: {}",
+                    crate::output::printable(message)
+                ),
+                code: exit::DAEMON,
+            });
+        }
+        if let Some(s) = v.get("stream").and_then(|s| s.as_str()) {
+            loaded.push(s.trim().to_string());
+        }
+    }
+    if *status != 200 {
+        return Err(Error::Reported {
+            message: format!(
+                "--load: the Docker Engine answered {status}: {}",
+                crate::output::printable(body.chars().take(300).collect::<String>().trim())
+            ),
+            code: exit::DAEMON,
+        });
+    }
+    Ok(loaded.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_read_and_judged() {
+        let ok = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+            22\r\n{\"stream\":\"Loaded image: x:1\\n\"}\r\n0\r\n\r\n";
+        let a = read_answer(&ok[..]).expect("read");
+        assert_eq!(interpret(&a).expect("ok"), "Loaded image: x:1");
+
+        let refused = b"HTTP/1.1 200 OK\r\nContent-Length: 44\r\n\r\n\
+            {\"errorDetail\":{\"message\":\"bad archive\"}}\n";
+        let a = read_answer(&refused[..]).expect("read");
+        let e = interpret(&a).expect_err("refused").to_string();
+        assert!(e.contains("bad archive"), "{e}");
+
+        let a = (500, "{\"message\":\"no space left\"}".to_string());
+        assert!(interpret(&a)
+            .expect_err("500")
+            .to_string()
+            .contains("no space left"));
+    }
+}
