@@ -3,7 +3,8 @@
 # CLI as the build-context oracle) and end to end against a real Docker
 # Engine, which this script installs and starts when needed
 # (scripts/docker-env.sh). Under CI=true a daemon that cannot be started
-# fails the run; elsewhere the daemon tests then say they did not run.
+# fails the run; elsewhere the daemon tests then say they did not run. Then
+# the Python package's tests (scripts/python-test.sh: ZenML, Flyte, pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! scripts/docker-env.sh; then
@@ -14,3 +15,5 @@ if ! scripts/docker-env.sh; then
   echo "test.sh: no Docker Engine: the daemon tests will not run" >&2
 fi
 cargo test --workspace --locked "$@"
+# The Python package (pip, ZenML, Flyte): its own venv, wheel and pytest.
+scripts/python-test.sh
