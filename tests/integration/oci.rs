@@ -360,8 +360,9 @@ fn an_image_from_a_registry_base_runs_what_the_dockerfile_arranged() {
     r.ok();
     let v = r.json();
     assert_eq!(v["status"], "built");
-    let pushed = v["digest"].as_str().expect("digest").to_string();
+    let pushed = v["pushed"].as_str().expect("pushed").to_string();
     let (repo_at, digest) = pushed.split_once('@').expect("repo@digest");
+    assert_eq!(v["digest"], digest, "digest is the manifest digest alone");
     assert_eq!(repo_at, format!("{host}/team/base"));
     assert_eq!(
         skopeo_digest(
@@ -413,7 +414,7 @@ CMD ["echo \"$GREETING\"; pwd; id -u; cat greeting.txt; stat -c '%u:%g' greeting
         "{}",
         r.stderr
     );
-    let app_digest = r.json()["digest"].as_str().expect("digest").to_string();
+    let app_digest = r.json()["pushed"].as_str().expect("pushed").to_string();
 
     // docker pull (after docker login) and docker run.
     let config_dir = tempfile::tempdir().expect("tempdir");
@@ -851,7 +852,7 @@ fn pushes_and_pulls_with_bearer_token_auth() {
         "--json",
     ]);
     r.ok();
-    let pushed = r.json()["digest"].as_str().expect("digest").to_string();
+    let pushed = r.json()["pushed"].as_str().expect("pushed").to_string();
     assert!(
         tokens.requests.load(std::sync::atomic::Ordering::SeqCst) > 0,
         "tokens were asked for"

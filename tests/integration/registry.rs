@@ -87,7 +87,7 @@ fn push_then_skip_then_latest_and_force_rebuild() {
     first.ok();
     let v: Value = first.json();
     assert_eq!(v["status"], "built", "{v}");
-    let digest = v["digest"].as_str().expect("digest").to_string();
+    let digest = v["pushed"].as_str().expect("pushed").to_string();
     assert!(
         digest.starts_with(&format!("{}/team/app@sha256:", registry.host())),
         "{digest}"
@@ -105,7 +105,7 @@ fn push_then_skip_then_latest_and_force_rebuild() {
     skipped.ok();
     let v: Value = skipped.json();
     assert_eq!(v["status"], "skipped", "{v}");
-    assert_eq!(v["digest"], digest.as_str());
+    assert_eq!(v["pushed"], digest.as_str());
     assert!(v["reason"]
         .as_str()
         .expect("reason")

@@ -701,7 +701,7 @@ fn a_zenml_shaped_image_on_debian_installs_packages_and_runs() {
             .run();
         r.ok();
         (
-            r.json()["digest"].as_str().expect("digest").to_owned(),
+            r.json()["pushed"].as_str().expect("pushed").to_owned(),
             r.stderr.clone(),
         )
     };
@@ -836,7 +836,7 @@ fn several_platforms_make_an_index_and_run_is_emulated() {
         .json()
         .run();
     r.ok();
-    let pushed = r.json()["digest"].as_str().expect("digest").to_string();
+    let pushed = r.json()["pushed"].as_str().expect("pushed").to_string();
     let (_, digest) = pushed.split_once('@').expect("repo@digest");
 
     // The archive's index and the registry's are the same bytes.

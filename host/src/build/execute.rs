@@ -26,8 +26,11 @@ use crate::{
 pub struct Outcome {
     /// The image (the first name).
     pub image: String,
-    /// `repo@sha256:...` or the image ID, when known.
+    /// The image's manifest (or index) digest, `sha256:...`, when known.
     pub digest: Option<String>,
+    /// `repo@sha256:...` when the image is in a registry (pushed, or found
+    /// there by a skip); null otherwise.
+    pub pushed: Option<String>,
     /// `built`, `skipped` or `planned`.
     pub status: String,
     /// Why.
@@ -41,8 +44,9 @@ pub struct Outcome {
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let digest = self
-            .digest
+            .pushed
             .as_deref()
+            .or(self.digest.as_deref())
             .map(|d| format!(" ({d})"))
             .unwrap_or_default();
         write!(
@@ -63,7 +67,11 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
     let builder = &plan.builder_component;
     let outcome = |plan: &Plan, digest: Option<String>, status: &str, reason: String| Outcome {
         image: plan.image.clone(),
-        digest,
+        pushed: digest.clone().filter(|d| d.contains('@')),
+        digest: digest.map(|d| match d.split_once('@') {
+            Some((_, digest)) => digest.to_string(),
+            None => d,
+        }),
         status: status.to_string(),
         reason,
         context_sha1: plan.context.sha1.clone(),

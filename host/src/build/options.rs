@@ -130,7 +130,7 @@ pub struct BuildArgs {
     /// nothing is constructed or contacted.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
-    /// Print the result as JSON: {"image","digest","status","reason","context_sha1","seconds"}.
+    /// Print the result as JSON: {"image","digest","pushed","status","reason","context_sha1","seconds"} (digest: the manifest digest; pushed: repo@digest in a registry).
     #[arg(long)]
     pub json: bool,
 }

@@ -464,6 +464,7 @@ impl Plan {
         let mut v = serde_json::to_value(self).unwrap_or_else(|e| json!({"error": e.to_string()}));
         if let Value::Object(map) = &mut v {
             map.insert("digest".into(), Value::Null);
+            map.insert("pushed".into(), Value::Null);
             map.insert("status".into(), "planned".into());
             map.insert("reason".into(), "dry run: nothing was built".into());
             map.insert("seconds".into(), json!(self.seconds()));
