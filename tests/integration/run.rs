@@ -1343,6 +1343,7 @@ fn load_puts_the_image_into_the_engine() {
         .build("app")
         .tag(&tag)
         .arg("--load")
+        .args(["--iidfile", "iid.txt", "--metadata-file", "meta.json"])
         .env("TMPDIR", &tmp)
         .json()
         .run();
@@ -1351,6 +1352,23 @@ fn load_puts_the_image_into_the_engine() {
         r.json()["loaded"].as_str().expect("loaded").contains(&tag),
         "{}",
         r.stdout
+    );
+    // --iidfile holds the ID Docker gives the loaded image, as with buildx.
+    let iid = fs::read_to_string(p.work().join("iid.txt")).expect("iidfile");
+    let id = docker(&["image", "inspect", "--format", "{{.Id}}", &tag]);
+    assert_eq!(iid, id.trim());
+    assert_eq!(r.json()["image_id"], iid.as_str());
+    let meta: Value =
+        serde_json::from_slice(&fs::read(p.work().join("meta.json")).expect("metadata"))
+            .expect("json");
+    assert_eq!(meta["containerimage.config.digest"], iid.as_str());
+    assert_eq!(meta["image.name"], tag.as_str());
+    assert_eq!(meta["kiln.status"], "built");
+    assert!(
+        meta["containerimage.digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:") && d != iid),
+        "{meta}"
     );
     let label = docker(&[
         "image",

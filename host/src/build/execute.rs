@@ -31,6 +31,9 @@ pub struct Outcome {
     /// `repo@sha256:...` when the image is in a registry (pushed, or found
     /// there by a skip); null otherwise.
     pub pushed: Option<String>,
+    /// The image ID (its config's digest; an index's digest for several
+    /// platforms), when kiln has the image's archive to read it from.
+    pub image_id: Option<String>,
     /// `built`, `skipped` or `planned`.
     pub status: String,
     /// Why.
@@ -67,6 +70,7 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
     let builder = &plan.builder_component;
     let outcome = |plan: &Plan, digest: Option<String>, status: &str, reason: String| Outcome {
         image: plan.image.clone(),
+        image_id: None,
         pushed: digest.clone().filter(|d| d.contains('@')),
         digest: digest.map(|d| match d.split_once('@') {
             Some((_, digest)) => digest.to_string(),

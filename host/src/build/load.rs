@@ -165,6 +165,39 @@ fn interpret((status, body): &(u16, String)) -> Result<String> {
     Ok(loaded.join("; "))
 }
 
+/// The image ID of the OCI archive at `path` (as the `oci` builder writes
+/// it, `docker load` reads it): the config digest of its one image, or the
+/// digest of its image index when it holds several platforms, as buildx's
+/// `--iidfile` has it. `None` when the archive does not say.
+pub fn image_id_of_archive(path: &Path) -> Option<String> {
+    let read_member = |wanted: &str| -> Option<Vec<u8>> {
+        let file = fs::File::open(path).ok()?;
+        let mut archive = tar::Archive::new(file);
+        for entry in archive.entries().ok()? {
+            let mut entry = entry.ok()?;
+            let name = entry.path().ok()?.to_string_lossy().into_owned();
+            if name.trim_start_matches("./") == wanted {
+                // Indexes and manifests are small; a bigger member is not one.
+                let mut bytes = Vec::new();
+                (&mut entry).take(4 << 20).read_to_end(&mut bytes).ok()?;
+                return Some(bytes);
+            }
+        }
+        None
+    };
+    let index: serde_json::Value = serde_json::from_slice(&read_member("index.json")?).ok()?;
+    let top = index.get("manifests")?.get(0)?;
+    let digest = top.get("digest")?.as_str()?;
+    let media = top.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
+    if media.contains("index") || media.contains("manifest.list") {
+        return Some(digest.to_string());
+    }
+    let hex = digest.strip_prefix("sha256:")?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read_member(&format!("blobs/sha256/{hex}"))?).ok()?;
+    Some(manifest.get("config")?.get("digest")?.as_str()?.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

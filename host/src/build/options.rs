@@ -85,6 +85,17 @@ pub struct BuildArgs {
     /// dest=- writes it to standard output.
     #[arg(short = 'o', long, value_name = "type=oci,dest=FILE")]
     pub output: Option<String>,
+    /// Write the image ID to FILE, as buildx does: the config digest (an
+    /// index's digest for several platforms), read from the image archive
+    /// (-o, --load); with no archive (--push alone, or a skipped build) the
+    /// manifest digest.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write the build's result to FILE as JSON with buildx's keys
+    /// (`containerimage.digest`, `containerimage.config.digest`,
+    /// `image.name`) and kiln's (`kiln.status`, `kiln.pushed`).
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
     /// Load the image into the local Docker Engine (DOCKER_HOST, else the
     /// default socket), as `docker buildx build --load`.
     #[arg(long, conflicts_with = "output")]
@@ -130,7 +141,7 @@ pub struct BuildArgs {
     /// nothing is constructed or contacted.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
-    /// Print the result as JSON: {"image","digest","pushed","status","reason","context_sha1","seconds"} (digest: the manifest digest; pushed: repo@digest in a registry).
+    /// Print the result as JSON: {"image","digest","pushed","image_id","status","reason","context_sha1","seconds"} (digest: the manifest digest; pushed: repo@digest in a registry; image_id: the config digest).
     #[arg(long)]
     pub json: bool,
 }

@@ -465,6 +465,7 @@ impl Plan {
         if let Value::Object(map) = &mut v {
             map.insert("digest".into(), Value::Null);
             map.insert("pushed".into(), Value::Null);
+            map.insert("image_id".into(), Value::Null);
             map.insert("status".into(), "planned".into());
             map.insert("reason".into(), "dry run: nothing was built".into());
             map.insert("seconds".into(), json!(self.seconds()));

@@ -62,7 +62,22 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
         }
         None => None,
     };
-    let outcome = build::execute_in_worker(session, plan)?;
+    let archive = plan
+        .request
+        .output
+        .as_ref()
+        .filter(|o| !o.through_kiln())
+        .map(|o| o.dest.clone());
+    let mut outcome = build::execute_in_worker(session, plan)?;
+    // The image ID is read from the archive kiln has (a file, --load's or
+    // standard output's temporary one).
+    let archive = archive.or_else(|| to_stdout.as_ref().map(|t| t.to_path_buf()));
+    if outcome.status == "built" {
+        outcome.image_id = archive
+            .as_deref()
+            .and_then(build::load::image_id_of_archive);
+    }
+    write_result_files(&args, &outcome, &session.env.cwd)?;
     if let (Some(temp), true) = (&to_stdout, load) {
         output::status(&outcome.to_string());
         let loaded = build::load::into_engine(temp, std::time::Duration::from_secs(600))?;
@@ -90,6 +105,47 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
         output::result(&outcome.to_string());
     }
     Ok(exit::OK)
+}
+
+/// `--iidfile` and `--metadata-file`, written atomically once the build
+/// is done (nothing is written for a failed build or a dry run).
+fn write_result_files(
+    args: &BuildArgs,
+    outcome: &build::Outcome,
+    cwd: &std::path::Path,
+) -> Result<()> {
+    let write = |path: &std::path::Path, text: &str| {
+        let path = cwd.join(path);
+        kiln_archive::atomic::write(&path, text.as_bytes(), 0o644)
+            .map_err(|e| Error::io("writing", &path, e.source))
+    };
+    if let Some(path) = &args.iidfile {
+        let id = outcome.image_id.as_deref().or(outcome.digest.as_deref());
+        let Some(id) = id else {
+            return Err(Error::BadArgument(format!(
+                "--iidfile {}: the builder reported no image ID or digest",
+                path.display()
+            )));
+        };
+        write(path, id)?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let mut names: Vec<&str> = vec![outcome.image.as_str()];
+        for t in &args.tags {
+            if !names.contains(&t.as_str()) {
+                names.push(t);
+            }
+        }
+        let meta = serde_json::json!({
+            "containerimage.digest": outcome.digest,
+            "containerimage.config.digest": outcome.image_id,
+            "image.name": names.join(","),
+            "kiln.status": outcome.status,
+            "kiln.pushed": outcome.pushed,
+        });
+        write(path, &format!("{meta:#}\n"))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn push(session: &Session<'_>, image: &str, registry: &str, json: bool) -> Result<i32> {
