@@ -791,3 +791,144 @@ fn without_a_tag_the_name_comes_from_the_registry() {
     r.code(2);
     assert!(r.stderr.contains("/default_repository"), "{}", r.stderr);
 }
+
+/// A registry behind a private CA (HTTPS on this machine's non-loopback
+/// address, a certificate made here with openssl): kiln trusts what the
+/// system trusts and `SSL_CERT_FILE` names, as Docker's tools do. With the
+/// CA, the registry answers (absent, exit 1); without it, the registry
+/// cannot be asked (exit 7, naming the certificate problem).
+#[test]
+fn a_registry_behind_a_private_ca_is_trusted_through_ssl_cert_file() {
+    if !crate::util::daemon_and(&["docker-registry", "openssl"]) {
+        return;
+    }
+    // A non-loopback IPv4 address of this machine (loopback is plain HTTP).
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .expect("ip");
+    let addr = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|cidr| cidr.split('/').next())
+        .find(|a| !a.starts_with("127."))
+        .map(str::to_string)
+        .expect("a non-loopback IPv4 address");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=kiln test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=registry",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    fs::write(d.join("san.ext"), format!("subjectAltName=IP:{addr}\n")).expect("ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    let port = std::net::TcpListener::bind((addr.as_str(), 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    fs::write(
+        d.join("config.yml"),
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: {addr}:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
+            d.join("data").display(),
+            d.join("server.pem").display(),
+            d.join("server.key").display()
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(d.join("config.yml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect((addr.as_str(), port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "registry did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (p, plugins) = project();
+    let image = format!("{addr}:{port}/team/none:1");
+    let ask = |env: &[(&str, &str)]| {
+        p.kiln_env(
+            &[
+                "--plugins-dir",
+                &plugins,
+                "image",
+                "exists",
+                &image,
+                "--json",
+            ],
+            env,
+        )
+    };
+    let ca = d.join("ca.pem");
+    let trusted = ask(&[("SSL_CERT_FILE", ca.to_str().expect("utf-8"))]);
+    let untrusted = ask(&[("SSL_CERT_FILE", "/dev/null")]);
+    let _ = child.kill();
+    let _ = child.wait();
+    trusted.code(1);
+    assert_eq!(trusted.json()["state"], "absent", "{}", trusted.stdout);
+    untrusted.code(7);
+    let reason = untrusted.json()["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_lowercase();
+    assert!(reason.contains("certificate"), "{reason}");
+}

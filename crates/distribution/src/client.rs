@@ -211,7 +211,21 @@ impl RegistryClient {
                     let why = if e.is_timeout() {
                         "timed out".to_string()
                     } else if e.is_connect() {
-                        "cannot connect".to_string()
+                        // The innermost cause says why: refused, or a TLS
+                        // certificate this machine does not trust.
+                        let mut cause: &dyn std::error::Error = &e;
+                        while let Some(next) = cause.source() {
+                            cause = next;
+                        }
+                        let cause = cause.to_string();
+                        if cause.to_lowercase().contains("certificate") {
+                            format!(
+                                "cannot connect: {cause} (a private CA goes in the system \
+                                 trust store or SSL_CERT_FILE)"
+                            )
+                        } else {
+                            format!("cannot connect: {cause}")
+                        }
                     } else {
                         e.to_string()
                     };
