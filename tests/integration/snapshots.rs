@@ -89,3 +89,46 @@ fn shipped_flavor_schemas() {
         assert_snapshot(&format!("flavor-{kind}-{flavor}.json"), &text);
     }
 }
+
+/// Shell completions and man pages come from the same command-line
+/// definition as `--help`: every shell gets a script naming the build
+/// flags, bash's parses, and `kiln man` writes one page per command
+/// (hidden ones and clap's `help` left out), each a roff page.
+#[test]
+fn completions_and_man_pages_come_from_the_cli() {
+    let p = TestProject::new();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let r = p.kiln(&["completions", shell]);
+        r.ok();
+        // fish spells long flags `-l NAME`; the others `--NAME`.
+        assert!(r.stdout.contains("metadata-file"), "{shell}: {}", r.stdout);
+        assert!(r.stdout.contains("iidfile"), "{shell}");
+    }
+    let bash = p.kiln(&["completions", "bash"]).stdout.clone();
+    let script = p.root().join("kiln.bash");
+    std::fs::write(&script, bash).expect("write");
+    let parsed = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .expect("bash");
+    assert!(parsed.success(), "bash -n refused the completion script");
+    p.kiln(&["completions", "tcsh"]).code(2);
+
+    let dir = p.root().join("man");
+    let r = p.kiln(&["man", dir.to_str().expect("utf-8")]);
+    r.ok();
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .expect("man dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    for page in ["kiln.1", "kiln-build.1", "kiln-image-exists.1", "kiln-flavor-validate.1"] {
+        assert!(pages.iter().any(|p| p == page), "{page} missing: {pages:?}");
+    }
+    assert!(!pages.iter().any(|p| p.contains("help") || p.contains("worker")), "{pages:?}");
+    let build = std::fs::read_to_string(dir.join("kiln-build.1")).expect("page");
+    assert!(build.starts_with(".ie") || build.contains(".TH kiln-build"), "{build}");
+    assert!(build.contains("push"), "{build}");
+    assert!(r.stdout.contains(&format!("wrote {} man pages", pages.len())), "{}", r.stdout);
+}

@@ -71,6 +71,20 @@ pub enum Command {
     /// Register and manage named components (a flavor plus validated config).
     #[command(subcommand, alias = "components")]
     Component(ComponentCommand),
+    /// Print a shell completion script, generated from kiln's command line
+    /// (e.g. `kiln completions bash > /etc/bash_completion.d/kiln`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write kiln's man pages (kiln.1, kiln-build.1, ...) into DIR,
+    /// generated from its command line.
+    Man {
+        /// The folder to write into (created when missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// A component type on the command line.

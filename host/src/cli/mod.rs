@@ -36,6 +36,19 @@ pub fn run(cli: Cli, env: &Environment) -> Result<i32> {
             json,
         } => build::push(&session, &image, &registry, json),
         Command::Worker => crate::build::worker::run_worker(&session),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command, "kiln", &mut out);
+            crate::output::result(String::from_utf8_lossy(&out).trim_end());
+            Ok(exit::OK)
+        }
+        Command::Man { dir } => {
+            let dir = env.cwd.join(dir);
+            let written = man_pages(&dir)?;
+            crate::output::result(&format!("wrote {written} man pages to {}", dir.display()));
+            Ok(exit::OK)
+        }
         Command::Init => {
             let root = session
                 .project_flag()
@@ -51,4 +64,43 @@ pub fn run(cli: Cli, env: &Environment) -> Result<i32> {
             Ok(exit::OK)
         }
     }
+}
+
+/// One page per command (`kiln.1`, `kiln-build.1`, `kiln-flavor-list.1`,
+/// ...), hidden commands left out, each written atomically.
+fn man_pages(dir: &std::path::Path) -> Result<usize> {
+    fn walk(
+        command: &clap::Command,
+        prefix: &str,
+        dir: &std::path::Path,
+        written: &mut usize,
+    ) -> Result<()> {
+        let name = if prefix.is_empty() {
+            command.get_name().to_string()
+        } else {
+            format!("{prefix}-{}", command.get_name())
+        };
+        let page = command.clone().name(name.clone());
+        let mut roff = Vec::new();
+        clap_mangen::Man::new(page)
+            .render(&mut roff)
+            .map_err(|e| crate::error::Error::io("rendering", &name, e))?;
+        let path = dir.join(format!("{name}.1"));
+        kiln_archive::atomic::write(&path, &roff, 0o644)
+            .map_err(|e| crate::error::Error::io("writing", &path, e.source))?;
+        *written += 1;
+        for sub in command
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
+            walk(sub, &name, dir, written)?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io("creating", dir, e))?;
+    let mut command = <Cli as clap::CommandFactory>::command();
+    command.build();
+    let mut written = 0;
+    walk(&command, "", dir, &mut written)?;
+    Ok(written)
 }
