@@ -5,6 +5,61 @@ use std::io::{self, Write};
 
 use serde_json::Value;
 
+/// How progress (status lines, warnings, a builder's events) is shown:
+/// buildx's `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Progress {
+    /// Human lines on stderr (the default; `auto` and `plain` alike).
+    Plain,
+    /// Nothing but warnings and errors.
+    Quiet,
+    /// One JSON object per line on stderr: `{"kind","level","message"}`.
+    Rawjson,
+}
+
+static PROGRESS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The variable a worker process learns the mode from.
+pub const PROGRESS_VAR: &str = "KILN_PROGRESS";
+
+/// Set the mode for the rest of the process.
+pub fn set_progress(mode: Progress) {
+    PROGRESS.store(mode as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The mode in force.
+pub fn progress() -> Progress {
+    match PROGRESS.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => Progress::Quiet,
+        2 => Progress::Rawjson,
+        _ => Progress::Plain,
+    }
+}
+
+/// The mode's name, as `--progress` and [`PROGRESS_VAR`] spell it.
+pub fn progress_name(mode: Progress) -> &'static str {
+    match mode {
+        Progress::Plain => "plain",
+        Progress::Quiet => "quiet",
+        Progress::Rawjson => "rawjson",
+    }
+}
+
+/// A progress event on stderr in the mode in force: `line` for humans
+/// (dropped when quiet unless `always`), or one JSON object.
+pub fn event(kind: &str, level: &str, message: &str, line: &str, always: bool) {
+    match progress() {
+        Progress::Quiet if !always => {}
+        Progress::Rawjson => {
+            let v = serde_json::json!({"kind": kind, "level": level, "message": message});
+            let _ = writeln!(io::stderr().lock(), "{v}");
+        }
+        _ => {
+            let _ = writeln!(io::stderr().lock(), "{line}");
+        }
+    }
+}
+
 /// Write a result line to stdout. A closed pipe (`kiln ... | head`) is not an error.
 pub fn result(text: &str) {
     let mut out = io::stdout().lock();
@@ -18,14 +73,14 @@ pub fn json(value: &Value) {
     result(&text);
 }
 
-/// A warning on stderr.
+/// A warning on stderr (shown in every progress mode).
 pub fn warn(text: &str) {
-    let _ = writeln!(io::stderr().lock(), "warning: {text}");
+    event("warning", "warn", text, &format!("warning: {text}"), true);
 }
 
-/// A status line on stderr (what kiln did, for humans).
+/// A status line on stderr (what kiln did, for humans; none when quiet).
 pub fn status(text: &str) {
-    let _ = writeln!(io::stderr().lock(), "{text}");
+    event("status", "info", text, text, false);
 }
 
 /// `text` from an untrusted source (a daemon, a registry, a plugin) made

@@ -1408,3 +1408,58 @@ fn load_puts_the_image_into_the_engine() {
         .run();
     r.code(2);
 }
+
+/// buildx's `--progress` and `-q`: quiet prints nothing on stderr and the
+/// image ID alone on stdout (as `docker build -q`); rawjson makes every
+/// stderr line one JSON object, the RUN step's output among them.
+#[test]
+fn quiet_and_rawjson_progress() {
+    if !daemon_and(&["runc"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    let app = p.work().join("app");
+    busybox_app(&app, "RUN echo said-by-run\n");
+    let out = p.root().join("q.tar");
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .tag("q:1")
+        .output(&out)
+        .arg("-q")
+        .arg("--no-cache")
+        .run();
+    r.ok();
+    assert_eq!(r.stderr, "", "quiet wrote to stderr");
+    let id = r.stdout.trim();
+    assert!(
+        id.len() == 71 && id.starts_with("sha256:") && !id.contains('\n'),
+        "{:?}",
+        r.stdout
+    );
+
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .tag("q:1")
+        .output(&out)
+        .arg("--progress=rawjson")
+        .arg("--no-cache")
+        .run();
+    r.ok();
+    let mut saw_run_output = false;
+    for line in r.stderr.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert!(v["kind"].is_string() && v["level"].is_string(), "{line}");
+        saw_run_output |= v["message"] == "said-by-run";
+    }
+    assert!(saw_run_output, "{}", r.stderr);
+    p.cmd()
+        .plugins(&plugins)
+        .build("app")
+        .arg("--progress=fancy")
+        .run()
+        .code(2);
+}

@@ -123,12 +123,30 @@ fn completions_and_man_pages_come_from_the_cli() {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     pages.sort();
-    for page in ["kiln.1", "kiln-build.1", "kiln-image-exists.1", "kiln-flavor-validate.1"] {
+    for page in [
+        "kiln.1",
+        "kiln-build.1",
+        "kiln-image-exists.1",
+        "kiln-flavor-validate.1",
+    ] {
         assert!(pages.iter().any(|p| p == page), "{page} missing: {pages:?}");
     }
-    assert!(!pages.iter().any(|p| p.contains("help") || p.contains("worker")), "{pages:?}");
+    assert!(
+        !pages
+            .iter()
+            .any(|p| p.contains("help") || p.contains("worker")),
+        "{pages:?}"
+    );
     let build = std::fs::read_to_string(dir.join("kiln-build.1")).expect("page");
-    assert!(build.starts_with(".ie") || build.contains(".TH kiln-build"), "{build}");
+    assert!(
+        build.starts_with(".ie") || build.contains(".TH kiln-build"),
+        "{build}"
+    );
     assert!(build.contains("push"), "{build}");
-    assert!(r.stdout.contains(&format!("wrote {} man pages", pages.len())), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains(&format!("wrote {} man pages", pages.len())),
+        "{}",
+        r.stdout
+    );
 }

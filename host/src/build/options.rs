@@ -141,6 +141,15 @@ pub struct BuildArgs {
     /// nothing is constructed or contacted.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+    /// How progress is shown on stderr, buildx's names: auto and plain
+    /// (lines), quiet (warnings and errors only), rawjson (one JSON object
+    /// per line).
+    #[arg(long, value_name = "MODE", value_parser = ["auto", "plain", "quiet", "rawjson"], default_value = "auto")]
+    pub progress: String,
+    /// Quiet, as `docker build -q`: no progress, and the image ID (else the
+    /// digest) alone on stdout.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
     /// Print the result as JSON: {"image","digest","pushed","image_id","status","reason","context_sha1","seconds"} (digest: the manifest digest; pushed: repo@digest in a registry; image_id: the config digest).
     #[arg(long)]
     pub json: bool,

@@ -253,6 +253,10 @@ fn spawn(session: &Session<'_>, task: &Task, fallback: (String, PathBuf)) -> Res
     let mut command = Command::new(&exe);
     command
         .arg("__worker")
+        .env(
+            crate::output::PROGRESS_VAR,
+            crate::output::progress_name(crate::output::progress()),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -418,6 +422,11 @@ fn signal_name(sig: i32) -> &'static str {
 /// [`Message`]s to stdout. Returns the exit code; errors are reported as a
 /// message, not printed.
 pub fn run_worker(session: &Session<'_>) -> Result<i32> {
+    match session.env.var(crate::output::PROGRESS_VAR).as_deref() {
+        Some("quiet") => crate::output::set_progress(crate::output::Progress::Quiet),
+        Some("rawjson") => crate::output::set_progress(crate::output::Progress::Rawjson),
+        _ => {}
+    }
     let mut text = Vec::new();
     std::io::stdin()
         .read_to_end(&mut text)

@@ -9,6 +9,11 @@ use crate::{
 };
 
 pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
+    output::set_progress(match (args.quiet, args.progress.as_str()) {
+        (true, _) | (_, "quiet") => output::Progress::Quiet,
+        (_, "rawjson") => output::Progress::Rawjson,
+        _ => output::Progress::Plain,
+    });
     // `kiln build -`: the context comes from standard input; it is kept in
     // a private folder for as long as the build runs.
     let _received = if args.dir.as_os_str() == "-" {
@@ -85,6 +90,8 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
             let mut v = serde_json::to_value(&outcome).unwrap_or_default();
             v["loaded"] = serde_json::Value::String(loaded);
             output::json(&v);
+        } else if args.quiet {
+            output::result(quiet_id(&outcome));
         } else {
             output::result(&loaded);
         }
@@ -101,10 +108,22 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
     }
     if args.json {
         output::json(&serde_json::to_value(&outcome).unwrap_or_default());
+    } else if args.quiet {
+        // `docker build -q`: the image ID alone.
+        output::result(quiet_id(&outcome));
     } else {
         output::result(&outcome.to_string());
     }
     Ok(exit::OK)
+}
+
+/// What `-q` prints: the image ID, else the digest, else the name.
+fn quiet_id(outcome: &build::Outcome) -> &str {
+    outcome
+        .image_id
+        .as_deref()
+        .or(outcome.digest.as_deref())
+        .unwrap_or(&outcome.image)
 }
 
 /// `--iidfile` and `--metadata-file`, written atomically once the build

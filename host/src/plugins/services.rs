@@ -53,13 +53,16 @@ pub struct ProgressSink {
 impl Observer for ProgressSink {
     fn event(&self, event: Event) {
         let msg = event.message.as_str();
-        match (event.level, event.kind.as_str()) {
-            (Level::ERROR, _) => crate::output::status(&format!("error: {msg}")),
+        let kind = event.kind.as_str();
+        match (event.level, kind) {
+            (Level::ERROR, _) => {
+                crate::output::event(kind, "error", msg, &format!("error: {msg}"), true)
+            }
             (Level::WARN, _) => crate::output::warn(msg),
             (Level::DEBUG, _) => tracing::debug!(plugin = &*self.plugin, "{msg}"),
-            (_, "step") => crate::output::status(&format!("=> {msg}")),
-            (_, "output") => crate::output::status(&format!("   {msg}")),
-            _ => crate::output::status(msg),
+            (_, "step") => crate::output::event(kind, "info", msg, &format!("=> {msg}"), false),
+            (_, "output") => crate::output::event(kind, "info", msg, &format!("   {msg}"), false),
+            _ => crate::output::event(kind, "info", msg, msg, false),
         }
     }
 
