@@ -55,9 +55,74 @@ pub fn event(kind: &str, level: &str, message: &str, line: &str, always: bool) {
             let _ = writeln!(io::stderr().lock(), "{v}");
         }
         _ => {
-            let _ = writeln!(io::stderr().lock(), "{line}");
+            let _ = writeln!(io::stderr().lock(), "{}", terminal_safe(line, colour()));
         }
     }
+}
+
+static COLOUR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether colour may reach stderr: only on a terminal, and never with
+/// `NO_COLOR` set (<https://no-color.org>). Decided once, at start.
+pub fn init_colour(no_colour: bool) {
+    use std::io::IsTerminal;
+    let allowed = !no_colour && io::stderr().is_terminal();
+    COLOUR.store(allowed, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn colour() -> bool {
+    COLOUR.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `text` (from a builder, a daemon, a registry) as it may reach a
+/// terminal: colour sequences (`ESC [ ... m`) kept only when `colour`;
+/// every other escape sequence (cursor moves, title changes, OSC links)
+/// dropped; other control characters but newline and tab shown escaped.
+pub fn terminal_safe(text: &str, colour: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            match chars.peek() {
+                Some('[') => {
+                    chars.next();
+                    let mut seq = String::from("\u{1b}[");
+                    let mut last = None;
+                    for n in chars.by_ref() {
+                        seq.push(n);
+                        if ('\u{40}'..='\u{7e}').contains(&n) {
+                            last = Some(n);
+                            break;
+                        }
+                    }
+                    if colour && last == Some('m') {
+                        out.push_str(&seq);
+                    }
+                }
+                Some(']') => {
+                    // OSC: up to BEL or ESC \\.
+                    chars.next();
+                    while let Some(n) = chars.next() {
+                        if n == '\u{7}' {
+                            break;
+                        }
+                        if n == '\u{1b}' {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                _ => {
+                    chars.next();
+                }
+            }
+        } else if c.is_control() && c != '\n' && c != '\t' {
+            out.push_str(&c.escape_default().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Write a result line to stdout. A closed pipe (`kiln ... | head`) is not an error.
@@ -83,24 +148,13 @@ pub fn status(text: &str) {
     event("status", "info", text, text, false);
 }
 
-/// `text` from an untrusted source (a daemon, a registry, a plugin) made
-/// safe for a terminal: control characters other than newline and tab are
-/// shown escaped, so no escape sequence reaches the terminal.
-pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 /// An error on stderr.
 pub fn error(text: &str) {
-    let _ = writeln!(io::stderr().lock(), "error: {text}");
+    let _ = writeln!(
+        io::stderr().lock(),
+        "error: {}",
+        terminal_safe(text, colour())
+    );
 }
 
 /// Render rows as left-aligned columns; the last column is not padded.
@@ -155,6 +209,20 @@ mod tests {
             "TYPE                NAME     DESCRIPTION\n\
              image-builder       local    Docker\n\
              container-registry  default"
+        );
+    }
+
+    #[test]
+    fn only_colour_may_reach_a_terminal() {
+        let red = "\u{1b}[31mfailed\u{1b}[0m";
+        assert_eq!(super::terminal_safe(red, true), red);
+        assert_eq!(super::terminal_safe(red, false), "failed");
+        // Cursor moves, screen clears, title changes and OSC links never pass.
+        let hostile = "a\u{1b}[2J\u{1b}[Hb\u{1b}]0;pwned\u{7}c\u{1b}]8;;http://x\u{1b}\\d";
+        assert_eq!(super::terminal_safe(hostile, true), "abcd");
+        assert_eq!(
+            super::terminal_safe("x\ry\u{7}\n\tz", true),
+            "x\\ry\\u{7}\n\tz"
         );
     }
 }

@@ -1419,7 +1419,10 @@ fn quiet_and_rawjson_progress() {
     }
     let (p, plugins) = project();
     let app = p.work().join("app");
-    busybox_app(&app, "RUN echo said-by-run\n");
+    busybox_app(
+        &app,
+        "RUN echo said-by-run && printf '\\033[31mred\\033[0m \\033]0;title\\007\\033[2Jdone\\n'\n",
+    );
     let out = p.root().join("q.tar");
     let r = p
         .cmd()
@@ -1462,4 +1465,18 @@ fn quiet_and_rawjson_progress() {
         .arg("--progress=fancy")
         .run()
         .code(2);
+
+    // Plain lines to a pipe: no colour, and no escape sequence at all from
+    // the builder's output (a title change, a screen clear) gets through.
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .tag("q:1")
+        .output(&out)
+        .arg("--no-cache")
+        .run();
+    r.ok();
+    assert!(r.stderr.contains("   red done"), "{}", r.stderr);
+    assert!(!r.stderr.contains('\u{1b}'), "{:?}", r.stderr);
 }

@@ -144,7 +144,7 @@ fn interpret((status, body): &(u16, String)) -> Result<String> {
             return Err(Error::Reported {
                 message: format!(
                     "--load: the Docker Engine refused the image: {}",
-                    crate::output::printable(message)
+                    crate::output::terminal_safe(message, false)
                 ),
                 code: exit::DAEMON,
             });
@@ -157,7 +157,10 @@ fn interpret((status, body): &(u16, String)) -> Result<String> {
         return Err(Error::Reported {
             message: format!(
                 "--load: the Docker Engine answered {status}: {}",
-                crate::output::printable(body.chars().take(300).collect::<String>().trim())
+                crate::output::terminal_safe(
+                    body.chars().take(300).collect::<String>().trim(),
+                    false
+                )
             ),
             code: exit::DAEMON,
         });

@@ -22,6 +22,7 @@ use crate::{
 /// Run a parsed command line. Returns the exit code for success paths that
 /// still report failure (`plugin check` with bad files); errors carry theirs.
 pub fn run(cli: Cli, env: &Environment) -> Result<i32> {
+    crate::output::init_colour(env.var("NO_COLOR").is_some_and(|v| !v.is_empty()));
     let session = Session::new(&cli.plugins_dirs, cli.project.as_ref(), env);
     match cli.command {
         Command::Flavor(cmd) => flavor::run(&session, cmd),
