@@ -1424,15 +1424,20 @@ fn quiet_and_rawjson_progress() {
         "RUN echo said-by-run && printf '\\033[31mred\\033[0m \\033]0;title\\007\\033[2Jdone\\n'\n",
     );
     let out = p.root().join("q.tar");
-    let r = p
-        .cmd()
-        .plugins(&plugins)
-        .build("app")
-        .tag("q:1")
-        .output(&out)
-        .arg("-q")
-        .arg("--no-cache")
-        .run();
+    let build = |flag: &str| {
+        let mut cmd = p
+            .cmd()
+            .plugins(&plugins)
+            .build("app")
+            .tag("q:1")
+            .output(&out)
+            .arg("--no-cache");
+        if !flag.is_empty() {
+            cmd = cmd.arg(flag);
+        }
+        cmd.run()
+    };
+    let r = build("-q");
     r.ok();
     assert_eq!(r.stderr, "", "quiet wrote to stderr");
     let id = r.stdout.trim();
@@ -1442,15 +1447,7 @@ fn quiet_and_rawjson_progress() {
         r.stdout
     );
 
-    let r = p
-        .cmd()
-        .plugins(&plugins)
-        .build("app")
-        .tag("q:1")
-        .output(&out)
-        .arg("--progress=rawjson")
-        .arg("--no-cache")
-        .run();
+    let r = build("--progress=rawjson");
     r.ok();
     let mut saw_run_output = false;
     for line in r.stderr.lines() {
@@ -1459,23 +1456,11 @@ fn quiet_and_rawjson_progress() {
         saw_run_output |= v["message"] == "said-by-run";
     }
     assert!(saw_run_output, "{}", r.stderr);
-    p.cmd()
-        .plugins(&plugins)
-        .build("app")
-        .arg("--progress=fancy")
-        .run()
-        .code(2);
+    build("--progress=fancy").code(2);
 
     // Plain lines to a pipe: no colour, and no escape sequence at all from
     // the builder's output (a title change, a screen clear) gets through.
-    let r = p
-        .cmd()
-        .plugins(&plugins)
-        .build("app")
-        .tag("q:1")
-        .output(&out)
-        .arg("--no-cache")
-        .run();
+    let r = build("");
     r.ok();
     assert!(r.stderr.contains("   red done"), "{}", r.stderr);
     assert!(!r.stderr.contains('\u{1b}'), "{:?}", r.stderr);
