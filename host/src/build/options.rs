@@ -341,6 +341,12 @@ impl Options {
             },
             (None, None) => BuilderChoice::Default,
         };
+        // buildx's exporters that are not archives: `type=registry` (and
+        // `type=image,push=true`) is --push, `type=image` is --load.
+        let exporter = args.output.as_deref().and_then(exporter_only).transpose()?;
+        let push = args.push || exporter == Some(Exporter::Push);
+        let load = args.load || exporter == Some(Exporter::Load);
+        let archive_output = args.output.as_deref().filter(|_| exporter.is_none());
         let tags = args
             .tags
             .iter()
@@ -380,7 +386,7 @@ impl Options {
             dockerfile: args.file.clone(),
             dockerignore: args.dockerignore.clone(),
             builder,
-            registry: match (&args.registry, args.push) {
+            registry: match (&args.registry, push) {
                 (Some(name), _) => Some(RegistryChoice::Component(name.clone())),
                 (None, true) => {
                     let first = tags.first().ok_or_else(|| {
@@ -404,15 +410,14 @@ impl Options {
             labels: pairs("--label", &args.labels)?,
             target: args.target.clone(),
             platforms,
-            output: if args.load {
+            output: if load {
                 Some(OutputSpec {
                     kind: OutputKind::Docker,
                     dest: PathBuf::from("-"),
                     load: true,
                 })
             } else {
-                args.output
-                    .as_deref()
+                archive_output
                     .map(|spec| output_spec(spec, cwd))
                     .transpose()?
             },
@@ -495,8 +500,55 @@ fn pairs(flag: &str, values: &[String]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// What an `--output` that names no archive asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exporter {
+    Push,
+    Load,
+}
+
+/// `type=registry` or `type=image[,push=true|false][,name=...]`: buildx's
+/// exporters kiln maps onto --push and --load; `None` for an archive
+/// output (or one [`output_spec`] will refuse).
+fn exporter_only(spec: &str) -> Option<Result<Exporter>> {
+    let mut kind = None;
+    let mut push = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", t)) => kind = Some(t),
+            Some(("push", v)) => push = Some(v),
+            Some(("name", _)) => {}
+            _ => {}
+        }
+    }
+    let push = match push {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Some(Err(Error::BadArgument(format!(
+                "--output {spec:?}: push={other:?}: expected true or false"
+            ))))
+        }
+    };
+    match (kind?, push) {
+        ("registry", Some(false)) => Some(Err(Error::BadArgument(format!(
+            "--output {spec:?}: type=registry always pushes"
+        )))),
+        ("registry", _) | ("image", Some(true)) => Some(Ok(Exporter::Push)),
+        ("image", _) => Some(Ok(Exporter::Load)),
+        _ => None,
+    }
+}
+
 fn output_spec(spec: &str, cwd: &std::path::Path) -> Result<OutputSpec> {
-    let bad = || Error::BadArgument(format!("--output {spec:?}: expected type=oci,dest=FILE"));
+    let bad = || {
+        Error::BadArgument(format!(
+            "--output {spec:?}: expected type=oci|docker,dest=FILE|-, type=registry or \
+             type=image[,push=true] (type=local and type=tar, a root filesystem, are not \
+             supported)"
+        ))
+    };
     let mut kind = None;
     let mut dest = None;
     for part in spec.split(',') {
@@ -649,6 +701,22 @@ mod tests {
         Options::from_args(&cli.args, Path::new("/work"), &|name| {
             (name == "FROM_ENV").then(|| "env value".to_string())
         })
+    }
+
+    #[test]
+    fn buildx_exporters_map_to_push_and_load() {
+        let o = options(&["-t", "reg.io/a/b:1", "-o", "type=registry"]).expect("registry");
+        assert!(matches!(o.registry, Some(RegistryChoice::Push { .. })));
+        assert_eq!(o.output, None);
+        let o =
+            options(&["-t", "reg.io/a/b:1", "-o", "type=image,name=x,push=true"]).expect("push");
+        assert!(matches!(o.registry, Some(RegistryChoice::Push { .. })));
+        let o = options(&["-t", "b:1", "-o", "type=image"]).expect("image");
+        assert!(o.registry.is_none());
+        assert!(o.output.as_ref().is_some_and(|out| out.load));
+        refused(&["-o", "type=local,dest=out"], "type=local and type=tar");
+        refused(&["-o", "type=registry,push=false"], "always pushes");
+        refused(&["-o", "type=registry"], "--push needs -t");
     }
 
     fn refused(extra: &[&str], needle: &str) {
