@@ -82,7 +82,8 @@ pub struct BuildArgs {
     pub registry_config: Option<String>,
     /// Where a builder that writes archives puts the image, buildx's spelling:
     /// type=oci,dest=FILE (an archive `docker load` and OCI tools read);
-    /// dest=- writes it to standard output.
+    /// dest=- writes it to standard output; type=registry is --push,
+    /// type=image is --load.
     #[arg(short = 'o', long, value_name = "type=oci,dest=FILE")]
     pub output: Option<String>,
     /// Write the image ID to FILE, as buildx does: the config digest (an
