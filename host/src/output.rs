@@ -15,6 +15,9 @@ pub enum Progress {
     Quiet,
     /// One JSON object per line on stderr: `{"kind","level","message"}`.
     Rawjson,
+    /// A terminal: a live line with the current step and the time taken,
+    /// the build's output and kiln's lines printed above it.
+    Tty,
 }
 
 static PROGRESS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
@@ -32,6 +35,7 @@ pub fn progress() -> Progress {
     match PROGRESS.load(std::sync::atomic::Ordering::Relaxed) {
         1 => Progress::Quiet,
         2 => Progress::Rawjson,
+        3 => Progress::Tty,
         _ => Progress::Plain,
     }
 }
@@ -42,6 +46,7 @@ pub fn progress_name(mode: Progress) -> &'static str {
         Progress::Plain => "plain",
         Progress::Quiet => "quiet",
         Progress::Rawjson => "rawjson",
+        Progress::Tty => "tty",
     }
 }
 
@@ -54,9 +59,50 @@ pub fn event(kind: &str, level: &str, message: &str, line: &str, always: bool) {
             let v = serde_json::json!({"kind": kind, "level": level, "message": message});
             let _ = writeln!(io::stderr().lock(), "{v}");
         }
+        Progress::Tty if LIVE_HERE.load(std::sync::atomic::Ordering::Relaxed) => {
+            let bar = live_line();
+            if kind == "step" || kind == "log" {
+                bar.set_message(terminal_safe(message, colour()));
+            }
+            bar.println(terminal_safe(line, colour()));
+        }
         _ => {
             let _ = writeln!(io::stderr().lock(), "{}", terminal_safe(line, colour()));
         }
+    }
+}
+
+static LIVE: std::sync::OnceLock<indicatif::ProgressBar> = std::sync::OnceLock::new();
+
+/// Whether this process draws the live line: the worker that runs the
+/// build does; kiln itself prints plain lines before and after it.
+static LIVE_HERE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Let this process draw the live line ([`Progress::Tty`]).
+pub fn draw_live_line_here() {
+    LIVE_HERE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The live line of [`Progress::Tty`], drawn on stderr ten times a second.
+fn live_line() -> &'static indicatif::ProgressBar {
+    LIVE.get_or_init(|| {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {wide_msg}")
+        {
+            bar.set_style(style);
+        }
+        bar.set_message("working");
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        bar
+    })
+}
+
+/// Clear the live line (before the result is printed, or the process ends).
+pub fn finish_progress() {
+    if let Some(bar) = LIVE.get() {
+        bar.finish_and_clear();
     }
 }
 
@@ -127,6 +173,7 @@ pub fn terminal_safe(text: &str, colour: bool) -> String {
 
 /// Write a result line to stdout. A closed pipe (`kiln ... | head`) is not an error.
 pub fn result(text: &str) {
+    finish_progress();
     let mut out = io::stdout().lock();
     let _ = writeln!(out, "{text}");
 }
@@ -150,6 +197,7 @@ pub fn status(text: &str) {
 
 /// An error on stderr.
 pub fn error(text: &str) {
+    finish_progress();
     let _ = writeln!(
         io::stderr().lock(),
         "error: {}",

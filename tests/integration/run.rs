@@ -301,49 +301,54 @@ fn ctrl_c_during_run_kills_the_container_and_exits_130() {
     );
     let d = plugins.to_str().expect("utf8");
     let out = p.root().join("x.tar");
-    let mut child = p
-        .command(&[
-            "--plugins-dir",
-            d,
-            "build",
-            "app",
-            "-t",
-            "x:1",
-            "--output",
-            &format!("type=oci,dest={}", out.display()),
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn kiln");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let line = lines.next().expect("kiln ended before RUN").expect("line");
-        if line.contains(&marker) {
-            break;
+    // Pressed while the command runs, and as its step starts (the runtime
+    // may still be creating the container: the kill is sent again).
+    for early in [false, true] {
+        let mut child = p
+            .command(&[
+                "--plugins-dir",
+                d,
+                "build",
+                "app",
+                "-t",
+                "x:1",
+                "--output",
+                &format!("type=oci,dest={}", out.display()),
+            ])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn kiln");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            let line = lines.next().expect("kiln ended before RUN").expect("line");
+            // The command's own output, or the `=> RUN` step naming it.
+            if (!early && line.trim() == marker) || (early && line.starts_with("=> RUN")) {
+                break;
+            }
         }
+        let pressed = Instant::now();
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill -INT");
+        assert!(status.success());
+        assert_eq!(child.wait().expect("wait").code(), Some(130));
+        assert!(
+            pressed.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            pressed.elapsed()
+        );
+        // The sleeping command is gone with its container.
+        let ps = Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .expect("ps");
+        assert!(!String::from_utf8_lossy(&ps.stdout).contains(&marker));
+        assert!(!out.exists());
+        assert_nothing_left(&p);
     }
-    let pressed = Instant::now();
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    assert!(status.success());
-    assert_eq!(child.wait().expect("wait").code(), Some(130));
-    assert!(
-        pressed.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        pressed.elapsed()
-    );
-    // The sleeping command is gone with its container.
-    let ps = Command::new("ps")
-        .args(["-eo", "args"])
-        .output()
-        .expect("ps");
-    assert!(!String::from_utf8_lossy(&ps.stdout).contains(&marker));
-    assert!(!out.exists());
-    assert_nothing_left(&p);
 }
 
 /// Ctrl-C while kiln packs the context (a 4 GiB sparse file: seconds of
@@ -1464,4 +1469,59 @@ fn quiet_and_rawjson_progress() {
     r.ok();
     assert!(r.stderr.contains("   red done"), "{}", r.stderr);
     assert!(!r.stderr.contains('\u{1b}'), "{:?}", r.stderr);
+}
+
+/// `--progress=tty` (and `auto` on a terminal): a live line with the
+/// current step and the time taken, the command's output printed above
+/// it, cleared before the result; refused when stderr is no terminal.
+/// The terminal is a real pseudo-terminal (`script` from util-linux).
+#[test]
+fn tty_progress_draws_a_live_line_on_a_terminal() {
+    if !daemon_and(&["runc", "script"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    let app = p.work().join("app");
+    busybox_app(&app, "RUN echo tty-one && sleep 0.5 && echo tty-two\n");
+    let out = p.root().join("tty.tar");
+    let base = p.command(&[]);
+    let line = format!(
+        "{} --plugins-dir {} build {} -t tty:1 -o type=oci,dest={} --no-cache",
+        base.get_program().to_string_lossy(),
+        plugins.display(),
+        app.display(),
+        out.display()
+    );
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    if let Some(dir) = base.get_current_dir() {
+        script.current_dir(dir);
+    }
+    let done = script.output().expect("script");
+    let text = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{text}");
+    assert!(text.contains("=> RUN echo tty-one"), "{text}");
+    assert!(
+        text.contains("tty-one") && text.contains("tty-two"),
+        "{text}"
+    );
+    // The live line: the elapsed time and the step, redrawn in place.
+    assert!(text.contains("s] RUN echo tty-one"), "{text}");
+    assert!(text.contains("\u{1b}[2K"), "{text}");
+    assert!(text.contains("built tty:1"), "{text}");
+
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .arg("--progress=tty")
+        .run();
+    r.code(2);
+    assert!(r.stderr.contains("needs a terminal"), "{}", r.stderr);
 }

@@ -142,10 +142,11 @@ pub struct BuildArgs {
     /// nothing is constructed or contacted.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
-    /// How progress is shown on stderr, buildx's names: auto and plain
-    /// (lines), quiet (warnings and errors only), rawjson (one JSON object
-    /// per line).
-    #[arg(long, value_name = "MODE", value_parser = ["auto", "plain", "quiet", "rawjson"], default_value = "auto")]
+    /// How progress is shown on stderr, buildx's names: tty (a live line
+    /// with the current step, output above it), plain (lines), auto (tty
+    /// on a terminal, else plain), quiet (warnings and errors only),
+    /// rawjson (one JSON object per line).
+    #[arg(long, value_name = "MODE", value_parser = ["auto", "tty", "plain", "quiet", "rawjson"], default_value = "auto")]
     pub progress: String,
     /// Quiet, as `docker build -q`: no progress, and the image ID (else the
     /// digest) alone on stdout.

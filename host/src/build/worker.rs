@@ -425,6 +425,10 @@ pub fn run_worker(session: &Session<'_>) -> Result<i32> {
     match session.env.var(crate::output::PROGRESS_VAR).as_deref() {
         Some("quiet") => crate::output::set_progress(crate::output::Progress::Quiet),
         Some("rawjson") => crate::output::set_progress(crate::output::Progress::Rawjson),
+        Some("tty") => {
+            crate::output::set_progress(crate::output::Progress::Tty);
+            crate::output::draw_live_line_here();
+        }
         _ => {}
     }
     let mut text = Vec::new();
@@ -497,6 +501,8 @@ pub fn run_worker(session: &Session<'_>) -> Result<i32> {
                     .map(|files| serde_json::to_value(files).unwrap_or_default())
             }
         });
+    // The live line (tty progress) is cleared before the answer goes back.
+    crate::output::finish_progress();
     let (message, code) = match result {
         Ok(done) => (Message::Done(done), exit::OK),
         Err(e) => (

@@ -9,9 +9,17 @@ use crate::{
 };
 
 pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     output::set_progress(match (args.quiet, args.progress.as_str()) {
         (true, _) | (_, "quiet") => output::Progress::Quiet,
         (_, "rawjson") => output::Progress::Rawjson,
+        (_, "tty") if !terminal => {
+            return Err(Error::BadArgument(
+                "--progress=tty needs a terminal on standard error; use plain or rawjson".into(),
+            ))
+        }
+        (_, "tty") => output::Progress::Tty,
+        (_, "auto") if terminal => output::Progress::Tty,
         _ => output::Progress::Plain,
     });
     // `kiln build -`: the context comes from standard input; it is kept in

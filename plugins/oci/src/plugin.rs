@@ -239,6 +239,7 @@ impl Builder for OciBuilder {
             runtime: self.runtime.clone(),
             work_dir: self.cache_dir.join("run"),
             output: &|line: &str| events.output(line),
+            step: &|text: &str| events.step(text),
             cancelled: &|| cancel.is_cancelled(),
             secrets: &request.secrets,
             cache_mounts: self.cache_dir.join("mounts"),

@@ -45,6 +45,8 @@ pub struct Runner<'a> {
     pub work_dir: std::path::PathBuf,
     /// Each line a command prints, as it prints it.
     pub output: &'a dyn Fn(&str),
+    /// A `RUN` step starting (its Dockerfile text), for progress.
+    pub step: &'a dyn Fn(&str),
     /// Whether to stop.
     pub cancelled: &'a dyn Fn() -> bool,
     /// The build's `--secret`s, for `RUN --mount=type=secret`.
@@ -645,6 +647,7 @@ mod tests {
             runtime: crate::runtime::Runtime::find("auto", Some(std::ffi::OsStr::new("/none"))),
             work_dir: std::path::PathBuf::from("/nonexistent"),
             output: &|_| {},
+            step: &|_| {},
             cancelled: &|| false,
             secrets: &[],
             cache_mounts: std::path::PathBuf::from("/nonexistent"),

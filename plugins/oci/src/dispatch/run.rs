@@ -272,6 +272,7 @@ impl Run<'_, '_> {
             .runtime
             .as_ref()
             .map_err(|e| failed(line, e.clone()))?;
+        (runner.step)(&format!("RUN {}", ins.original.trim()));
         // The stage's files on disk: kept from its last RUN when nothing
         // but COPY happened since (written over it), else written anew.
         let kept = stage

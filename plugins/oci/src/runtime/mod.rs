@@ -147,6 +147,9 @@ impl Container {
         let writer2 = writer
             .try_clone()
             .map_err(|e| format!("making a pipe for the container: {e}"))?;
+        if cancelled() {
+            return Ok(Ended::Cancelled);
+        }
         let mut command = self.command();
         command
             .arg("run")
@@ -182,18 +185,23 @@ impl Container {
                 }
             }
         });
-        let mut killed = false;
+        // A stop asked for while the runtime is still creating the
+        // container finds nothing to kill yet: the kill is sent again until
+        // the container is gone.
+        let mut killed: Option<std::time::Instant> = None;
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(text) => line(&text),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            if !killed && cancelled() {
-                killed = true;
+            let due = killed.is_none_or(|at| at.elapsed() >= Duration::from_millis(250));
+            if due && cancelled() {
+                killed = Some(std::time::Instant::now());
                 self.kill();
             }
         }
+        let killed = killed.is_some();
         let _ = reader_thread.join();
         let status = child
             .wait()
