@@ -124,6 +124,8 @@ fn the_dry_run_json_is_the_plan() {
   },
   "on_unknown": "build",
   "digest": null,
+  "pushed": null,
+  "image_id": null,
   "status": "planned",
   "reason": "dry run: nothing was built",
   "seconds": 0
