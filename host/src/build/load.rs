@@ -18,37 +18,49 @@ use crate::error::{exit, Error, Result};
 /// How much of an engine's answer is kept for an error message.
 const ANSWER_LIMIT: u64 = 64 * 1024;
 
-/// Whether the engine accepts a connection, asked before a `--load` build
-/// does any work: the error is the one [`into_engine`] would give.
-pub fn check_reachable() -> Result<()> {
-    let host = docker_host(None);
-    let reached = if let Some(path) = host.strip_prefix("unix://") {
-        std::os::unix::net::UnixStream::connect(path).map(drop)
-    } else if let Some(addr) = host.strip_prefix("tcp://") {
-        std::net::TcpStream::connect(addr).map(drop)
-    } else {
-        Ok(())
-    };
-    reached.map_err(|e| Error::Reported {
+/// A connection to the engine, whichever socket kind it is.
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+/// The error every `--load` failure to reach the engine at `host` gives.
+fn unreachable(host: &str, why: impl std::fmt::Display) -> Error {
+    Error::Reported {
         message: format!(
-            "--load: the Docker Engine at {host} does not answer ({e}); start it, set \
+            "--load: the Docker Engine at {host} does not answer ({why}); start it, set \
              DOCKER_HOST, or use -o type=docker,dest=FILE instead"
         ),
         code: exit::DAEMON,
-    })
+    }
+}
+
+/// Connect to the engine at `host` (`unix://` or `tcp://`), reads timing
+/// out after `timeout`.
+fn connect(host: &str, timeout: Option<Duration>) -> Result<Box<dyn Stream>> {
+    if let Some(path) = host.strip_prefix("unix://") {
+        let s = std::os::unix::net::UnixStream::connect(path).map_err(|e| unreachable(host, e))?;
+        s.set_read_timeout(timeout).ok();
+        Ok(Box::new(s))
+    } else if let Some(addr) = host.strip_prefix("tcp://") {
+        let s = std::net::TcpStream::connect(addr).map_err(|e| unreachable(host, e))?;
+        s.set_read_timeout(timeout).ok();
+        Ok(Box::new(s))
+    } else {
+        Err(Error::BadArgument(format!(
+            "--load: DOCKER_HOST {host:?} is neither unix:// nor tcp://"
+        )))
+    }
+}
+
+/// Whether the engine accepts a connection, asked before a `--load` build
+/// does any work: the error is the one [`into_engine`] would give.
+pub fn check_reachable() -> Result<()> {
+    connect(&docker_host(None), None).map(drop)
 }
 
 /// Load `archive` (a `docker load` archive) into the engine at
 /// `DOCKER_HOST` (default socket); returns what the engine said it loaded.
 pub fn into_engine(archive: &Path, timeout: Duration) -> Result<String> {
     let host = docker_host(None);
-    let unreachable = |why: String| Error::Reported {
-        message: format!(
-            "--load: the Docker Engine at {host} does not answer ({why}); start it, set \
-             DOCKER_HOST, or use -o type=docker,dest=FILE instead"
-        ),
-        code: exit::DAEMON,
-    };
     let size = fs::metadata(archive)
         .map_err(|e| Error::io("reading", archive, e))?
         .len();
@@ -57,27 +69,11 @@ pub fn into_engine(archive: &Path, timeout: Duration) -> Result<String> {
         "POST /images/load?quiet=1 HTTP/1.1\r\nHost: docker\r\nUser-Agent: kiln\r\n\
          Content-Type: application/x-tar\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
     );
-    let answer = if let Some(path) = host.strip_prefix("unix://") {
-        let mut s = std::os::unix::net::UnixStream::connect(path)
-            .map_err(|e| unreachable(e.to_string()))?;
-        s.set_read_timeout(Some(timeout)).ok();
-        s.write_all(request.as_bytes())
-            .and_then(|()| std::io::copy(&mut file, &mut s).map(drop))
-            .map_err(|e| unreachable(e.to_string()))?;
-        read_answer(s)
-    } else if let Some(addr) = host.strip_prefix("tcp://") {
-        let mut s = std::net::TcpStream::connect(addr).map_err(|e| unreachable(e.to_string()))?;
-        s.set_read_timeout(Some(timeout)).ok();
-        s.write_all(request.as_bytes())
-            .and_then(|()| std::io::copy(&mut file, &mut s).map(drop))
-            .map_err(|e| unreachable(e.to_string()))?;
-        read_answer(s)
-    } else {
-        return Err(Error::BadArgument(format!(
-            "--load: DOCKER_HOST {host:?} is neither unix:// nor tcp://"
-        )));
-    }
-    .map_err(|e| unreachable(e.to_string()))?;
+    let mut s = connect(&host, Some(timeout))?;
+    s.write_all(request.as_bytes())
+        .and_then(|()| std::io::copy(&mut file, &mut s).map(drop))
+        .map_err(|e| unreachable(&host, e))?;
+    let answer = read_answer(s).map_err(|e| unreachable(&host, e))?;
     interpret(&answer)
 }
 
