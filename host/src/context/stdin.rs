@@ -89,15 +89,20 @@ fn is_tar(block: &[u8]) -> bool {
     stored == Some(sum)
 }
 
+fn unreadable(e: io::Error) -> Error {
+    Error::BadArgument(format!("{WHAT} is not a readable tar archive: {e}"))
+}
+
+/// An entry refused or failed, named as the archive names it.
+fn bad_entry(raw: &Path, why: impl std::fmt::Display) -> Error {
+    Error::BadArgument(format!("{WHAT}: entry {}: {why}", raw.display()))
+}
+
 fn unpack(input: impl Read, root: &Path) -> Result<()> {
     let mut archive = tar::Archive::new(input);
-    let entries = archive
-        .entries()
-        .map_err(|e| Error::BadArgument(format!("{WHAT} is not a readable tar archive: {e}")))?;
+    let entries = archive.entries().map_err(unreadable)?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| {
-            Error::BadArgument(format!("{WHAT} is not a readable tar archive: {e}"))
-        })?;
+        let mut entry = entry.map_err(unreadable)?;
         let raw = entry
             .path()
             .map_err(|e| Error::BadArgument(format!("{WHAT}: an entry has a bad name: {e}")))?
@@ -105,21 +110,16 @@ fn unpack(input: impl Read, root: &Path) -> Result<()> {
         let Some(rel) = relative(&raw) else {
             continue; // "./": the root itself
         };
-        let rel = rel
-            .map_err(|why| Error::BadArgument(format!("{WHAT}: entry {}: {why}", raw.display())))?;
+        let rel = rel.map_err(|why| bad_entry(&raw, why))?;
         let target = root.join(&rel);
         if let Some(parent) = target.parent() {
-            make_dirs(root, parent).map_err(|why| {
-                Error::BadArgument(format!("{WHAT}: entry {}: {why}", raw.display()))
-            })?;
+            make_dirs(root, parent).map_err(|why| bad_entry(&raw, why))?;
         }
         let kind = entry.header().entry_type();
         let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
         match kind {
             tar::EntryType::Directory => {
-                make_dirs(root, &target).map_err(|why| {
-                    Error::BadArgument(format!("{WHAT}: entry {}: {why}", raw.display()))
-                })?;
+                make_dirs(root, &target).map_err(|why| bad_entry(&raw, why))?;
                 set_mode(&target, mode | 0o700)?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -129,9 +129,7 @@ fn unpack(input: impl Read, root: &Path) -> Result<()> {
                     .create_new(true)
                     .open(&target)
                     .map_err(|e| Error::io("writing", &target, e))?;
-                io::copy(&mut entry, &mut file).map_err(|e| {
-                    Error::BadArgument(format!("{WHAT}: entry {}: {e}", raw.display()))
-                })?;
+                io::copy(&mut entry, &mut file).map_err(|e| bad_entry(&raw, e))?;
                 set_mode(&target, mode | 0o600)?;
             }
             tar::EntryType::Symlink => {
