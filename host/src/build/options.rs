@@ -345,10 +345,13 @@ impl Options {
         };
         // buildx's exporters that are not archives: `type=registry` (and
         // `type=image,push=true`) is --push, `type=image` is --load.
-        let exporter = args.output.as_deref().and_then(exporter_only).transpose()?;
-        let push = args.push || exporter == Some(Exporter::Push);
-        let load = args.load || exporter == Some(Exporter::Load);
-        let archive_output = args.output.as_deref().filter(|_| exporter.is_none());
+        let output = args
+            .output
+            .as_deref()
+            .map(|spec| output(spec, cwd))
+            .transpose()?;
+        let push = args.push || matches!(output, Some(Output::Push));
+        let load = args.load || matches!(output, Some(Output::Load));
         let tags = args
             .tags
             .iter()
@@ -418,10 +421,10 @@ impl Options {
                     dest: PathBuf::from("-"),
                     load: true,
                 })
+            } else if let Some(Output::Archive(archive)) = output {
+                Some(archive)
             } else {
-                archive_output
-                    .map(|spec| output_spec(spec, cwd))
-                    .transpose()?
+                None
             },
             named_contexts,
             secrets: args
@@ -502,44 +505,48 @@ fn pairs(flag: &str, values: &[String]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// What an `--output` that names no archive asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Exporter {
+/// What `--output` asks for.
+#[derive(Debug)]
+enum Output {
+    /// An archive file (or standard output).
+    Archive(OutputSpec),
+    /// `type=registry`, `type=image,push=true`: --push.
     Push,
+    /// `type=image`: --load.
     Load,
 }
 
-/// `type=registry` or `type=image[,push=true|false][,name=...]`: buildx's
-/// exporters kiln maps onto --push and --load; `None` for an archive
-/// output (or one [`output_spec`] will refuse).
-fn exporter_only(spec: &str) -> Option<Result<Exporter>> {
-    let mut kind = None;
-    let mut push = None;
-    for part in spec.split(',') {
-        match part.split_once('=') {
-            Some(("type", t)) => kind = Some(t),
-            Some(("push", v)) => push = Some(v),
-            Some(("name", _)) => {}
-            _ => {}
-        }
-    }
-    let push = match push {
+/// `--output`, buildx's spelling: `type=registry` and
+/// `type=image[,push=true|false][,name=...]` are the exporters kiln maps
+/// onto --push and --load; any other type is an archive ([`output_spec`]).
+fn output(spec: &str, cwd: &std::path::Path) -> Result<Output> {
+    let value = |key: &str| {
+        spec.split(',')
+            .filter_map(|part| part.split_once('='))
+            .rfind(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    };
+    let registry = match value("type") {
+        Some("registry") => true,
+        Some("image") => false,
+        _ => return output_spec(spec, cwd).map(Output::Archive),
+    };
+    let push = match value("push") {
         None => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
         Some(other) => {
-            return Some(Err(Error::BadArgument(format!(
+            return Err(Error::BadArgument(format!(
                 "--output {spec:?}: push={other:?}: expected true or false"
-            ))))
+            )))
         }
     };
-    match (kind?, push) {
-        ("registry", Some(false)) => Some(Err(Error::BadArgument(format!(
+    match (registry, push) {
+        (true, Some(false)) => Err(Error::BadArgument(format!(
             "--output {spec:?}: type=registry always pushes"
-        )))),
-        ("registry", _) | ("image", Some(true)) => Some(Ok(Exporter::Push)),
-        ("image", _) => Some(Ok(Exporter::Load)),
-        _ => None,
+        ))),
+        (true, _) | (false, Some(true)) => Ok(Output::Push),
+        (false, _) => Ok(Output::Load),
     }
 }
 
