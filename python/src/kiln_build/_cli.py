@@ -100,12 +100,27 @@ def run_json(args: Sequence[str], **kwargs: Any) -> Dict[str, Any]:
     return json.loads(done.stdout)
 
 
-def validate_builder_config(flavor: str, config: Mapping[str, Any]) -> None:
+def plugins_dir_args(plugins_dir: Optional[str]) -> List[str]:
+    """``--plugins-dir DIR`` when a folder is configured."""
+    return ["--plugins-dir", plugins_dir] if plugins_dir else []
+
+
+def validate_builder_config(
+    flavor: str, config: Mapping[str, Any], plugins_dir: Optional[str] = None
+) -> None:
     """Have kiln validate ``config`` against the builder flavor's schema
     (``kiln flavor validate``); raise ``ValueError`` with kiln's message."""
+    args = [
+        *plugins_dir_args(plugins_dir),
+        "flavor",
+        "validate",
+        flavor,
+        "--type",
+        "image-builder",
+        "--config",
+        json.dumps(dict(config)),
+    ]
     try:
-        run_kiln(
-            ["flavor", "validate", flavor, "--type", "image-builder", "--config", json.dumps(dict(config))]
-        )
+        run_kiln(args)
     except KilnError as e:
         raise ValueError(e.stderr.strip() or str(e)) from None

@@ -11,7 +11,6 @@ runs.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
 
 from pydantic import Field, model_validator
@@ -52,24 +51,9 @@ class KilnImageBuilderConfig(BaseImageBuilderConfig):
 
     @model_validator(mode="after")
     def _kiln_validates(self) -> "KilnImageBuilderConfig":
-        from kiln_build._cli import KilnError, run_kiln
+        from kiln_build._cli import validate_builder_config
 
-        args = []
-        if self.plugins_dir:
-            args += ["--plugins-dir", self.plugins_dir]
-        args += [
-            "flavor",
-            "validate",
-            self.builder_flavor,
-            "--type",
-            "image-builder",
-            "--config",
-            json.dumps(self.builder_config),
-        ]
-        try:
-            run_kiln(args)
-        except KilnError as e:
-            raise ValueError(e.stderr.strip() or str(e)) from None
+        validate_builder_config(self.builder_flavor, self.builder_config, self.plugins_dir)
         return self
 
 

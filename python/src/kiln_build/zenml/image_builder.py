@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, cast
 from zenml.image_builders import BaseImageBuilder
 from zenml.logger import get_logger
 
-from kiln_build._cli import run_json, run_kiln
+from kiln_build._cli import plugins_dir_args, run_json
 from kiln_build.zenml import KilnImageBuilderConfig
 
 if TYPE_CHECKING:
@@ -84,9 +84,7 @@ class KilnImageBuilder(BaseImageBuilder):
         return cast(KilnImageBuilderConfig, self._config)
 
     def _global_args(self) -> List[str]:
-        if self.config.plugins_dir:
-            return ["--plugins-dir", self.config.plugins_dir]
-        return []
+        return plugins_dir_args(self.config.plugins_dir)
 
     @property
     def is_building_locally(self) -> bool:
@@ -144,8 +142,7 @@ class KilnImageBuilder(BaseImageBuilder):
             f.flush()
             f.seek(0)
             logger.info("Building image `%s` with kiln (flavor %s).", image_name, self.config.builder_flavor)
-            done = run_kiln([*args, "--json"], stdin=f, env=env, stream_stderr=True)
-        result = json.loads(done.stdout)
+            result = run_json(args, stdin=f, env=env, stream_stderr=True)
         if container_registry:
             pushed = result.get("pushed") or result.get("digest")
             if not pushed or "@sha256:" not in pushed:
