@@ -79,6 +79,19 @@ pub fn remove_on_interrupt(path: &std::path::Path) {
     }
 }
 
+/// A new temporary `.tar` in `TMPDIR` named `<prefix>...`, removed when
+/// dropped and, through [`remove_on_interrupt`], when Ctrl-C ends kiln.
+pub fn temp_archive(prefix: &str) -> crate::error::Result<tempfile::TempPath> {
+    let temp = tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(".tar")
+        .tempfile()
+        .map_err(|e| crate::error::Error::io("creating", std::env::temp_dir(), e))?
+        .into_temp_path();
+    remove_on_interrupt(&temp);
+    Ok(temp)
+}
+
 /// From now on, Ctrl-C before a worker starts ends kiln with 130 at once,
 /// removing what [`remove_on_interrupt`] named (planning a build: packing
 /// its context).

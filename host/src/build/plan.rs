@@ -383,13 +383,7 @@ impl Plan {
         } else if options.from_stdin {
             // A context from standard input is new every time: written
             // once for this build, never kept.
-            let temp = tempfile::Builder::new()
-                .prefix("kiln-context-")
-                .suffix(".tar")
-                .tempfile()
-                .map_err(|e| crate::error::Error::io("creating", std::env::temp_dir(), e))?
-                .into_temp_path();
-            super::interrupt::remove_on_interrupt(&temp);
+            let temp = super::interrupt::temp_archive("kiln-context-")?;
             let (summary, report) = context.pack_to_file(&temp, false)?;
             (summary, report, Some(Archive::Kept(temp)))
         } else {

@@ -63,13 +63,7 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
     }
     let to_stdout = match plan.request.output.as_mut().filter(|o| o.through_kiln()) {
         Some(out) => {
-            let temp = tempfile::Builder::new()
-                .prefix("kiln-output-")
-                .suffix(".tar")
-                .tempfile()
-                .map_err(|e| Error::io("creating", std::env::temp_dir(), e))?
-                .into_temp_path();
-            build::interrupt::remove_on_interrupt(&temp);
+            let temp = build::interrupt::temp_archive("kiln-output-")?;
             out.dest = temp.to_path_buf();
             Some(temp)
         }
