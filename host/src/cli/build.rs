@@ -24,7 +24,7 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
     });
     // `kiln build -`: the context comes from standard input; it is kept in
     // a private folder for as long as the build runs.
-    let _received = if args.dir.as_os_str() == "-" {
+    let received = if args.dir.as_os_str() == "-" {
         build::interrupt::while_planning();
         let received = crate::context::stdin::receive(std::io::stdin().lock())?;
         if received.dockerfile_only && args.file.is_some() {
@@ -43,7 +43,7 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
         None
     };
     let mut options = Options::from_args(&args, &session.env.cwd, &|name| session.env.var(name))?;
-    options.from_stdin = _received.is_some();
+    options.from_stdin = received.is_some();
     build::interrupt::while_planning();
     let plan = build::plan(session, &options)?;
     if options.dry_run {
@@ -54,14 +54,15 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
         }
         return Ok(exit::OK);
     }
-    // `--output dest=-`: the builder writes a file kiln then copies to
-    // standard output; what kiln reports goes to standard error.
     let mut plan = plan;
     let load = plan.request.output.as_ref().is_some_and(|o| o.load);
     if load {
         build::load::check_reachable()?;
     }
-    let to_stdout = match plan.request.output.as_mut().filter(|o| o.through_kiln()) {
+    // `--output dest=-` and `--load`: the builder writes a temporary file
+    // that kiln then copies to standard output (what kiln reports goes to
+    // standard error) or loads into the engine.
+    let through_kiln = match plan.request.output.as_mut().filter(|o| o.through_kiln()) {
         Some(out) => {
             let temp = build::interrupt::temp_archive("kiln-output-")?;
             out.dest = temp.to_path_buf();
@@ -69,52 +70,46 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
         }
         None => None,
     };
-    let archive = plan
-        .request
-        .output
-        .as_ref()
-        .filter(|o| !o.through_kiln())
-        .map(|o| o.dest.clone());
+    // The archive kiln has, whichever it is: the image ID is read from it.
+    let archive = plan.request.output.as_ref().map(|o| o.dest.clone());
     let mut outcome = build::execute_in_worker(session, plan)?;
-    // The image ID is read from the archive kiln has (a file, --load's or
-    // standard output's temporary one).
-    let archive = archive.or_else(|| to_stdout.as_ref().map(|t| t.to_path_buf()));
     if outcome.status == "built" {
         outcome.image_id = archive
             .as_deref()
             .and_then(build::load::image_id_of_archive);
     }
     write_result_files(&args, &outcome, &session.env.cwd)?;
-    if let (Some(temp), true) = (&to_stdout, load) {
-        output::status(&outcome.to_string());
-        let loaded = build::load::into_engine(temp, std::time::Duration::from_secs(600))?;
-        if args.json {
-            let mut v = serde_json::to_value(&outcome).unwrap_or_default();
-            v["loaded"] = serde_json::Value::String(loaded);
-            output::json(&v);
-        } else if args.quiet {
-            output::result(quiet_id(&outcome));
-        } else {
-            output::result(&loaded);
+    let loaded = match (&through_kiln, load) {
+        (Some(temp), true) => {
+            output::status(&outcome.to_string());
+            Some(build::load::into_engine(
+                temp,
+                std::time::Duration::from_secs(600),
+            )?)
         }
-        return Ok(exit::OK);
-    }
-    if let Some(temp) = to_stdout {
-        let mut file = std::fs::File::open(&temp).map_err(|e| Error::io("reading", &*temp, e))?;
-        let mut stdout = std::io::stdout().lock();
-        std::io::copy(&mut file, &mut stdout)
-            .and_then(|_| std::io::Write::flush(&mut stdout))
-            .map_err(|e| Error::io("writing", "standard output", e))?;
-        output::status(&outcome.to_string());
-        return Ok(exit::OK);
-    }
+        (Some(temp), false) => {
+            let mut file =
+                std::fs::File::open(temp).map_err(|e| Error::io("reading", &**temp, e))?;
+            let mut stdout = std::io::stdout().lock();
+            std::io::copy(&mut file, &mut stdout)
+                .and_then(|_| std::io::Write::flush(&mut stdout))
+                .map_err(|e| Error::io("writing", "standard output", e))?;
+            output::status(&outcome.to_string());
+            return Ok(exit::OK);
+        }
+        (None, _) => None,
+    };
     if args.json {
-        output::json(&serde_json::to_value(&outcome).unwrap_or_default());
+        let mut v = serde_json::to_value(&outcome).unwrap_or_default();
+        if let Some(loaded) = &loaded {
+            v["loaded"] = serde_json::Value::String(loaded.clone());
+        }
+        output::json(&v);
     } else if args.quiet {
         // `docker build -q`: the image ID alone.
         output::result(quiet_id(&outcome));
     } else {
-        output::result(&outcome.to_string());
+        output::result(&loaded.unwrap_or_else(|| outcome.to_string()));
     }
     Ok(exit::OK)
 }
