@@ -26,6 +26,7 @@ mod oci;
 mod plugins;
 /// Registries: membership, existence checks, skips, pushes, retries.
 mod registry;
+mod registry_faults;
 /// RUN in the daemonless builder through an OCI runtime.
 mod run;
 /// What users read, pinned: `--help` texts and the shipped flavor schemas.

@@ -55,6 +55,80 @@ pub struct Manifest {
     pub digest: String,
 }
 
+/// Whether `text` is a digest as registries write one: `sha256:` and 64
+/// lowercase hex digits, or `sha512:` and 128.
+pub fn is_digest(text: &str) -> bool {
+    let hex = |h: &str, n: usize| {
+        h.len() == n
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    match text.split_once(':') {
+        Some(("sha256", h)) => hex(h, 64),
+        Some(("sha512", h)) => hex(h, 128),
+        _ => false,
+    }
+}
+
+/// The most of a manifest kiln reads (distribution's own limit is 4 MiB).
+const MANIFEST_LIMIT: usize = 4 << 20;
+
+/// The most of an error body kiln reads, and prints.
+const ERROR_BODY_READ: usize = 64 << 10;
+const ERROR_BODY_SHOWN: usize = 300;
+
+/// What a registry's error body says, fit for a terminal and a log: at most
+/// [`ERROR_BODY_SHOWN`] characters, control characters and escape sequences
+/// dropped, whitespace collapsed; an HTML page (a proxy's or a captive
+/// portal's) is named, not printed.
+pub async fn error_excerpt(mut response: Response) -> String {
+    let html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.to_ascii_lowercase().contains("html"));
+    let mut body = Vec::new();
+    let mut more = false;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if body.len() + chunk.len() > ERROR_BODY_READ {
+            more = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8_lossy(&body);
+    if html || text.trim_start().starts_with('<') {
+        return "an HTML page, not a registry's answer (a proxy or a login portal?)".into();
+    }
+    let mut clean = String::new();
+    let mut escape = false;
+    for c in text.chars() {
+        if c == '\u{1b}' {
+            escape = true;
+            continue;
+        }
+        if escape {
+            // The end of an escape sequence is a letter (CSI) or BEL.
+            if c.is_ascii_alphabetic() || c == '\u{7}' {
+                escape = false;
+            }
+            continue;
+        }
+        let c = if c.is_whitespace() { ' ' } else { c };
+        if c.is_control() || (c == ' ' && clean.ends_with(' ')) {
+            continue;
+        }
+        clean.push(c);
+    }
+    let clean = clean.trim();
+    let shown: String = clean.chars().take(ERROR_BODY_SHOWN).collect();
+    if more || shown.len() < clean.len() {
+        format!("{shown}... (cut)")
+    } else {
+        shown
+    }
+}
+
 /// `sha256:<hex>` of `data`.
 pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
@@ -291,8 +365,7 @@ impl RegistryClient {
             Outcome::Response(r) if r.status().is_success() => Ok(r),
             Outcome::Response(r) => {
                 let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                let text = text.trim();
+                let text = error_excerpt(r).await;
                 Err(CallError::Failed(if text.is_empty() {
                     format!("{what}: {} answered {status}", self.base)
                 } else {
@@ -394,8 +467,11 @@ impl RegistryClient {
         Ok(())
     }
 
-    /// `PUT` a manifest under `reference` (a tag or digest); returns the
-    /// digest the registry reports (else the bytes' own).
+    /// `PUT` a manifest under `reference` (a tag or digest) and return its
+    /// digest once the registry confirms it: the digest it answers with must
+    /// be the bytes' own, and without one the manifest must be there when
+    /// asked for by digest (a registry that accepts and stores nothing is an
+    /// error, not a push).
     pub async fn put_manifest(
         &self,
         repo: &str,
@@ -404,62 +480,160 @@ impl RegistryClient {
         bytes: Vec<u8>,
     ) -> Result<String, CallError> {
         let own = sha256(&bytes);
+        let what = format!("pushing the manifest of {repo}:{reference}");
         let response = self
             .expect(
-                &format!("pushing the manifest of {repo}:{reference}"),
+                &what,
                 Method::PUT,
                 &format!("/v2/{repo}/manifests/{reference}"),
                 &[(header::CONTENT_TYPE, media_type)],
                 Some(Bytes::from(bytes)),
             )
             .await?;
-        Ok(response
+        let answered = response
             .headers()
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
-            .map_or(own, str::to_string))
+            .map(str::to_string);
+        match answered {
+            Some(d) if d == own => Ok(own),
+            Some(d) => Err(CallError::Failed(format!(
+                "{what}: {} answered with digest {:?}, but the manifest sent is {own}",
+                self.base,
+                crate::names::printable(&d)
+            ))),
+            None => match self.resolve(repo, &own).await? {
+                Some(_) => Ok(own),
+                None => Err(CallError::Failed(format!(
+                    "{what}: {} accepted the manifest but does not have {own} afterwards",
+                    self.base
+                ))),
+            },
+        }
     }
 
-    /// `GET` the manifest `repo:reference`; a digest reference is verified.
-    pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest, CallError> {
-        let what = format!("fetching the manifest of {repo}:{reference}");
-        let response = self
-            .expect(
-                &what,
+    /// `GET` the manifest `repo:reference`, checked: `None` when the
+    /// registry answers 404; an error unless the answer is a manifest or
+    /// index (JSON with `schemaVersion` 2 and `layers` or `manifests`, at
+    /// most 4 MiB) whose digest is the one asked for (a digest reference)
+    /// and the one the registry names (`Docker-Content-Digest`, when sent).
+    /// A proxy's or captive portal's page is never taken for an image.
+    pub async fn resolve(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<Manifest>, CallError> {
+        let what = format!("{}/{repo}:{reference}", self.base);
+        let mut response = match self
+            .send(
                 Method::GET,
                 &format!("/v2/{repo}/manifests/{reference}"),
                 &[(header::ACCEPT, MANIFEST_TYPES)],
                 None,
             )
-            .await?;
+            .await
+        {
+            Outcome::Response(r) if r.status() == StatusCode::NOT_FOUND => return Ok(None),
+            Outcome::Response(r) if r.status().is_success() => r,
+            Outcome::Response(r) => {
+                let status = r.status();
+                let text = error_excerpt(r).await;
+                return Err(CallError::Unavailable(format!(
+                    "{what}: answered {status}: {text}"
+                )));
+            }
+            Outcome::Denied(why) => return Err(CallError::Denied(why)),
+            Outcome::Unknown(why) => return Err(CallError::Unavailable(why)),
+        };
+        let named = response
+            .headers()
+            .get("docker-content-digest")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let content_type = response
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|t| t.split(';').next().unwrap_or(t).trim().to_string());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| CallError::Unavailable(format!("{what}: {e}")))?
-            .to_vec();
+            .map(|t| t.split(';').next().unwrap_or(t).trim().to_ascii_lowercase());
+        let mut bytes = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if bytes.len() + chunk.len() > MANIFEST_LIMIT {
+                        return Err(CallError::Failed(format!(
+                            "{what}: the answer is larger than a manifest may be (4 MiB)"
+                        )));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(CallError::Unavailable(format!("{what}: {e}"))),
+            }
+        }
+        let not_a_manifest = |why: &str| {
+            CallError::Failed(format!(
+                "{what}: the registry's answer is not an image manifest ({why})"
+            ))
+        };
+        let html = content_type.as_deref().is_some_and(|t| t.contains("html"))
+            || bytes.trim_ascii_start().starts_with(b"<");
+        if html {
+            return Err(not_a_manifest("an HTML page: a proxy or a login portal?"));
+        }
+        let doc: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| not_a_manifest("not JSON"))?;
+        let shaped = doc.get("schemaVersion").and_then(|v| v.as_u64()) == Some(2)
+            && (doc.get("layers").is_some_and(|l| l.is_array())
+                || doc.get("manifests").is_some_and(|m| m.is_array()));
+        if !shaped {
+            return Err(not_a_manifest(
+                "no schemaVersion 2 with layers or manifests",
+            ));
+        }
+        let declared = doc
+            .get("mediaType")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let media_type = match (content_type, declared) {
+            (Some(t), _) if MANIFEST_TYPES.split(", ").any(|m| m == t) => t,
+            (Some(t), Some(d)) if t == "application/json" || t.is_empty() => d,
+            (None, Some(d)) => d,
+            (Some(t), _) if t != "application/json" && !t.is_empty() => {
+                return Err(not_a_manifest(&format!(
+                    "Content-Type {:?}",
+                    crate::names::printable(&t)
+                )))
+            }
+            _ => "application/vnd.oci.image.manifest.v1+json".into(),
+        };
         let digest = sha256(&bytes);
-        if reference.starts_with("sha256:") && reference != digest {
+        if is_digest(reference) && reference != digest {
             return Err(CallError::Failed(format!(
                 "{what}: the registry sent content with digest {digest}"
             )));
         }
-        let media_type = content_type
-            .filter(|t| t != "application/json" && !t.is_empty())
-            .or_else(|| {
-                serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .ok()
-                    .and_then(|v| v.get("mediaType")?.as_str().map(str::to_string))
-            })
-            .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into());
-        Ok(Manifest {
+        if let Some(named) = named {
+            if named != digest {
+                return Err(CallError::Failed(format!(
+                    "{what}: the registry names digest {:?} but sent content with digest {digest}",
+                    crate::names::printable(&named)
+                )));
+            }
+        }
+        Ok(Some(Manifest {
             bytes,
             media_type,
             digest,
+        }))
+    }
+
+    /// `GET` the manifest `repo:reference`, checked as [`Self::resolve`]
+    /// checks it; absent is an error.
+    pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest, CallError> {
+        self.resolve(repo, reference).await?.ok_or_else(|| {
+            CallError::Failed(format!(
+                "fetching the manifest of {repo}:{reference}: {} has no such image (404)",
+                self.base
+            ))
         })
     }
 

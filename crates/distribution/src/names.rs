@@ -42,6 +42,26 @@ pub fn is_loopback(host: &str) -> bool {
         || bare.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// `text` fit to print inside an error: control characters (terminal
+/// escape sequences among them) shown escaped, at most 200 characters.
+pub fn printable(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(200)
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if text.chars().count() > 200 {
+        out.push_str("...");
+    }
+    out
+}
+
 /// A registry URI: host (with port) and an optional namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryUri {

@@ -72,6 +72,24 @@ impl Platform {
         }
     }
 
+    /// BuildKit's automatic platform ARGs for a build targeting this
+    /// platform on this machine: `TARGETPLATFORM`, `TARGETOS`, `TARGETARCH`,
+    /// `TARGETVARIANT` and the same four `BUILD*` for the machine.
+    pub fn build_args(&self) -> std::collections::BTreeMap<String, String> {
+        let build = Self::host();
+        let mut args = std::collections::BTreeMap::new();
+        for (prefix, p) in [("TARGET", self), ("BUILD", &build)] {
+            args.insert(format!("{prefix}PLATFORM"), p.to_string());
+            args.insert(format!("{prefix}OS"), p.os.clone());
+            args.insert(format!("{prefix}ARCH"), p.architecture.clone());
+            args.insert(
+                format!("{prefix}VARIANT"),
+                p.variant.clone().unwrap_or_default(),
+            );
+        }
+        args
+    }
+
     /// Whether an image of `os`/`architecture`/`variant` serves this
     /// platform: `linux/arm64` accepts `linux/arm64/v8`; a variant asked for
     /// must match.

@@ -15,11 +15,9 @@ use kiln_plugin_api::{
     author::{block_on, Cancel, Events, Flavor, Registry, RegistryFlavor, Secret},
     capability, ErrorKind, Existence, ImageExistence, PluginError, RegistryAuth,
 };
-use reqwest::Method;
 
 use kiln_distribution::{
-    dockercfg, names, names::RegistryUri, CallError, Credentials, Outcome, Platform,
-    RegistryClient, Retry, MANIFEST_TYPES,
+    dockercfg, names, names::RegistryUri, CallError, Credentials, Platform, RegistryClient, Retry,
 };
 
 /// Config of the `default` registry.
@@ -158,60 +156,28 @@ fn platform_matches(have: &[String; 3], want: &str) -> bool {
 }
 
 impl DefaultRegistry {
-    async fn manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        method: Method,
-    ) -> Result<Option<reqwest::Response>, Answer> {
-        match self
-            .client
-            .request(
-                method,
-                &format!("{repo}/manifests/{reference}"),
-                MANIFEST_TYPES,
-            )
-            .await
-        {
-            Outcome::Response(r) if r.status() == reqwest::StatusCode::NOT_FOUND => Ok(None),
-            Outcome::Response(r) if r.status().is_success() => Ok(Some(r)),
-            Outcome::Response(r) => Err(Answer::Unknown(format!(
-                "{} answered {} for {repo}:{reference}",
-                self.uri.host,
-                r.status()
-            ))),
-            Outcome::Denied(why) => Err(Answer::Denied(why)),
-            Outcome::Unknown(why) => Err(Answer::Unknown(why)),
-        }
-    }
-
+    /// Whether `repo:tag` exists (for each of `platforms`, when given): only
+    /// a checked manifest counts (its digest the registry's and the
+    /// content's own, see [`RegistryClient::resolve`]); anything else is
+    /// unknown, never "exists".
     async fn exists(&self, repo: &str, tag: &str, platforms: &[String]) -> Answer {
-        let head = match self.manifest(repo, tag, Method::HEAD).await {
-            Ok(Some(r)) => r,
+        let manifest = match self.client.resolve(repo, tag).await {
+            Ok(Some(m)) => m,
             Ok(None) => return Answer::Absent,
-            Err(a) => return a,
+            Err(CallError::Denied(why)) => return Answer::Denied(why),
+            Err(CallError::Unavailable(why) | CallError::Failed(why)) => {
+                return Answer::Unknown(why)
+            }
         };
-        let digest = head
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let found = format!("{}/{repo}@{digest}", self.uri.host);
+        let found = format!("{}/{repo}@{}", self.uri.host, manifest.digest);
         if platforms.is_empty() {
             return Answer::Exists(found);
         }
-        // Per platform: read the manifest (an index lists its platforms; a
-        // single manifest's platform is in its config blob).
-        let body: serde_json::Value = match self.manifest(repo, tag, Method::GET).await {
-            Ok(Some(r)) => match r.json().await {
-                Ok(v) => v,
-                Err(e) => {
-                    return Answer::Unknown(format!("manifest of {repo}:{tag} is not JSON: {e}"))
-                }
-            },
-            Ok(None) => return Answer::Absent,
-            Err(a) => return a,
+        // Per platform: an index lists its platforms; a single manifest's
+        // platform is in its config blob.
+        let body: serde_json::Value = match serde_json::from_slice(&manifest.bytes) {
+            Ok(v) => v,
+            Err(e) => return Answer::Unknown(format!("manifest of {repo}:{tag} is not JSON: {e}")),
         };
         let have: Vec<[String; 3]> = if let Some(list) =
             body.get("manifests").and_then(|m| m.as_array())
@@ -224,23 +190,15 @@ impl DefaultRegistry {
             let Some(config) = body.pointer("/config/digest").and_then(|d| d.as_str()) else {
                 return Answer::Unknown(format!("manifest of {repo}:{tag} has no config"));
             };
-            match self
-                .client
-                .request(Method::GET, &format!("{repo}/blobs/{config}"), "*/*")
-                .await
-            {
-                Outcome::Response(r) if r.status().is_success() => match r
-                    .json::<serde_json::Value>()
-                    .await
-                {
+            match self.client.get_blob(repo, config).await {
+                Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
                     Ok(v) => vec![platform_of(&v)],
                     Err(e) => return Answer::Unknown(format!("image config of {repo}:{tag}: {e}")),
                 },
-                Outcome::Response(r) => {
-                    return Answer::Unknown(format!("image config of {repo}:{tag}: {}", r.status()))
+                Err(CallError::Denied(why)) => return Answer::Denied(why),
+                Err(CallError::Unavailable(why) | CallError::Failed(why)) => {
+                    return Answer::Unknown(format!("image config of {repo}:{tag}: {why}"))
                 }
-                Outcome::Denied(why) => return Answer::Denied(why),
-                Outcome::Unknown(why) => return Answer::Unknown(why),
             }
         };
         let missing: Vec<&String> = platforms

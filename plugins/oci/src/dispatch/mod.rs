@@ -458,28 +458,6 @@ fn declare_args(
         .collect())
 }
 
-/// BuildKit's automatic platform ARGs, in the global scope (usable in
-/// `FROM`; a stage sees them once it declares them). BUILD* name this
-/// machine, TARGET* the platform built for.
-fn platform_args(target: &Platform) -> BTreeMap<String, String> {
-    let build = Platform {
-        os: "linux".into(),
-        architecture: image::host_architecture().into(),
-        variant: None,
-    };
-    let mut args = BTreeMap::new();
-    for (prefix, p) in [("TARGET", target), ("BUILD", &build)] {
-        args.insert(format!("{prefix}PLATFORM"), p.to_string());
-        args.insert(format!("{prefix}OS"), p.os.clone());
-        args.insert(format!("{prefix}ARCH"), p.architecture.clone());
-        args.insert(
-            format!("{prefix}VARIANT"),
-            p.variant.clone().unwrap_or_default(),
-        );
-    }
-    args
-}
-
 /// What a walk over the Dockerfile does with each instruction of a stage
 /// the target needs.
 enum Step<'x> {
@@ -545,7 +523,9 @@ impl<'a, 'i> Run<'a, 'i> {
         Run {
             input,
             escape,
-            global_args: platform_args(&input.platform),
+            // BuildKit's automatic platform ARGs are global (usable in
+            // `FROM`; a stage sees them once it declares them).
+            global_args: input.platform.build_args(),
             stages: Vec::new(),
             layers_made: 0,
             layers_cached: 0,
