@@ -527,3 +527,45 @@ fn bad_usage_exits_2() {
     p.kiln(&["frobnicate"]).code(2);
     assert!(p.kiln(&["--help"]).ok().stdout.contains("component"));
 }
+
+/// Registry addresses are checked when registered, by the one normalisation
+/// that later names images in them: nothing wrong is stored, and a password
+/// written into the address is never echoed or kept.
+#[test]
+fn registry_addresses_are_checked_at_registration() {
+    let (p, d) = registry_project();
+    let reg = |name: &str, uri: &str| {
+        p.kiln(&[
+            "component",
+            "register",
+            name,
+            "--type",
+            "container-registry",
+            "--flavor",
+            "fixture-registry",
+            "--plugins-dir",
+            &d,
+            "--set",
+            &format!("uri={uri}"),
+        ])
+    };
+    for (uri, says) in [
+        ("team", "not a registry host"),
+        ("reg.io:99999", "1 to 65535"),
+        ("reg.io/a//b", "not a repository path"),
+        ("https://me:hunter22@reg.io", "holds credentials"),
+    ] {
+        let run = reg("bad", uri);
+        run.code(2);
+        assert!(run.stderr.contains(says), "{uri}: {}", run.stderr);
+        assert!(!run.stderr.contains("hunter22"), "{}", run.stderr);
+    }
+    let state = fs::read_to_string(p.work().join(".kiln/components.json")).unwrap_or_default();
+    assert!(
+        !state.contains("\"bad\"") && !state.contains("hunter22"),
+        "{state}"
+    );
+    for (name, uri) in [("a", "reg.example.com:5000"), ("b", "localhost:5000/team")] {
+        reg(name, uri).ok();
+    }
+}

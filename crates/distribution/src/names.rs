@@ -62,6 +62,29 @@ pub fn printable(text: &str) -> String {
     out
 }
 
+/// `text` with the user information of any address in it (`user:password@`
+/// after `scheme://` or at the start) replaced by `***@`: fit to print when
+/// someone wrote credentials into an address.
+pub fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let start = word.find("://").map_or(0, |i| i + 3);
+        let authority_end = word[start..].find('/').map_or(word.len(), |i| start + i);
+        match word[start..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str(&word[..start]);
+                out.push_str("***");
+                out.push_str(&word[start + at..]);
+            }
+            None => out.push_str(word),
+        }
+    }
+    out
+}
+
 /// A registry URI: host (with port) and an optional namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryUri {
@@ -72,34 +95,58 @@ pub struct RegistryUri {
 }
 
 impl RegistryUri {
-    /// Normalise `uri`: scheme and trailing `/` stripped; a tag or digest is
-    /// an error naming what was found.
+    /// Normalise `uri`: scheme and trailing `/` stripped. Refused, naming
+    /// what was wrong: credentials (`user:password@`, never echoed), a tag or
+    /// digest, a host that is not one by Docker's grammar or that Docker
+    /// would read as a Docker Hub user (`team`: no `.`, no port, not
+    /// `localhost`), a port outside 1-65535, a namespace that is not a
+    /// repository path (lowercase, `[a-z0-9]` separated by `.`, `_`, `__`
+    /// or `-`).
     pub fn parse(uri: &str) -> Result<Self, String> {
-        let trimmed = uri
-            .trim()
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/');
+        let trimmed = uri.trim();
+        let trimmed = trimmed
+            .strip_prefix("https://")
+            .or_else(|| trimmed.strip_prefix("http://"))
+            .unwrap_or(trimmed);
+        let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
         if trimmed.is_empty() {
-            return Err(format!("registry uri {uri:?} is empty"));
-        }
-        if trimmed.contains('@') {
-            return Err(format!(
-                "registry uri {uri:?} contains a digest; give host[:port][/namespace] only"
-            ));
+            return Err(format!("registry uri {:?} is empty", printable(uri)));
         }
         let (host, namespace) = trimmed.split_once('/').unwrap_or((trimmed, ""));
-        if namespace.contains(':') {
+        if host.contains('@') {
+            // Whatever precedes `@` may be a password: never printed.
+            let after = host.rsplit('@').next().unwrap_or("");
             return Err(format!(
-                "registry uri {uri:?} contains a tag; give host[:port][/namespace] only"
+                "registry uri \"...@{}\" holds credentials: give them as the registry's \
+                 username and password (or Docker's login), never inside the address",
+                printable(after)
             ));
         }
-        let host = match host {
-            "index.docker.io" | "registry-1.docker.io" => "docker.io",
-            other => other,
+        let shown = printable(uri);
+        if namespace.contains('@') {
+            return Err(format!(
+                "registry uri {shown:?} contains a digest; give host[:port][/namespace] only"
+            ));
+        }
+        if namespace.contains(':') {
+            return Err(format!(
+                "registry uri {shown:?} contains a tag; give host[:port][/namespace] only"
+            ));
+        }
+        check_host(host).map_err(|why| format!("registry uri {shown:?}: {why}"))?;
+        if !namespace.is_empty() && !namespace.split('/').all(is_path_component) {
+            return Err(format!(
+                "registry uri {shown:?}: namespace {:?} is not a repository path (lowercase \
+                 letters and digits, separated by '.', '_', '__' or '-', parts joined by '/')",
+                printable(namespace)
+            ));
+        }
+        let host = match host.to_ascii_lowercase().as_str() {
+            "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_string(),
+            _ => host.to_string(),
         };
         Ok(Self {
-            host: host.to_string(),
+            host,
             namespace: namespace.to_string(),
         })
     }
@@ -116,7 +163,8 @@ impl RegistryUri {
     /// Whether `image` belongs to this registry (and namespace).
     pub fn owns(&self, image: &str) -> Result<bool, String> {
         let reference = parse(image)?;
-        if reference.registry() != self.host {
+        // Host names are case-insensitive (DNS); paths are not.
+        if !reference.registry().eq_ignore_ascii_case(&self.host) {
             return Ok(false);
         }
         let repo = reference.repository();
@@ -145,9 +193,113 @@ impl RegistryUri {
 
 /// Parse an image reference, with Docker's messages.
 pub fn parse(image: &str) -> Result<Reference, String> {
-    image
+    let reference = image
         .parse::<Reference>()
-        .map_err(|e| format!("invalid reference format: {e}: {image:?}"))
+        .map_err(|e| format!("invalid reference format: {e}: {:?}", printable(image)))?;
+    // Docker refuses a name that is 64 hex digits (it reads as an image ID).
+    let name = image.split(['@']).next().unwrap_or(image);
+    let name = match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => &name[..i],
+        _ => name,
+    };
+    if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "invalid repository name ({name}), cannot specify 64-byte hexadecimal strings"
+        ));
+    }
+    Ok(reference)
+}
+
+/// A registry host by Docker's grammar: DNS labels joined by `.` (or an
+/// IPv6 literal in brackets), an optional port 1-65535; and one Docker
+/// reads as a registry (a `.` or a port, or `localhost`).
+fn check_host(host: &str) -> Result<(), String> {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or_else(|| {
+            format!(
+                "{:?} opens an IPv6 literal and never closes it",
+                printable(host)
+            )
+        })?;
+        if v6.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("[{}] is not an IPv6 address", printable(v6)));
+        }
+        match after {
+            "" => (None, None),
+            p => (
+                None,
+                Some(p.strip_prefix(':').ok_or_else(|| {
+                    format!("{:?}: after an IPv6 literal comes :port", printable(host))
+                })?),
+            ),
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, p)) => (Some(n), Some(p)),
+            None => (Some(host), None),
+        }
+    };
+    if let Some(port) = port {
+        if !port.parse::<u16>().is_ok_and(|p| p > 0) || port.starts_with('+') {
+            return Err(format!(
+                "port {:?} is not a number from 1 to 65535",
+                printable(port)
+            ));
+        }
+    }
+    if let Some(name) = name {
+        let label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if !name.split('.').all(label) {
+            return Err(format!(
+                "{:?} is not a host name (letters, digits and '-' in labels joined by '.')",
+                printable(name)
+            ));
+        }
+        if port.is_none() && !name.contains('.') && !name.eq_ignore_ascii_case("localhost") {
+            return Err(format!(
+                "{name:?} is not a registry host: Docker reads {name}/app as docker.io/{name}/app; \
+                 give a host with a domain (reg.example.com), a port (host:5000) or localhost"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One path component of a repository by Docker's grammar:
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+fn is_path_component(part: &str) -> bool {
+    let bytes = part.as_bytes();
+    if bytes.is_empty()
+        || !bytes[0].is_ascii_lowercase() && !bytes[0].is_ascii_digit()
+        || !bytes[bytes.len() - 1].is_ascii_lowercase() && !bytes[bytes.len() - 1].is_ascii_digit()
+    {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii_lowercase() || b.is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        // A separator run: '.', '_', '__' or one or more '-'.
+        let start = i;
+        while i < bytes.len() && matches!(bytes[i], b'.' | b'_' | b'-') {
+            i += 1;
+        }
+        let sep = &part[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -173,6 +325,61 @@ mod tests {
         assert!(RegistryUri::parse("reg.io/team/app:1").is_err());
         assert!(RegistryUri::parse("reg.io/app@sha256:00").is_err());
         assert!(RegistryUri::parse("http:///").is_err());
+        for ok in [
+            "localhost:5000/",
+            "REG.io:5000",
+            "[::1]:5000",
+            "[::1]",
+            "reg.io/a/b-c/d__e",
+            "LOCALHOST",
+            "Index.Docker.IO/me",
+        ] {
+            assert!(RegistryUri::parse(ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("foo", "not a registry host"),
+            ("https://Reg.io/Team:tag", "tag"),
+            ("reg.io:99999", "1 to 65535"),
+            ("reg.io:0", "1 to 65535"),
+            ("reg io", "not a host name"),
+            ("http://reg.io/a//b", "not a repository path"),
+            ("reg.io/UP", "not a repository path"),
+            ("-bad.io", "not a host name"),
+            ("[::g]:5000", "not an IPv6"),
+        ] {
+            let err = RegistryUri::parse(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let err = RegistryUri::parse("https://user:s3cret@reg.io/team").expect_err("credentials");
+        assert!(
+            err.contains("credentials") && !err.contains("s3cret"),
+            "{err}"
+        );
+        assert!(!err.contains("user:"), "{err}");
+    }
+
+    #[test]
+    fn user_information_is_redacted() {
+        assert_eq!(
+            redact_userinfo("\"https://me:pw@reg.io/x\" does not match"),
+            "\"https://***@reg.io/x\" does not match"
+        );
+        assert_eq!(redact_userinfo("me:pw@reg.io"), "***@reg.io");
+        assert_eq!(redact_userinfo("reg.io/a@sha256:00"), "reg.io/a@sha256:00");
+    }
+
+    #[test]
+    fn hosts_are_case_insensitive_and_64_hex_names_refused() {
+        assert!(owns("REG.io:5000", "reg.io:5000/app:1"));
+        assert!(owns("reg.io", "Reg.IO/app:1"));
+        let hex = "0123456789abcdef".repeat(4);
+        assert!(parse(&hex).is_err());
+        assert!(parse(&format!("{hex}:1")).is_err());
+        assert!(
+            parse(&format!("reg.io/{hex}:1")).is_ok(),
+            "a path part may be hex"
+        );
+        assert!(parse(&hex[..63]).is_ok());
     }
 
     #[test]
@@ -189,7 +396,7 @@ mod tests {
         assert!(owns("index.docker.io/me", "me/app"));
         assert!(!owns("docker.io/me", "mean/app"));
         // No dot, no port, not localhost: a Docker Hub user, not a registry.
-        assert!(!owns("team", "team/app"));
+        assert!(RegistryUri::parse("team").is_err());
         assert!(owns("127.0.0.1:5000", "127.0.0.1:5000/x"));
     }
 

@@ -88,7 +88,9 @@ impl CompiledSchema {
                     err.masked()
                 ));
             } else {
-                out.push(format!("{}: {err}", display_pointer(&at)));
+                // Credentials written into an address are never echoed.
+                let message = kiln_distribution::names::redact_userinfo(&err.to_string());
+                out.push(format!("{}: {message}", display_pointer(&at)));
             }
         }
         out.sort();
@@ -114,7 +116,17 @@ pub fn validate_component(
     schema: &CompiledSchema,
     config: &Map<String, Value>,
 ) -> Result<()> {
-    let problems = schema.problems(config);
+    let mut problems = schema.problems(config);
+    // Every registry flavor's config has `uri` (ZenML's
+    // BaseContainerRegistryConfig): checked here, at registration, by the
+    // one normalisation that later names images in it.
+    if component_type == kiln_plugin_api::ComponentType::CONTAINER_REGISTRY.as_str() {
+        if let Some(Value::String(uri)) = config.get("uri") {
+            if let Err(why) = kiln_distribution::RegistryUri::parse(uri) {
+                problems.push(format!("/uri: {why}"));
+            }
+        }
+    }
     if problems.is_empty() {
         return Ok(());
     }
