@@ -268,6 +268,10 @@ pub mod capability {
     pub const CHECKS_EXISTENCE: &str = "checks-existence";
     /// A registry that images can be pushed to.
     pub const PUSHES: &str = "pushes";
+    /// (0.2.3) An image builder whose `FROM` images come from the local
+    /// Docker Engine's image store when it has them (the classic builder):
+    /// the host resolves bases there first to decide whether a skip is safe.
+    pub const BASES_FROM_DOCKER_ENGINE: &str = "bases-from-docker-engine";
 }
 
 /// A capability, typed. On the wire capabilities are strings; one a newer

@@ -11,7 +11,10 @@ fn project() -> (TestProject, String) {
     let dir = p.root().join("plugins");
     let oci = shipped_plugin("kiln-oci");
     std::fs::copy(&oci, dir.join(oci.file_name().expect("name"))).expect("copy plugin");
-    p.file("app/Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n");
+    p.file(
+        "app/Dockerfile",
+        "FROM base AS final\nCOPY --from=busybox:1.36 /bin/busybox /bin/\nCOPY a.txt /a.txt\n",
+    );
     p.file("app/a.txt", "hello\n");
     (p, dir.to_string_lossy().into_owned())
 }
@@ -71,6 +74,8 @@ fn the_dry_run_text_is_the_plan() {
   target: final
   platform: linux/arm64
   build context: base=oci-layout://<WORK>/layouts/base:1
+  base: base (unresolved: a dry run contacts no registry)
+  base: busybox:1.36 (unresolved: a dry run contacts no registry)
   output: oci archive <WORK>/out/app.tar
   options: --no-cache
   checks: none configured: the image will be built
@@ -122,6 +127,18 @@ fn the_dry_run_json_is_the_plan() {
       "base": "oci-layout://<WORK>/layouts/base:1"
     }
   },
+  "bases": [
+    {
+      "image": "base",
+      "digest": null,
+      "unresolved": "a dry run contacts no registry"
+    },
+    {
+      "image": "busybox:1.36",
+      "digest": null,
+      "unresolved": "a dry run contacts no registry"
+    }
+  ],
   "on_unknown": "build",
   "digest": null,
   "pushed": null,

@@ -932,3 +932,147 @@ fn a_registry_behind_a_private_ca_is_trusted_through_ssl_cert_file() {
         .to_lowercase();
     assert!(reason.contains("certificate"), "{reason}");
 }
+
+/// A skip is never wrong: the derived tag covers every input that can change
+/// the image (here labels, the builder's config and the base image's content
+/// under the same tag), and kiln says which input changed since the last
+/// build. Built with the daemonless `oci` builder against a real registry.
+#[test]
+fn a_derived_tag_skips_only_when_no_input_changed() {
+    if !tools_and_daemon() {
+        return;
+    }
+    let registry = TestRegistry::start(None);
+    let (p, plugins) = project();
+    let oci = shipped_plugin("kiln-oci");
+    fs::copy(
+        &oci,
+        Path::new(&plugins).join(oci.file_name().expect("name")),
+    )
+    .expect("copy");
+    register(&p, &plugins, "reg", &[&format!("uri={}", registry.host())]);
+    let base = format!("{}/base:1", registry.host());
+    let push_base = |content: &str| {
+        write(&p.work().join("base"), "f.txt", content);
+        write(
+            &p.work().join("base"),
+            "Dockerfile",
+            "FROM scratch\nCOPY f.txt /\n",
+        );
+        p.cmd()
+            .plugins(&plugins)
+            .build("base")
+            .tag(&base)
+            .args(["--push", "--builder-flavor", "oci"])
+            .run()
+            .ok();
+    };
+    push_base("one\n");
+    write(&p.work().join("app"), "a.txt", "app\n");
+    write(
+        &p.work().join("app"),
+        "Dockerfile",
+        &format!("FROM {base}\nCOPY a.txt /\n"),
+    );
+    let build = |extra: &[&str]| {
+        let r = p
+            .cmd()
+            .plugins(&plugins)
+            .build("app")
+            .registry("reg")
+            .builder_flavor("oci")
+            .json()
+            .args(extra)
+            .run();
+        r.ok();
+        r
+    };
+    let status = |r: &crate::util::Run| r.json()["status"].as_str().unwrap_or("").to_string();
+    let first = build(&[]);
+    assert_eq!(status(&first), "built", "{}", first.stdout);
+    let again = build(&[]);
+    assert_eq!(status(&again), "skipped", "{}", again.stdout);
+    assert_eq!(again.json()["image"], first.json()["image"]);
+
+    // Each input, changed alone, builds again under a new tag; the same
+    // input again is skipped.
+    for (extra, input) in [
+        (&["--label", "team=ml"][..], "label:team"),
+        (
+            &[
+                "--label",
+                "team=ml",
+                "--builder-config",
+                r#"{"created": 5}"#,
+            ][..],
+            "builder",
+        ),
+    ] {
+        let r = build(extra);
+        assert_eq!(status(&r), "built", "{extra:?}: {}", r.stdout);
+        assert!(
+            r.stderr.contains("changed: ") && r.stderr.contains(input),
+            "{extra:?}: {}",
+            r.stderr
+        );
+        assert_eq!(status(&build(extra)), "skipped", "{extra:?}");
+    }
+
+    // The base moves under the same tag: the app is built again.
+    let extra = &[
+        "--label",
+        "team=ml",
+        "--builder-config",
+        r#"{"created": 5}"#,
+    ][..];
+    push_base("two\n");
+    let r = build(extra);
+    assert_eq!(status(&r), "built", "{}", r.stdout);
+    assert!(r.stderr.contains(&format!("base:{base}")), "{}", r.stderr);
+    assert_eq!(status(&build(extra)), "skipped");
+    let plan = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .registry("reg")
+        .args(["--dry-run", "--json"])
+        .run();
+    plan.ok();
+    assert_eq!(
+        plan.json()["bases"][0]["digest"],
+        Value::Null,
+        "{}",
+        plan.stdout
+    );
+
+    // A base that cannot be resolved turns the skip off, saying why.
+    write(
+        &p.work().join("app"),
+        "Dockerfile",
+        &format!("FROM {}/nowhere:1\nCOPY a.txt /\n", registry.host()),
+    );
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .registry("reg")
+        .builder_flavor("oci")
+        .args(["--dry-run"])
+        .run();
+    r.ok();
+    assert!(r.stdout.contains("unresolved"), "{}", r.stdout);
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .registry("reg")
+        .builder_flavor("oci")
+        .run();
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stdout.contains("could not be resolved") || r.stderr.contains("could not be resolved"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+}

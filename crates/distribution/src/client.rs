@@ -78,7 +78,7 @@ const ERROR_BODY_READ: usize = 64 << 10;
 const ERROR_BODY_SHOWN: usize = 300;
 
 /// What a registry's error body says, fit for a terminal and a log: at most
-/// [`ERROR_BODY_SHOWN`] characters, control characters and escape sequences
+/// 300 characters, control characters and escape sequences
 /// dropped, whitespace collapsed; an HTML page (a proxy's or a captive
 /// portal's) is named, not printed.
 pub async fn error_excerpt(mut response: Response) -> String {

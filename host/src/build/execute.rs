@@ -118,7 +118,10 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
         Decision::Skip { digest, reason } => {
             return Ok(outcome(&plan, Some(digest), "skipped", reason));
         }
-        Decision::Build { reason } => reason,
+        Decision::Build { reason } => match &plan.checks {
+            super::plan::CheckPlan::Off(why) => why.clone(),
+            _ => reason,
+        },
     };
 
     // The builder, constructed only now, with secrets resolved.

@@ -77,6 +77,40 @@ pub fn into_engine(archive: &Path, timeout: Duration) -> Result<String> {
     interpret(&answer)
 }
 
+/// The ID (`sha256:` of its config) of `image` in the engine at `host`;
+/// `None` when the engine does not have it. Reads time out after `timeout`.
+pub fn engine_image_id(
+    host: &str,
+    image: &str,
+    timeout: Duration,
+) -> std::result::Result<Option<String>, String> {
+    let unsafe_char = |c: char| !(c.is_ascii_alphanumeric() || "/:._-@".contains(c));
+    if image.contains(unsafe_char) {
+        return Err(format!("{image:?} is not an image reference"));
+    }
+    let mut s = connect(host, Some(timeout))
+        .map_err(|_| format!("the Docker Engine at {host} does not answer"))?;
+    let request = format!(
+        "GET /images/{image}/json HTTP/1.1\r\nHost: docker\r\nUser-Agent: kiln\r\n\
+         Connection: close\r\n\r\n"
+    );
+    s.write_all(request.as_bytes())
+        .map_err(|e| format!("the Docker Engine at {host}: {e}"))?;
+    let (status, body) = read_answer(s).map_err(|e| format!("the Docker Engine at {host}: {e}"))?;
+    match status {
+        200 => serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("Id")?.as_str().map(str::to_string))
+            .filter(|id| id.starts_with("sha256:"))
+            .map(Some)
+            .ok_or_else(|| format!("the Docker Engine at {host} named no ID for {image}")),
+        404 => Ok(None),
+        other => Err(format!(
+            "the Docker Engine at {host} answered {other} for {image}"
+        )),
+    }
+}
+
 /// The status code and body of an HTTP/1.1 answer (identity or chunked).
 fn read_answer(stream: impl Read) -> std::io::Result<(u16, String)> {
     let mut r = BufReader::new(stream.take(ANSWER_LIMIT));

@@ -21,6 +21,7 @@
 //! [`crate::Error::from_plugin`]. `kiln push` ([`worker::push_in_worker`],
 //! then [`push()`] in the worker) shares the registry steps ([`registry`]).
 
+pub mod bases;
 pub mod builder;
 pub mod checks;
 pub mod execute;
@@ -35,7 +36,7 @@ pub mod worker;
 
 pub use checks::{checks_apply, decide, CheckAnswer, Decision};
 pub use execute::{execute, Outcome};
-pub use naming::{default_name, derived_tag, TagInputs};
+pub use naming::{default_name, LastBuild, TagInputs};
 pub use options::{BuildArgs, Options};
 pub use plan::Plan;
 pub use push::{push, Pushed};

@@ -2,7 +2,10 @@
 //! folder's name (or, with a registry, `<registry address>/<default
 //! repository or folder name>`); a name without a tag gets the derived tag.
 
+use std::collections::BTreeMap;
+
 use kiln_distribution::split_tag;
+use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use crate::components::RegistryAddress;
@@ -10,49 +13,100 @@ use crate::components::RegistryAddress;
 /// How long a derived tag is (hex characters of its hash).
 const DERIVED_TAG_LEN: usize = 16;
 
-/// The inputs that decide what a build produces, hashed into the derived tag.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TagInputs<'a> {
-    /// sha1 of the uncompressed context archive (after any context hook).
-    pub context_sha1: &'a str,
-    /// The Dockerfile's path inside the context.
-    pub dockerfile: &'a str,
-    /// `--build-arg` pairs.
-    pub build_args: &'a [(String, String)],
-    /// `--target`.
-    pub target: Option<&'a str>,
-    /// `--platform`.
-    pub platform: Option<&'a str>,
+/// The inputs that decide what a build produces, each under its name
+/// (`context`, `dockerfile`, `build-arg:K`, `label:K`, `secret:ID`,
+/// `target`, `platform`, `build-context:NAME`, `builder`, `base:IMAGE`)
+/// with a digest of its value: what the derived tag hashes, and what kiln
+/// compares with the last build to say which input changed. Values never
+/// appear, only their digests (a secret contributes its id alone).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagInputs(BTreeMap<String, String>);
+
+impl TagInputs {
+    /// Add input `name` with `value` (a later value for a name replaces an
+    /// earlier one, as a repeated `--build-arg` does).
+    pub fn with(mut self, name: impl Into<String>, value: &str) -> Self {
+        let digest = Sha1::digest(value.as_bytes());
+        self.0.insert(name.into(), hex(&digest[..8]));
+        self
+    }
+
+    /// The tag for an image named without one: a hash of every input, so
+    /// unchanged input always maps to the same tag (the order inputs were
+    /// given in does not matter).
+    pub fn derived_tag(&self) -> String {
+        let mut hasher = Sha1::new();
+        hasher.update(b"kiln-tag-v2");
+        for (name, digest) in &self.0 {
+            hasher.update(b"\0");
+            hasher.update(name.as_bytes());
+            hasher.update(b"=");
+            hasher.update(digest.as_bytes());
+        }
+        hex(&hasher.finalize())[..DERIVED_TAG_LEN].to_string()
+    }
+
+    /// The names of the inputs that differ from `before`'s: changed, added
+    /// or gone.
+    pub fn changed_since(&self, before: &TagInputs) -> Vec<String> {
+        let names: std::collections::BTreeSet<&String> =
+            self.0.keys().chain(before.0.keys()).collect();
+        names
+            .into_iter()
+            .filter(|n| self.0.get(*n) != before.0.get(*n))
+            .cloned()
+            .collect()
+    }
 }
 
-/// The tag for an image named without one: a hash of everything that
-/// decides the result, so unchanged input always maps to the same tag.
-/// Build args are sorted first: their order on the command line does not
-/// change the image.
-pub fn derived_tag(inputs: &TagInputs<'_>) -> String {
-    let mut hasher = Sha1::new();
-    hasher.update(b"kiln-tag-v1\0");
-    hasher.update(inputs.context_sha1.as_bytes());
-    hasher.update(b"\0");
-    hasher.update(inputs.dockerfile.as_bytes());
-    let mut args: Vec<&(String, String)> = inputs.build_args.iter().collect();
-    args.sort();
-    for (k, v) in args {
-        hasher.update(b"\0arg\0");
-        hasher.update(k.as_bytes());
-        hasher.update(b"=");
-        hasher.update(v.as_bytes());
+/// The inputs of the last build of one repository, kept in kiln's cache
+/// (`inputs/<hash of the repository>.json`): digests only, never values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastBuild {
+    /// The repository (the image name without its tag).
+    pub repository: String,
+    /// The tag it was built under.
+    pub tag: String,
+    /// Its inputs.
+    pub inputs: TagInputs,
+}
+
+impl LastBuild {
+    fn path(cache_dir: &std::path::Path, repository: &str) -> std::path::PathBuf {
+        let digest = Sha1::digest(repository.as_bytes());
+        cache_dir
+            .join("inputs")
+            .join(format!("{}.json", hex(&digest[..10])))
     }
-    hasher.update(b"\0target\0");
-    hasher.update(inputs.target.unwrap_or("").as_bytes());
-    hasher.update(b"\0platform\0");
-    hasher.update(inputs.platform.unwrap_or("").as_bytes());
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    hex[..DERIVED_TAG_LEN].to_string()
+
+    /// The last build of `repository` recorded under `cache_dir`, if any
+    /// (an unreadable record is none: it only explains, never decides).
+    pub fn read(cache_dir: &std::path::Path, repository: &str) -> Option<Self> {
+        let bytes = std::fs::read(Self::path(cache_dir, repository)).ok()?;
+        serde_json::from_slice::<Self>(&bytes)
+            .ok()
+            .filter(|r| r.repository == repository)
+    }
+
+    /// Record this build (atomically; a failure to record is not an error
+    /// of the build).
+    pub fn write(&self, cache_dir: &std::path::Path) {
+        let path = Self::path(cache_dir, &self.repository);
+        if let (Some(dir), Ok(json)) = (path.parent(), serde_json::to_vec_pretty(self)) {
+            let written = std::fs::create_dir_all(dir)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    kiln_archive::atomic::write(&path, &json, 0o644).map_err(|e| e.to_string())
+                });
+            if let Err(e) = written {
+                tracing::debug!("recording the inputs in {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A default image name from the context folder's name, as Docker Compose
@@ -121,40 +175,39 @@ mod tests {
 
     use super::*;
 
-    fn inputs<'a>(sha: &'a str, args: &'a [(String, String)]) -> TagInputs<'a> {
-        TagInputs {
-            context_sha1: sha,
-            dockerfile: "Dockerfile",
-            build_args: args,
-            target: None,
-            platform: None,
-        }
-    }
-
     #[test]
     fn derived_tags_follow_every_input_and_nothing_else() {
-        let a = [("A".to_string(), "1".to_string()), ("B".into(), "2".into())];
-        let b = [("B".to_string(), "2".to_string()), ("A".into(), "1".into())];
-        let base = derived_tag(&inputs("abc", &a));
-        assert_eq!(base.len(), 16);
-        assert_eq!(base, derived_tag(&inputs("abc", &a)));
-        assert_eq!(
-            base,
-            derived_tag(&inputs("abc", &b)),
-            "arg order does not matter"
-        );
-        assert_ne!(base, derived_tag(&inputs("abd", &a)));
-        let mut other = inputs("abc", &a);
-        other.dockerfile = "sub/Dockerfile";
-        assert_ne!(base, derived_tag(&other));
-        let mut other = inputs("abc", &a);
-        other.target = Some("final");
-        assert_ne!(base, derived_tag(&other));
-        let mut other = inputs("abc", &a);
-        other.platform = Some("linux/arm64");
-        assert_ne!(base, derived_tag(&other));
-        let changed = [("A".to_string(), "1".to_string()), ("B".into(), "3".into())];
-        assert_ne!(base, derived_tag(&inputs("abc", &changed)));
+        let base = TagInputs::default()
+            .with("context", "abc")
+            .with("build-arg:A", "1")
+            .with("build-arg:B", "2");
+        let tag = base.derived_tag();
+        assert_eq!(tag.len(), 16);
+        let reordered = TagInputs::default()
+            .with("build-arg:B", "2")
+            .with("build-arg:A", "1")
+            .with("context", "abc");
+        assert_eq!(tag, reordered.derived_tag(), "input order does not matter");
+        for (name, value) in [
+            ("context", "abd"),
+            ("build-arg:B", "3"),
+            ("label:x", "1"),
+            ("builder", "oci {}"),
+            ("base:alpine:3", "sha256:00"),
+        ] {
+            let changed = base.clone().with(name, value);
+            assert_ne!(tag, changed.derived_tag(), "{name}");
+            assert_eq!(changed.changed_since(&base), [name]);
+        }
+        // A value moving from one name to another is a change.
+        let moved = TagInputs::default()
+            .with("context", "abc")
+            .with("build-arg:A", "2")
+            .with("build-arg:B", "1");
+        assert_ne!(tag, moved.derived_tag());
+        assert_eq!(moved.changed_since(&base), ["build-arg:A", "build-arg:B"]);
+        let json = serde_json::to_string(&base).expect("json");
+        assert!(!json.contains("abc"), "values never appear: {json}");
     }
 
     #[test]

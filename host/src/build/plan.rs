@@ -12,9 +12,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
 use super::{
-    builder,
+    bases, builder,
     checks::checks_apply,
-    naming::{derived_tag, image_names, tag_of, TagInputs},
+    naming::{image_names, tag_of, TagInputs},
     options::{NamedContext, OnUnknown, Options, OutputSpec, RegistryChoice},
 };
 use crate::{
@@ -221,6 +221,12 @@ pub struct Plan {
     pub checks: CheckPlan,
     /// What the builder is asked.
     pub request: RequestPlan,
+    /// The images the build starts from, resolved when a skip depends on
+    /// them.
+    pub bases: Vec<bases::Base>,
+    /// Every input, by name, as the derived tag hashes them.
+    #[serde(skip)]
+    pub inputs: TagInputs,
     /// `--force`.
     #[serde(skip)]
     pub force: bool,
@@ -296,6 +302,17 @@ impl fmt::Display for Plan {
             let ids: Vec<&str> = r.secrets.iter().map(|s| s.id.as_str()).collect();
             writeln!(f, "  secrets: {}", ids.join(", "))?;
         }
+        for b in &self.bases {
+            match (&b.digest, &b.unresolved) {
+                (Some(d), _) => writeln!(f, "  base: {} ({d})", b.image)?,
+                (None, why) => writeln!(
+                    f,
+                    "  base: {} (unresolved: {})",
+                    b.image,
+                    why.as_deref().unwrap_or("unknown")
+                )?,
+            }
+        }
         if let Some(o) = &r.output {
             let kind = o.kind.as_str();
             if o.load {
@@ -316,6 +333,53 @@ impl fmt::Display for Plan {
         }
         write!(f, "  checks: {}", self.checks)
     }
+}
+
+/// Every input that decides what the build produces (see [`TagInputs`]):
+/// the context (which holds the Dockerfile), the Dockerfile's path, build
+/// args, labels, secret ids, target, platforms, named contexts, the
+/// builder's flavor and config without secrets, each base as resolved.
+fn tag_inputs(
+    context_sha1: &str,
+    dockerfile: &str,
+    request: &RequestPlan,
+    builder: &ResolvedComponent,
+    bases: &[bases::Base],
+) -> TagInputs {
+    let mut inputs = TagInputs::default()
+        .with("context", context_sha1)
+        .with("dockerfile", dockerfile)
+        .with(
+            "builder",
+            &format!(
+                "{} {}",
+                builder.flavor.name(),
+                Value::Object(builder.public_config())
+            ),
+        );
+    for (k, v) in &request.build_args {
+        inputs = inputs.with(format!("build-arg:{k}"), v);
+    }
+    for (k, v) in &request.labels {
+        inputs = inputs.with(format!("label:{k}"), v);
+    }
+    for secret in &request.secrets {
+        inputs = inputs.with(format!("secret:{}", secret.id), "");
+    }
+    if let Some(t) = &request.target {
+        inputs = inputs.with("target", t);
+    }
+    if !request.platform.is_empty() {
+        inputs = inputs.with("platform", &Platform::join(&request.platform));
+    }
+    for (name, c) in &request.build_contexts {
+        inputs = inputs.with(format!("build-context:{name}"), &c.to_string());
+    }
+    for b in bases {
+        let value = b.digest.as_deref().unwrap_or("unresolved");
+        inputs = inputs.with(format!("base:{}", b.image), value);
+    }
+    inputs
 }
 
 impl Plan {
@@ -399,15 +463,65 @@ impl Plan {
         for w in &report.warnings {
             output::warn(w);
         }
-        let derived = derived_tag(&TagInputs {
-            context_sha1: &summary.sha1,
-            dockerfile: context.dockerfile(),
-            build_args: &options.build_args,
-            target: options.target.as_deref(),
-            platform: Some(Platform::join(&options.platforms))
-                .filter(|p| !p.is_empty())
-                .as_deref(),
-        });
+        let uses_derived = options
+            .tags
+            .first()
+            .is_none_or(|t| kiln_distribution::split_tag(t).1.is_none());
+        // Bases are resolved only when a skip depends on them: a registry
+        // check of a derived tag. A dry run contacts nothing.
+        let resolve = registry.is_some() && uses_derived && !options.force && !push_always;
+        let bases = match context
+            .dockerfile_text()
+            .and_then(|t| bases::referenced(&t, &options.build_args, &options.platforms))
+        {
+            Err(why) => vec![bases::Base {
+                image: context.dockerfile().to_string(),
+                digest: None,
+                unresolved: Some(why),
+            }],
+            Ok(images) if options.dry_run => {
+                bases::unresolved(&images, "a dry run contacts no registry")
+            }
+            Ok(images) if !resolve => {
+                bases::unresolved(&images, "no existence check depends on it")
+            }
+            Ok(images) => {
+                let insecure: Vec<String> = builder
+                    .config
+                    .get("insecure_registries")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                // A builder that starts from the engine's images: asked
+                // there first (unless --pull, which pulls from the registry).
+                let engine = (builder
+                    .declares(kiln_plugin_api::capability::BASES_FROM_DOCKER_ENGINE)
+                    && !options.pull)
+                    .then(|| {
+                        kiln_distribution::engine::docker_host(
+                            builder.config.get("docker_host").and_then(Value::as_str),
+                        )
+                    });
+                let lookup = bases::Lookup {
+                    insecure: &insecure,
+                    engine,
+                    timeout: bases::RESOLVE_TIMEOUT,
+                };
+                bases::resolve(&images, &request.build_contexts, &lookup)
+            }
+        };
+        let inputs = tag_inputs(
+            &summary.sha1,
+            context.dockerfile(),
+            &request,
+            &builder,
+            &bases,
+        );
+        let derived = inputs.derived_tag();
         let folder = if options.from_stdin {
             "stdin".to_string()
         } else {
@@ -425,6 +539,15 @@ impl Plan {
             } else {
                 Ok(())
             }
+        });
+        // A base that could not be resolved may have moved: no skip.
+        let applies = applies.and_then(|()| match bases.iter().find(|b| b.digest.is_none()) {
+            Some(b) if resolve && !options.dry_run => Err(format!(
+                "base {} could not be resolved ({}), so a skip could be wrong",
+                b.image,
+                b.unresolved.as_deref().unwrap_or("unknown")
+            )),
+            _ => Ok(()),
         });
         let checks = match (applies, &registry) {
             (Err(reason), _) => CheckPlan::Off(reason),
@@ -445,6 +568,8 @@ impl Plan {
             context: summary,
             checks,
             request,
+            bases,
+            inputs,
             force: options.force,
             on_unknown: options.on_unknown,
             archive,

@@ -97,6 +97,9 @@ pub struct Job {
     context: ContextSummary,
     archive: PathBuf,
     run_checks: bool,
+    /// Why no check runs, when the plan turned them off.
+    #[serde(default)]
+    checks_off: Option<String>,
     request: RequestPlan,
     force: bool,
     on_unknown: OnUnknown,
@@ -161,6 +164,10 @@ pub fn execute_in_worker(session: &Session<'_>, plan: Plan) -> Result<Outcome> {
         context: plan.context.clone(),
         archive,
         run_checks: matches!(plan.checks, CheckPlan::Registry { .. }),
+        checks_off: match &plan.checks {
+            CheckPlan::Off(why) => Some(why.clone()),
+            _ => None,
+        },
         request: plan.request.clone(),
         force: plan.force,
         on_unknown: plan.on_unknown,
@@ -544,6 +551,7 @@ fn execute_job(session: &Session<'_>, job: Job, started: Instant) -> Result<Outc
     let builder = resolve(job.builder)?;
     let registry = job.registry.map(resolve).transpose()?;
     let checks = match (&registry, job.run_checks) {
+        _ if job.checks_off.is_some() => CheckPlan::Off(job.checks_off.unwrap_or_default()),
         (Some(r), true) => CheckPlan::Registry {
             registry: r.label.clone(),
             flavor: r.flavor.name().to_string(),
@@ -561,6 +569,9 @@ fn execute_job(session: &Session<'_>, job: Job, started: Instant) -> Result<Outc
         context: job.context,
         checks,
         request: job.request,
+        // Resolved and hashed by the parent: the worker only executes.
+        bases: Vec::new(),
+        inputs: Default::default(),
         force: job.force,
         on_unknown: job.on_unknown,
         archive: Some(Archive::At(job.archive)),

@@ -72,7 +72,27 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
     };
     // The archive kiln has, whichever it is: the image ID is read from it.
     let archive = plan.request.output.as_ref().map(|o| o.dest.clone());
+    // Which inputs changed since the last build of this repository (a new
+    // derived tag says that something did; this says what).
+    let (repository, tag) = kiln_distribution::split_tag(&plan.image);
+    let this_build = build::LastBuild {
+        repository: repository.to_string(),
+        tag: tag.unwrap_or("latest").to_string(),
+        inputs: plan.inputs.clone(),
+    };
+    let cache_dir = &session.env.cache_dir;
+    if let Some(last) = build::LastBuild::read(cache_dir, repository) {
+        let changed = this_build.inputs.changed_since(&last.inputs);
+        if last.tag != this_build.tag && !changed.is_empty() {
+            output::status(&format!(
+                "since the last build of {repository} ({}), changed: {}",
+                last.tag,
+                changed.join(", ")
+            ));
+        }
+    }
     let mut outcome = build::execute_in_worker(session, plan)?;
+    this_build.write(cache_dir);
     if outcome.status == "built" {
         outcome.image_id = archive
             .as_deref()

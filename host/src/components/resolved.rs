@@ -139,6 +139,16 @@ impl ResolvedComponent {
             .has(&kiln_plugin_api::Capability::BuildsLocally)
     }
 
+    /// Whether the flavor declares capability `name` (known to this kiln or
+    /// not).
+    pub fn declares(&self, name: &str) -> bool {
+        self.flavor
+            .descriptor
+            .capabilities
+            .iter()
+            .any(|c| c.as_str() == name)
+    }
+
     /// The config with `${env:NAME}` references resolved, for construction
     /// and the context hook. Never print it.
     pub fn resolved_config(&self, session: &Session<'_>) -> Result<Map<String, Value>> {
@@ -148,6 +158,18 @@ impl ResolvedComponent {
         resolve_references(&self.label, &self.config, self.schema.secrets(), |n| {
             session.env.var(n)
         })
+    }
+
+    /// The config without its secret fields (neither values nor
+    /// references): what may be hashed into a tag or recorded.
+    pub fn public_config(&self) -> Map<String, Value> {
+        let mut config = self.config.clone();
+        for pointer in self.schema.secrets().iter() {
+            if let Some(slot) = crate::config::pointer_mut(&mut config, pointer) {
+                *slot = Value::Null;
+            }
+        }
+        config
     }
 
     /// A registry component's address: every registry flavor's config has

@@ -238,6 +238,18 @@ impl Context {
         &self.dockerfile
     }
 
+    /// The Dockerfile's text as the context sends it (a file added from
+    /// memory replaces the one on disk).
+    pub fn dockerfile_text(&self) -> Result<String, String> {
+        if let Some(extra) = self.extras.iter().rev().find(|e| e.path == self.dockerfile) {
+            return Ok(String::from_utf8_lossy(&extra.contents).into_owned());
+        }
+        let path = self.root.join(&self.dockerfile);
+        fs::read(&path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     /// The ignore file that was applied, if any.
     pub fn ignore_file(&self) -> Option<&Path> {
         self.ignore_file.as_deref()

@@ -88,7 +88,10 @@ impl Flavor for LocalFlavor {
     const NAME: &'static str = "local";
     const DESCRIPTION: &'static str =
         "Builds with a Docker Engine (local or tcp://) through its classic builder";
-    const CAPABILITIES: &'static [&'static str] = &[capability::BUILDS_LOCALLY];
+    const CAPABILITIES: &'static [&'static str] = &[
+        capability::BUILDS_LOCALLY,
+        capability::BASES_FROM_DOCKER_ENGINE,
+    ];
 }
 
 impl BuilderFlavor for LocalFlavor {
