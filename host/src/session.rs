@@ -25,6 +25,10 @@ pub struct Environment {
     /// `KILN_PLUGIN_TIMEOUT` (seconds): how long a plugin's build or push
     /// may run in its worker before kiln ends it. None: no limit.
     pub plugin_timeout: Option<std::time::Duration>,
+    /// `KILN_PLUGIN_LOAD_TIMEOUT` (seconds, default 10): how long opening a
+    /// plugin library may take (its constructors run) before kiln reports
+    /// it and exits 3.
+    pub plugin_load_timeout: std::time::Duration,
     /// kiln's cache folder: `$KILN_CACHE_DIR`, else the user's cache folder
     /// (`~/.cache/kiln`), else one in the temp dir. The host keeps build
     /// contexts in `contexts/`; the `oci` builder its own in `oci/`.
@@ -37,17 +41,18 @@ impl Environment {
     pub fn from_process() -> Result<Self> {
         let cwd = std::env::current_dir()
             .map_err(|e| Error::io("reading", "the working directory", e))?;
-        let plugin_timeout = match std::env::var("KILN_PLUGIN_TIMEOUT") {
+        let seconds = |name: &str| match std::env::var(name) {
             Ok(text) if !text.trim().is_empty() => match text.trim().parse::<u64>() {
-                Ok(secs) if secs > 0 => Some(std::time::Duration::from_secs(secs)),
-                _ => {
-                    return Err(Error::BadArgument(format!(
-                        "KILN_PLUGIN_TIMEOUT={text:?}: expected a whole number of seconds above 0"
-                    )))
-                }
+                Ok(secs) if secs > 0 => Ok(Some(std::time::Duration::from_secs(secs))),
+                _ => Err(Error::BadArgument(format!(
+                    "{name}={text:?}: expected a whole number of seconds above 0"
+                ))),
             },
-            _ => None,
+            _ => Ok(None),
         };
+        let plugin_timeout = seconds("KILN_PLUGIN_TIMEOUT")?;
+        let plugin_load_timeout =
+            seconds("KILN_PLUGIN_LOAD_TIMEOUT")?.unwrap_or(std::time::Duration::from_secs(10));
         Ok(Self {
             cwd,
             plugins_env: std::env::var_os("KILN_PLUGINS_DIR"),
@@ -56,6 +61,7 @@ impl Environment {
                 .ok()
                 .and_then(|exe| crate::plugins::bundled_plugins_dir(&exe)),
             plugin_timeout,
+            plugin_load_timeout,
             cache_dir: match std::env::var_os("KILN_CACHE_DIR") {
                 Some(dir) if !dir.is_empty() => PathBuf::from(dir),
                 _ => dirs::cache_dir()
@@ -90,6 +96,7 @@ impl<'a> Session<'a> {
         project: Option<&PathBuf>,
         env: &'a Environment,
     ) -> Self {
+        crate::plugins::set_load_timeout(env.plugin_load_timeout);
         Self {
             cli_plugins_dirs: plugins_dirs,
             project_flag: project.map(|p| env.cwd.join(p)),

@@ -210,3 +210,131 @@ fn plugins_installed_with_kiln_are_found_and_an_empty_search_says_where_it_looke
         r.stderr
     );
 }
+
+/// A file that would take kiln down when opened is reported instead: a
+/// truncated copy (which the loader would map and fault on), a library whose
+/// constructor ends the process, one whose constructor never returns.
+#[test]
+fn a_truncated_or_misbehaving_library_is_a_problem_not_a_crash() {
+    let p = TestProject::new();
+    let dir = p.root().join("bad-plugins");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let good = fs::read(fixture("good")).expect("read");
+    fs::write(dir.join("libcut.so"), &good[..good.len() / 3]).expect("write");
+    fs::copy(fixture("good"), dir.join("libgood.so")).expect("copy");
+    let dir_s = dir.to_str().expect("utf8");
+    let run = p.kiln(&["plugin", "check", &format!("{dir_s}/libcut.so")]);
+    run.code(3);
+    assert!(run.stdout.contains("truncated"), "{}", run.stdout);
+    // The rest of the folder still loads.
+    let v = p
+        .kiln(&["flavor", "list", "--json", "--plugins-dir", dir_s])
+        .ok()
+        .json();
+    assert!(flavor_names(&v).contains(&"image-builder/echo".to_string()));
+    assert!(problem_for(v["problems"].as_array().expect("p"), "libcut").contains("truncated"));
+
+    let bad_dir = p.root().join("misbehaving");
+    fs::create_dir_all(&bad_dir).expect("mkdir");
+    let bad = bad_dir.join("libfixture_constructor_misbehaves.so");
+    fs::copy(fixture("constructor-misbehaves"), &bad).expect("copy");
+    let (bad_s, bad_dir_s) = (bad.to_str().expect("utf8"), bad_dir.to_str().expect("utf8"));
+    for (how, says) in [
+        ("exit", "ended the process"),
+        ("hang", "did not finish loading"),
+    ] {
+        let env = [
+            ("FIXTURE_CONSTRUCTOR", how),
+            ("KILN_PLUGIN_LOAD_TIMEOUT", "1"),
+        ];
+        for args in [
+            &["plugin", "check", bad_s][..],
+            &["flavor", "list", "--strict", "--plugins-dir", bad_dir_s][..],
+        ] {
+            let run = p.kiln_env(args, &env);
+            run.code(3);
+            assert!(
+                run.stderr.contains(says) && run.stderr.contains("constructor_misbehaves"),
+                "{how} {args:?}: {}",
+                run.stderr
+            );
+        }
+    }
+}
+
+/// A project's `.kiln/plugins` runs code when loaded: it is searched only
+/// once trusted (`kiln init` trusts the project it creates; a checkout's is
+/// not), never when anyone may write to it or another user owns it.
+#[test]
+fn project_plugins_load_only_when_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = TestProject::new();
+    // A checkout that came with a .kiln folder: not made by `kiln init`.
+    let plugins = p.work().join(".kiln/plugins");
+    fs::create_dir_all(&plugins).expect("mkdir");
+    fs::copy(fixture("good"), plugins.join("libgood.so")).expect("copy");
+    let listed = |p: &TestProject| {
+        let v = p.kiln(&["flavor", "list", "--json"]).ok().json();
+        (flavor_names(&v), v)
+    };
+    let (names, v) = listed(&p);
+    assert!(
+        !names.contains(&"image-builder/echo".to_string()),
+        "{names:?}"
+    );
+    let why = problem_for(v["problems"].as_array().expect("p"), ".kiln/plugins");
+    assert!(
+        why.contains("not trusted") && why.contains("kiln plugin trust"),
+        "{why}"
+    );
+    let dirs = p.kiln(&["plugin", "dirs", "--json"]).ok().json();
+    assert_eq!(dirs[0]["origin"], "project");
+    assert_eq!(dirs[0]["searched"], false);
+
+    assert!(p
+        .kiln(&["plugin", "trust"])
+        .ok()
+        .stdout
+        .contains("now trusted"));
+    assert!(listed(&p).0.contains(&"image-builder/echo".to_string()));
+    p.kiln(&["plugin", "untrust"]).ok();
+    assert!(!listed(&p).0.contains(&"image-builder/echo".to_string()));
+
+    // Writable by anyone: never, trusted or not.
+    p.kiln(&["plugin", "trust"]).ok();
+    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (names, v) = listed(&p);
+    assert!(!names.contains(&"image-builder/echo".to_string()));
+    assert!(
+        problem_for(v["problems"].as_array().expect("p"), ".kiln/plugins")
+            .contains("written by any user")
+    );
+    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    // `kiln init` trusts the project it makes.
+    let fresh = TestProject::initialised();
+    fs::copy(
+        fixture("good"),
+        fresh.work().join(".kiln/plugins/libgood.so"),
+    )
+    .expect("copy");
+    assert!(listed(&fresh).0.contains(&"image-builder/echo".to_string()));
+
+    // A .kiln owned by another user (only root can make one here).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let kiln_dir = p.work().join(".kiln");
+        let status = std::process::Command::new("chown")
+            .args(["-R", "65534", kiln_dir.to_str().expect("utf8")])
+            .status()
+            .expect("chown");
+        assert!(status.success());
+        let run = p.kiln(&["component", "list"]);
+        run.code(2);
+        assert!(
+            run.stderr.contains("owned by user id 65534"),
+            "{}",
+            run.stderr
+        );
+    }
+}

@@ -203,6 +203,11 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Trust the project's plugins folder (`.kiln/plugins`): load the
+    /// libraries in it. `kiln init` trusts the project it creates.
+    Trust,
+    /// Stop trusting the project's plugins folder.
+    Untrust,
 }
 
 /// Config edits shared by register and update.

@@ -58,6 +58,12 @@ pub fn run(cli: Cli, env: &Environment) -> Result<i32> {
             let (project, created) = Project::init(&root)?;
             let dir = project.dir();
             if created {
+                // The user made this project: its plugins folder is theirs.
+                if let Some(store) =
+                    crate::plugins::trust::store_path(env.user_plugins_dir.as_deref())
+                {
+                    crate::plugins::trust::trust(&store, &project.plugins_dir())?;
+                }
                 crate::output::result(&format!("initialised kiln project in {}", dir.display()));
             } else {
                 crate::output::result(&format!("{} is already a kiln project", dir.display()));

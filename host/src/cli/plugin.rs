@@ -18,6 +18,8 @@ pub(crate) fn run(session: &Session<'_>, cmd: PluginCommand) -> Result<i32> {
         PluginCommand::Check { files, json } => check(session, &files, json),
         PluginCommand::Install { files } => install(session, &files),
         PluginCommand::Dirs { json } => dirs(session, json),
+        PluginCommand::Trust => set_trust(session, true),
+        PluginCommand::Untrust => set_trust(session, false),
     }
 }
 
@@ -104,7 +106,13 @@ fn dirs(session: &Session<'_>, as_json: bool) -> Result<i32> {
     if as_json {
         output::json(&json!(dirs
             .iter()
-            .map(|d| json!({"path": d.path, "origin": d.origin.to_string(), "exists": d.path.is_dir()}))
+            .map(|d| json!({
+                "path": d.path,
+                "origin": d.origin.to_string(),
+                "exists": d.path.is_dir(),
+                "searched": d.refused.is_none(),
+                "refused": d.refused,
+            }))
             .collect::<Vec<_>>()));
     } else {
         let rows: Vec<Vec<String>> = dirs
@@ -113,11 +121,43 @@ fn dirs(session: &Session<'_>, as_json: bool) -> Result<i32> {
                 vec![
                     d.origin.to_string(),
                     if d.path.is_dir() { "yes" } else { "no" }.to_owned(),
+                    match &d.refused {
+                        None => "yes".to_owned(),
+                        Some(why) => format!("no: {why}"),
+                    },
                     d.path.display().to_string(),
                 ]
             })
             .collect();
-        output::result(&output::table(&["ORIGIN", "EXISTS", "PATH"], &rows));
+        output::result(&output::table(
+            &["ORIGIN", "EXISTS", "SEARCHED", "PATH"],
+            &rows,
+        ));
     }
+    Ok(exit::OK)
+}
+
+/// `kiln plugin trust` / `untrust`: the project's `.kiln/plugins`.
+fn set_trust(session: &Session<'_>, trusted: bool) -> Result<i32> {
+    let project = session.require_project()?;
+    let folder = project.plugins_dir();
+    let store = crate::plugins::trust::store_path(session.env.user_plugins_dir.as_deref())
+        .ok_or_else(|| {
+            Error::BadArgument(
+                "no user data folder to keep trusted folders in (HOME unset?)".into(),
+            )
+        })?;
+    let changed = if trusted {
+        crate::plugins::trust::trust(&store, &folder)?
+    } else {
+        crate::plugins::trust::untrust(&store, &folder)?
+    };
+    let what = match (trusted, changed) {
+        (true, true) => "now trusted: its plugins are loaded",
+        (true, false) => "already trusted",
+        (false, true) => "no longer trusted: its plugins are not loaded",
+        (false, false) => "was not trusted",
+    };
+    output::result(&format!("{}: {what}", folder.display()));
     Ok(exit::OK)
 }

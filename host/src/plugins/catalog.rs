@@ -97,7 +97,19 @@ impl Catalog {
                         .filter(|p| is_library_name(p) && p.is_file())
                         .collect();
                     found.sort();
-                    files.extend(found);
+                    match &dir.refused {
+                        // Not opened at all: opening runs its code.
+                        Some(why) if !found.is_empty() => problems.push(Problem {
+                            path: dir.path.clone(),
+                            reason: format!(
+                                "{} plugin file(s) not loaded (from {}): {why}",
+                                found.len(),
+                                dir.origin
+                            ),
+                        }),
+                        Some(_) => {}
+                        None => files.extend(found),
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.must_exist() => {}
                 Err(e) => problems.push(Problem {

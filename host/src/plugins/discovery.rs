@@ -2,7 +2,7 @@
 //!
 //! 1. each `--plugins-dir DIR`, in the order given;
 //! 2. each folder in `KILN_PLUGINS_DIR` (a path list, `:`-separated on Unix);
-//! 3. the project's `.kiln/plugins/`;
+//! 3. the project's `.kiln/plugins/`, when trusted ([`super::trust`]);
 //! 4. the user's plugins folder, `<data dir>/kiln/plugins` (on Linux
 //!    `$XDG_DATA_HOME/kiln/plugins`, else `~/.local/share/kiln/plugins`),
 //!    where `kiln plugin install` copies to;
@@ -54,6 +54,9 @@ pub struct PluginDir {
     pub path: PathBuf,
     /// Why it is searched.
     pub origin: SearchOrigin,
+    /// Why it is not searched after all (a project folder that is not
+    /// trusted, see [`super::trust`]).
+    pub refused: Option<String>,
 }
 
 impl PluginDir {
@@ -83,11 +86,13 @@ pub fn search_dirs(
     user: Option<PathBuf>,
     bundled: Option<PathBuf>,
 ) -> Vec<PluginDir> {
+    let trust_store = super::trust::store_path(user.as_deref());
     let mut out: Vec<PluginDir> = flags
         .iter()
         .map(|p| PluginDir {
             path: p.clone(),
             origin: SearchOrigin::Flag,
+            refused: None,
         })
         .collect();
     if let Some(env) = env {
@@ -97,12 +102,15 @@ pub fn search_dirs(
                 .map(|path| PluginDir {
                     path,
                     origin: SearchOrigin::Env,
+                    refused: None,
                 }),
         );
     }
     if let Some(p) = project {
+        let path = p.plugins_dir();
         out.push(PluginDir {
-            path: p.plugins_dir(),
+            refused: super::trust::refusal(trust_store.as_deref(), &path),
+            path,
             origin: SearchOrigin::Project,
         });
     }
@@ -110,12 +118,14 @@ pub fn search_dirs(
         out.push(PluginDir {
             path,
             origin: SearchOrigin::User,
+            refused: None,
         });
     }
     if let Some(path) = bundled {
         out.push(PluginDir {
             path,
             origin: SearchOrigin::Bundled,
+            refused: None,
         });
     }
     out

@@ -58,10 +58,17 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, Problem> {
         path: path.to_owned(),
         reason,
     };
-    let header = lib_header_from_path(path).map_err(|e| problem(library_error_reason(&e)))?;
-    let module = header
-        .init_root_module::<PluginModuleRef>()
-        .map_err(|e| problem(library_error_reason(&e)))?;
+    // Before it is mapped: a truncated file would fault (SIGBUS) when read.
+    structure::check(path).map_err(problem)?;
+    let module = {
+        // Opening runs the library's constructors: one that ends the process
+        // or never returns is reported, naming the file.
+        let _guard = guard::Loading::start(path);
+        let header = lib_header_from_path(path).map_err(|e| problem(library_error_reason(&e)))?;
+        header
+            .init_root_module::<PluginModuleRef>()
+            .map_err(|e| problem(library_error_reason(&e)))?
+    };
     let host = PartyInfo {
         name: "kiln".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -91,6 +98,246 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, Problem> {
         flavors,
     })
 }
+
+/// Whether a library file is whole, read before it is opened.
+mod structure {
+    use std::{fs::File, io::Read, path::Path};
+
+    /// The ELF machine this kiln runs on.
+    #[cfg(target_arch = "x86_64")]
+    const MACHINE: Option<u16> = Some(62);
+    #[cfg(target_arch = "aarch64")]
+    const MACHINE: Option<u16> = Some(183);
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    const MACHINE: Option<u16> = None;
+
+    fn u16_at(b: &[u8], at: usize) -> u64 {
+        u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
+    }
+
+    fn u64_at(b: &[u8], at: usize) -> u64 {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(raw)
+    }
+
+    /// A 64-bit little-endian ELF shared object for this machine whose
+    /// program headers, loaded segments and section headers all lie inside
+    /// the file. A truncated copy (an interrupted download or `cp`) is
+    /// named as such instead of being mapped and faulting on first use.
+    #[cfg(all(
+        target_os = "linux",
+        target_pointer_width = "64",
+        target_endian = "little"
+    ))]
+    pub fn check(path: &Path) -> Result<(), String> {
+        let mut file = File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+        let size = file
+            .metadata()
+            .map_err(|e| format!("cannot read: {e}"))?
+            .len();
+        let mut header = [0u8; 64];
+        if file.read_exact(&mut header).is_err() {
+            return Err(format!(
+                "not a loadable dynamic library: {size} bytes is too short for one (an interrupted copy?)"
+            ));
+        }
+        if &header[..4] != b"\x7fELF" {
+            return Err("not a loadable dynamic library: not an ELF file".into());
+        }
+        if header[4] != 2 || header[5] != 1 {
+            return Err(
+                "not a loadable dynamic library: not a 64-bit little-endian ELF file".into(),
+            );
+        }
+        if u16_at(&header, 16) != 3 {
+            return Err(
+                "not a loadable dynamic library: an ELF file, but not a shared object".into(),
+            );
+        }
+        let machine = u16_at(&header, 18);
+        if let Some(want) = MACHINE {
+            if machine != u64::from(want) {
+                return Err(format!(
+                    "not a loadable dynamic library: built for another machine (ELF machine {machine}, this one is {want})"
+                ));
+            }
+        }
+        let truncated = |what: &str, end: u64| {
+            Err(format!(
+                "truncated: its {what} end at byte {end} but the file has {size} bytes (an \
+                 interrupted copy?); copy it again"
+            ))
+        };
+        let (phoff, phentsize, phnum) = (
+            u64_at(&header, 32),
+            u16_at(&header, 54),
+            u16_at(&header, 56),
+        );
+        let (shoff, shentsize, shnum) = (
+            u64_at(&header, 40),
+            u16_at(&header, 58),
+            u16_at(&header, 60),
+        );
+        let ph_end = phoff.saturating_add(phentsize.saturating_mul(phnum));
+        if ph_end > size {
+            return truncated("program headers", ph_end);
+        }
+        if shnum > 0 {
+            let sh_end = shoff.saturating_add(shentsize.saturating_mul(shnum));
+            if sh_end > size {
+                return truncated("section headers", sh_end);
+            }
+        }
+        if phentsize < 56 {
+            return Err("not a loadable dynamic library: malformed program headers".into());
+        }
+        let mut table = vec![0u8; usize::try_from(ph_end - phoff).unwrap_or(0)];
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(phoff))
+            .and_then(|_| file.read_exact(&mut table))
+            .map_err(|e| format!("cannot read: {e}"))?;
+        for entry in table.chunks(usize::try_from(phentsize).unwrap_or(56)) {
+            // PT_LOAD: the bytes the loader maps.
+            if entry.len() >= 56 && u16_at(entry, 0) == 1 {
+                let end = u64_at(entry, 8).saturating_add(u64_at(entry, 32));
+                if end > size {
+                    return truncated("loaded segments", end);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Other systems: the loader's own checks.
+    #[cfg(not(all(
+        target_os = "linux",
+        target_pointer_width = "64",
+        target_endian = "little"
+    )))]
+    pub fn check(_path: &Path) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Reporting a library whose constructors end the process or never return.
+mod guard {
+    use std::{
+        path::{Path, PathBuf},
+        sync::{
+            atomic::{AtomicBool, AtomicU64, Ordering},
+            Mutex, Once,
+        },
+        time::{Duration, Instant},
+    };
+
+    use crate::error::exit;
+
+    /// The file being opened, while it is.
+    static LOADING: Mutex<Option<PathBuf>> = Mutex::new(None);
+    static ACTIVE: AtomicBool = AtomicBool::new(false);
+    /// When the current open started (ms since `EPOCH`), for the watchdog.
+    static STARTED_MS: AtomicU64 = AtomicU64::new(0);
+    /// How long a library may take to open, in ms.
+    static LIMIT_MS: AtomicU64 = AtomicU64::new(10_000);
+    static INSTALL: Once = Once::new();
+
+    fn epoch() -> Instant {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    /// Set how long a library may take to open (`KILN_PLUGIN_LOAD_TIMEOUT`).
+    pub fn set_limit(limit: Duration) {
+        LIMIT_MS.store(limit.as_millis().max(1) as u64, Ordering::SeqCst);
+    }
+
+    /// Report the library being opened and end the process with exit 3.
+    fn blame(what: &str) -> ! {
+        let path = LOADING
+            .try_lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .map_or_else(|| "a plugin library".into(), |p| p.display().to_string());
+        let message = format!(
+            "error: plugin {path} {what} while it was being opened (its library \
+             constructor); remove it from the plugin folders\n"
+        );
+        // SAFETY: write(2) on stderr with a valid buffer, then _exit(2), which
+        // is what a process in this state can still safely do.
+        unsafe {
+            libc::write(2, message.as_ptr().cast(), message.len());
+            libc::_exit(exit::PLUGIN)
+        }
+    }
+
+    extern "C" fn at_exit() {
+        if ACTIVE.load(Ordering::SeqCst) {
+            blame("ended the process");
+        }
+    }
+
+    fn install() {
+        INSTALL.call_once(|| {
+            // SAFETY: registers a plain extern "C" function.
+            unsafe {
+                libc::atexit(at_exit);
+            }
+            // The watchdog must be running before any library is opened: a
+            // thread that starts while a constructor hangs inside the loader
+            // would wait for the loader's lock itself.
+            let (ready, started) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new()
+                .name("kiln-load-watchdog".into())
+                .spawn(move || {
+                    let _ = ready.send(());
+                    watch()
+                });
+            if spawned.is_ok() {
+                let _ = started.recv();
+            }
+        });
+    }
+
+    fn watch() -> ! {
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            if ACTIVE.load(Ordering::SeqCst) {
+                let now = epoch().elapsed().as_millis() as u64;
+                let started = STARTED_MS.load(Ordering::SeqCst);
+                let limit = LIMIT_MS.load(Ordering::SeqCst);
+                if now.saturating_sub(started) > limit {
+                    blame(&format!("did not finish loading in {} ms", limit));
+                }
+            }
+        }
+    }
+
+    /// While alive, `path` is the library being opened.
+    pub struct Loading;
+
+    impl Loading {
+        pub fn start(path: &Path) -> Self {
+            install();
+            if let Ok(mut g) = LOADING.lock() {
+                *g = Some(path.to_path_buf());
+            }
+            STARTED_MS.store(epoch().elapsed().as_millis() as u64, Ordering::SeqCst);
+            ACTIVE.store(true, Ordering::SeqCst);
+            Loading
+        }
+    }
+
+    impl Drop for Loading {
+        fn drop(&mut self) {
+            ACTIVE.store(false, Ordering::SeqCst);
+            if let Ok(mut g) = LOADING.lock() {
+                *g = None;
+            }
+        }
+    }
+}
+
+pub use guard::set_limit as set_load_timeout;
 
 fn library_error_reason(e: &LibraryError) -> String {
     match e {

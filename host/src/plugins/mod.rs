@@ -8,8 +8,9 @@ mod catalog;
 mod discovery;
 mod loader;
 mod services;
+pub mod trust;
 
 pub use catalog::{Catalog, Flavor};
 pub use discovery::{bundled_plugins_dir, search_dirs, user_plugins_dir, PluginDir, SearchOrigin};
-pub use loader::{load_plugin, LoadedPlugin, Problem};
+pub use loader::{load_plugin, set_load_timeout, LoadedPlugin, Problem};
 pub use services::{log_sink, progress_sink, CancelFlag, LogSink};

@@ -17,11 +17,30 @@ pub struct Project {
 }
 
 impl Project {
-    /// Find the project by walking up from `start`, like git.
+    /// Find the project by walking up from `start`, like git. A `.kiln`
+    /// owned by another user (a parent folder someone else controls) is
+    /// passed over with a warning, as git refuses a repository of dubious
+    /// ownership: its state and plugins are not this user's.
     pub fn discover(start: &Path) -> Option<Project> {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
         start
             .ancestors()
-            .find(|dir| dir.join(KILN_DIR).is_dir())
+            .filter(|dir| dir.join(KILN_DIR).is_dir())
+            .find(|dir| {
+                let owner = fs::metadata(dir.join(KILN_DIR))
+                    .map(|m| m.uid())
+                    .unwrap_or(me);
+                if owner != me {
+                    crate::output::warn(&format!(
+                        "ignoring the kiln project in {}: its .kiln is owned by user id \
+                         {owner}, not by you ({me})",
+                        dir.display()
+                    ));
+                }
+                owner == me
+            })
             .map(|root| Project {
                 root: root.to_path_buf(),
             })

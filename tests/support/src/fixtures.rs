@@ -33,6 +33,7 @@ const FIXTURES: &[&str] = &[
     "constructor-aborts",
     "duplicate",
     "no-root-module",
+    "constructor-misbehaves",
     "newer-protocol",
     "api-0-1",
     "api-1-0",
