@@ -102,7 +102,10 @@ fn register_validates_against_the_schema() {
         "{}",
         run.stderr
     );
-    let run = reg(&["--set", "uri=localhost:5000", "--set", "username=5"]);
+    // A type error (from a config file: `--set` keeps a string field a
+    // string) names the field and the types it takes.
+    p.file("typed.json", r#"{"uri": "localhost:5000", "username": 5}"#);
+    let run = reg(&["--config", "typed.json"]);
     run.code(2);
     assert!(
         run.stderr
@@ -272,12 +275,20 @@ fn secrets_are_masked_and_kept_out_of_the_state_file() {
     assert!(!printed.contains(secret), "{printed}");
     assert!(printed.contains("\"password\": \"********\""), "{printed}");
     // An invalid secret is reported without its value.
+    p.file(
+        "bad-secret.json",
+        r#"{"uri": "127.0.0.1:5000", "password": ["not-a-string-secret"]}"#,
+    );
     let run = p.kiln(&[
         "component",
-        "update",
-        "reg",
-        "--set",
-        "password=[\"not-a-string-secret\"]",
+        "register",
+        "other",
+        "--type",
+        "container-registry",
+        "--flavor",
+        "fixture-registry",
+        "--config",
+        "bad-secret.json",
         "--plugins-dir",
         &d,
     ]);
@@ -568,4 +579,36 @@ fn registry_addresses_are_checked_at_registration() {
     for (name, uri) in [("a", "reg.example.com:5000"), ("b", "localhost:5000/team")] {
         reg(name, uri).ok();
     }
+}
+
+/// `--set` follows the schema's types (a digit-only secret stays a string),
+/// and a mistyped `--set` never echoes what may be a secret.
+#[test]
+fn set_keeps_a_digit_only_secret_a_string_and_never_echoes_a_typo() {
+    let (p, d) = registry_project();
+    let reg = |extra: &[&str]| {
+        let mut args = vec![
+            "component",
+            "register",
+            "reg",
+            "--type",
+            "container-registry",
+            "--flavor",
+            "fixture-registry",
+            "--plugins-dir",
+            &d,
+            "--set",
+            "uri=127.0.0.1:5000",
+        ];
+        args.extend_from_slice(extra);
+        p.kiln(&args)
+    };
+    let run = reg(&["--set", "password 31415926535"]);
+    run.code(2);
+    assert!(run.stderr.contains("KEY=VALUE"), "{}", run.stderr);
+    assert!(!run.stderr.contains("31415926535"), "{}", run.stderr);
+    reg(&["--set", "password=31415926535"]).ok();
+    let secrets = fs::read_to_string(p.work().join(".kiln/secrets.json")).expect("secrets");
+    let v: Value = serde_json::from_str(&secrets).expect("json");
+    assert_eq!(v["secrets"]["reg"]["/password"], "31415926535", "{secrets}");
 }

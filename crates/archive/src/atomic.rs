@@ -116,7 +116,7 @@ impl AtomicFile {
 
 /// The name every temporary file of process `pid` starts with.
 fn temp_prefix(pid: u32) -> String {
-    format!(".kiln-tmp-{pid}-")
+    format!("{TEMP_PREFIX}{pid}-")
 }
 
 /// Remove what process `pid` left in `dir` when it died before committing
@@ -133,6 +133,40 @@ pub fn remove_leftovers(dir: &Path, pid: u32) {
         }
     }
 }
+
+/// Remove what processes that are gone (killed, crashed) left in `dir`:
+/// every entry named `<prefix><pid>-...` for one of `prefixes` whose process
+/// no longer exists (files and folders alike). Entries of live processes,
+/// and names that carry no pid, are left alone. Best effort.
+pub fn remove_stale(dir: &Path, prefixes: &[&str]) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = prefixes
+            .iter()
+            .find_map(|p| name.strip_prefix(p))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+            .filter(|p| *p > 0);
+        let Some(pid) = pid else { continue };
+        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = fs::remove_dir_all(&path);
+            } else {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// The prefix of every [`AtomicFile`]'s temporary name, for [`remove_stale`].
+pub const TEMP_PREFIX: &str = ".kiln-tmp-";
 
 /// Replace `path` with `contents` atomically, with permission bits `mode`.
 pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<(), AtomicError> {

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::args::{ComponentCommand, ConfigEdits};
 use crate::{
-    config::{apply_set, apply_unset, mask, parse_config_document, validate_component},
+    config::{apply_set_typed, apply_unset, mask, parse_config_document, validate_component},
     error::{exit, Error, Result},
     output,
     plugins::Catalog,
@@ -119,7 +119,7 @@ fn register(
         None => Map::new(),
     };
     for s in &edits.set {
-        apply_set(&mut config, s)?;
+        apply_set_typed(&mut config, s, schema.raw())?;
     }
     validate_component(name, t.as_str(), flavor_name, &schema, &config)?;
     let literal = store.transaction(|state| {
@@ -162,7 +162,7 @@ fn update(
             apply_unset(&mut config, k)?;
         }
         for s in &edits.set {
-            apply_set(&mut config, s)?;
+            apply_set_typed(&mut config, s, schema.raw())?;
         }
         validate_component(
             name,

@@ -31,7 +31,16 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
+/// The deepest key path `--set` takes (no config nests deeper; a longer
+/// one is a mistake, or an attempt to exhaust the stack).
+const MAX_KEY_PARTS: usize = 32;
+
 fn split_key(key: &str, arg: &str) -> Result<Vec<String>> {
+    if key.split('.').count() > MAX_KEY_PARTS {
+        return Err(Error::BadArgument(format!(
+            "{arg}: the key has more than {MAX_KEY_PARTS} parts"
+        )));
+    }
     let parts: Vec<String> = key.split('.').map(str::to_owned).collect();
     if parts.iter().any(String::is_empty) {
         return Err(Error::BadArgument(format!(
@@ -41,14 +50,101 @@ fn split_key(key: &str, arg: &str) -> Result<Vec<String>> {
     Ok(parts)
 }
 
+/// The JSON types the schema node at `path` allows (following `properties`,
+/// local `$ref`s and `anyOf`/`oneOf`/`allOf` branches); `None` when it
+/// does not say.
+fn types_at(root: &Value, node: &Value, path: &[String], depth: usize) -> Option<Vec<String>> {
+    if depth > 64 {
+        return None;
+    }
+    let node = match node.get("$ref").and_then(Value::as_str) {
+        Some(r) if r.starts_with('#') => root.pointer(&r[1..]).unwrap_or(node),
+        _ => node,
+    };
+    let mut found: Option<Vec<String>> = None;
+    let mut add = |types: Vec<String>| found.get_or_insert_with(Vec::new).extend(types);
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for branch in node
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(t) = types_at(root, branch, path, depth + 1) {
+                add(t);
+            }
+        }
+    }
+    match path.split_first() {
+        Some((first, rest)) => {
+            if let Some(child) = node.get("properties").and_then(|p| p.get(first)) {
+                if let Some(t) = types_at(root, child, rest, depth + 1) {
+                    add(t);
+                }
+            }
+        }
+        None => match node.get("type") {
+            Some(Value::String(t)) => add(vec![t.clone()]),
+            Some(Value::Array(list)) => add(list
+                .iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()),
+            _ => {}
+        },
+    }
+    found
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
 /// Apply one `--set key=value`. The value is parsed as JSON when it parses,
-/// else taken as a string; `a.b=1` sets a nested key.
+/// else taken as a string; `a.b=1` sets a nested key. With the flavor's
+/// `schema`, a value the schema wants as a string stays one
+/// (`--set token=123456` is the string `"123456"` for a string field).
+pub fn apply_set_typed(
+    config: &mut Map<String, Value>,
+    assignment: &str,
+    schema: &Value,
+) -> Result<()> {
+    apply(config, assignment, Some(schema))
+}
+
+/// [`apply_set_typed`] without a schema: JSON when it parses.
 pub fn apply_set(config: &mut Map<String, Value>, assignment: &str) -> Result<()> {
-    let (key, raw) = assignment
-        .split_once('=')
-        .ok_or_else(|| Error::BadArgument(format!("--set {assignment:?}: expected key=value")))?;
+    apply(config, assignment, None)
+}
+
+fn apply(config: &mut Map<String, Value>, assignment: &str, schema: Option<&Value>) -> Result<()> {
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| {
+        // Not echoed: an argument without `=` may be a mistyped secret
+        // (`--set 'password hunter2'`).
+        Error::BadArgument(format!(
+            "--set: expected KEY=VALUE, got an argument of {} characters without '=' (not \
+                 shown: it may hold a secret)",
+            assignment.chars().count()
+        ))
+    })?;
     let path = split_key(key, "--set")?;
-    let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+    let mut value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+    if let Some(types) = schema.and_then(|s| types_at(s, s, &path, 0)) {
+        let t = json_type(&value);
+        let allowed = types
+            .iter()
+            .any(|a| a == t || (a == "number" && t == "integer"));
+        if !allowed && types.iter().any(|a| a == "string") {
+            value = Value::String(raw.to_owned());
+        }
+    }
     let (last, parents) = path
         .split_last()
         .ok_or_else(|| Error::BadArgument("--set: empty key".into()))?;
@@ -92,6 +188,33 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn set_follows_the_schemas_types_and_refuses_deep_keys() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "token": {"type": ["string", "null"], "writeOnly": true},
+                "count": {"type": "integer"},
+                "either": {"anyOf": [{"type": "string"}, {"type": "boolean"}]},
+                "nested": {"$ref": "#/$defs/N"}
+            },
+            "$defs": {"N": {"type": "object", "properties": {"port": {"type": "string"}}}}
+        });
+        let mut c = Map::new();
+        for a in ["token=123456", "count=7", "either=true", "nested.port=5000"] {
+            apply_set_typed(&mut c, a, &schema).expect("set");
+        }
+        assert_eq!(
+            Value::Object(c),
+            json!({"token": "123456", "count": 7, "either": true, "nested": {"port": "5000"}})
+        );
+        let deep = format!("{}=1", vec!["a"; 33].join("."));
+        let err = apply_set(&mut Map::new(), &deep).expect_err("deep");
+        assert!(err.to_string().contains("more than 32 parts"), "{err}");
+        let err = apply_set(&mut Map::new(), "password hunter2").expect_err("no =");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
     fn set_parses_json_else_string() {
         let mut m = Map::new();
         for a in [
@@ -117,7 +240,7 @@ mod tests {
         assert!(apply_set(&mut m, "novalue")
             .expect_err("no =")
             .to_string()
-            .contains("key=value"));
+            .contains("KEY=VALUE"));
         apply_set(&mut m, "a=1").expect("set");
         assert!(apply_set(&mut m, "a.b=1")
             .expect_err("not object")

@@ -7,7 +7,7 @@ mod edit;
 mod schema;
 mod secrets;
 
-pub use edit::{apply_set, apply_unset, parse_config_document};
+pub use edit::{apply_set, apply_set_typed, apply_unset, parse_config_document};
 pub use schema::{validate_component, CompiledSchema};
 pub use secrets::{is_env_reference, mask, resolve_references, SecretPointers, MASK};
 

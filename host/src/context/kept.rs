@@ -49,26 +49,6 @@ fn output(path: &Path) -> impl Fn(std::io::Error) -> ContextError + '_ {
 
 /// Builds' links are `build-<pid>-*`: remove those of processes that are
 /// gone (killed before they could clean up).
-fn remove_stale(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.filter_map(|e| e.ok()) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = name
-            .strip_prefix("build-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok());
-        let Some(pid) = pid else { continue };
-        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !alive {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
 /// A fresh name in `dir` for this build's link or archive, removed if
 /// Ctrl-C ends kiln.
 fn build_file(dir: &Path) -> Result<tempfile::NamedTempFile, ContextError> {
@@ -87,7 +67,7 @@ fn build_file(dir: &Path) -> Result<tempfile::NamedTempFile, ContextError> {
 /// [`super::RACY_NS`] but in tests).
 pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, ContextError> {
     fs::create_dir_all(dir).map_err(output(dir))?;
-    remove_stale(dir);
+    kiln_archive::atomic::remove_stale(dir, &["build-", kiln_archive::atomic::TEMP_PREFIX]);
     let key = {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();

@@ -52,14 +52,14 @@ struct ComponentsFile {
 struct SecretsFile {
     version: u32,
     /// component name -> JSON pointer -> value
-    secrets: BTreeMap<String, BTreeMap<String, String>>,
+    secrets: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
 /// The in-memory state a transaction works on.
 #[derive(Debug, Default)]
 pub struct State {
     components: BTreeMap<String, Component>,
-    secrets: BTreeMap<String, BTreeMap<String, String>>,
+    secrets: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
 impl State {
@@ -83,7 +83,7 @@ impl State {
             for (pointer, value) in secrets {
                 if let Some(slot) = pointer_mut(&mut config, pointer) {
                     if slot.as_str() == Some(SECRET_MARKER) {
-                        *slot = Value::String(value.clone());
+                        *slot = value.clone();
                     }
                 }
             }
@@ -104,13 +104,19 @@ impl State {
         let mut literal = BTreeMap::new();
         for pointer in secret_pointers.iter() {
             if let Some(slot) = pointer_mut(&mut config, pointer) {
-                if let Value::String(s) = slot {
-                    if is_env_reference(s) || s == SECRET_MARKER {
-                        continue;
-                    }
-                    literal.insert(pointer.clone(), std::mem::take(s));
-                    *slot = Value::String(SECRET_MARKER.to_owned());
+                // Any literal, whatever its JSON type (a key file given as
+                // an object is as secret as a password): only a reference,
+                // the marker itself and null stay in the config.
+                let keep = match &*slot {
+                    Value::Null => true,
+                    Value::String(s) => is_env_reference(s) || s == SECRET_MARKER,
+                    _ => false,
+                };
+                if keep {
+                    continue;
                 }
+                let value = std::mem::replace(slot, Value::String(SECRET_MARKER.to_owned()));
+                literal.insert(pointer.clone(), value);
             }
         }
         let stored: Vec<String> = literal.keys().cloned().collect();
@@ -202,6 +208,8 @@ impl ComponentStore {
             .map_err(|e| Error::io("opening", &lock_path, e))?;
         lock.lock()
             .map_err(|e| Error::io("locking", &lock_path, e))?;
+        // Copies a killed kiln left half-written (they may hold secrets).
+        kiln_archive::atomic::remove_stale(&self.dir, &[kiln_archive::atomic::TEMP_PREFIX]);
         let mut state = self.read()?;
         let out = change(&mut state)?;
         let components = ComponentsFile {
@@ -239,7 +247,7 @@ fn read_json<T: DeserializeOwned + Default>(path: &Path) -> Result<T> {
     };
     let version: Value = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptState {
         path: path.to_owned(),
-        message: e.to_string(),
+        message: without_values(&e),
     })?;
     match version.get("version").and_then(Value::as_u64) {
         Some(v) if v == u64::from(FORMAT_VERSION) => {}
@@ -258,8 +266,36 @@ fn read_json<T: DeserializeOwned + Default>(path: &Path) -> Result<T> {
     }
     serde_json::from_value(version).map_err(|e| Error::CorruptState {
         path: path.to_owned(),
-        message: e.to_string(),
+        message: without_values(&e),
     })
+}
+
+/// What is wrong with a state file, never what it holds (`secrets.json`
+/// holds secrets): serde's quoted and backticked values are elided, so
+/// `invalid type: integer \`123\`` reads `invalid type: integer \`...\``.
+fn without_values(e: &serde_json::Error) -> String {
+    let mut out = String::new();
+    let mut closing: Option<char> = None;
+    for c in e.to_string().chars() {
+        match closing {
+            Some(end) if c == end => {
+                out.push_str("...");
+                out.push(c);
+                closing = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '`' || c == '"' {
+                    closing = Some(c);
+                }
+            }
+        }
+    }
+    if closing.is_some() {
+        out.push_str("...");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -276,6 +312,64 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().cloned().expect("object")
+    }
+
+    #[test]
+    fn secrets_of_any_type_leave_the_config_and_leftovers_are_removed() {
+        let (dir, store) = store();
+        let kiln = dir.path().join(".kiln");
+        // A copy a killed kiln left half-written (pid 0x7fffffff is no
+        // process), and one of this live process.
+        let dead = kiln.join(".kiln-tmp-2147483647-abc");
+        let live = kiln.join(format!(".kiln-tmp-{}-abc", std::process::id()));
+        fs::write(&dead, "hunter2").expect("write");
+        fs::write(&live, "x").expect("write");
+        let secrets = SecretPointers::from(vec!["/key".to_owned(), "/pin".to_owned()]);
+        store
+            .transaction(|s| {
+                Ok(s.put(
+                    "gcs",
+                    "container-registry",
+                    "default",
+                    obj(json!({"uri": "gcr.io", "key": {"private_key": "hunter2"}, "pin": 123456})),
+                    &secrets,
+                ))
+            })
+            .expect("put");
+        let components = fs::read_to_string(kiln.join("components.json")).expect("read");
+        assert!(
+            !components.contains("hunter2") && !components.contains("123456"),
+            "{components}"
+        );
+        let state = store.read().expect("read");
+        assert_eq!(
+            state.full_config("gcs").expect("config")["key"],
+            json!({"private_key": "hunter2"})
+        );
+        assert_eq!(state.full_config("gcs").expect("config")["pin"], 123456);
+        assert!(!dead.exists(), "a dead process's copy is removed");
+        assert!(live.exists(), "a live process's copy is left alone");
+        let ignored = fs::read_to_string(kiln.join(".gitignore")).expect("gitignore");
+        assert!(ignored.contains(".kiln-tmp-*"), "{ignored}");
+    }
+
+    #[test]
+    fn a_corrupt_secrets_file_is_named_without_its_values() {
+        let (dir, store) = store();
+        let secrets_file = dir.path().join(".kiln/secrets.json");
+        for body in [
+            r#"{"version":1,"secrets":{"r":{"/password": "12345678",}}}"#,
+            r#"{"version":1,"secrets":{"r":"hunter2"}}"#,
+            r#"{"version":1,"secrets":{"r":{"/password": "hunter2"}}, "hunter2": 1}"#,
+        ] {
+            fs::write(&secrets_file, body).expect("write");
+            let err = store.read().expect_err("corrupt").to_string();
+            assert!(err.contains("is corrupt"), "{err}");
+            assert!(
+                !err.contains("hunter2") && !err.contains("12345678"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -67,8 +67,13 @@ impl Project {
         fs::create_dir_all(dir.join("plugins")).map_err(|e| Error::io("creating", &dir, e))?;
         let gitignore = dir.join(".gitignore");
         if !gitignore.exists() {
-            // Literal secrets and the lock never belong in version control.
-            super::write_atomic(&gitignore, b"secrets.json\nstate.lock\n", 0o644)?;
+            // Literal secrets, the lock and half-written copies never belong
+            // in version control.
+            super::write_atomic(
+                &gitignore,
+                b"secrets.json\nstate.lock\n.kiln-tmp-*\n",
+                0o644,
+            )?;
         }
         Ok((
             Project {

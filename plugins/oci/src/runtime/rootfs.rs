@@ -291,24 +291,7 @@ impl Drop for DiskRoot {
 /// left in `parent`: `root-PID-*` and `kiln-PID-*` of processes that are
 /// gone.
 pub fn remove_stale(parent: &Path) {
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.filter_map(|e| e.ok()) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = name
-            .strip_prefix("root-")
-            .or_else(|| name.strip_prefix("kiln-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok());
-        let Some(pid) = pid else { continue };
-        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !alive {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
+    kiln_archive::atomic::remove_stale(parent, &["root-", "kiln-"]);
 }
 
 /// Leave out of `after` what the runtime made only to mount on (`targets`,
