@@ -6,7 +6,7 @@ use std::fs;
 
 use serde_json::{json, Value};
 
-use crate::util::TestProject;
+use crate::util::{Run, TestProject};
 
 #[test]
 fn commands_find_the_project_by_walking_up() {
@@ -61,24 +61,27 @@ fn registry_project() -> (TestProject, String) {
     (p, d)
 }
 
+/// `kiln component register NAME` of the fixture registry, with `extra`.
+fn register_fixture(p: &TestProject, plugins: &str, name: &str, extra: &[&str]) -> Run {
+    let mut all = vec![
+        "component",
+        "register",
+        name,
+        "--type",
+        "container-registry",
+        "--flavor",
+        "fixture-registry",
+        "--plugins-dir",
+        plugins,
+    ];
+    all.extend_from_slice(extra);
+    p.kiln(&all)
+}
+
 #[test]
 fn register_validates_against_the_schema() {
     let (p, d) = registry_project();
-    let reg = |args: &[&str]| {
-        let mut all = vec![
-            "component",
-            "register",
-            "reg",
-            "--type",
-            "container-registry",
-            "--flavor",
-            "fixture-registry",
-            "--plugins-dir",
-            &d,
-        ];
-        all.extend_from_slice(args);
-        p.kiln(&all)
-    };
+    let reg = |args: &[&str]| register_fixture(&p, &d, "reg", args);
     let run = reg(&["--set", "uri=localhost:5000/"]);
     run.code(2);
     assert!(
@@ -545,21 +548,8 @@ fn bad_usage_exits_2() {
 #[test]
 fn registry_addresses_are_checked_at_registration() {
     let (p, d) = registry_project();
-    let reg = |name: &str, uri: &str| {
-        p.kiln(&[
-            "component",
-            "register",
-            name,
-            "--type",
-            "container-registry",
-            "--flavor",
-            "fixture-registry",
-            "--plugins-dir",
-            &d,
-            "--set",
-            &format!("uri={uri}"),
-        ])
-    };
+    let reg =
+        |name: &str, uri: &str| register_fixture(&p, &d, name, &["--set", &format!("uri={uri}")]);
     for (uri, says) in [
         ("team", "not a registry host"),
         ("reg.io:99999", "1 to 65535"),
@@ -587,21 +577,12 @@ fn registry_addresses_are_checked_at_registration() {
 fn set_keeps_a_digit_only_secret_a_string_and_never_echoes_a_typo() {
     let (p, d) = registry_project();
     let reg = |extra: &[&str]| {
-        let mut args = vec![
-            "component",
-            "register",
-            "reg",
-            "--type",
-            "container-registry",
-            "--flavor",
-            "fixture-registry",
-            "--plugins-dir",
+        register_fixture(
+            &p,
             &d,
-            "--set",
-            "uri=127.0.0.1:5000",
-        ];
-        args.extend_from_slice(extra);
-        p.kiln(&args)
+            "reg",
+            &[&["--set", "uri=127.0.0.1:5000"], extra].concat(),
+        )
     };
     let run = reg(&["--set", "password 31415926535"]);
     run.code(2);
