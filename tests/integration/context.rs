@@ -758,3 +758,46 @@ fn dockers_surprising_rules_match_the_docker_cli() {
         );
     }
 }
+
+/// A checkout cannot make kiln read a host file through a symlinked
+/// Dockerfile or ignore file: a link that leads out of the context is
+/// refused (exit 2) before anything is read or sent; one that stays inside
+/// works, and a file outside named with `-f` is the user's own choice.
+#[test]
+fn a_dockerfile_or_ignore_file_linking_out_of_the_context_is_refused() {
+    let p = TestProject::new();
+    let host_file = p.root().join("host-secret");
+    fs::write(&host_file, "HOST-SECRET-LINE\n").expect("write");
+    let app = p.work().join("app");
+    fs::create_dir_all(&app).expect("mkdir");
+    symlink(&host_file, app.join("Dockerfile")).expect("symlink");
+    let out = p.root().join("out.tar");
+    let out_s = out.to_str().expect("utf8");
+    let run = p.kiln(&["context", "pack", "app", "-o", out_s]);
+    run.code(2);
+    assert!(run.stderr.contains("outside the context"), "{}", run.stderr);
+    assert!(!run.all_output().contains("HOST-SECRET-LINE"));
+    assert!(!out.exists(), "nothing written");
+
+    // The same through .dockerignore.
+    fs::remove_file(app.join("Dockerfile")).expect("rm");
+    fs::write(app.join("Dockerfile"), "FROM scratch\n").expect("write");
+    symlink(&host_file, app.join(".dockerignore")).expect("symlink");
+    p.kiln(&["context", "pack", "app", "-o", out_s]).code(2);
+
+    // Links inside the context are fine; so is a Dockerfile named outside.
+    fs::remove_file(app.join(".dockerignore")).expect("rm");
+    fs::create_dir_all(app.join("docker")).expect("mkdir");
+    fs::rename(app.join("Dockerfile"), app.join("docker/Dockerfile")).expect("mv");
+    symlink("docker/Dockerfile", app.join("Dockerfile")).expect("symlink");
+    p.kiln(&["context", "pack", "app", "-o", out_s]).ok();
+    fs::write(&host_file, "FROM scratch\n").expect("write");
+    p.kiln(&[
+        "context",
+        "ls",
+        "app",
+        "-f",
+        host_file.to_str().expect("utf8"),
+    ])
+    .ok();
+}

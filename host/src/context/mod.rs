@@ -103,6 +103,18 @@ pub enum ContextError {
         /// Why not.
         reason: String,
     },
+    /// The Dockerfile or ignore file in the context is a symlink that
+    /// leads out of it.
+    #[error(
+        "{path} is a symlink to {target}, outside the context: refused (a file from the \
+         context must stay inside it; name a file outside with -f or --ignore-file)"
+    )]
+    OutsideContext {
+        /// The file in the context.
+        path: PathBuf,
+        /// Where it leads.
+        target: PathBuf,
+    },
     /// Making the archive failed.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
@@ -574,6 +586,7 @@ fn locate_dockerfile(
         path: given.clone(),
         reason: e.to_string(),
     })?;
+    stays_inside(&given, &disk, root)?;
     if disk.is_dir() {
         return Err(ContextError::Dockerfile {
             path: given,
@@ -599,9 +612,35 @@ fn pick_ignore_file(
     let mut beside = dockerfile.as_os_str().to_owned();
     beside.push(".dockerignore");
     let beside = PathBuf::from(beside);
-    if beside.is_file() {
-        return Ok(Some(beside));
-    }
     let default = root.join(".dockerignore");
-    Ok(default.is_file().then_some(default))
+    for candidate in [beside, default] {
+        if candidate.is_file() {
+            if let Ok(disk) = fs::canonicalize(&candidate) {
+                stays_inside(&candidate, &disk, root)?;
+            }
+            return Ok(Some(candidate));
+        }
+    }
+    Ok(None)
+}
+
+/// A file named inside the context (`given`, where it sits) must not lead
+/// out of it through a symlink (`disk`, where it resolves): a checkout's
+/// `Dockerfile -> /home/me/.ssh/id_rsa` would send that file, and print its
+/// first line in a parse error. A file named outside the context is the
+/// user's own choice and is not refused.
+fn stays_inside(given: &Path, disk: &Path, root: &Path) -> Result<(), ContextError> {
+    let sits = given
+        .parent()
+        .and_then(|p| fs::canonicalize(p).ok())
+        .zip(given.file_name())
+        .map(|(parent, name)| parent.join(name))
+        .unwrap_or_else(|| given.to_path_buf());
+    if sits.starts_with(root) && !disk.starts_with(root) {
+        return Err(ContextError::OutsideContext {
+            path: given.to_path_buf(),
+            target: disk.to_path_buf(),
+        });
+    }
+    Ok(())
 }
