@@ -288,6 +288,33 @@ fn run_steps_are_cached_and_reproducible() {
     assert_nothing_left(&p);
 }
 
+/// `/proc/<pid>/stat`: (state, parent pid).
+fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the `(comm)` field, which may hold spaces: state, ppid.
+    let rest = &text[text.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|c| proc_stat(*c).is_some_and(|(_, ppid)| ppid == pid))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `pid` still runs (a zombie waiting to be reaped does not).
+fn alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| state != 'Z')
+}
+
 #[test]
 fn ctrl_c_during_run_kills_the_container_and_exits_130() {
     if !daemon_and(&["runc"]) {
@@ -302,8 +329,15 @@ fn ctrl_c_during_run_kills_the_container_and_exits_130() {
     let d = plugins.to_str().expect("utf8");
     let out = p.root().join("x.tar");
     // Pressed while the command runs, and as its step starts (the runtime
-    // may still be creating the container: the kill is sent again).
-    for early in [false, true] {
+    // may still be creating the container: the kill is sent again); then
+    // SIGTERM (as `timeout` and service managers send), and kill -9 of kiln
+    // itself, after which its worker is told to stop as if by Ctrl-C.
+    for (early, signal) in [
+        (false, "-INT"),
+        (true, "-INT"),
+        (false, "-TERM"),
+        (false, "-KILL"),
+    ] {
         let mut child = p
             .command(&[
                 "--plugins-dir",
@@ -328,24 +362,42 @@ fn ctrl_c_during_run_kills_the_container_and_exits_130() {
                 break;
             }
         }
+        let workers = children_of(child.id());
+        assert!(!workers.is_empty(), "kiln runs its build in a worker");
         let pressed = Instant::now();
         let status = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
+            .args([signal, &child.id().to_string()])
             .status()
-            .expect("kill -INT");
+            .expect("kill");
         assert!(status.success());
-        assert_eq!(child.wait().expect("wait").code(), Some(130));
+        let code = child.wait().expect("wait").code();
+        if signal == "-KILL" {
+            assert_eq!(code, None, "killed by the signal");
+        } else {
+            assert_eq!(code, Some(130), "{signal}");
+        }
+        // The sleeping command is gone with its container (after kill -9
+        // the orphaned worker cleans up on its own: waited for).
+        let running = || {
+            let ps = Command::new("ps")
+                .args(["-eo", "args"])
+                .output()
+                .expect("ps");
+            let text = String::from_utf8_lossy(&ps.stdout).into_owned();
+            text.contains(&marker) || workers.iter().any(|pid| alive(*pid))
+        };
+        while running() && pressed.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            !running(),
+            "{signal}: the command or the worker is still running"
+        );
         assert!(
             pressed.elapsed() < Duration::from_secs(10),
-            "{:?}",
+            "{signal}: {:?}",
             pressed.elapsed()
         );
-        // The sleeping command is gone with its container.
-        let ps = Command::new("ps")
-            .args(["-eo", "args"])
-            .output()
-            .expect("ps");
-        assert!(!String::from_utf8_lossy(&ps.stdout).contains(&marker));
         assert!(!out.exists());
         assert_nothing_left(&p);
     }

@@ -92,6 +92,29 @@ pub fn temp_archive(prefix: &str) -> crate::error::Result<tempfile::TempPath> {
     Ok(temp)
 }
 
+/// In a worker: if kiln (the parent) ends without forwarding Ctrl-C (kill
+/// -9), act once as if Ctrl-C were pressed, so the build is cancelled and
+/// cleaned up instead of running on as an orphan. Polled (a parent-death
+/// signal would arrive once per exiting thread of kiln, which reads as a
+/// second Ctrl-C: quit without cleaning up).
+pub fn cancel_when_orphaned() {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let parent = unsafe { libc::getppid() };
+    let _ = std::thread::Builder::new()
+        .name("kiln-parent-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: as above.
+            if unsafe { libc::getppid() } != parent {
+                // SAFETY: raise(3) delivers SIGINT to this process, once.
+                unsafe {
+                    libc::raise(libc::SIGINT);
+                }
+                return;
+            }
+        });
+}
+
 /// From now on, Ctrl-C before a worker starts ends kiln with 130 at once,
 /// removing what [`remove_on_interrupt`] named (planning a build: packing
 /// its context).

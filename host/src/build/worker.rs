@@ -429,6 +429,7 @@ fn signal_name(sig: i32) -> &'static str {
 /// [`Message`]s to stdout. Returns the exit code; errors are reported as a
 /// message, not printed.
 pub fn run_worker(session: &Session<'_>) -> Result<i32> {
+    super::interrupt::cancel_when_orphaned();
     match session.env.var(crate::output::PROGRESS_VAR).as_deref() {
         Some("quiet") => crate::output::set_progress(crate::output::Progress::Quiet),
         Some("rawjson") => crate::output::set_progress(crate::output::Progress::Rawjson),
