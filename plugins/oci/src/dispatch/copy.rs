@@ -109,20 +109,73 @@ fn resolve_dirs(stage: &mut Stage, path: &str, last: bool) -> Result<String, Str
     Ok(clean(&done.join("/")))
 }
 
+/// How far `ADD` lets a gzip'd tar expand: at most this many times its
+/// size, and never past [`UNPACK_CAP`] (the archive is unpacked in memory).
+const UNPACK_RATIO: u64 = 200;
+/// The most a gzip'd tar may expand to, whatever its ratio.
+const UNPACK_CAP: u64 = 2 << 30;
+/// Below this, any ratio is accepted (small archives of zeros are normal).
+const UNPACK_FLOOR: u64 = 64 << 20;
+
 /// The files of a tar archive `data` (plain or gzip'd), or `None` when it
-/// is not one (then `ADD` copies it as it is).
+/// is not one (then `ADD` copies it as it is). A gzip'd tar is decompressed
+/// within bounds (a decompression bomb is refused) and must decompress
+/// whole (a truncated download is an error, not a file copied as it is);
+/// entries below a symbolic link of the same archive are refused, as an
+/// image holding them is one Docker refuses to load.
 fn unpack_archive(data: &Bytes, source: &str) -> Result<Option<BTreeMap<String, Entry>>, String> {
+    unpack_within(data, source, UNPACK_FLOOR)
+}
+
+/// [`unpack_archive`] with `floor` as the size below which any ratio goes.
+fn unpack_within(
+    data: &Bytes,
+    source: &str,
+    floor: u64,
+) -> Result<Option<BTreeMap<String, Entry>>, String> {
     use std::io::Read;
     fn is_tar(d: &[u8]) -> bool {
         d.len() >= 262 && &d[257..262] == b"ustar"
     }
     let plain = if data.starts_with(&[0x1f, 0x8b]) {
+        // The first block says whether it is a tar at all; a gzip'd file
+        // that is not one is copied as it is, undecompressed.
+        let mut head = Vec::new();
+        let opened = flate2::read::MultiGzDecoder::new(data.as_ref())
+            .take(512)
+            .read_to_end(&mut head);
+        let named_tar = [".tar.gz", ".tgz", ".taz"]
+            .iter()
+            .any(|ext| source.to_ascii_lowercase().ends_with(ext));
+        match opened {
+            Err(e) if named_tar => {
+                return Err(format!(
+                    "ADD {source}: cannot be decompressed ({e}): a damaged or truncated archive"
+                ))
+            }
+            Err(_) => return Ok(None),
+            Ok(_) if !is_tar(&head) => return Ok(None),
+            Ok(_) => {}
+        }
+        let limit = (data.len() as u64)
+            .saturating_mul(UNPACK_RATIO)
+            .clamp(floor.min(UNPACK_CAP), UNPACK_CAP);
         let mut out = Vec::new();
-        if flate2::read::MultiGzDecoder::new(data.as_ref())
+        flate2::read::MultiGzDecoder::new(data.as_ref())
+            .take(limit + 1)
             .read_to_end(&mut out)
-            .is_err()
-        {
-            return Ok(None);
+            .map_err(|e| {
+                format!(
+                    "ADD {source}: cannot be decompressed ({e}): a damaged or truncated archive"
+                )
+            })?;
+        if out.len() as u64 > limit {
+            return Err(format!(
+                "ADD {source}: decompresses to more than {limit} bytes ({} bytes compressed; \
+                 at most {UNPACK_RATIO} times its size, {UNPACK_CAP} bytes in all): refused as \
+                 a decompression bomb; unpack it into the context and COPY the folder",
+                data.len()
+            ));
         }
         Bytes::from(out)
     } else if data.starts_with(b"BZh")
@@ -145,9 +198,38 @@ fn unpack_archive(data: &Bytes, source: &str) -> Result<Option<BTreeMap<String, 
         diff_id: String::new(),
         media_type: media::LAYER_TAR.into(),
     };
-    crate::fs::overlay::filesystem(std::slice::from_ref(&layer))
-        .map(Some)
-        .map_err(|e| format!("ADD {source}: {e}"))
+    let files = crate::fs::overlay::filesystem(std::slice::from_ref(&layer))
+        .map_err(|e| format!("ADD {source}: {e}"))?;
+    if let Some((path, link)) = below_a_link(&files) {
+        return Err(format!(
+            "ADD {source}: entry {path} lies below {link}, a symbolic link in the same archive: \
+             refused (an image holding it cannot be loaded by Docker)"
+        ));
+    }
+    Ok(Some(files))
+}
+
+/// The first entry of `files` below one of its symbolic links, with the link.
+fn below_a_link(files: &BTreeMap<String, Entry>) -> Option<(String, String)> {
+    files.keys().find_map(|path| {
+        let mut end = 0;
+        for part in path.split('/') {
+            end += part.len();
+            if end >= path.len() {
+                break;
+            }
+            let prefix = &path[..end];
+            end += 1;
+            if let Some(Entry {
+                kind: Kind::Symlink(_),
+                ..
+            }) = files.get(prefix)
+            {
+                return Some((path.clone(), prefix.to_string()));
+            }
+        }
+        None
+    })
 }
 
 /// Look a user or group up in the stage's `/etc/passwd` or `/etc/group`.
@@ -425,5 +507,74 @@ impl Run<'_, '_> {
         }
         stage.layers.push(layer);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn tar_of(entries: &[(&str, &[u8], Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data, link) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o644);
+            match link {
+                Some(target) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    b.append_link(&mut h, path, target).expect("link");
+                }
+                None => {
+                    h.set_size(data.len() as u64);
+                    b.append_data(&mut h, path, *data).expect("append");
+                }
+            }
+        }
+        b.into_inner().expect("tar")
+    }
+
+    fn gzip(data: &[u8]) -> Bytes {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).expect("gzip");
+        Bytes::from(e.finish().expect("gzip"))
+    }
+
+    #[test]
+    fn add_unpacks_within_bounds_and_refuses_damage_and_bombs() {
+        let ok = gzip(&tar_of(&[("a.txt", b"hello", None)]));
+        let files = unpack_within(&ok, "x.tar.gz", 1 << 20)
+            .expect("unpacks")
+            .expect("a tar");
+        assert!(files.contains_key("a.txt"));
+
+        // Truncated: an error, not a file copied as it is.
+        let cut = ok.slice(..ok.len() - 12);
+        let e = unpack_within(&cut, "x.tar.gz", 1 << 20).expect_err("truncated");
+        assert!(e.contains("damaged or truncated"), "{e}");
+
+        // 4 MiB of zeros in a few KiB: over 200 times its size.
+        let zeros = vec![0u8; 4 << 20];
+        let bomb = gzip(&tar_of(&[("zeros", &zeros, None)]));
+        let e = unpack_within(&bomb, "bomb.tar.gz", 1 << 20).expect_err("bomb");
+        assert!(e.contains("decompression bomb"), "{e}");
+
+        // A gzip'd file that is not a tar is copied as it is.
+        let csv = gzip(b"a,b\n1,2\n");
+        assert!(unpack_within(&csv, "data.csv.gz", 1 << 20)
+            .expect("fine")
+            .is_none());
+    }
+
+    #[test]
+    fn add_refuses_an_entry_below_a_link_of_its_archive() {
+        let hostile = tar_of(&[
+            ("etc", b"", Some("/etc")),
+            ("etc/passwd", b"root::0:0::/:/bin/sh\n", None),
+        ]);
+        let e = unpack_within(&Bytes::from(hostile), "x.tar", 1 << 20).expect_err("refused");
+        assert!(e.contains("below etc, a symbolic link"), "{e}");
     }
 }
