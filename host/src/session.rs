@@ -29,6 +29,9 @@ pub struct Environment {
     /// plugin library may take (its constructors run) before kiln reports
     /// it and exits 3.
     pub plugin_load_timeout: std::time::Duration,
+    /// `KILN_LOCK_TIMEOUT` (seconds, default 60): how long a change of the
+    /// project's components waits for another kiln's state lock.
+    pub lock_timeout: std::time::Duration,
     /// kiln's cache folder: `$KILN_CACHE_DIR`, else the user's cache folder
     /// (`~/.cache/kiln`), else one in the temp dir. The host keeps build
     /// contexts in `contexts/`; the `oci` builder its own in `oci/`.
@@ -53,6 +56,8 @@ impl Environment {
         let plugin_timeout = seconds("KILN_PLUGIN_TIMEOUT")?;
         let plugin_load_timeout =
             seconds("KILN_PLUGIN_LOAD_TIMEOUT")?.unwrap_or(std::time::Duration::from_secs(10));
+        let lock_timeout =
+            seconds("KILN_LOCK_TIMEOUT")?.unwrap_or(std::time::Duration::from_secs(60));
         Ok(Self {
             cwd,
             plugins_env: std::env::var_os("KILN_PLUGINS_DIR"),
@@ -62,6 +67,7 @@ impl Environment {
                 .and_then(|exe| crate::plugins::bundled_plugins_dir(&exe)),
             plugin_timeout,
             plugin_load_timeout,
+            lock_timeout,
             cache_dir: match std::env::var_os("KILN_CACHE_DIR") {
                 Some(dir) if !dir.is_empty() => PathBuf::from(dir),
                 _ => dirs::cache_dir()
@@ -97,6 +103,7 @@ impl<'a> Session<'a> {
         env: &'a Environment,
     ) -> Self {
         crate::plugins::set_load_timeout(env.plugin_load_timeout);
+        crate::state::set_lock_timeout(env.lock_timeout);
         Self {
             cli_plugins_dirs: plugins_dirs,
             project_flag: project.map(|p| env.cwd.join(p)),

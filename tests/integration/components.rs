@@ -593,3 +593,43 @@ fn set_keeps_a_digit_only_secret_a_string_and_never_echoes_a_typo() {
     let v: Value = serde_json::from_str(&secrets).expect("json");
     assert_eq!(v["secrets"]["reg"]["/password"], "31415926535", "{secrets}");
 }
+
+/// A state lock another kiln holds (stopped in a debugger, a stopped job) is
+/// waited for with a message, then given up on (exit 4), never forever.
+#[test]
+fn a_held_state_lock_is_named_and_given_up_on() {
+    let (p, d) = registry_project();
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p.work().join(".kiln/state.lock"))
+        .expect("open lock");
+    lock.lock().expect("hold the lock");
+    let started = std::time::Instant::now();
+    let run = p.kiln_env(
+        &[
+            "component",
+            "register",
+            "reg",
+            "--type",
+            "container-registry",
+            "--flavor",
+            "fixture-registry",
+            "--plugins-dir",
+            &d,
+            "--set",
+            "uri=127.0.0.1:5000",
+        ],
+        &[("KILN_LOCK_TIMEOUT", "2")],
+    );
+    run.code(4);
+    assert!(
+        run.stderr.contains("waiting for the state lock") && run.stderr.contains("gave up"),
+        "{}",
+        run.stderr
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    lock.unlock().expect("release");
+    register_fixture(&p, &d, "reg", &["--set", "uri=127.0.0.1:5000"]).ok();
+}

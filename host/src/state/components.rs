@@ -206,8 +206,7 @@ impl ComponentStore {
             .write(true)
             .open(&lock_path)
             .map_err(|e| Error::io("opening", &lock_path, e))?;
-        lock.lock()
-            .map_err(|e| Error::io("locking", &lock_path, e))?;
+        wait_for_lock(&lock, &lock_path)?;
         // Copies a killed kiln left half-written (they may hold secrets).
         kiln_archive::atomic::remove_stale(&self.dir, &[kiln_archive::atomic::TEMP_PREFIX]);
         let mut state = self.read()?;
@@ -229,6 +228,56 @@ impl ComponentStore {
         write_atomic(&self.components_path(), &to_json(&components), 0o644)?;
         drop(lock);
         Ok(out)
+    }
+}
+
+/// How long a change waits for the state lock, in ms (`KILN_LOCK_TIMEOUT`).
+static LOCK_TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(60_000);
+
+/// Set how long a change waits for another kiln's state lock.
+pub fn set_lock_timeout(limit: std::time::Duration) {
+    LOCK_TIMEOUT_MS.store(
+        limit.as_millis() as u64,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+}
+
+/// Take the lock on `path`, saying after a second what is waited for, and
+/// giving up (exit 4) after the lock timeout: a kiln stopped while holding
+/// it (in a debugger, a stopped terminal job) never blocks silently.
+fn wait_for_lock(lock: &fs::File, path: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    let limit =
+        std::time::Duration::from_millis(LOCK_TIMEOUT_MS.load(std::sync::atomic::Ordering::SeqCst));
+    let mut said = false;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io("locking", path, e)),
+        }
+        let waited = started.elapsed();
+        if waited >= limit {
+            return Err(Error::Reported {
+                message: format!(
+                    "another kiln has held the state lock {} for {} s: gave up (is a kiln \
+                     stopped or hung? KILN_LOCK_TIMEOUT sets the wait)",
+                    path.display(),
+                    waited.as_secs()
+                ),
+                code: crate::error::exit::STATE,
+            });
+        }
+        if !said && waited >= std::time::Duration::from_secs(1) {
+            crate::output::status(&format!(
+                "waiting for the state lock {} (another kiln is changing this project's \
+                 components; giving up after {} s)",
+                path.display(),
+                limit.as_secs()
+            ));
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

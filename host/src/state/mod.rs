@@ -6,5 +6,5 @@ mod components;
 mod project;
 
 pub use atomic::write_atomic;
-pub use components::{Component, ComponentStore, SECRET_MARKER};
+pub use components::{set_lock_timeout, Component, ComponentStore, SECRET_MARKER};
 pub use project::Project;
