@@ -61,9 +61,60 @@ pub enum ArchiveError {
         /// The size seen by the walk.
         expected: u64,
     },
+    /// A file became something else between the walk and the read (a FIFO,
+    /// a symbolic link, a folder, or a path leading out of the context).
+    #[error("{path} {what} since the context was walked; nothing was written")]
+    Swapped {
+        /// The file on disk.
+        path: PathBuf,
+        /// What it became.
+        what: String,
+    },
     /// Writing the archive failed.
     #[error("writing the archive: {0}")]
     Write(#[source] io::Error),
+}
+
+/// Open the regular file at `disk` (below `root`) for reading, once, and
+/// check it is still what the walk saw: not a symbolic link (O_NOFOLLOW),
+/// not a FIFO that would block the read (O_NONBLOCK, then its type), and
+/// still below the context's root (a parent folder swapped for a link).
+fn open_walked(disk: &Path, root: &Path) -> Result<File, ArchiveError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let swapped = |what: &str| ArchiveError::Swapped {
+        path: disk.to_path_buf(),
+        what: what.to_string(),
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(disk)
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ELOOP) => swapped("became a symbolic link"),
+            _ => ArchiveError::Read {
+                path: disk.to_path_buf(),
+                source,
+            },
+        })?;
+    let meta = file.metadata().map_err(|source| ArchiveError::Read {
+        path: disk.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(swapped("is no longer a regular file"));
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        if let Ok(opened) = opened {
+            if !opened.starts_with(&real_root) {
+                return Err(swapped("leads out of the context (a folder became a link)"));
+            }
+        }
+    }
+    Ok(file)
 }
 
 /// A source of the bytes of one entry.
@@ -167,10 +218,7 @@ fn produce(
             }
             EntryKind::File { size } => {
                 let disk = contents.root().join(std::ffi::OsStr::from_bytes(path));
-                let mut file = File::open(&disk).map_err(|source| ArchiveError::Read {
-                    path: disk.clone(),
-                    source,
-                })?;
+                let mut file = open_walked(&disk, contents.root())?;
                 tar.header(path, tar::EntryType::Regular, entry.mode, *size, b"")?;
                 tar.copy_file(&mut file, *size, &disk)?;
             }
@@ -415,6 +463,36 @@ mod tests {
 
     fn archive(dir: &Dir, entries: Vec<Entry>, gzip: bool) -> Result<ContextSummary, ArchiveError> {
         write_archive(entries, dir, gzip, io::sink()).map(|(s, _)| s)
+    }
+
+    #[test]
+    fn a_file_swapped_after_the_walk_is_an_error_not_a_hang_or_a_leak() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("secret"), b"12345").expect("write");
+        let root = tmp.path().join("ctx");
+        std::fs::create_dir_all(root.join("sub")).expect("mkdir");
+        // The walk saw regular files of 5 bytes; each was then swapped.
+        let fifo = std::ffi::CString::new(root.join("fifo").as_os_str().as_bytes()).expect("c");
+        // SAFETY: mkfifo with a valid, NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.join("link"))
+            .expect("symlink");
+        std::fs::remove_dir(root.join("sub")).expect("rmdir");
+        std::os::unix::fs::symlink(outside.path(), root.join("sub")).expect("symlink");
+        let dir = Dir(root.clone());
+        for (name, says) in [
+            ("fifo", "no longer a regular file"),
+            ("link", "became a symbolic link"),
+            ("sub/secret", "leads out of the context"),
+        ] {
+            match archive(&dir, vec![file(name, 5)], false) {
+                Err(e @ ArchiveError::Swapped { .. }) => {
+                    assert!(e.to_string().contains(says), "{name}: {e}")
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
     }
 
     #[test]
