@@ -324,12 +324,17 @@ impl Builder for OciBuilder {
                 &tags,
                 dest,
                 &self.cache_dir.join("outputs"),
+                &|| cancel.is_cancelled(),
             )
             .map_err(|e| {
-                PluginError::new(
-                    ErrorKind::INVALID_INPUT,
-                    format!("--output dest={}: {e}", dest.display()),
-                )
+                if e == crate::outputs::archive::CANCELLED {
+                    PluginError::new(ErrorKind::CANCELLED, "cancelled")
+                } else {
+                    PluginError::new(
+                        ErrorKind::INVALID_INPUT,
+                        format!("--output dest={}: {e}", dest.display()),
+                    )
+                }
             })?;
             events.info(if wrote {
                 format!("wrote {} to {}", image.digest(), dest.display())

@@ -101,6 +101,7 @@ CMD ["echo \"$GREETING\"; pwd; id -u; cat message.txt; stat -c '%a %u' message.t
         &kiln_oci::image::Artifact::Image(image),
         std::slice::from_ref(&tag),
         &archive,
+        &|| false,
     )
     .expect("archive");
     let load = Command::new("docker")

@@ -54,6 +54,7 @@ pub fn write_archive_unless_there(
     tags: &[String],
     out: &Path,
     records: &Path,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<bool, String> {
     use sha2::{Digest, Sha256};
     let archive = format!(
@@ -83,7 +84,7 @@ pub fn write_archive_unless_there(
             return Ok(false);
         }
     }
-    write_archive(artifact, tags, out)?;
+    write_archive(artifact, tags, out, cancelled)?;
     // The record is an optimisation: failing to keep it costs a write next time.
     if let Some(file) = identity(out) {
         let _ = std::fs::create_dir_all(records).and_then(|()| {
@@ -107,8 +108,14 @@ fn blob_path(digest: &str) -> String {
 /// image index, as buildx's `type=oci` does), atomically: through a
 /// temporary file beside `out`, synced and renamed, so a failure leaves
 /// nothing at `out`. Entries are sorted and timestamps fixed, so the
-/// archive is reproducible.
-pub fn write_archive(artifact: &Artifact, tags: &[String], out: &Path) -> Result<(), String> {
+/// archive is reproducible. `cancelled` is asked between entries and
+/// before the rename: a cancelled write leaves nothing at `out`.
+pub fn write_archive(
+    artifact: &Artifact,
+    tags: &[String],
+    out: &Path,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(), String> {
     let mut files: BTreeMap<String, Bytes> = BTreeMap::new();
     files.insert(
         "oci-layout".into(),
@@ -184,6 +191,9 @@ pub fn write_archive(artifact: &Artifact, tags: &[String], out: &Path) -> Result
                 .map_err(failed)?;
         }
         for (path, data) in &files {
+            if cancelled() {
+                return Err(CANCELLED.into());
+            }
             let mut h = tar::Header::new_ustar();
             h.set_entry_type(tar::EntryType::Regular);
             h.set_mode(0o644);
@@ -196,8 +206,14 @@ pub fn write_archive(artifact: &Artifact, tags: &[String], out: &Path) -> Result
         let mut writer = builder.into_inner().map_err(failed)?;
         writer.flush().map_err(failed)?;
     }
+    if cancelled() {
+        return Err(CANCELLED.into());
+    }
     temp.commit().map_err(|e| e.to_string())
 }
+
+/// What a cancelled write answers.
+pub const CANCELLED: &str = "cancelled";
 
 #[cfg(test)]
 mod tests {
@@ -255,8 +271,18 @@ mod tests {
         let one = dir.path().join("one.tar");
         let two = dir.path().join("two.tar");
         let tags = vec!["x:1".to_string()];
-        write_archive(&Artifact::Image(build()), &tags, &one).expect("write");
-        write_archive(&Artifact::Image(build()), &tags, &two).expect("write");
+        write_archive(&Artifact::Image(build()), &tags, &one, &|| false).expect("write");
+        // Cancelled while writing: nothing at the destination.
+        let stopped = one.with_extension("cancelled");
+        let asked = std::cell::Cell::new(0);
+        let e = write_archive(&Artifact::Image(build()), &tags, &stopped, &|| {
+            asked.set(asked.get() + 1);
+            asked.get() > 2
+        })
+        .expect_err("cancelled");
+        assert_eq!(e, CANCELLED);
+        assert!(!stopped.exists());
+        write_archive(&Artifact::Image(build()), &tags, &two, &|| false).expect("write");
         assert_eq!(
             std::fs::read(one).expect("read"),
             std::fs::read(two).expect("read")
@@ -269,7 +295,7 @@ mod tests {
         let image = Artifact::Image(build());
         let out = dir.path().join("out.tar");
         let write = |tags: &[String]| {
-            write_archive_unless_there(&image, tags, &out, &records).expect("write")
+            write_archive_unless_there(&image, tags, &out, &records, &|| false).expect("write")
         };
         assert!(write(&tags));
         let bytes = std::fs::read(&out).expect("read");
