@@ -34,11 +34,31 @@ pub enum Member {
 /// file's contents are a slice of `data`. Devices, FIFOs and other kinds
 /// are left out.
 pub fn members(data: &Bytes) -> Result<Vec<(String, Member)>, String> {
+    read_members(data, false)
+}
+
+/// [`members`], refusing a name that is not UTF-8 (a build context's):
+/// kiln keys the image's files by UTF-8 names, so two such names would
+/// become one file. The error shows the name with its bytes escaped.
+pub fn members_utf8(data: &Bytes) -> Result<Vec<(String, Member)>, String> {
+    read_members(data, true)
+}
+
+fn read_members(data: &Bytes, utf8_only: bool) -> Result<Vec<(String, Member)>, String> {
     let failed = |e: std::io::Error| e.to_string();
     let mut out = Vec::new();
     let mut archive = tar::Archive::new(data.as_ref());
     for entry in archive.entries().map_err(failed)? {
         let entry = entry.map_err(failed)?;
+        let raw = entry.path_bytes();
+        if utf8_only && std::str::from_utf8(&raw).is_err() {
+            return Err(format!(
+                "{}: a name that is not UTF-8; kiln's oci builder keeps names as UTF-8, where it \
+                 would become the same file as another: rename it, or leave it out with \
+                 .dockerignore",
+                raw.escape_ascii()
+            ));
+        }
         let path = clean(&entry.path().map_err(failed)?.to_string_lossy());
         if path.is_empty() {
             continue;
@@ -74,6 +94,28 @@ pub fn members(data: &Bytes) -> Result<Vec<(String, Member)>, String> {
         out.push((path, member));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod utf8_tests {
+    use super::*;
+
+    #[test]
+    fn a_context_name_that_is_not_utf8_is_refused_naming_its_bytes() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.as_mut_bytes()[..4].copy_from_slice(b"a\xff.t");
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).expect("append");
+        let data = Bytes::from(b.into_inner().expect("tar"));
+        let Err(e) = members_utf8(&data) else {
+            panic!("a name that is not UTF-8 was taken")
+        };
+        assert!(e.contains("a\\xff.t") && e.contains("not UTF-8"), "{e}");
+        assert_eq!(members(&data).expect("lossy").len(), 1);
+    }
 }
 
 #[cfg(test)]
