@@ -211,6 +211,7 @@ impl Error {
             | Error::Registry { code, .. }
             | Error::Reported { code, .. } => *code,
             Error::PluginCrashed { .. } => exit::PLUGIN,
+            Error::Context(e) if e.is_storage_full() => exit::STATE,
             Error::Context(e) if e.is_input_error() => exit::USAGE,
             Error::Context(_) => exit::FAILURE,
             Error::CorruptState { .. } | Error::Io { .. } => exit::STATE,
@@ -227,6 +228,7 @@ impl Error {
     /// | `UNAVAILABLE` | 5 |
     /// | `BUILD_FAILED` | 6 |
     /// | `INVALID_CONFIG`, `INVALID_INPUT` | 2 |
+    /// | `STORAGE` (a full disk) | 4 |
     /// | anything else (a panic, `OTHER`) | 3, naming the plugin file |
     pub fn from_plugin(call: &'static str, component: &ResolvedComponent, e: PluginError) -> Self {
         let code = match e.kind {
@@ -235,6 +237,7 @@ impl Error {
             ErrorKind::UNAVAILABLE => exit::DAEMON,
             ErrorKind::BUILD_FAILED => exit::BUILD_FAILED,
             ErrorKind::INVALID_CONFIG | ErrorKind::INVALID_INPUT => exit::USAGE,
+            ErrorKind::STORAGE => exit::STATE,
             _ => {
                 return Error::Plugin {
                     plugin: component.flavor.plugin.path.clone(),

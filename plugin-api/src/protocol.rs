@@ -227,6 +227,10 @@ named_values! {
         INVALID_INPUT = 8 => "invalid-input",
         /// The plugin does not implement this operation or method.
         UNSUPPORTED = 9 => "unsupported",
+        /// (0.2.3) A local disk could not take what was written (no space
+        /// left, quota exceeded): an output, a cache. Hosts before 0.2.3
+        /// read it as `other`.
+        STORAGE = 10 => "storage",
     }
 }
 

@@ -13,7 +13,7 @@ use sha1::{Digest, Sha1};
 
 use crate::{
     docker_cli::{docker_cli, Capture},
-    util::{fixture, write, TestProject},
+    util::{fixture, shipped_plugin, write, TestProject},
 };
 
 /// One archive entry, as compared between archives.
@@ -800,4 +800,82 @@ fn a_dockerfile_or_ignore_file_linking_out_of_the_context_is_refused() {
         host_file.to_str().expect("utf8"),
     ])
     .ok();
+}
+
+/// A full disk (a 1 MiB tmpfs) is exit 4 with the OS's words, whether kiln
+/// writes the context archive or the `oci` builder writes `--output`, and
+/// nothing half-written is left on it. Mounting needs root.
+#[test]
+fn a_full_disk_is_exit_4_and_leaves_nothing() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "mounting a small tmpfs needs root (CI=true)"
+        );
+        return;
+    }
+    let p = TestProject::new();
+    let full = p.root().join("full");
+    fs::create_dir_all(&full).expect("mkdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&full)
+        .status()
+        .expect("mount");
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(full.clone());
+    let plugins = p.root().join("plugins");
+    let oci = shipped_plugin("kiln-oci");
+    fs::copy(&oci, plugins.join(oci.file_name().expect("name"))).expect("copy");
+    let app = p.work().join("app");
+    write(&app, "Dockerfile", "FROM scratch\nCOPY blob /\n");
+    // 3 MB that do not compress.
+    let mut blob = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(fs::File::open("/dev/urandom").expect("urandom"), 3_000_000),
+        &mut blob,
+    )
+    .expect("read");
+    fs::write(app.join("blob"), blob).expect("write");
+    let run = p.kiln(&[
+        "context",
+        "pack",
+        "app",
+        "-o",
+        full.join("c.tar").to_str().expect("utf8"),
+    ]);
+    run.code(4);
+    assert!(
+        run.stderr.contains("No space left on device"),
+        "{}",
+        run.stderr
+    );
+    let run = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .args([
+            "--output",
+            &format!("type=oci,dest={}", full.join("i.tar").display()),
+        ])
+        .run();
+    run.code(4);
+    assert!(
+        run.stderr.contains("No space left on device"),
+        "{}",
+        run.stderr
+    );
+    let left: Vec<_> = fs::read_dir(&full)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left on the full disk: {left:?}");
 }

@@ -130,6 +130,17 @@ pub enum ContextError {
 }
 
 impl ContextError {
+    /// Whether writing failed because the disk is full (or a quota reached).
+    pub fn is_storage_full(&self) -> bool {
+        let io = match self {
+            ContextError::Output { source, .. }
+            | ContextError::Archive(ArchiveError::Write(source)) => source,
+            _ => return false,
+        };
+        io.kind() == std::io::ErrorKind::StorageFull
+            || matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+    }
+
     /// Whether the user's input is at fault (as opposed to the output side).
     pub fn is_input_error(&self) -> bool {
         !matches!(

@@ -327,14 +327,15 @@ impl Builder for OciBuilder {
                 &|| cancel.is_cancelled(),
             )
             .map_err(|e| {
-                if e == crate::outputs::archive::CANCELLED {
-                    PluginError::new(ErrorKind::CANCELLED, "cancelled")
-                } else {
-                    PluginError::new(
-                        ErrorKind::INVALID_INPUT,
-                        format!("--output dest={}: {e}", dest.display()),
-                    )
-                }
+                use crate::outputs::archive::WriteError;
+                let kind = match e {
+                    WriteError::Cancelled => {
+                        return PluginError::new(ErrorKind::CANCELLED, "cancelled")
+                    }
+                    WriteError::Full(_) => ErrorKind::STORAGE,
+                    WriteError::Other(_) => ErrorKind::INVALID_INPUT,
+                };
+                PluginError::new(kind, format!("--output dest={}: {e}", dest.display()))
             })?;
             events.info(if wrote {
                 format!("wrote {} to {}", image.digest(), dest.display())

@@ -55,7 +55,7 @@ pub fn write_archive_unless_there(
     out: &Path,
     records: &Path,
     cancelled: &dyn Fn() -> bool,
-) -> Result<bool, String> {
+) -> Result<bool, WriteError> {
     use sha2::{Digest, Sha256};
     let archive = format!(
         "{:x}",
@@ -115,7 +115,7 @@ pub fn write_archive(
     tags: &[String],
     out: &Path,
     cancelled: &dyn Fn() -> bool,
-) -> Result<(), String> {
+) -> Result<(), WriteError> {
     let mut files: BTreeMap<String, Bytes> = BTreeMap::new();
     files.insert(
         "oci-layout".into(),
@@ -176,8 +176,10 @@ pub fn write_archive(
         Bytes::from(serde_json::to_vec(&docker_manifest).unwrap_or_default()),
     );
 
-    let temp = AtomicFile::beside(out).map_err(|e| e.to_string())?;
-    let failed = |e: std::io::Error| format!("writing {}: {e}", out.display());
+    let temp =
+        AtomicFile::beside(out).map_err(|e| WriteError::from_io(&e.source, e.to_string()))?;
+    let failed =
+        |e: std::io::Error| WriteError::from_io(&e, format!("writing {}: {e}", out.display()));
     {
         let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, temp.file()));
         for d in ["blobs/", "blobs/sha256/"] {
@@ -192,7 +194,7 @@ pub fn write_archive(
         }
         for (path, data) in &files {
             if cancelled() {
-                return Err(CANCELLED.into());
+                return Err(WriteError::Cancelled);
             }
             let mut h = tar::Header::new_ustar();
             h.set_entry_type(tar::EntryType::Regular);
@@ -207,13 +209,44 @@ pub fn write_archive(
         writer.flush().map_err(failed)?;
     }
     if cancelled() {
-        return Err(CANCELLED.into());
+        return Err(WriteError::Cancelled);
     }
-    temp.commit().map_err(|e| e.to_string())
+    temp.commit()
+        .map_err(|e| WriteError::from_io(&e.source, e.to_string()))
 }
 
-/// What a cancelled write answers.
-pub const CANCELLED: &str = "cancelled";
+/// Why an archive was not written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// The build was cancelled while writing.
+    Cancelled,
+    /// The disk is full (or a quota reached).
+    Full(String),
+    /// Anything else (a missing folder, no permission).
+    Other(String),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Cancelled => f.write_str("cancelled"),
+            WriteError::Full(m) | WriteError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl WriteError {
+    /// `message` about `error`: [`WriteError::Full`] when the disk is full.
+    fn from_io(error: &std::io::Error, message: String) -> Self {
+        let full = error.kind() == std::io::ErrorKind::StorageFull
+            || matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+        if full {
+            WriteError::Full(message)
+        } else {
+            WriteError::Other(message)
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -280,7 +313,7 @@ mod tests {
             asked.get() > 2
         })
         .expect_err("cancelled");
-        assert_eq!(e, CANCELLED);
+        assert_eq!(e, WriteError::Cancelled);
         assert!(!stopped.exists());
         write_archive(&Artifact::Image(build()), &tags, &two, &|| false).expect("write");
         assert_eq!(
