@@ -8,7 +8,9 @@
 //!    its files, the archive is written (hashed only, for a dry run)
 //!    ([`Plan::make`]).
 //! 4. **Names**: `-t`, else from the folder and the registry's address,
-//!    with the derived tag ([`naming::image_names`]).
+//!    with the derived tag ([`naming::image_names`]): a hash of every input
+//!    ([`TagInputs`]), the bases among them, resolved when a skip depends on
+//!    them ([`bases`]).
 //! 5. **Plan**: builder, context, images, checks and request as one value
 //!    ([`Plan`]); `--dry-run` prints exactly it.
 //! 6. **Execute**: the registry is constructed (membership, existence),
