@@ -197,11 +197,7 @@ pub fn parse(image: &str) -> Result<Reference, String> {
         .parse::<Reference>()
         .map_err(|e| format!("invalid reference format: {e}: {:?}", printable(image)))?;
     // Docker refuses a name that is 64 hex digits (it reads as an image ID).
-    let name = image.split(['@']).next().unwrap_or(image);
-    let name = match name.rfind(':') {
-        Some(i) if !name[i..].contains('/') => &name[..i],
-        _ => name,
-    };
+    let name = split_tag(image.split('@').next().unwrap_or(image)).0;
     if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!(
             "invalid repository name ({name}), cannot specify 64-byte hexadecimal strings"
