@@ -32,7 +32,8 @@ pub struct Base {
 }
 
 impl Base {
-    fn unresolved(image: &str, why: impl Into<String>) -> Self {
+    /// `image`, unresolved for `why`.
+    pub fn unresolved(image: &str, why: impl Into<String>) -> Self {
         Self {
             image: image.to_string(),
             digest: None,

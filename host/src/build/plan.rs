@@ -474,11 +474,7 @@ impl Plan {
             .dockerfile_text()
             .and_then(|t| bases::referenced(&t, &options.build_args, &options.platforms))
         {
-            Err(why) => vec![bases::Base {
-                image: context.dockerfile().to_string(),
-                digest: None,
-                unresolved: Some(why),
-            }],
+            Err(why) => vec![bases::Base::unresolved(context.dockerfile(), why)],
             Ok(images) if options.dry_run => {
                 bases::unresolved(&images, "a dry run contacts no registry")
             }
