@@ -9,9 +9,12 @@
 //! - `state`: the `.kiln/` project folder, atomic writes, the component store;
 //! - `context`: the build context (Docker's ignore rules, deterministic archive,
 //!   artifact store upload);
+//! - `cache`: kiln's cache folder kept in bounds (`kiln cache du|prune`,
+//!   `KILN_CACHE_MAX` after each build);
 //! - `cli`: commands over the above; `output`: everything printed.
 
 pub mod build;
+pub mod cache;
 pub mod cli;
 pub mod components;
 pub mod config;

@@ -36,6 +36,9 @@ pub struct Environment {
     /// (`~/.cache/kiln`), else one in the temp dir. The host keeps build
     /// contexts in `contexts/`; the `oci` builder its own in `oci/`.
     pub cache_dir: PathBuf,
+    /// `KILN_CACHE_MAX` (a size: `10GB`): after each build, the cache is
+    /// pruned to this, least recently used first. None: no cap.
+    pub cache_max: Option<u64>,
 }
 
 impl Environment {
@@ -58,6 +61,13 @@ impl Environment {
             seconds("KILN_PLUGIN_LOAD_TIMEOUT")?.unwrap_or(std::time::Duration::from_secs(10));
         let lock_timeout =
             seconds("KILN_LOCK_TIMEOUT")?.unwrap_or(std::time::Duration::from_secs(60));
+        let cache_max = match std::env::var("KILN_CACHE_MAX") {
+            Ok(text) if !text.trim().is_empty() => Some(
+                crate::cache::parse_size(&text)
+                    .map_err(|e| Error::BadArgument(format!("KILN_CACHE_MAX: {e}")))?,
+            ),
+            _ => None,
+        };
         Ok(Self {
             cwd,
             plugins_env: std::env::var_os("KILN_PLUGINS_DIR"),
@@ -74,6 +84,7 @@ impl Environment {
                     .unwrap_or_else(std::env::temp_dir)
                     .join("kiln"),
             },
+            cache_max,
         })
     }
 

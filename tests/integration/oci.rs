@@ -1004,3 +1004,144 @@ fn a_base_the_local_engine_has_is_used_unless_pull() {
     r.code(5);
     assert!(r.stderr.contains("127.0.0.1:1"), "{}", r.stderr);
 }
+
+/// The `sha256:...` of the image a build reports.
+fn built_digest(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("built sha256:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|hex| format!("sha256:{hex}"))
+        .unwrap_or_else(|| panic!("no digest reported: {stderr}"))
+}
+
+#[test]
+fn two_builds_at_once_share_the_cache_and_prune_keeps_it_in_bounds() {
+    let (p, plugins) = project();
+    let c = p.work().join("app");
+    write(&c, "Dockerfile", "FROM scratch\nCOPY . /app\n");
+    // 2 MiB that gzip cannot shrink, so the cache's size is plain to see.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: Vec<u8> = (0..(2 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    fs::write(c.join("noise.bin"), &noise).expect("noise");
+    write(&c, "a.txt", "a\n");
+    let build = |out: &str| {
+        p.command(&[
+            "--plugins-dir",
+            &plugins,
+            "build",
+            "app",
+            "-t",
+            "x:1",
+            "--output",
+            &format!("type=oci,dest={out}"),
+        ])
+    };
+    // Two builds at once on one cache: both succeed with the same image.
+    let children: Vec<_> = ["one.tar", "two.tar"]
+        .iter()
+        .map(|out| {
+            build(out)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn kiln")
+        })
+        .collect();
+    let digests: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("wait");
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(out.status.success(), "{stderr}");
+            built_digest(&stderr)
+        })
+        .collect();
+    assert_eq!(digests[0], digests[1]);
+    let cached = |p: &TestProject| {
+        let out = build("three.tar").output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(built_digest(&stderr), digests[0], "{stderr}");
+        let _ = p;
+        stderr.contains("1 of them from the cache")
+    };
+    assert!(cached(&p), "an unchanged rebuild did not reuse the layer");
+
+    let du = |p: &TestProject| p.kiln(&["cache", "du", "--json"]).ok().json();
+    let before = du(&p);
+    let parts: Vec<&str> = before["parts"]
+        .as_array()
+        .expect("parts")
+        .iter()
+        .filter_map(|x| x["name"].as_str())
+        .collect();
+    assert!(
+        parts.contains(&"oci") && parts.contains(&"contexts"),
+        "{before}"
+    );
+    assert!(
+        before["bytes"].as_u64().expect("bytes") > 4 << 20,
+        "{before}"
+    );
+    let text = p.kiln(&["cache", "du"]).ok().stdout.clone();
+    assert!(text.contains("total") && text.contains("MiB"), "{text}");
+
+    // Nothing is a day old: an age filter removes nothing.
+    let none = p
+        .kiln(&["cache", "prune", "--filter", "until=24h", "--json"])
+        .ok()
+        .json();
+    assert_eq!(none["files"], 0, "{none}");
+    // Kept to 1 MiB, least recently used first; the image is rebuilt the same.
+    let capped = p
+        .kiln(&["cache", "prune", "--keep-storage", "1MB", "--json"])
+        .ok()
+        .json();
+    assert!(capped["files"].as_u64().expect("files") > 0, "{capped}");
+    assert!(
+        capped["kept"].as_u64().expect("kept") <= 1 << 20,
+        "{capped}"
+    );
+    assert!(du(&p)["bytes"].as_u64().expect("bytes") <= 1 << 20);
+    assert!(!cached(&p), "a pruned layer was still found");
+
+    // KILN_CACHE_MAX applies after each build.
+    let r = p.kiln_env(
+        &[
+            "--plugins-dir",
+            &plugins,
+            "build",
+            "app",
+            "-t",
+            "x:1",
+            "--no-cache",
+            "--output",
+            "type=oci,dest=four.tar",
+        ],
+        &[("KILN_CACHE_MAX", "512KB")],
+    );
+    r.ok();
+    assert!(
+        r.stderr.contains("cache over KILN_CACHE_MAX"),
+        "{}",
+        r.stderr
+    );
+    assert!(du(&p)["bytes"].as_u64().expect("bytes") <= 512 << 10);
+
+    // Everything goes without options; bad options are usage errors.
+    p.kiln(&["cache", "prune"]).ok();
+    assert_eq!(du(&p)["bytes"], 0);
+    p.kiln(&["cache", "prune", "--keep-storage", "ten"]).code(2);
+    p.kiln(&["cache", "prune", "--filter", "age=1"]).code(2);
+    let r = p.kiln_env(&["cache", "du"], &[("KILN_CACHE_MAX", "lots")]);
+    r.code(2);
+    assert!(r.stderr.contains("KILN_CACHE_MAX"), "{}", r.stderr);
+}

@@ -95,6 +95,14 @@ impl AtomicFile {
         Ok(())
     }
 
+    /// Sync the data and rename it to `target` instead of the target it was
+    /// made for (in the same folder: a name known only once it is written,
+    /// such as a digest).
+    pub fn commit_as(mut self, target: &Path) -> Result<(), AtomicError> {
+        self.target = target.to_path_buf();
+        self.commit()
+    }
+
     /// Sync the data and rename it into place.
     pub fn commit(self) -> Result<(), AtomicError> {
         self.file()
@@ -134,6 +142,29 @@ pub fn remove_leftovers(dir: &Path, pid: u32) {
     }
 }
 
+/// Mark `path` as used now (its mtime), so that a cache pruned least
+/// recently used first keeps it longest. Best effort.
+pub fn touch(path: &Path) {
+    if let Ok(f) = fs::File::options().append(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// For a name `<prefix><pid>-...` (one of `prefixes`): whether process
+/// `pid` is alive. `None` for names that carry no pid.
+pub fn owner_alive(name: &str, prefixes: &[&str]) -> Option<bool> {
+    let pid = prefixes
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|p| p.parse::<i32>().ok())
+        .filter(|p| *p > 0)?;
+    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    Some(alive)
+}
+
 /// Remove what processes that are gone (killed, crashed) left in `dir`:
 /// every entry named `<prefix><pid>-...` for one of `prefixes` whose process
 /// no longer exists (files and folders alike). Entries of live processes,
@@ -144,17 +175,7 @@ pub fn remove_stale(dir: &Path, prefixes: &[&str]) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = prefixes
-            .iter()
-            .find_map(|p| name.strip_prefix(p))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
-            .filter(|p| *p > 0);
-        let Some(pid) = pid else { continue };
-        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !alive {
+        if owner_alive(&name, prefixes) == Some(false) {
             let path = entry.path();
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 let _ = fs::remove_dir_all(&path);

@@ -86,49 +86,20 @@ impl PieceCompressor {
 }
 
 /// `data` as concatenated gzip members, one per 1 MiB piece, compressed on
-/// every core. Any gzip reader (Go's, which the Docker daemon and
-/// containerd use, zlib's, `gzip -d`) reads the members as one stream.
+/// every core (through [`crate::pipeline`]). Any gzip reader (Go's, which
+/// the Docker daemon and containerd use, zlib's, `gzip -d`) reads the
+/// members as one stream.
 pub fn gzip_parallel(data: &[u8]) -> Result<Vec<u8>, String> {
-    let pieces: Vec<&[u8]> = if data.is_empty() {
-        vec![data]
-    } else {
-        data.chunks(PIECE).collect()
-    };
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(pieces.len());
-    let mut results: Vec<Result<Vec<u8>, String>> = Vec::new();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let pieces = &pieces;
-                scope.spawn(move || {
-                    let mut compressor = PieceCompressor::default();
-                    let mut done = Vec::new();
-                    for (i, piece) in pieces.iter().enumerate().skip(w).step_by(workers) {
-                        let mut out = Vec::new();
-                        let r = compressor.compress(piece, &mut out).map(|()| out);
-                        done.push((i, r));
-                    }
-                    done
-                })
-            })
-            .collect();
-        let mut all: Vec<(usize, Result<Vec<u8>, String>)> = Vec::new();
-        for h in handles {
-            match h.join() {
-                Ok(done) => all.extend(done),
-                Err(_) => all.push((0, Err("a compression thread panicked".into()))),
-            }
+    use std::io::Write;
+    crate::pipeline::run(true, PIECE, Vec::with_capacity(data.len() / 2), |p| {
+        p.write_all(data)
+    })
+    .map(|((), blob)| blob)
+    .map_err(|e| match e {
+        crate::pipeline::Failed::Produce(e) | crate::pipeline::Failed::Write(e) => {
+            format!("gzip: {e}")
         }
-        all.sort_by_key(|(i, _)| *i);
-        results = all.into_iter().map(|(_, r)| r).collect();
-    });
-    let mut blob = Vec::with_capacity(data.len() / 2);
-    for r in results {
-        blob.extend_from_slice(&r?);
-    }
-    Ok(blob)
+    })
 }
 
 #[cfg(test)]

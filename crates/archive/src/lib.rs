@@ -3,6 +3,8 @@
 //!
 //! - [`gzip`]: gzip members with one rule for what is stored rather than
 //!   compressed, and [`gzip::gzip_parallel`] over every core.
+//! - [`pipeline`]: a stream cut into pieces, gzip'd on every core, written
+//!   in order, in bounded memory.
 //! - [`atomic`]: files that appear whole or not at all.
 //! - [`glob`]: Go's `filepath.Match`.
 //! - [`tar`]: deterministic tar headers (GNU long names as Docker writes them).
@@ -12,4 +14,5 @@ pub mod atomic;
 pub mod glob;
 pub mod gzip;
 pub mod path;
+pub mod pipeline;
 pub mod tar;

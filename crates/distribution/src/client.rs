@@ -129,6 +129,16 @@ pub async fn error_excerpt(mut response: Response) -> String {
     }
 }
 
+/// The `Location` an upload step answered with.
+fn upload_location(response: &Response, what: &str) -> Result<String, CallError> {
+    response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| CallError::Failed(format!("{what}: no upload Location")))
+}
+
 /// `sha256:<hex>` of `data`.
 pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
@@ -435,21 +445,7 @@ impl RegistryClient {
         data: Bytes,
     ) -> Result<(), CallError> {
         let what = format!("uploading blob {digest} to {repo}");
-        let started = self
-            .expect(
-                &what,
-                Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/"),
-                &[(header::CONTENT_LENGTH, "0")],
-                Some(Bytes::new()),
-            )
-            .await?;
-        let location = started
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| CallError::Failed(format!("{what}: no upload Location")))?
-            .to_string();
+        let location = self.start_upload(repo, &what).await?;
         let sep = if location.contains('?') { '&' } else { '?' };
         let target = format!("{location}{sep}digest={digest}");
         let length = data.len().to_string();
@@ -639,8 +635,24 @@ impl RegistryClient {
 
     /// `GET` the blob `digest` of `repo`, verified against the digest.
     pub async fn get_blob(&self, repo: &str, digest: &str) -> Result<Bytes, CallError> {
+        let mut out = Vec::new();
+        self.get_blob_to(repo, digest, &mut out).await?;
+        Ok(Bytes::from(out))
+    }
+
+    /// `GET` the blob `digest` of `repo` into `out` as it arrives (never
+    /// held whole), hashed on the way: content of another digest is an
+    /// error, and what was written must then be thrown away. Returns the
+    /// bytes written.
+    pub async fn get_blob_to(
+        &self,
+        repo: &str,
+        digest: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64, CallError> {
+        use sha2::{Digest, Sha256};
         let what = format!("fetching blob {digest} of {repo}");
-        let response = self
+        let mut response = self
             .expect(
                 &what,
                 Method::GET,
@@ -649,17 +661,100 @@ impl RegistryClient {
                 None,
             )
             .await?;
-        let bytes = response
-            .bytes()
+        let mut hash = Sha256::new();
+        let mut written = 0u64;
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| CallError::Unavailable(format!("{what}: {e}")))?;
-        let got = sha256(&bytes);
+            .map_err(|e| CallError::Unavailable(format!("{what}: {e}")))?
+        {
+            hash.update(&chunk);
+            out.write_all(&chunk)
+                .map_err(|e| CallError::Failed(format!("{what}: writing it: {e}")))?;
+            written += chunk.len() as u64;
+        }
+        let got = format!("sha256:{:x}", hash.finalize());
         if got != digest {
             return Err(CallError::Failed(format!(
                 "{what}: the registry sent content with digest {got}"
             )));
         }
-        Ok(bytes)
+        Ok(written)
+    }
+
+    /// Upload the blob `digest` of `size` bytes, read by `read(offset,
+    /// len)` a piece at a time, so memory holds one piece whatever the
+    /// blob's size: one `PUT` when it fits in `piece` bytes, else a
+    /// `PATCH` per piece (with its `Content-Range`, each to the `Location`
+    /// the last one answered) and a closing `PUT` with the digest.
+    pub async fn upload_blob_from(
+        &self,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        piece: usize,
+        read: &mut (dyn FnMut(u64, usize) -> std::io::Result<Bytes> + Send),
+    ) -> Result<(), CallError> {
+        let what = format!("uploading blob {digest} to {repo}");
+        let piece = piece.max(1);
+        if size <= piece as u64 {
+            let data = read(0, size as usize)
+                .map_err(|e| CallError::Failed(format!("{what}: reading it: {e}")))?;
+            return self.upload_blob(repo, digest, data).await;
+        }
+        let mut location = self.start_upload(repo, &what).await?;
+        let mut at = 0u64;
+        while at < size {
+            let len = (size - at).min(piece as u64) as usize;
+            let data =
+                read(at, len).map_err(|e| CallError::Failed(format!("{what}: reading it: {e}")))?;
+            if data.len() != len {
+                return Err(CallError::Failed(format!(
+                    "{what}: the blob is shorter than its {size} bytes"
+                )));
+            }
+            let range = format!("{at}-{}", at + len as u64 - 1);
+            let length = len.to_string();
+            let answered = self
+                .expect(
+                    &what,
+                    Method::PATCH,
+                    &location,
+                    &[
+                        (header::CONTENT_TYPE, "application/octet-stream"),
+                        (header::CONTENT_RANGE, &range),
+                        (header::CONTENT_LENGTH, &length),
+                    ],
+                    Some(data),
+                )
+                .await?;
+            location = upload_location(&answered, &what)?;
+            at += len as u64;
+        }
+        let sep = if location.contains('?') { '&' } else { '?' };
+        self.expect(
+            &what,
+            Method::PUT,
+            &format!("{location}{sep}digest={digest}"),
+            &[(header::CONTENT_LENGTH, "0")],
+            Some(Bytes::new()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Start an upload (`POST`); its `Location`.
+    async fn start_upload(&self, repo: &str, what: &str) -> Result<String, CallError> {
+        let started = self
+            .expect(
+                what,
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &[(header::CONTENT_LENGTH, "0")],
+                Some(Bytes::new()),
+            )
+            .await?;
+        upload_location(&started, what)
     }
 
     /// How to answer a challenge: Basic with our credentials, or a Bearer

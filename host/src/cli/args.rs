@@ -68,6 +68,10 @@ pub enum Command {
     /// Ask a registry about an image.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// kiln's cache folder: how big it is, and pruning it (buildx's `du`
+    /// and `prune`).
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Register and manage named components (a flavor plus validated config).
     #[command(subcommand, alias = "components")]
     Component(ComponentCommand),
@@ -145,6 +149,31 @@ pub enum FlavorCommand {
         #[arg(long, value_name = "JSON")]
         config: String,
         /// Print JSON: {"flavor","type","valid","problems"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `kiln cache ...`
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Show what the cache holds: size and last use per part (contexts,
+    /// each builder's), and the total.
+    Du {
+        /// Print JSON: {"path","bytes","files","parts":[{"name","bytes","files","last_used_unix"}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove cached files, least recently used first; without options,
+    /// everything (what a running build writes or holds is never removed).
+    Prune {
+        /// Keep at most this much (e.g. 10GB, 512MB), the most recently used.
+        #[arg(long, value_name = "SIZE")]
+        keep_storage: Option<String>,
+        /// Only what was not used for a while: `until=24h` (s, m, h, d).
+        #[arg(long, value_name = "FILTER")]
+        filter: Vec<String>,
+        /// Print JSON: {"files","bytes","kept"}.
         #[arg(long)]
         json: bool,
     },

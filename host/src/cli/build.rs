@@ -93,6 +93,21 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
     }
     let mut outcome = build::execute_in_worker(session, plan)?;
     this_build.write(cache_dir);
+    if let Some(cap) = session.env.cache_max {
+        let policy = crate::cache::Policy {
+            keep_storage: Some(cap),
+            until: None,
+        };
+        let done = crate::cache::prune(cache_dir, policy, std::time::SystemTime::now());
+        if done.files > 0 {
+            output::status(&format!(
+                "cache over KILN_CACHE_MAX: removed {} least recently used files ({}); {} kept",
+                done.files,
+                crate::cache::human(done.bytes),
+                crate::cache::human(done.kept)
+            ));
+        }
+    }
     if outcome.status == "built" {
         outcome.image_id = archive
             .as_deref()

@@ -3,6 +3,7 @@
 
 mod args;
 mod build;
+mod cache;
 mod component;
 mod context;
 mod flavor;
@@ -30,6 +31,7 @@ pub fn run(cli: Cli, env: &Environment) -> Result<i32> {
         Command::Component(cmd) => component::run(&session, cmd),
         Command::Context(cmd) => context::run(&session, cmd),
         Command::Image(cmd) => image::run(&session, cmd),
+        Command::Cache(cmd) => cache::run(&session, cmd),
         Command::Build(args) => build::run(&session, *args),
         Command::Push {
             image,

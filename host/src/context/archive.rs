@@ -1,6 +1,7 @@
 //! The deterministic archive: a tar stream cut into fixed-size chunks as it
 //! is produced, each chunk optionally compressed on a worker thread, then
-//! written and hashed in order on a writer thread. Memory stays bounded by
+//! written and hashed in order on a writer thread (kiln-archive's
+//! pipeline, which the `oci` builder's layers share). Memory stays bounded by
 //! the number of chunks in flight, whatever the context size.
 //!
 //! Determinism: entries come sorted from the walk; every header has uid/gid
@@ -9,17 +10,13 @@
 //! members; Go's, Python's and GNU gzip readers all read them), compressed
 //! by libdeflate at a fixed level, so the bytes depend only on the content.
 
+use sha1::{Digest, Sha1};
 use std::{
-    collections::BTreeMap,
     fs::File,
     io::{self, Read, Write},
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
-    thread,
 };
-
-use crossbeam_channel::{bounded, Receiver, Sender};
-use sha1::{Digest, Sha1};
 
 use super::walk::{Entry, EntryKind};
 
@@ -125,11 +122,6 @@ pub trait Contents {
     fn memory(&self, index: usize) -> &[u8];
 }
 
-struct Chunk {
-    seq: u64,
-    data: Vec<u8>,
-}
-
 /// Write the archive of `entries` to `sink`, hashing as it goes.
 pub fn write_archive<W: Write + Send>(
     entries: impl IntoIterator<Item = Entry>,
@@ -137,64 +129,31 @@ pub fn write_archive<W: Write + Send>(
     gzip: bool,
     sink: W,
 ) -> Result<(ContextSummary, W), ArchiveError> {
-    let workers = if gzip {
-        thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        0
-    };
-    // Chunks in flight: at most `cap` queued per stage, plus one per worker.
-    let cap = workers.max(1);
-    let (raw_tx, raw_rx) = bounded::<Chunk>(cap);
-    let (done_tx, done_rx) = bounded::<Chunk>(cap);
-    let (pool_tx, pool_rx) = bounded::<Vec<u8>>(cap + workers);
-
-    thread::scope(|scope| {
-        let writer = {
-            let pool = pool_tx.clone();
-            scope.spawn(move || write_in_order(done_rx, sink, pool))
-        };
-        let mut compressors = Vec::new();
-        for _ in 0..workers {
-            let rx = raw_rx.clone();
-            let tx = done_tx.clone();
-            let pool = pool_tx.clone();
-            compressors.push(scope.spawn(move || compress_chunks(rx, tx, pool)));
-        }
-        drop(raw_rx);
-        let next_stage = if gzip { raw_tx } else { done_tx.clone() };
-        drop(done_tx);
-        let mut tar = TarStream {
-            buf: Vec::with_capacity(CHUNK),
-            seq: 0,
-            tx: next_stage,
-            pool: pool_rx,
-        };
-        let produced = produce(entries, contents, &mut tar);
-        let finished = produced.and_then(|files| tar.finish().map(|()| files));
-        // Closing the first stage lets the workers and the writer drain and stop.
-        drop(tar);
-        drop(pool_tx);
-        for c in compressors {
-            let _ = c.join();
-        }
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("archive writer thread panicked")));
-        match (finished, written) {
-            (Ok(files), Ok((hasher, bytes, sink))) => Ok((
+    let mut hasher = Sha1::new();
+    let hashed = kiln_archive::pipeline::Tee::new(sink, |d: &[u8]| hasher.update(d));
+    let result = kiln_archive::pipeline::run(gzip, CHUNK, hashed, |pieces| {
+        let mut tar = TarStream { pieces };
+        let files = produce(entries, contents, &mut tar)?;
+        tar.finish()?;
+        Ok(files)
+    });
+    match result {
+        Ok((files, hashed)) => {
+            let (sink, _, bytes) = hashed.into_parts();
+            Ok((
                 ContextSummary {
                     sha1: hex(&hasher.finalize()),
                     bytes,
                     files,
                 },
                 sink,
-            )),
-            // A write failure closes the pipeline; report it, not the
-            // "channel closed" the producer saw.
-            (_, Err(e)) => Err(ArchiveError::Write(e)),
-            (Err(e), Ok(_)) => Err(e),
+            ))
         }
-    })
+        // A write failure closes the pipeline; it is reported, not the
+        // "closed" the producer saw.
+        Err(kiln_archive::pipeline::Failed::Write(e)) => Err(ArchiveError::Write(e)),
+        Err(kiln_archive::pipeline::Failed::Produce(e)) => Err(e),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -249,56 +208,14 @@ fn produce(
     Ok(files)
 }
 
-/// The tar byte stream, cut into chunks and handed to the next stage.
-struct TarStream {
-    buf: Vec<u8>,
-    seq: u64,
-    tx: Sender<Chunk>,
-    pool: Receiver<Vec<u8>>,
+/// The tar byte stream, cut into chunks and handed to the pipeline.
+struct TarStream<'p> {
+    pieces: &'p mut kiln_archive::pipeline::Pieces,
 }
 
-fn closed() -> ArchiveError {
-    ArchiveError::Write(io::Error::new(
-        io::ErrorKind::BrokenPipe,
-        "archive pipeline closed",
-    ))
-}
-
-impl TarStream {
-    fn flush_chunk(&mut self) -> Result<(), ArchiveError> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let fresh = self
-            .pool
-            .try_recv()
-            .map(|mut v| {
-                v.clear();
-                v
-            })
-            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
-        let data = std::mem::replace(&mut self.buf, fresh);
-        self.tx
-            .send(Chunk {
-                seq: self.seq,
-                data,
-            })
-            .map_err(|_| closed())?;
-        self.seq += 1;
-        Ok(())
-    }
-
-    fn write(&mut self, mut data: &[u8]) -> Result<(), ArchiveError> {
-        while !data.is_empty() {
-            let room = CHUNK - self.buf.len();
-            let n = room.min(data.len());
-            self.buf.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.buf.len() == CHUNK {
-                self.flush_chunk()?;
-            }
-        }
-        Ok(())
+impl TarStream<'_> {
+    fn write(&mut self, data: &[u8]) -> Result<(), ArchiveError> {
+        self.pieces.write_all(data).map_err(ArchiveError::Write)
     }
 
     fn pad(&mut self, size: u64) -> Result<(), ArchiveError> {
@@ -315,17 +232,13 @@ impl TarStream {
             source,
         };
         while left > 0 {
-            let start = self.buf.len();
-            let want = ((CHUNK - start) as u64).min(left) as usize;
-            self.buf.resize(start + want, 0);
-            let n = loop {
-                match file.read(&mut self.buf[start..start + want]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(read_err(e)),
+            let n = match self.pieces.read_from(file, left) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    return Err(ArchiveError::Write(e))
                 }
+                Err(e) => return Err(read_err(e)),
             };
-            self.buf.truncate(start + n);
             if n == 0 {
                 return Err(ArchiveError::Changed {
                     path: path.to_path_buf(),
@@ -333,9 +246,6 @@ impl TarStream {
                 });
             }
             left -= n as u64;
-            if self.buf.len() == CHUNK {
-                self.flush_chunk()?;
-            }
         }
         let mut probe = [0u8; 1];
         match file.read(&mut probe) {
@@ -379,62 +289,10 @@ impl TarStream {
         self.write(&blocks)
     }
 
-    /// End of archive: two zero blocks, then the last chunk.
+    /// End of archive: two zero blocks.
     fn finish(&mut self) -> Result<(), ArchiveError> {
-        self.write(&kiln_archive::tar::END)?;
-        self.flush_chunk()
+        self.write(&kiln_archive::tar::END)
     }
-}
-
-fn compress_chunks(rx: Receiver<Chunk>, tx: Sender<Chunk>, pool: Sender<Vec<u8>>) {
-    // kiln's one gzip rule (kiln-archive): each chunk one member, stored
-    // when it looks incompressible, else deflated at level 6.
-    let mut compressor = kiln_archive::gzip::PieceCompressor::default();
-    for chunk in rx {
-        let mut out = Vec::with_capacity(CHUNK + CHUNK / 16);
-        if compressor.compress(&chunk.data, &mut out).is_err() {
-            // Cannot happen with buffers of the bound's size; stop the pipeline.
-            return;
-        }
-        let _ = pool.try_send(chunk.data);
-        if tx
-            .send(Chunk {
-                seq: chunk.seq,
-                data: out,
-            })
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-type Written<W> = (Sha1, u64, W);
-
-fn write_in_order<W: Write>(
-    rx: Receiver<Chunk>,
-    mut sink: W,
-    pool: Sender<Vec<u8>>,
-) -> io::Result<Written<W>> {
-    let mut hasher = Sha1::new();
-    let mut bytes = 0u64;
-    let mut next = 0u64;
-    let mut waiting: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    for chunk in rx {
-        waiting.insert(chunk.seq, chunk.data);
-        while let Some(data) = waiting.remove(&next) {
-            hasher.update(&data);
-            sink.write_all(&data)?;
-            bytes += data.len() as u64;
-            next += 1;
-            if data.capacity() >= CHUNK {
-                let _ = pool.try_send(data);
-            }
-            // Buffers the pool has no room for are freed here.
-        }
-    }
-    sink.flush()?;
-    Ok((hasher, bytes, sink))
 }
 
 #[cfg(test)]

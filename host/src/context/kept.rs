@@ -95,6 +95,9 @@ pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, C
         let linked = fs::remove_file(&link).and_then(|()| fs::hard_link(&kept, &link));
         let intact = fs::metadata(&link).is_ok_and(|m| m.len() == r.summary.bytes);
         if linked.is_ok() && intact {
+            // Used now: a cache pruned least recently used first keeps it.
+            kiln_archive::atomic::touch(&kept);
+            kiln_archive::atomic::touch(&record_path);
             return Ok(Archive {
                 summary: r.summary,
                 report: Report {

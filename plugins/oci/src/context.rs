@@ -1,26 +1,26 @@
 //! The build context as the builder reads it: the host's uncompressed
-//! archive, mapped, and its files by path, each a slice of it.
+//! archive, open, and its files by path, each a range of it (read in
+//! chunks when a layer is written, never all at once).
 
 use std::{collections::BTreeMap, path::Path};
 
-use bytes::Bytes;
-
 use crate::{
+    data::Data,
     error::{at, BuildError},
     fs::tree,
     image::Entry,
 };
 
-/// The build context: the host's archive (an uncompressed tar), mapped,
-/// and its files by path, each a slice of it.
+/// The build context: the host's archive (an uncompressed tar), open,
+/// and its files by path, each a range of it.
 #[derive(Default)]
 pub struct ContextFiles {
-    pub(crate) archive: Bytes,
+    pub(crate) archive: Data,
     pub(crate) files: BTreeMap<String, Entry>,
 }
 
 impl ContextFiles {
-    /// Map and index the archive at `path`.
+    /// Open and index the archive at `path`.
     pub fn open(path: &Path) -> Result<Self, BuildError> {
         let (archive, files) = read_context(path)?;
         Ok(Self { archive, files })
@@ -29,19 +29,18 @@ impl ContextFiles {
     /// The regular file at `path` (relative to the context root), as text.
     pub fn text(&self, path: &str) -> Option<String> {
         match &self.files.get(path)?.kind {
-            crate::image::Kind::File(data) => Some(String::from_utf8_lossy(data).into_owned()),
+            crate::image::Kind::File(data) => {
+                Some(String::from_utf8_lossy(&data.bytes().ok()?).into_owned())
+            }
             _ => None,
         }
     }
 }
 
-/// Read the context archive (mapped): every file a slice of it.
-fn read_context(path: &Path) -> Result<(Bytes, BTreeMap<String, Entry>), BuildError> {
+/// Read the context archive's headers: every file a range of it.
+fn read_context(path: &Path) -> Result<(Data, BTreeMap<String, Entry>), BuildError> {
     let failed = |e: std::io::Error| at(0, format!("build context {}: {e}", path.display()));
-    let bytes = match crate::store::map(path) {
-        Some(b) => b,
-        None => Bytes::from(std::fs::read(path).map_err(failed)?),
-    };
+    let bytes = Data::whole(std::fs::File::open(path).map_err(failed)?).map_err(failed)?;
     if bytes.starts_with(&[0x1f, 0x8b]) {
         return Err(at(
             0,

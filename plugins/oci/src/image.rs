@@ -12,10 +12,11 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    io::Write,
     str::FromStr,
 };
 
-use bytes::Bytes;
+pub use crate::data::Data;
 use kiln_archive::tar::{append_header, padding, EntryType, Header, END};
 use oci_spec::image::{Descriptor, Digest as OciDigest, ImageManifestBuilder, MediaType};
 use serde::Serialize;
@@ -44,7 +45,7 @@ pub mod media {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     /// A regular file and its contents.
-    File(Bytes),
+    File(Data),
     /// A directory.
     Dir,
     /// A symbolic link and its target.
@@ -67,8 +68,8 @@ pub struct Entry {
 /// A finished layer: where its blob is, and its digests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layer {
-    /// The compressed tar.
-    pub blob: Bytes,
+    /// The compressed tar (a cache file, read in chunks when written out).
+    pub blob: Data,
     /// `sha256:` of the blob.
     pub digest: String,
     /// `sha256:` of the uncompressed tar.
@@ -80,17 +81,96 @@ pub struct Layer {
 pub use kiln_distribution::platform::host_architecture;
 
 impl Layer {
-    /// The gzip'd layer of `tar_bytes`, whose sha256 is `diff_id`.
+    /// The gzip'd layer of `tar_bytes`, whose sha256 is `diff_id`, in memory
+    /// (small layers made in tests and by `ADD`'s checks).
     pub fn compress(tar_bytes: &[u8], diff_id: String) -> Result<Self, String> {
         let blob = gzip_parallel(tar_bytes)?;
         Ok(Self {
             digest: sha256(&blob),
             diff_id,
-            blob: Bytes::from(blob),
+            blob: Data::from(blob),
+            media_type: media::LAYER_GZIP.into(),
+        })
+    }
+
+    /// The layer holding `entries` (as [`layer_tar`] lays them out), made as
+    /// a stream: the tar is produced entry by entry, reading files in
+    /// chunks, hashed (its `diff_id`), cut into pieces gzip'd on every core
+    /// and written to `into` (a cache blob or an anonymous file), hashed
+    /// again (its digest). Memory stays bounded whatever the layer's size.
+    pub fn make(
+        entries: &BTreeMap<String, Entry>,
+        mtime: u64,
+        into: Incoming,
+    ) -> Result<Self, String> {
+        Self::stream(into, |out| write_layer_tar(entries, mtime, out))
+    }
+
+    /// The gzip'd layer of the uncompressed tar `tar`, which must hash to
+    /// `diff_id` (streamed as [`Layer::make`] streams).
+    pub fn from_tar(tar: &Data, diff_id: &str, into: Incoming) -> Result<Self, String> {
+        let layer = Self::stream(into, |out| tar.write_to(out))?;
+        if layer.diff_id != diff_id {
+            return Err(format!(
+                "does not match its diff_id {diff_id} (its contents are {})",
+                layer.diff_id
+            ));
+        }
+        Ok(layer)
+    }
+
+    /// The layer whose uncompressed tar `produce` writes: hashed, gzip'd on
+    /// every core and written to `into` in bounded memory.
+    fn stream(
+        mut into: Incoming,
+        produce: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<Self, String> {
+        let (diff_id, digest, size) = gzip_stream(into.file(), produce)?;
+        let blob = into.keep(&digest, size)?;
+        Ok(Self {
+            digest,
+            diff_id,
+            blob,
             media_type: media::LAYER_GZIP.into(),
         })
     }
 }
+
+/// Gzip what `produce` writes into `file` through kiln-archive's pipeline;
+/// returns the plain stream's digest, the gzip'd one's, and its size.
+fn gzip_stream(
+    file: &mut std::fs::File,
+    produce: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(String, String, u64), String> {
+    use kiln_archive::pipeline::{run, Failed, Tee};
+    let mut blob_hash = Sha256::new();
+    let mut tar_hash = Sha256::new();
+    let sink = Tee::new(
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        |d: &[u8]| blob_hash.update(d),
+    );
+    let written = run(true, kiln_archive::gzip::PIECE, sink, |pieces| {
+        let mut tar = Tee::new(pieces, |d: &[u8]| tar_hash.update(d));
+        produce(&mut tar)
+    });
+    let size = match written {
+        Ok(((), sink)) => {
+            let (buffered, _, size) = sink.into_parts();
+            buffered
+                .into_inner()
+                .map_err(|e| format!("writing a layer: {}", e.error()))?;
+            size
+        }
+        Err(Failed::Produce(e) | Failed::Write(e)) => return Err(format!("writing a layer: {e}")),
+    };
+    Ok((
+        format!("sha256:{:x}", tar_hash.finalize()),
+        format!("sha256:{:x}", blob_hash.finalize()),
+        size,
+    ))
+}
+
+pub use crate::store::Incoming;
 
 /// `sha256:<hex>` of `data`.
 pub fn sha256(data: &[u8]) -> String {
@@ -98,10 +178,22 @@ pub fn sha256(data: &[u8]) -> String {
 }
 
 /// The uncompressed tar of a layer holding `entries` (path without a
-/// leading `/` to entry). Parent directories missing from `entries` are
-/// added (mode 0755, root-owned). `mtime` is the epoch second every entry
-/// gets.
+/// leading `/` to entry), in memory: [`write_layer_tar`] into a buffer.
 pub fn layer_tar(entries: &BTreeMap<String, Entry>, mtime: u64) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    write_layer_tar(entries, mtime, &mut out).map_err(|e| format!("a layer: {e}"))?;
+    Ok(out)
+}
+
+/// Write the uncompressed tar of a layer holding `entries` to `out`.
+/// Parent directories missing from `entries` are added (mode 0755,
+/// root-owned). `mtime` is the epoch second every entry gets. File contents
+/// are read in chunks; a file shorter than recorded is an error.
+pub fn write_layer_tar(
+    entries: &BTreeMap<String, Entry>,
+    mtime: u64,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let mut all: BTreeMap<String, Option<&Entry>> = BTreeMap::new();
     for (path, entry) in entries {
         let mut parent = path.as_str();
@@ -111,31 +203,31 @@ pub fn layer_tar(entries: &BTreeMap<String, Entry>, mtime: u64) -> Result<Vec<u8
         }
         all.insert(path.clone(), Some(entry));
     }
-    let size: usize = entries
-        .values()
-        .map(|e| match &e.kind {
-            Kind::File(d) => d.len() + 1024,
-            _ => 512,
-        })
-        .sum();
-    let mut out = Vec::with_capacity(size + 2048);
     let dir = Entry {
         kind: Kind::Dir,
         mode: 0o755,
         uid: 0,
         gid: 0,
     };
+    let none = Data::default();
+    let mut header = Vec::with_capacity(2048);
     for (path, entry) in all {
         let entry = entry.unwrap_or(&dir);
         let dir_path;
-        let (path, kind, data, link): (&[u8], _, &[u8], &[u8]) = match &entry.kind {
+        let (path, kind, data, link): (&[u8], _, &Data, &[u8]) = match &entry.kind {
             Kind::Dir => {
                 dir_path = format!("{path}/");
-                (dir_path.as_bytes(), EntryType::Directory, &[], &[])
+                (dir_path.as_bytes(), EntryType::Directory, &none, &[])
             }
-            Kind::File(data) => (path.as_bytes(), EntryType::Regular, data.as_ref(), &[]),
-            Kind::Symlink(target) => (path.as_bytes(), EntryType::Symlink, &[], target.as_bytes()),
+            Kind::File(data) => (path.as_bytes(), EntryType::Regular, data, &[]),
+            Kind::Symlink(target) => (
+                path.as_bytes(),
+                EntryType::Symlink,
+                &none,
+                target.as_bytes(),
+            ),
         };
+        header.clear();
         append_header(
             &Header {
                 path,
@@ -144,16 +236,16 @@ pub fn layer_tar(entries: &BTreeMap<String, Entry>, mtime: u64) -> Result<Vec<u8
                 uid: entry.uid,
                 gid: entry.gid,
                 mtime,
-                size: data.len() as u64,
+                size: data.len(),
                 link,
             },
-            &mut out,
+            &mut header,
         );
-        out.extend_from_slice(data);
-        out.extend_from_slice(padding(data.len() as u64));
+        out.write_all(&header)?;
+        data.write_to(out)?;
+        out.write_all(padding(data.len()))?;
     }
-    out.extend_from_slice(&END);
-    Ok(out)
+    out.write_all(&END)
 }
 
 pub use kiln_archive::gzip::{gzip_parallel, BLOB_FORMAT};
@@ -525,9 +617,9 @@ pub fn assemble(a: Assembly<'_>) -> Result<Image, String> {
         base,
     };
     let config_bytes = serde_json::to_vec(&config).unwrap_or_default();
-    let descriptor = |media_type: MediaType, digest: &str, size: usize| {
+    let descriptor = |media_type: MediaType, digest: &str, size: u64| {
         OciDigest::from_str(digest)
-            .map(|d| Descriptor::new(media_type, size as u64, d))
+            .map(|d| Descriptor::new(media_type, size, d))
             .map_err(|e| format!("blob digest {digest:?}: {e}"))
     };
     let layers = a
@@ -547,7 +639,7 @@ pub fn assemble(a: Assembly<'_>) -> Result<Image, String> {
         .config(descriptor(
             MediaType::ImageConfig,
             &sha256(&config_bytes),
-            config_bytes.len(),
+            config_bytes.len() as u64,
         )?)
         .layers(layers)
         .build()
@@ -587,7 +679,7 @@ mod tests {
 
     fn file(data: &str) -> Entry {
         Entry {
-            kind: Kind::File(Bytes::from(data.to_string())),
+            kind: Kind::File(Data::from(data.to_string())),
             mode: 0o644,
             uid: 0,
             gid: 0,

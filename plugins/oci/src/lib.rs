@@ -5,7 +5,8 @@
 //! - [`dispatch`]: carrying the instructions out into layers and a config:
 //!   the stage loop, one function per instruction, `COPY`/`ADD`
 //!   (`dispatch/copy.rs`), layers and their cache (`dispatch/layers.rs`).
-//! - [`context`]: the host's context archive, mapped and indexed.
+//! - [`context`]: the host's context archive, indexed (files are ranges of it).
+//! - [`data`]: bytes in memory or a range of a file, read in chunks.
 //! - [`error`]: a build failure, naming the Dockerfile line.
 //! - [`sources`]: where bases come from: a registry, an OCI layout, the
 //!   local Docker Engine.
@@ -21,6 +22,7 @@
 //! - [`plugin`]: the flavor kiln loads.
 
 pub mod context;
+pub mod data;
 pub mod dispatch;
 pub use kiln_dockerfile as dockerfile;
 pub mod error;

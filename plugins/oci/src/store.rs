@@ -4,23 +4,27 @@
 //! - `diffids/<format>/<hex>`: for each layer this builder made, its `diff_id` to
 //!   its blob's digest and size, so a layer whose tar is unchanged is not
 //!   compressed again;
+//! - `unpacked/<hex>`: a base layer's uncompressed tar by its `diff_id`
+//!   (checked against it when unpacked), so a base is decompressed once;
 //! - `recipes/<format>/<hex>`: a layer's recipe (the context archive's sha1, where
 //!   each file's bytes sit in it, every path and its metadata) to its
 //!   `diff_id`, so an unchanged `COPY` from an unchanged context finds its
 //!   layer without building or hashing the tar at all.
 //!
 //! Every write goes through a temporary file renamed into place (a file is
-//! never changed in place, so mapping one is safe). Layer blobs are mapped,
-//! not read, and checked against their recorded size; base blobs are
-//! checked against their digest. A torn or altered file is ignored.
+//! never changed in place, so holding one open and reading it later is
+//! safe). Layer blobs are opened, not read, and checked against their
+//! recorded size; base blobs are checked against their digest as they are
+//! read. A torn or altered file is ignored.
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
+use kiln_archive::atomic::{touch, AtomicFile};
 
-use kiln_archive::atomic::AtomicFile;
-
-use crate::image::{media, sha256, Layer, BLOB_FORMAT};
+use crate::{
+    data::Data,
+    image::{media, Layer, BLOB_FORMAT},
+};
 
 /// The cache folder.
 pub struct Store {
@@ -36,13 +40,17 @@ impl Store {
     pub fn open(root: &Path) -> Result<Self, String> {
         for sub in [
             "blobs/sha256".to_string(),
+            "unpacked".to_string(),
             format!("diffids/{BLOB_FORMAT}"),
             format!("recipes/{BLOB_FORMAT}"),
         ] {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("creating the cache {}: {e}", dir.display()))?;
+            // What a killed build was writing.
+            kiln_archive::atomic::remove_stale(&dir, &[kiln_archive::atomic::TEMP_PREFIX]);
         }
+        set_cache_root(root);
         Ok(Self {
             root: root.to_path_buf(),
         })
@@ -76,18 +84,20 @@ impl Store {
         self.root.join("blobs/sha256").join(hex(digest))
     }
 
-    /// The blob `digest`, when cached and intact.
-    pub fn blob(&self, digest: &str) -> Option<Bytes> {
+    /// The blob `digest`, when cached and intact (hashed as it is read,
+    /// in chunks; a damaged file is removed).
+    pub fn blob(&self, digest: &str) -> Option<Data> {
         if !digest.starts_with("sha256:") || hex(digest).contains(['/', '.']) {
             return None;
         }
         let path = self.blob_path(digest);
-        let data = std::fs::read(&path).ok()?;
-        if sha256(&data) != digest {
+        let data = Data::whole(std::fs::File::open(&path).ok()?).ok()?;
+        if sha256_of(&data).ok()? != digest {
             let _ = std::fs::remove_file(&path);
             return None;
         }
-        Some(Bytes::from(data))
+        touch(&path);
+        Some(data)
     }
 
     /// Whether the blob is cached (not checked).
@@ -95,13 +105,27 @@ impl Store {
         self.blob_path(digest).is_file()
     }
 
-    /// Cache `data` as the blob `digest`.
-    pub fn put_blob(&self, digest: &str, data: &[u8]) -> Result<(), String> {
+    /// Cache `data` as the blob `digest` (copied in chunks), unless a file
+    /// of its size is there already.
+    pub fn put_blob(&self, digest: &str, data: &Data) -> Result<(), String> {
         let have = std::fs::metadata(self.blob_path(digest)).map(|m| m.len());
-        if have.is_ok_and(|n| n == data.len() as u64) {
+        if have.is_ok_and(|n| n == data.len()) {
             return Ok(());
         }
-        self.write(&self.blob_path(digest), data)
+        let path = self.blob_path(digest);
+        let mut temp = AtomicFile::beside(&path).map_err(|e| format!("the cache: {e}"))?;
+        data.write_to(temp.file_mut())
+            .map_err(|e| format!("writing the cache {}: {e}", path.display()))?;
+        temp.commit().map_err(|e| format!("the cache: {e}"))
+    }
+
+    /// A new blob to write into the cache ([`Incoming::keep`] names it by
+    /// its digest).
+    pub fn incoming(&self) -> Result<Incoming, String> {
+        let dir = self.root.join("blobs/sha256");
+        let temp =
+            AtomicFile::beside(&dir.join("incoming")).map_err(|e| format!("the cache: {e}"))?;
+        Ok(Incoming::Cache(temp, dir))
     }
 
     fn write(&self, path: &Path, data: &[u8]) -> Result<(), String> {
@@ -114,19 +138,23 @@ impl Store {
     }
 
     /// The layer this builder made earlier with this `diff_id`: its blob
-    /// mapped from the cache, of the size recorded.
+    /// file, of the size recorded.
     pub fn layer(&self, diff_id: &str) -> Option<Layer> {
         let text = std::fs::read_to_string(self.diffid_path(diff_id)).ok()?;
         let mut words = text.split_whitespace();
         let digest = words.next()?.to_string();
-        let size: usize = words.next()?.parse().ok()?;
+        let size: u64 = words.next()?.parse().ok()?;
         if !digest.starts_with("sha256:") || hex(&digest).contains(['/', '.']) {
             return None;
         }
-        let blob = map(&self.blob_path(&digest))?;
+        let blob_path = self.blob_path(&digest);
+        let blob = Data::whole(std::fs::File::open(&blob_path).ok()?).ok()?;
         if blob.len() != size {
             return None;
         }
+        // Used now: a cache pruned least recently used first keeps it.
+        touch(&blob_path);
+        touch(&self.diffid_path(diff_id));
         Some(Layer {
             blob,
             digest,
@@ -135,7 +163,8 @@ impl Store {
         })
     }
 
-    /// Remember a layer this builder made.
+    /// Remember a layer this builder made (its blob is copied in unless
+    /// it is there).
     pub fn put_layer(&self, layer: &Layer) -> Result<(), String> {
         self.put_blob(&layer.digest, &layer.blob)?;
         self.write(
@@ -146,8 +175,11 @@ impl Store {
 
     /// The layer made from the recipe `key` before.
     pub fn recipe(&self, key: &str) -> Option<Layer> {
-        let diff_id = std::fs::read_to_string(self.recipe_path(key)).ok()?;
-        self.layer(diff_id.trim())
+        let path = self.recipe_path(key);
+        let diff_id = std::fs::read_to_string(&path).ok()?;
+        let layer = self.layer(diff_id.trim())?;
+        touch(&path);
+        Some(layer)
     }
 
     /// Remember that recipe `key` makes the layer `diff_id`.
@@ -156,25 +188,102 @@ impl Store {
     }
 }
 
-/// The file at `path`, mapped into memory (read on an error to map it).
-pub fn map(path: &Path) -> Option<Bytes> {
-    let file = std::fs::File::open(path).ok()?;
-    if file.metadata().ok()?.len() == 0 {
-        return Some(Bytes::new());
+/// `sha256:<hex>` of `data`, read in chunks.
+pub fn sha256_of(data: &Data) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    data.chunks(|c| {
+        h.update(c);
+        Ok(())
+    })?;
+    Ok(format!("sha256:{:x}", h.finalize()))
+}
+
+/// Where a blob being made is written: a temporary file in the cache's blob
+/// folder, renamed to its digest when kept, or (without a cache) an
+/// anonymous file that disappears with the build.
+pub enum Incoming {
+    /// In the cache: the temporary file and the blob folder.
+    Cache(AtomicFile, PathBuf),
+    /// An unnamed temporary file.
+    Anonymous(std::fs::File),
+}
+
+impl Incoming {
+    /// An unnamed temporary file, in the scratch folder.
+    pub fn anonymous() -> Result<Self, String> {
+        scratch_file().map(Incoming::Anonymous)
     }
-    // SAFETY: kiln never changes these files in place: the cache writes
-    // new files and renames them, and the context archive is the host's
-    // own temporary file, kept until the build returns. A mapping stays
-    // valid when its file is unlinked or replaced by a rename.
-    match unsafe { memmap2::Mmap::map(&file) } {
-        Ok(m) => Some(Bytes::from_owner(m)),
-        Err(_) => std::fs::read(path).ok().map(Bytes::from),
+
+    /// The file to write to.
+    pub fn file(&mut self) -> &mut std::fs::File {
+        match self {
+            Incoming::Cache(temp, _) => temp.file_mut(),
+            Incoming::Anonymous(f) => f,
+        }
     }
+
+    /// Keep what was written as the blob `digest` of `size` bytes.
+    pub fn keep(self, digest: &str, size: u64) -> Result<Data, String> {
+        match self {
+            Incoming::Cache(temp, dir) => {
+                let path = dir.join(hex(digest));
+                temp.commit_as(&path)
+                    .map_err(|e| format!("the cache: {e}"))?;
+                let file = std::fs::File::open(&path)
+                    .map_err(|e| format!("the cache {}: {e}", path.display()))?;
+                Ok(Data::File {
+                    file: std::sync::Arc::new(file),
+                    offset: 0,
+                    len: size,
+                })
+            }
+            Incoming::Anonymous(file) => Ok(Data::File {
+                file: std::sync::Arc::new(file),
+                offset: 0,
+                len: size,
+            }),
+        }
+    }
+}
+
+static CACHE_ROOT: std::sync::RwLock<Option<PathBuf>> = std::sync::RwLock::new(None);
+
+fn cache_root() -> Option<PathBuf> {
+    CACHE_ROOT.read().ok()?.clone()
+}
+
+/// The cache folder of this process's builds: unnamed temporary files go
+/// there, unpacked layers in its `unpacked/`; the last store opened wins.
+pub fn set_cache_root(dir: &Path) {
+    if let Ok(mut root) = CACHE_ROOT.write() {
+        *root = Some(dir.to_path_buf());
+    }
+}
+
+/// Where the uncompressed tar of the layer `diff_id` is kept in the cache
+/// (`unpacked/<hex>`), when there is a cache and the `diff_id` is a digest.
+pub fn unpacked_path(diff_id: &str) -> Option<PathBuf> {
+    let hex = diff_id.strip_prefix("sha256:")?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(cache_root()?.join("unpacked").join(hex))
+}
+
+/// An unnamed temporary file (gone when closed, whatever happens to the
+/// process) in the cache folder, else the system's temp folder.
+pub fn scratch_file() -> Result<std::fs::File, String> {
+    cache_root()
+        .and_then(|dir| tempfile::tempfile_in(dir).ok())
+        .map_or_else(tempfile::tempfile, Ok)
+        .map_err(|e| format!("creating a temporary file: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::sha256;
 
     #[test]
     fn blobs_and_layers_round_trip_and_damage_is_ignored() {
@@ -184,7 +293,7 @@ mod tests {
         let layer = Layer {
             digest: sha256(&blob),
             diff_id: sha256(b"plain"),
-            blob: Bytes::from(blob.clone()),
+            blob: Data::from(blob.clone()),
             media_type: media::LAYER_GZIP.into(),
         };
         assert!(store.layer(&layer.diff_id).is_none());

@@ -10,10 +10,9 @@ use std::{
     collections::{BTreeMap, BTreeSet},
 };
 
-use bytes::Bytes;
-
 use super::{Run, Stage};
 use crate::{
+    data::Data,
     dockerfile::{self, Args, Instruction},
     error::{at, BuildError},
     fs::{
@@ -123,61 +122,69 @@ const UNPACK_FLOOR: u64 = 64 << 20;
 /// whole (a truncated download is an error, not a file copied as it is);
 /// entries below a symbolic link of the same archive are refused, as an
 /// image holding them is one Docker refuses to load.
-fn unpack_archive(data: &Bytes, source: &str) -> Result<Option<BTreeMap<String, Entry>>, String> {
+fn unpack_archive(data: &Data, source: &str) -> Result<Option<BTreeMap<String, Entry>>, String> {
     unpack_within(data, source, UNPACK_FLOOR)
 }
 
 /// [`unpack_archive`] with `floor` as the size below which any ratio goes.
 fn unpack_within(
-    data: &Bytes,
+    data: &Data,
     source: &str,
     floor: u64,
 ) -> Result<Option<BTreeMap<String, Entry>>, String> {
-    use std::io::Read;
-    fn is_tar(d: &[u8]) -> bool {
-        d.len() >= 262 && &d[257..262] == b"ustar"
+    use std::io::{Read, Write};
+    fn is_tar(d: &Data) -> bool {
+        let mut head = [0u8; 262];
+        d.len() >= 262 && d.reader().read_exact(&mut head).is_ok() && &head[257..262] == b"ustar"
     }
     let plain = if data.starts_with(&[0x1f, 0x8b]) {
         // The first block says whether it is a tar at all; a gzip'd file
         // that is not one is copied as it is, undecompressed.
         let mut head = Vec::new();
-        let opened = flate2::read::MultiGzDecoder::new(data.as_ref())
+        let opened = flate2::read::MultiGzDecoder::new(data.reader())
             .take(512)
             .read_to_end(&mut head);
         let named_tar = [".tar.gz", ".tgz", ".taz"]
             .iter()
             .any(|ext| source.to_ascii_lowercase().ends_with(ext));
+        let damaged = |e| {
+            format!("ADD {source}: cannot be decompressed ({e}): a damaged or truncated archive")
+        };
         match opened {
-            Err(e) if named_tar => {
-                return Err(format!(
-                    "ADD {source}: cannot be decompressed ({e}): a damaged or truncated archive"
-                ))
-            }
+            Err(e) if named_tar => return Err(damaged(e)),
             Err(_) => return Ok(None),
-            Ok(_) if !is_tar(&head) => return Ok(None),
+            Ok(_) if head.len() < 262 || &head[257..262] != b"ustar" => return Ok(None),
             Ok(_) => {}
         }
-        let limit = (data.len() as u64)
+        let limit = data
+            .len()
             .saturating_mul(UNPACK_RATIO)
             .clamp(floor.min(UNPACK_CAP), UNPACK_CAP);
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(data.as_ref())
-            .take(limit + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                format!(
-                    "ADD {source}: cannot be decompressed ({e}): a damaged or truncated archive"
-                )
-            })?;
-        if out.len() as u64 > limit {
-            return Err(format!(
-                "ADD {source}: decompresses to more than {limit} bytes ({} bytes compressed; \
-                 at most {UNPACK_RATIO} times its size, {UNPACK_CAP} bytes in all): refused as \
-                 a decompression bomb; unpack it into the context and COPY the folder",
-                data.len()
-            ));
+        // Decompressed in chunks into an unnamed scratch file, counted.
+        let mut out = crate::store::scratch_file()?;
+        let mut gz = flate2::read::MultiGzDecoder::new(data.reader()).take(limit + 1);
+        let mut buf = vec![0u8; crate::data::CHUNK];
+        let mut total = 0u64;
+        loop {
+            let n = match gz.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(damaged(e)),
+            };
+            total += n as u64;
+            if total > limit {
+                return Err(format!(
+                    "ADD {source}: decompresses to more than {limit} bytes ({} bytes compressed; \
+                     at most {UNPACK_RATIO} times its size, {UNPACK_CAP} bytes in all): refused as \
+                     a decompression bomb; unpack it into the context and COPY the folder",
+                    data.len()
+                ));
+            }
+            out.write_all(&buf[..n])
+                .map_err(|e| format!("ADD {source}: unpacking: {e}"))?;
         }
-        Bytes::from(out)
+        Data::whole(out).map_err(|e| format!("ADD {source}: unpacking: {e}"))?
     } else if data.starts_with(b"BZh")
         || data.starts_with(&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])
         || data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
@@ -241,6 +248,7 @@ fn id_of(stage: &mut Stage, file: &str, name: &str) -> Result<Option<(u64, u64)>
     else {
         return Ok(None);
     };
+    let data = data.bytes().map_err(|e| format!("reading /{file}: {e}"))?;
     let text = String::from_utf8_lossy(&data);
     Ok(text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
@@ -360,7 +368,7 @@ impl Run<'_, '_> {
             resolve_dirs(stage, &clean(&dest_abs), false).map_err(|e| at(line, e))?
         };
         let mut sources: Vec<String> = Vec::new();
-        let mut heredocs: Vec<(String, Bytes)> = Vec::new();
+        let mut heredocs: Vec<(String, Data)> = Vec::new();
         for source in &words {
             let heredoc_name = source.strip_prefix("<<").map(|n| {
                 n.trim_start_matches('-')
@@ -373,7 +381,7 @@ impl Run<'_, '_> {
                 } else {
                     doc.body.clone()
                 };
-                heredocs.push((doc.name.clone(), Bytes::from(body)));
+                heredocs.push((doc.name.clone(), Data::from(body)));
                 continue;
             }
             if from.is_none() && tree::escapes(source) {
@@ -536,10 +544,10 @@ mod tests {
         b.into_inner().expect("tar")
     }
 
-    fn gzip(data: &[u8]) -> Bytes {
+    fn gzip(data: &[u8]) -> Data {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(data).expect("gzip");
-        Bytes::from(e.finish().expect("gzip"))
+        Data::from(e.finish().expect("gzip"))
     }
 
     #[test]
@@ -551,7 +559,7 @@ mod tests {
         assert!(files.contains_key("a.txt"));
 
         // Truncated: an error, not a file copied as it is.
-        let cut = ok.slice(..ok.len() - 12);
+        let cut = ok.slice(0, ok.len() - 12);
         let e = unpack_within(&cut, "x.tar.gz", 1 << 20).expect_err("truncated");
         assert!(e.contains("damaged or truncated"), "{e}");
 
@@ -574,7 +582,7 @@ mod tests {
             ("etc", b"", Some("/etc")),
             ("etc/passwd", b"root::0:0::/:/bin/sh\n", None),
         ]);
-        let e = unpack_within(&Bytes::from(hostile), "x.tar", 1 << 20).expect_err("refused");
+        let e = unpack_within(&Data::from(hostile), "x.tar", 1 << 20).expect_err("refused");
         assert!(e.contains("below etc, a symbolic link"), "{e}");
     }
 }

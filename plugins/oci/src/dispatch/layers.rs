@@ -4,12 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
 use super::Run;
 use crate::{
+    data::Data,
     error::{at, BuildError},
-    image::{layer_tar, sha256, Entry, Kind, Layer},
+    image::{Entry, Incoming, Kind, Layer},
 };
 
 /// The recipe of a layer: everything its tar is made of, with each file's
@@ -17,17 +16,19 @@ use crate::{
 /// them) rather than hashed; bytes from elsewhere are hashed.
 fn recipe_key(
     context_sha1: &str,
-    context: &Bytes,
+    context: &Data,
     entries: &BTreeMap<String, Entry>,
     created: u64,
-) -> String {
+) -> Result<String, String> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(b"kiln-oci-recipe-v1\0");
     h.update(context_sha1.as_bytes());
     h.update(created.to_le_bytes());
-    let base = context.as_ptr() as usize;
-    let end = base + context.len();
+    let archive = match context {
+        Data::File { file, .. } => Some(file),
+        Data::Memory(_) => None,
+    };
     for (path, e) in entries {
         h.update(path.as_bytes());
         h.update([0]);
@@ -41,20 +42,21 @@ fn recipe_key(
                 h.update(t.as_bytes());
                 h.update([0]);
             }
-            Kind::File(data) => {
-                let at = data.as_ptr() as usize;
-                if at >= base && at + data.len() <= end {
+            Kind::File(data) => match archive.and_then(|a| data.offset_in(a)) {
+                Some(at) => {
                     h.update(b"c");
-                    h.update(((at - base) as u64).to_le_bytes());
-                    h.update((data.len() as u64).to_le_bytes());
-                } else {
-                    h.update(b"f");
-                    h.update(Sha256::digest(data));
+                    h.update(at.to_le_bytes());
+                    h.update(data.len().to_le_bytes());
                 }
-            }
+                None => {
+                    h.update(b"f");
+                    let digest = crate::store::sha256_of(data).map_err(|e| e.to_string())?;
+                    h.update(digest.as_bytes());
+                }
+            },
         }
     }
-    format!("sha256:{:x}", h.finalize())
+    Ok(format!("sha256:{:x}", h.finalize()))
 }
 
 impl Run<'_, '_> {
@@ -66,30 +68,33 @@ impl Run<'_, '_> {
         line: usize,
     ) -> Result<Layer, BuildError> {
         let store = self.input.store.filter(|_| !self.input.no_cache);
-        let key = self.input.context_sha1.map(|sha1| {
-            recipe_key(
-                sha1,
-                &self.input.context.archive,
-                entries,
-                self.input.created,
-            )
-        });
+        let key = self
+            .input
+            .context_sha1
+            .map(|sha1| {
+                recipe_key(
+                    sha1,
+                    &self.input.context.archive,
+                    entries,
+                    self.input.created,
+                )
+            })
+            .transpose()
+            .map_err(|e| at(line, e))?;
         if let (Some(store), Some(key)) = (store, &key) {
             if let Some(l) = store.recipe(key) {
                 self.layers_cached += 1;
                 return Ok(l);
             }
         }
-        let tar_bytes = layer_tar(entries, self.input.created).map_err(|e| at(line, e))?;
-        let diff_id = sha256(&tar_bytes);
-        let layer = match store.and_then(|s| s.layer(&diff_id)) {
-            Some(l) => {
-                self.layers_cached += 1;
-                l
-            }
-            None => Layer::compress(&tar_bytes, diff_id).map_err(|e| at(line, e))?,
+        // Made as a stream into the cache (or, without one, an unnamed
+        // file); the cache is an optimisation, so a cache that cannot be
+        // written to falls back to the unnamed file.
+        let into = match self.input.store.map(crate::store::Store::incoming) {
+            Some(Ok(i)) => i,
+            _ => Incoming::anonymous().map_err(|e| at(line, e))?,
         };
-        // The cache is an optimisation: a full disk must not fail the build.
+        let layer = Layer::make(entries, self.input.created, into).map_err(|e| at(line, e))?;
         if let Some(store) = self.input.store {
             let _ = store.put_layer(&layer);
             if let Some(key) = &key {

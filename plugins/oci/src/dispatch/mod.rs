@@ -611,7 +611,6 @@ pub fn build(input: &BuildInput<'_>) -> Result<Built, BuildError> {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
 
     use super::*;
 
@@ -912,15 +911,15 @@ mod tests {
         let fs = crate::fs::overlay::filesystem(&built.image.layers).expect("fs");
         assert_eq!(
             fs["etc/app/EOF"].kind,
-            Kind::File(Bytes::from("hello kiln\n"))
+            Kind::File(crate::data::Data::from("hello kiln\n"))
         );
         assert_eq!(
             fs["etc/app/RAW"].kind,
-            Kind::File(Bytes::from("raw $WHO\n"))
+            Kind::File(crate::data::Data::from("raw $WHO\n"))
         );
         assert_eq!(
             fs["run.sh"].kind,
-            Kind::File(Bytes::from("#!/bin/sh\necho hi\n"))
+            Kind::File(crate::data::Data::from("#!/bin/sh\necho hi\n"))
         );
         assert_eq!(fs["run.sh"].mode, 0o755);
     }

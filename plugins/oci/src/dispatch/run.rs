@@ -35,7 +35,10 @@ fn text_of(stage: &mut Stage, file: &str) -> Result<Option<String>, String> {
         Some(Entry {
             kind: Kind::File(data),
             ..
-        }) => Some(String::from_utf8_lossy(&data).into_owned()),
+        }) => {
+            let data = data.bytes().map_err(|e| format!("reading /{file}: {e}"))?;
+            Some(String::from_utf8_lossy(&data).into_owned())
+        }
         _ => None,
     })
 }
@@ -479,8 +482,12 @@ impl BindSource {
             match &e.kind {
                 Kind::File(data) => {
                     h.update(b"f");
-                    h.update((data.len() as u64).to_le_bytes());
-                    h.update(data);
+                    h.update(data.len().to_le_bytes());
+                    data.chunks(|c| {
+                        h.update(c);
+                        Ok(())
+                    })
+                    .map_err(|e| format!("reading {source}/{path}: {e}"))?;
                 }
                 Kind::Dir => h.update(b"d"),
                 Kind::Symlink(to) => {
@@ -643,7 +650,6 @@ fn apply(stage: &mut Stage, layer: Layer, after: Option<BTreeMap<String, Entry>>
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
 
     use super::*;
 
@@ -653,7 +659,7 @@ mod tests {
             s.files.insert(
                 p.to_string(),
                 Entry {
-                    kind: Kind::File(Bytes::from(text.to_string())),
+                    kind: Kind::File(crate::data::Data::from(text.to_string())),
                     mode: 0o644,
                     uid: 0,
                     gid: 0,

@@ -88,7 +88,6 @@ pub fn gather(fs: &BTreeMap<String, Entry>, path: &str) -> (bool, Vec<(String, E
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
 
     use super::*;
 
@@ -99,7 +98,7 @@ mod tests {
                 (
                     p.to_string(),
                     Entry {
-                        kind: Kind::File(Bytes::from(p.to_string())),
+                        kind: Kind::File(crate::data::Data::from(p.to_string())),
                         mode: 0o644,
                         uid: 0,
                         gid: 0,

@@ -1,10 +1,12 @@
 //! A stack of layers applied into one tree, with overlay whiteouts.
 
-use std::{collections::BTreeMap, io::Read};
-
-use bytes::Bytes;
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+};
 
 use crate::{
+    data::Data,
     fs::tree::{self, remove_under, Member},
     image::{Entry, Kind, Layer},
 };
@@ -19,17 +21,78 @@ pub fn filesystem(layers: &[Layer]) -> Result<BTreeMap<String, Entry>, String> {
     Ok(files)
 }
 
+/// The uncompressed tar of `layer`: the blob itself, or (gzip'd)
+/// decompressed in chunks, checked against the layer's `diff_id` when it
+/// has one, and kept in the cache's `unpacked/` folder by that `diff_id`
+/// (so a base is decompressed once, not at every build); without a
+/// `diff_id` or a cache, into an unnamed scratch file.
+pub fn plain_tar(layer: &Layer) -> Result<Data, String> {
+    if !layer.blob.starts_with(&[0x1f, 0x8b]) {
+        return Ok(layer.blob.clone());
+    }
+    let failed = |e: std::io::Error| format!("reading layer {}: {e}", layer.digest);
+    let kept = crate::store::unpacked_path(&layer.diff_id);
+    if let Some(path) = &kept {
+        if let Ok(file) = std::fs::File::open(path) {
+            kiln_archive::atomic::touch(path);
+            return Data::whole(file).map_err(failed);
+        }
+    }
+    // The cache is an optimisation: one that cannot be written to falls
+    // back to a scratch file.
+    let mut temp = kept
+        .as_ref()
+        .and_then(|path| kiln_archive::atomic::AtomicFile::beside(path).ok());
+    let mut anonymous = match temp {
+        Some(_) => None,
+        None => Some(crate::store::scratch_file()?),
+    };
+    let file = match (&mut temp, &mut anonymous) {
+        (Some(t), _) => t.file_mut(),
+        (None, Some(f)) => f,
+        (None, None) => return Err("no file to unpack into".into()),
+    };
+    let got = unpack_into(layer, file).map_err(failed)?;
+    if layer.diff_id.starts_with("sha256:") && got != layer.diff_id {
+        return Err(format!(
+            "layer {}: its contents are {got}, but the image config says {}: a damaged or \
+             altered image",
+            layer.digest, layer.diff_id
+        ));
+    }
+    match (temp, anonymous, kept) {
+        (Some(t), _, Some(path)) => {
+            t.commit().map_err(|e| e.to_string())?;
+            Data::whole(std::fs::File::open(&path).map_err(failed)?).map_err(failed)
+        }
+        (_, Some(f), _) => Data::whole(f).map_err(failed),
+        _ => Err("no file to unpack into".into()),
+    }
+}
+
+/// Decompress `layer`'s blob into `file` in chunks; the digest of what was
+/// written.
+fn unpack_into(layer: &Layer, file: &mut std::fs::File) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let mut gz = flate2::read::MultiGzDecoder::new(layer.blob.reader());
+    let mut buf = vec![0u8; crate::data::CHUNK];
+    loop {
+        let n = match gz.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hash.update(&buf[..n]);
+        file.write_all(&buf[..n])?;
+    }
+    Ok(format!("sha256:{:x}", hash.finalize()))
+}
+
 /// Apply one layer onto `files`, with its whiteouts.
 pub fn apply(files: &mut BTreeMap<String, Entry>, layer: &Layer) -> Result<(), String> {
-    let plain = if layer.blob.starts_with(&[0x1f, 0x8b]) {
-        let mut plain = Vec::new();
-        flate2::read::MultiGzDecoder::new(layer.blob.as_ref())
-            .read_to_end(&mut plain)
-            .map_err(|e| format!("reading layer {}: {e}", layer.digest))?;
-        Bytes::from(plain)
-    } else {
-        layer.blob.clone()
-    };
+    let plain = plain_tar(layer)?;
     let mut upper: BTreeMap<String, Entry> = BTreeMap::new();
     let members =
         tree::members(&plain).map_err(|e| format!("reading layer {}: {e}", layer.digest))?;
@@ -90,7 +153,7 @@ mod tests {
                     p.to_string(),
                     Entry {
                         kind: match d {
-                            Some(d) => Kind::File(Bytes::from(d.to_string())),
+                            Some(d) => Kind::File(crate::data::Data::from(d.to_string())),
                             None => Kind::Dir,
                         },
                         mode: 0o644,
@@ -124,7 +187,7 @@ mod tests {
         assert!(!fs.contains_key("var/z"));
         assert_eq!(
             fs.get("var/new").map(|e| &e.kind),
-            Some(&Kind::File(Bytes::from("5")))
+            Some(&Kind::File(crate::data::Data::from("5")))
         );
     }
 }

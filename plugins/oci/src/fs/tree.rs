@@ -1,11 +1,13 @@
 //! File trees as the builder keeps them: paths (no leading `/`) to
-//! [`Entry`]s, read from tar archives without copying file data.
+//! [`Entry`]s, read from tar archives without reading file data (a file is
+//! a range of its archive).
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
-use crate::image::{Entry, Kind};
+use crate::{
+    data::Data,
+    image::{Entry, Kind},
+};
 
 pub use kiln_archive::path::{clean_in_root as clean, escapes};
 
@@ -31,24 +33,24 @@ pub enum Member {
 }
 
 /// The members of the tar archive `data`, in order, by cleaned path; a
-/// file's contents are a slice of `data`. Devices, FIFOs and other kinds
-/// are left out.
-pub fn members(data: &Bytes) -> Result<Vec<(String, Member)>, String> {
+/// file's contents are a range of `data` (headers are read; contents are
+/// skipped). Devices, FIFOs and other kinds are left out.
+pub fn members(data: &Data) -> Result<Vec<(String, Member)>, String> {
     read_members(data, false)
 }
 
 /// [`members`], refusing a name that is not UTF-8 (a build context's):
 /// kiln keys the image's files by UTF-8 names, so two such names would
 /// become one file. The error shows the name with its bytes escaped.
-pub fn members_utf8(data: &Bytes) -> Result<Vec<(String, Member)>, String> {
+pub fn members_utf8(data: &Data) -> Result<Vec<(String, Member)>, String> {
     read_members(data, true)
 }
 
-fn read_members(data: &Bytes, utf8_only: bool) -> Result<Vec<(String, Member)>, String> {
+fn read_members(data: &Data, utf8_only: bool) -> Result<Vec<(String, Member)>, String> {
     let failed = |e: std::io::Error| e.to_string();
     let mut out = Vec::new();
-    let mut archive = tar::Archive::new(data.as_ref());
-    for entry in archive.entries().map_err(failed)? {
+    let mut archive = tar::Archive::new(data.reader());
+    for entry in archive.entries_with_seek().map_err(failed)? {
         let entry = entry.map_err(failed)?;
         let raw = entry.path_bytes();
         if utf8_only && std::str::from_utf8(&raw).is_err() {
@@ -79,12 +81,12 @@ fn read_members(data: &Bytes, utf8_only: bool) -> Result<Vec<(String, Member)>, 
         };
         let member = match h.entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let start = entry.raw_file_position() as usize;
-                let end = start + entry.size() as usize;
-                if end > data.len() {
+                let start = entry.raw_file_position();
+                let size = entry.size();
+                if start.saturating_add(size) > data.len() {
                     return Err(format!("{path} is cut short"));
                 }
-                Member::Entry(meta(Kind::File(data.slice(start..end))))
+                Member::Entry(meta(Kind::File(data.slice(start, size))))
             }
             tar::EntryType::Directory => Member::Entry(meta(Kind::Dir)),
             tar::EntryType::Symlink => Member::Entry(meta(Kind::Symlink(link()?))),
@@ -109,7 +111,7 @@ mod utf8_tests {
         h.as_mut_bytes()[..4].copy_from_slice(b"a\xff.t");
         h.set_cksum();
         b.append(&h, &b"x"[..]).expect("append");
-        let data = Bytes::from(b.into_inner().expect("tar"));
+        let data = Data::from(b.into_inner().expect("tar"));
         let Err(e) = members_utf8(&data) else {
             panic!("a name that is not UTF-8 was taken")
         };

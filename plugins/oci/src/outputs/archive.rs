@@ -9,11 +9,13 @@ use std::{
     path::Path,
 };
 
-use bytes::Bytes;
 use kiln_archive::atomic::AtomicFile;
 use serde_json::{json, Value};
 
-use crate::image::{media, Artifact};
+use crate::{
+    data::Data,
+    image::{media, Artifact},
+};
 
 /// What kiln last wrote at an output path: the archive (its image's digest
 /// and tags) and the file's identity just after the write. A file whose
@@ -116,19 +118,19 @@ pub fn write_archive(
     out: &Path,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(), WriteError> {
-    let mut files: BTreeMap<String, Bytes> = BTreeMap::new();
+    let mut files: BTreeMap<String, Data> = BTreeMap::new();
     files.insert(
         "oci-layout".into(),
-        Bytes::from_static(br#"{"imageLayoutVersion":"1.0.0"}"#),
+        Data::from(r#"{"imageLayoutVersion":"1.0.0"}"#),
     );
     for image in artifact.images() {
         files.insert(
             blob_path(&image.config_digest()),
-            Bytes::from(image.config.clone()),
+            Data::from(image.config.clone()),
         );
         files.insert(
             blob_path(&image.digest()),
-            Bytes::from(image.manifest.clone()),
+            Data::from(image.manifest.clone()),
         );
         for layer in &image.layers {
             files.insert(blob_path(&layer.digest), layer.blob.clone());
@@ -136,7 +138,7 @@ pub fn write_archive(
     }
     files.insert(
         blob_path(&artifact.digest()),
-        Bytes::copy_from_slice(artifact.manifest()),
+        Data::from(artifact.manifest().to_vec()),
     );
     let manifests: Vec<Value> = tags
         .iter()
@@ -163,7 +165,7 @@ pub fn write_archive(
     });
     files.insert(
         "index.json".into(),
-        Bytes::from(serde_json::to_vec(&index).unwrap_or_default()),
+        Data::from(serde_json::to_vec(&index).unwrap_or_default()),
     );
     let image = artifact.for_host();
     let docker_manifest = json!([{
@@ -173,7 +175,7 @@ pub fn write_archive(
     }]);
     files.insert(
         "manifest.json".into(),
-        Bytes::from(serde_json::to_vec(&docker_manifest).unwrap_or_default()),
+        Data::from(serde_json::to_vec(&docker_manifest).unwrap_or_default()),
     );
 
     let temp =
@@ -200,9 +202,11 @@ pub fn write_archive(
             h.set_entry_type(tar::EntryType::Regular);
             h.set_mode(0o644);
             h.set_mtime(0);
-            h.set_size(data.len() as u64);
+            h.set_size(data.len());
+            // Blobs are read from the cache in chunks, never held whole.
+            let contents = std::io::BufReader::with_capacity(crate::data::CHUNK, data.reader());
             builder
-                .append_data(&mut h, path, data.as_ref())
+                .append_data(&mut h, path, contents)
                 .map_err(failed)?;
         }
         let mut writer = builder.into_inner().map_err(failed)?;
@@ -252,8 +256,6 @@ impl WriteError {
 mod tests {
     use std::collections::BTreeMap;
 
-    use bytes::Bytes;
-
     use super::*;
     use crate::image::{
         assemble, history_entry, layer_tar, sha256, Assembly, Entry, Kind, Layer, Platform,
@@ -267,7 +269,7 @@ mod tests {
                 (
                     p.to_string(),
                     Entry {
-                        kind: Kind::File(Bytes::from(d.to_string())),
+                        kind: Kind::File(crate::data::Data::from(d.to_string())),
                         mode: 0o644,
                         uid: 0,
                         gid: 0,

@@ -7,14 +7,19 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use bytes::Bytes;
 use kiln_distribution::{names, CallError, Credentials, RegistryClient, Retry};
 use kiln_plugin_api::{
     author::{block_on, Cancel, Events, HostRegistry, RegistryCalls},
     ErrorKind, PluginError,
 };
 
-use crate::image::{media, Artifact};
+use crate::{
+    data::Data,
+    image::{media, Artifact},
+};
+
+/// The most of a blob held in memory while pushing it.
+const UPLOAD_PIECE: usize = 8 << 20;
 
 fn plugin_error(e: CallError) -> PluginError {
     match e {
@@ -73,13 +78,13 @@ pub fn push(
         .map_err(|e| PluginError::new(ErrorKind::UNAVAILABLE, e))?;
         let pushed = block_on(async {
             if done_repos.insert(format!("{host}/{repo}")) {
-                let mut blobs: Vec<(String, Bytes)> = Vec::new();
+                let mut blobs: Vec<(String, Data)> = Vec::new();
                 for image in artifact.images() {
                     let layers = image
                         .layers
                         .iter()
                         .map(|l| (l.digest.clone(), l.blob.clone()));
-                    let config = (image.config_digest(), Bytes::from(image.config.clone()));
+                    let config = (image.config_digest(), Data::from(image.config.clone()));
                     for (digest, data) in layers.chain(std::iter::once(config)) {
                         if !blobs.iter().any(|(d, _)| *d == digest) {
                             blobs.push((digest, data));
@@ -100,8 +105,10 @@ pub fn push(
                         continue;
                     }
                     let size = data.len();
+                    // Read from the cache a piece at a time, never whole.
+                    let mut read = |at: u64, len: usize| data.slice(at, len as u64).bytes();
                     client
-                        .upload_blob(&repo, &digest, data)
+                        .upload_blob_from(&repo, &digest, size, UPLOAD_PIECE, &mut read)
                         .await
                         .map_err(plugin_error)?;
                     events.output(format!("{short}: pushed ({size} bytes)"));

@@ -14,9 +14,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use bytes::Bytes;
-
-use crate::image::{Entry, Kind};
+use crate::{
+    data::Data,
+    image::{Entry, Kind},
+};
 
 /// Refuse to touch `path` (relative to `root`) through a symbolic link: a
 /// link an image or a command made may point anywhere on this machine.
@@ -79,7 +80,9 @@ pub fn write(root: &Path, tree: &BTreeMap<String, Entry>) -> Result<(), String> 
                 dirs.push((p, entry));
                 continue;
             }
-            Kind::File(data) => fs::write(&p, data).map_err(|e| failed("writing", &p, e))?,
+            Kind::File(data) => fs::File::create(&p)
+                .and_then(|mut f| data.write_to(&mut f))
+                .map_err(|e| failed("writing", &p, e))?,
             Kind::Symlink(target) => symlink(target, &p).map_err(|e| failed("linking", &p, e))?,
         }
         // Owner first: chown clears set-id bits.
@@ -99,6 +102,39 @@ pub fn write(root: &Path, tree: &BTreeMap<String, Entry>) -> Result<(), String> 
     Ok(())
 }
 
+/// Where a walk keeps the files it reads: one unnamed scratch file they
+/// are copied into (by the kernel), each file a range of it, so a command
+/// that wrote gigabytes costs disk, not memory.
+#[derive(Default)]
+struct Spool {
+    file: Option<std::sync::Arc<fs::File>>,
+    len: u64,
+}
+
+impl Spool {
+    fn add(&mut self, path: &Path) -> std::io::Result<Data> {
+        let file = match &self.file {
+            Some(f) => f.clone(),
+            None => {
+                let f = std::sync::Arc::new(
+                    crate::store::scratch_file().map_err(std::io::Error::other)?,
+                );
+                self.file = Some(f.clone());
+                f
+            }
+        };
+        let mut from = fs::File::open(path)?;
+        let n = std::io::copy(&mut from, &mut &*file)?;
+        let data = Data::File {
+            file,
+            offset: self.len,
+            len: n,
+        };
+        self.len += n;
+        Ok(data)
+    }
+}
+
 /// Everything below `root`, as a tree (paths relative, no leading `/`).
 pub fn read(root: &Path) -> Result<BTreeMap<String, Entry>, String> {
     walk(root, |_, _| None).map(|(tree, _)| tree)
@@ -115,6 +151,7 @@ fn walk(
 ) -> Result<(BTreeMap<String, Entry>, Stats), String> {
     let mut tree = BTreeMap::new();
     let mut stats = HashMap::new();
+    let mut spool = Spool::default();
     let mut pending = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = pending.pop() {
         let entries = fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
@@ -148,9 +185,10 @@ fn walk(
                     } else if meta.is_dir() {
                         Kind::Dir
                     } else if meta.is_file() {
-                        let data =
-                            fs::read(&p).map_err(|e| format!("reading {}: {e}", p.display()))?;
-                        Kind::File(Bytes::from(data))
+                        let data = spool
+                            .add(&p)
+                            .map_err(|e| format!("reading {}: {e}", p.display()))?;
+                        Kind::File(data)
                     } else {
                         continue; // sockets, FIFOs, devices
                     };
@@ -489,7 +527,7 @@ fn same(a: &Entry, b: &Entry) -> bool {
 
 fn whiteout_entry() -> Entry {
     Entry {
-        kind: Kind::File(Bytes::new()),
+        kind: Kind::File(Data::default()),
         mode: 0o644,
         uid: 0,
         gid: 0,
@@ -502,7 +540,7 @@ mod tests {
 
     fn file(data: &str) -> Entry {
         Entry {
-            kind: Kind::File(Bytes::from(data.to_string())),
+            kind: Kind::File(Data::from(data.to_string())),
             mode: 0o644,
             uid: 0,
             gid: 0,

@@ -13,12 +13,12 @@
 use std::time::Duration;
 
 use bollard::{Docker, API_DEFAULT_VERSION};
-use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::{
-    image::{sha256, Layer, Platform},
+    data::Data,
+    image::{Incoming, Layer, Platform},
     sources::{self, Base},
     store::Store,
 };
@@ -63,36 +63,41 @@ pub fn local_image(
         if os != platform.os || arch != platform.architecture {
             return None;
         }
+        // Written to an unnamed scratch file as it comes, never held whole.
+        let mut file = match crate::store::scratch_file() {
+            Ok(f) => f,
+            Err(e) => return Some(Err(e)),
+        };
         let mut stream = docker.export_image(name);
-        let mut data = Vec::new();
         while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(c) => data.extend_from_slice(&c),
-                Err(e) => {
-                    return Some(Err(format!(
-                        "exporting {name} from the engine at {host}: {e}"
-                    )))
-                }
+            let wrote = match chunk {
+                Ok(c) => std::io::Write::write_all(&mut file, &c).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = wrote {
+                return Some(Err(format!(
+                    "exporting {name} from the engine at {host}: {e}"
+                )));
             }
         }
-        Some(Ok(Bytes::from(data)))
+        Some(Data::whole(file).map_err(|e| format!("exporting {name}: {e}")))
     })?;
     Some(archive.and_then(|data| read_save(&data, name, platform, store)))
 }
 
 /// A base from what `docker save` wrote.
-fn read_save(data: &Bytes, name: &str, platform: &Platform, store: &Store) -> Result<Base, String> {
+fn read_save(data: &Data, name: &str, platform: &Platform, store: &Store) -> Result<Base, String> {
     let what = format!("{name} (from the local Docker Engine)");
     let files = sources::archive_files(data).map_err(|e| format!("{what}: {e}"))?;
     let Some(manifest) = files.get("manifest.json") else {
         return sources::from_layout_files(files, None, platform, &what);
     };
-    let manifest: Value = serde_json::from_slice(manifest)
+    let manifest: Value = serde_json::from_slice(&sources::layout::document(manifest, &what)?)
         .map_err(|e| format!("{what}: manifest.json is not JSON: {e}"))?;
     let entry = manifest
         .get(0)
         .ok_or_else(|| format!("{what}: manifest.json lists no image"))?;
-    let file = |key: &str| -> Result<&Bytes, String> {
+    let file = |key: &str| -> Result<&Data, String> {
         files
             .get(key)
             .ok_or_else(|| format!("{what}: {key} is missing from the saved image"))
@@ -101,8 +106,9 @@ fn read_save(data: &Bytes, name: &str, platform: &Platform, store: &Store) -> Re
         .get("Config")
         .and_then(Value::as_str)
         .ok_or_else(|| format!("{what}: manifest.json names no config"))?;
-    let config: Value = serde_json::from_slice(file(config_name)?)
-        .map_err(|e| format!("{what}: the image config is not JSON: {e}"))?;
+    let config: Value =
+        serde_json::from_slice(&sources::layout::document(file(config_name)?, &what)?)
+            .map_err(|e| format!("{what}: the image config is not JSON: {e}"))?;
     let diff_ids: Vec<&str> = config
         .pointer("/rootfs/diff_ids")
         .and_then(Value::as_array)
@@ -122,16 +128,13 @@ fn read_save(data: &Bytes, name: &str, platform: &Platform, store: &Store) -> Re
     }
     let mut layers = Vec::new();
     for (path, diff_id) in layer_files.iter().zip(&diff_ids) {
-        let tar_bytes = file(path)?;
-        if sha256(tar_bytes) != *diff_id {
-            return Err(format!(
-                "{what}: {path} does not match its diff_id {diff_id}"
-            ));
-        }
+        let tar = file(path)?;
         let layer = match store.layer(diff_id) {
             Some(l) => l,
             None => {
-                let l = Layer::compress(tar_bytes, diff_id.to_string())?;
+                let into = store.incoming().or_else(|_| Incoming::anonymous())?;
+                let l = Layer::from_tar(tar, diff_id, into)
+                    .map_err(|e| format!("{what}: {path}: {e}"))?;
                 // The cache is an optimisation: a full disk must not fail the build.
                 let _ = store.put_layer(&l);
                 l
@@ -149,6 +152,7 @@ fn read_save(data: &Bytes, name: &str, platform: &Platform, store: &Store) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::sha256;
 
     #[test]
     fn a_docker_save_archive_is_read_and_checked() {
@@ -183,7 +187,7 @@ mod tests {
                 b.append_data(&mut h, path, data.as_slice())
                     .expect("append");
             }
-            Bytes::from(b.into_inner().expect("tar"))
+            Data::from(b.into_inner().expect("tar"))
         };
         let platform = Platform::parse("linux/amd64").expect("platform");
         let good = read_save(&save(&sha256(&layer_tar)), "x:1", &platform, &store).expect("read");

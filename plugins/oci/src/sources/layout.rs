@@ -6,18 +6,19 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use bytes::Bytes;
 use serde_json::Value;
 
 use crate::{
+    data::Data,
     fs::tree::{self, Member},
-    image::{sha256, Entry, Kind, Platform},
+    image::{Entry, Kind, Platform},
+    store::sha256_of,
 };
 
 use super::{digest_of, from_manifest, is_index, pick_platform, Base};
 
-/// The regular files of the tar archive `data`, by path (slices of it).
-pub fn archive_files(data: &Bytes) -> Result<BTreeMap<String, Bytes>, String> {
+/// The regular files of the tar archive `data`, by path (ranges of it).
+pub fn archive_files(data: &Data) -> Result<BTreeMap<String, Data>, String> {
     Ok(tree::members(data)
         .map_err(|e| format!("not a tar archive: {e}"))?
         .into_iter()
@@ -31,10 +32,22 @@ pub fn archive_files(data: &Bytes) -> Result<BTreeMap<String, Bytes>, String> {
         .collect())
 }
 
+/// The bytes of a JSON document (an index, a manifest, a config): at most
+/// 4 MiB, as registries bound manifests.
+pub(crate) fn document(data: &Data, what: &str) -> Result<bytes::Bytes, String> {
+    if data.len() > 4 << 20 {
+        return Err(format!(
+            "{what}: a {} byte document where a manifest, index or config was expected",
+            data.len()
+        ));
+    }
+    data.bytes().map_err(|e| format!("{what}: {e}"))
+}
+
 /// The blobs of an OCI layout: a directory, or a tar archive of one.
 enum Layout {
     Dir(PathBuf),
-    Archive(BTreeMap<String, Bytes>),
+    Archive(BTreeMap<String, Data>),
 }
 
 impl Layout {
@@ -42,17 +55,18 @@ impl Layout {
         if path.is_dir() {
             return Ok(Self::Dir(path.to_path_buf()));
         }
-        let data = crate::store::map(path)
-            .ok_or_else(|| format!("reading the OCI layout {}: cannot open it", path.display()))?;
+        let data = std::fs::File::open(path)
+            .and_then(Data::whole)
+            .map_err(|e| format!("reading the OCI layout {}: {e}", path.display()))?;
         Ok(Self::Archive(
             archive_files(&data).map_err(|e| format!("{}: {e}", path.display()))?,
         ))
     }
 
-    fn read(&self, rel: &str, what: &str) -> Result<Bytes, String> {
+    fn read(&self, rel: &str, what: &str) -> Result<Data, String> {
         match self {
-            Self::Dir(root) => std::fs::read(root.join(rel))
-                .map(Bytes::from)
+            Self::Dir(root) => std::fs::File::open(root.join(rel))
+                .and_then(Data::whole)
                 .map_err(|e| format!("{what}: {rel}: {e}")),
             Self::Archive(files) => files
                 .get(rel)
@@ -61,13 +75,13 @@ impl Layout {
         }
     }
 
-    fn blob(&self, digest: &str, what: &str) -> Result<Bytes, String> {
+    fn blob(&self, digest: &str, what: &str) -> Result<Data, String> {
         let hex = digest.trim_start_matches("sha256:");
         if hex.contains(['/', '.']) {
             return Err(format!("{what}: bad digest {digest:?}"));
         }
         let data = self.read(&format!("blobs/sha256/{hex}"), what)?;
-        if sha256(&data) != digest {
+        if sha256_of(&data).map_err(|e| format!("{what}: blob {digest}: {e}"))? != digest {
             return Err(format!("{what}: blob {digest} does not match its digest"));
         }
         Ok(data)
@@ -95,7 +109,7 @@ pub fn from_layout(spec: &str, platform: &Platform) -> Result<Base, String> {
 /// A base from the files of an OCI layout archive (such as `docker save`
 /// writes on newer engines), the one image it holds or the one tagged `tag`.
 pub fn from_layout_files(
-    files: BTreeMap<String, Bytes>,
+    files: BTreeMap<String, Data>,
     tag: Option<&str>,
     platform: &Platform,
     what: &str,
@@ -110,7 +124,7 @@ fn resolve_layout(
     platform: &Platform,
     what: &str,
 ) -> Result<Base, String> {
-    let index: Value = serde_json::from_slice(&layout.read("index.json", what)?)
+    let index: Value = serde_json::from_slice(&document(&layout.read("index.json", what)?, what)?)
         .map_err(|e| format!("{what}: index.json is not JSON: {e}"))?;
     let entries = index
         .get("manifests")
@@ -148,7 +162,7 @@ fn resolve_layout(
     let mut digest = digest_of(&chosen, what)?;
     let mut doc: Value;
     loop {
-        doc = serde_json::from_slice(&layout.blob(&digest, what)?)
+        doc = serde_json::from_slice(&document(&layout.blob(&digest, what)?, what)?)
             .map_err(|e| format!("{what}: manifest {digest} is not JSON: {e}"))?;
         let media_type = doc.get("mediaType").and_then(Value::as_str).unwrap_or("");
         if !is_index(media_type, &doc) {

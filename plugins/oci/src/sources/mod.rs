@@ -7,10 +7,12 @@
 //! so a base is fetched once. This module holds what all three share: the
 //! [`Base`] and reading a manifest or index.
 
-use bytes::Bytes;
 use serde_json::Value;
 
-use crate::image::{media, Layer, Platform};
+use crate::{
+    data::Data,
+    image::{media, Layer, Platform},
+};
 
 pub mod engine;
 pub mod layout;
@@ -103,14 +105,14 @@ pub(crate) fn layer_media_type(given: &str, what: &str) -> Result<String, String
 pub(crate) fn from_manifest(
     name: &str,
     manifest: &Value,
-    mut fetch: impl FnMut(&str) -> Result<Bytes, String>,
+    mut fetch: impl FnMut(&str) -> Result<Data, String>,
 ) -> Result<Base, String> {
     let config_digest = manifest
         .get("config")
         .map(|c| digest_of(c, name))
         .transpose()?
         .ok_or_else(|| format!("{name}: the manifest has no config"))?;
-    let config: Value = serde_json::from_slice(&fetch(&config_digest)?)
+    let config: Value = serde_json::from_slice(&layout::document(&fetch(&config_digest)?, name)?)
         .map_err(|e| format!("{name}: the image config is not JSON: {e}"))?;
     let diff_ids: Vec<String> = config
         .pointer("/rootfs/diff_ids")

@@ -4,12 +4,15 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use bytes::Bytes;
 use kiln_distribution::{dockercfg, names, CallError, Credentials, RegistryClient, Retry};
 use kiln_plugin_api::author::{Events, HostRegistry, RegistryCalls};
 use serde_json::Value;
 
-use crate::{image::Platform, store::Store};
+use crate::{
+    data::Data,
+    image::{Incoming, Platform},
+    store::Store,
+};
 
 use super::{digest_of, from_manifest, is_index, pick_platform, Base};
 
@@ -60,7 +63,7 @@ impl Sources<'_> {
                 m = client.get_manifest(&repo, &digest).await?;
                 doc = serde_json::from_slice(&m.bytes).map_err(not_json)?;
             }
-            let mut blobs: BTreeMap<String, Bytes> = BTreeMap::new();
+            let mut blobs: BTreeMap<String, Data> = BTreeMap::new();
             let needed: Vec<String> = doc
                 .get("config")
                 .into_iter()
@@ -76,11 +79,14 @@ impl Sources<'_> {
                 let blob = match self.store.blob(&digest) {
                     Some(b) => b,
                     None => {
-                        let b = client.get_blob(&repo, &digest).await?;
-                        self.store
-                            .put_blob(&digest, &b)
+                        // Streamed into the cache, checked on the way.
+                        let mut into = self
+                            .store
+                            .incoming()
+                            .or_else(|_| Incoming::anonymous())
                             .map_err(CallError::Failed)?;
-                        b
+                        let size = client.get_blob_to(&repo, &digest, into.file()).await?;
+                        into.keep(&digest, size).map_err(CallError::Failed)?
                     }
                 };
                 blobs.insert(digest, blob);

@@ -1,0 +1,325 @@
+//! Bytes the builder handles without holding them: a file's contents or a
+//! blob is either in memory (small things kiln makes: here-documents,
+//! configs) or a range of a file on disk that kiln never changes in place
+//! (the host's context archive, a cache blob, an unpacked layer), read in
+//! bounded chunks when it is written out. So memory stays flat whatever
+//! the size of the context or the layers.
+
+use std::{
+    fmt,
+    fs::File,
+    io::{self, Read, Seek, SeekFrom, Write},
+    os::unix::fs::FileExt,
+    sync::Arc,
+};
+
+use bytes::Bytes;
+
+/// How much is read at a time.
+pub const CHUNK: usize = 256 << 10;
+
+/// Some bytes: in memory, or `len` bytes of a file from `offset`.
+#[derive(Clone)]
+pub enum Data {
+    /// In memory.
+    Memory(Bytes),
+    /// A range of an open file kiln never changes in place.
+    File {
+        /// The file.
+        file: Arc<File>,
+        /// Where the range starts.
+        offset: u64,
+        /// How long it is.
+        len: u64,
+    },
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Data::Memory(Bytes::new())
+    }
+}
+
+impl fmt::Debug for Data {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Data::Memory(b) if b.len() <= 64 => write!(f, "{b:?}"),
+            Data::Memory(b) => write!(f, "<{} bytes in memory>", b.len()),
+            Data::File { offset, len, .. } => write!(f, "<{len} bytes of a file at {offset}>"),
+        }
+    }
+}
+
+impl From<Bytes> for Data {
+    fn from(b: Bytes) -> Self {
+        Data::Memory(b)
+    }
+}
+
+impl From<Vec<u8>> for Data {
+    fn from(b: Vec<u8>) -> Self {
+        Data::Memory(Bytes::from(b))
+    }
+}
+
+impl From<String> for Data {
+    fn from(b: String) -> Self {
+        Data::Memory(Bytes::from(b))
+    }
+}
+
+impl From<&'static str> for Data {
+    fn from(b: &'static str) -> Self {
+        Data::Memory(Bytes::from(b))
+    }
+}
+
+impl PartialEq for Data {
+    /// Equal contents (the same range of the same file is equal unread).
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Data::Memory(a), Data::Memory(b)) => a == b,
+            (
+                Data::File {
+                    file: fa,
+                    offset: oa,
+                    len: la,
+                },
+                Data::File {
+                    file: fb,
+                    offset: ob,
+                    len: lb,
+                },
+            ) if Arc::ptr_eq(fa, fb) && oa == ob && la == lb => true,
+            _ if self.len() != other.len() => false,
+            _ => {
+                let (mut a, mut b) = (self.reader(), other.reader());
+                let n = CHUNK.min(self.len() as usize).max(1);
+                let (mut x, mut y) = (vec![0; n], vec![0; n]);
+                loop {
+                    let n = match read_full(&mut a, &mut x) {
+                        Ok(n) => n,
+                        Err(_) => return false,
+                    };
+                    if read_full(&mut b, &mut y[..n]).map_or(true, |m| m != n) || x[..n] != y[..n] {
+                        return false;
+                    }
+                    if n == 0 {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Eq for Data {}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match r.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+impl Data {
+    /// All of `file` (its length now).
+    pub fn whole(file: File) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(Data::File {
+            file: Arc::new(file),
+            offset: 0,
+            len,
+        })
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Data::Memory(b) => b.len() as u64,
+            Data::File { len, .. } => *len,
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `len` bytes from `offset` (cut to what there is).
+    pub fn slice(&self, offset: u64, len: u64) -> Data {
+        let offset = offset.min(self.len());
+        let len = len.min(self.len() - offset);
+        match self {
+            Data::Memory(b) => Data::Memory(b.slice(offset as usize..(offset + len) as usize)),
+            Data::File {
+                file, offset: at, ..
+            } => Data::File {
+                file: file.clone(),
+                offset: at + offset,
+                len,
+            },
+        }
+    }
+
+    /// A reader over it (seekable).
+    pub fn reader(&self) -> DataReader {
+        DataReader {
+            data: self.clone(),
+            at: 0,
+        }
+    }
+
+    /// All of it in memory: for small things (a passwd file, a config);
+    /// a file range is read now.
+    pub fn bytes(&self) -> io::Result<Bytes> {
+        match self {
+            Data::Memory(b) => Ok(b.clone()),
+            Data::File { .. } => {
+                let mut out = Vec::with_capacity(self.len() as usize);
+                self.reader().read_to_end(&mut out)?;
+                Ok(Bytes::from(out))
+            }
+        }
+    }
+
+    /// Whether it starts with `prefix`.
+    pub fn starts_with(&self, prefix: &[u8]) -> bool {
+        if self.len() < prefix.len() as u64 {
+            return false;
+        }
+        let mut head = vec![0; prefix.len()];
+        read_full(&mut self.reader(), &mut head).is_ok_and(|n| n == prefix.len()) && head == prefix
+    }
+
+    /// Hand every byte to `each`, in chunks of at most [`CHUNK`]. A file
+    /// that is shorter than the range is an error.
+    pub fn chunks(&self, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        match self {
+            Data::Memory(b) => b.chunks(CHUNK).try_for_each(each),
+            Data::File { .. } => {
+                let mut r = self.reader();
+                let mut buf = vec![0; CHUNK.min(self.len() as usize)];
+                loop {
+                    let n = read_full(&mut r, &mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    each(&buf[..n])?;
+                }
+            }
+        }
+    }
+
+    /// Write it all to `out`.
+    pub fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
+        self.chunks(|c| out.write_all(c))
+    }
+
+    /// Where it sits in `file`, when it is a range of that very file.
+    pub fn offset_in(&self, file: &Arc<File>) -> Option<u64> {
+        match self {
+            Data::File {
+                file: f, offset, ..
+            } if Arc::ptr_eq(f, file) => Some(*offset),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a [`Data`].
+pub struct DataReader {
+    data: Data,
+    at: u64,
+}
+
+impl Read for DataReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.data.len().saturating_sub(self.at);
+        let want = (buf.len() as u64).min(left) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = match &self.data {
+            Data::Memory(b) => {
+                let at = self.at as usize;
+                buf[..want].copy_from_slice(&b[at..at + want]);
+                want
+            }
+            Data::File { file, offset, .. } => {
+                let n = file.read_at(&mut buf[..want], offset + self.at)?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file is shorter than kiln recorded: it was changed or cut",
+                    ));
+                }
+                n
+            }
+        };
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for DataReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let len = self.data.len() as i128;
+        let at = match to {
+            SeekFrom::Start(n) => i128::from(n),
+            SeekFrom::End(d) => len + i128::from(d),
+            SeekFrom::Current(d) => i128::from(self.at) + i128::from(d),
+        };
+        if at < 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start",
+            ));
+        }
+        self.at = at as u64;
+        Ok(self.at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_range_reads_slices_and_compares_by_content() {
+        let mut f = tempfile::tempfile().expect("tempfile");
+        let body: Vec<u8> = (0..(3 * CHUNK + 5)).map(|i| (i % 253) as u8).collect();
+        f.write_all(&body).expect("write");
+        let d = Data::whole(f).expect("whole");
+        assert_eq!(d.len(), body.len() as u64);
+        let s = d.slice(10, 20);
+        assert_eq!(s.bytes().expect("bytes").as_ref(), &body[10..30]);
+        assert_eq!(s, Data::from(body[10..30].to_vec()));
+        assert_ne!(s, Data::from(body[11..31].to_vec()));
+        let mut out = Vec::new();
+        d.write_to(&mut out).expect("write_to");
+        assert_eq!(out, body);
+        assert!(d.starts_with(&body[..4]) && !d.starts_with(b"zz"));
+        let mut r = d.reader();
+        r.seek(SeekFrom::Start(CHUNK as u64)).expect("seek");
+        let mut b = [0u8; 3];
+        r.read_exact(&mut b).expect("read");
+        assert_eq!(b, body[CHUNK..CHUNK + 3]);
+        // A range past the file's end (the file was cut) is an error, not zeros.
+        let past = Data::File {
+            file: match &d {
+                Data::File { file, .. } => file.clone(),
+                Data::Memory(_) => unreachable!(),
+            },
+            offset: body.len() as u64 - 2,
+            len: 10,
+        };
+        assert!(past.bytes().is_err());
+    }
+}
