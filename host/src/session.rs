@@ -36,6 +36,9 @@ pub struct Environment {
     /// (`~/.cache/kiln`), else one in the temp dir. The host keeps build
     /// contexts in `contexts/`; the `oci` builder its own in `oci/`.
     pub cache_dir: PathBuf,
+    /// `KILN_PLUGIN_CACHE_RACY_MS` (default 2000): a plugin file changed
+    /// more recently than this is not kept in the descriptor cache.
+    pub plugin_cache_racy: std::time::Duration,
     /// `KILN_CACHE_MAX` (a size: `10GB`): after each build, the cache is
     /// pruned to this, least recently used first. None: no cap.
     pub cache_max: Option<u64>,
@@ -61,6 +64,16 @@ impl Environment {
             seconds("KILN_PLUGIN_LOAD_TIMEOUT")?.unwrap_or(std::time::Duration::from_secs(10));
         let lock_timeout =
             seconds("KILN_LOCK_TIMEOUT")?.unwrap_or(std::time::Duration::from_secs(60));
+        let plugin_cache_racy = match std::env::var("KILN_PLUGIN_CACHE_RACY_MS") {
+            Ok(text) if !text.trim().is_empty() => std::time::Duration::from_millis(
+                text.trim().parse::<u64>().map_err(|_| {
+                    Error::BadArgument(format!(
+                        "KILN_PLUGIN_CACHE_RACY_MS={text:?}: expected a whole number of milliseconds"
+                    ))
+                })?,
+            ),
+            _ => std::time::Duration::from_secs(2),
+        };
         let cache_max = match std::env::var("KILN_CACHE_MAX") {
             Ok(text) if !text.trim().is_empty() => Some(
                 crate::cache::parse_size(&text)
@@ -85,6 +98,7 @@ impl Environment {
                     .join("kiln"),
             },
             cache_max,
+            plugin_cache_racy,
         })
     }
 
@@ -114,6 +128,7 @@ impl<'a> Session<'a> {
         env: &'a Environment,
     ) -> Self {
         crate::plugins::set_load_timeout(env.plugin_load_timeout);
+        crate::plugins::set_descriptor_cache(&env.cache_dir.join("plugins"), env.plugin_cache_racy);
         crate::state::set_lock_timeout(env.lock_timeout);
         Self {
             cli_plugins_dirs: plugins_dirs,

@@ -339,3 +339,81 @@ fn describe_and_register_never_construct() {
     .ok();
     p.kiln(&["component", "describe", "ab"]).ok();
 }
+
+/// A listing takes each plugin's descriptors from the cache when the file
+/// is unchanged (no library opened), and sees a plugin touched, replaced
+/// in place, deleted or added on the very next run.
+#[test]
+fn listings_come_from_the_descriptor_cache_and_are_never_stale() {
+    use crate::util::shipped_plugin;
+    let p = TestProject::new();
+    let dir = p.root().join("listed");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let lib = |name: &str| format!("lib{name}.{}", std::env::consts::DLL_EXTENSION);
+    let plugin = dir.join(lib("mine"));
+    fs::copy(shipped_plugin("kiln-docker"), &plugin).expect("copy");
+    let list = || {
+        let r = p.kiln_env(
+            &[
+                "flavor",
+                "list",
+                "--json",
+                "--plugins-dir",
+                dir.to_str().expect("utf8"),
+            ],
+            // No wait for the file's timestamps to age in a test.
+            &[("KILN_PLUGIN_CACHE_RACY_MS", "0"), ("KILN_LOG", "debug")],
+        );
+        r.ok();
+        let opened = r.stderr.matches("opening the plugin library").count();
+        let cached = r
+            .stderr
+            .matches("described from the descriptor cache")
+            .count();
+        (flavor_names(&r.json()), opened, cached)
+    };
+    let (echo, opened, cached) = list();
+    assert_eq!((opened, cached), (1, 0));
+    assert!(!echo.is_empty());
+    // Unchanged: nothing opened, the same listing.
+    assert_eq!(list(), (echo.clone(), 0, 1));
+    // Touched: opened again (then cached again).
+    let f = fs::File::options()
+        .append(true)
+        .open(&plugin)
+        .expect("open");
+    f.set_modified(std::time::SystemTime::now()).expect("touch");
+    drop(f);
+    assert_eq!(list(), (echo.clone(), 1, 0));
+    assert_eq!(list(), (echo.clone(), 0, 1));
+    // Replaced in place by another plugin: its flavors, at once.
+    fs::copy(shipped_plugin("kiln-registry"), &plugin).expect("replace");
+    let (registry, opened, _) = list();
+    assert_eq!(opened, 1);
+    assert_ne!(registry, echo);
+    assert!(
+        registry.iter().any(|n| n == "container-registry/default"),
+        "{registry:?}"
+    );
+    // Added beside it, then the first deleted.
+    fs::copy(shipped_plugin("kiln-docker"), dir.join(lib("added"))).expect("add");
+    let (both, _, _) = list();
+    assert_eq!(both.len(), registry.len() + echo.len(), "{both:?}");
+    fs::remove_file(&plugin).expect("delete");
+    assert_eq!(list().0, echo);
+    // `plugin check` always opens the library, whatever the cache holds.
+    let r = p.kiln_env(
+        &[
+            "plugin",
+            "check",
+            dir.join(lib("added")).to_str().expect("utf8"),
+        ],
+        &[("KILN_PLUGIN_CACHE_RACY_MS", "0"), ("KILN_LOG", "debug")],
+    );
+    r.ok();
+    assert!(
+        !r.stderr.contains("described from the descriptor cache"),
+        "{}",
+        r.stderr
+    );
+}

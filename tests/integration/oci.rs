@@ -1083,12 +1083,11 @@ fn two_builds_at_once_share_the_cache_and_prune_keeps_it_in_bounds() {
         .iter()
         .filter_map(|x| x["name"].as_str())
         .collect();
+    // The layer of 2 MiB of noise, at least (the context archive is kept
+    // too, unless its files are too fresh to vouch for).
+    assert!(parts.contains(&"oci"), "{before}");
     assert!(
-        parts.contains(&"oci") && parts.contains(&"contexts"),
-        "{before}"
-    );
-    assert!(
-        before["bytes"].as_u64().expect("bytes") > 4 << 20,
+        before["bytes"].as_u64().expect("bytes") > 2 << 20,
         "{before}"
     );
     let text = p.kiln(&["cache", "du"]).ok().stdout.clone();

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{
     discovery::is_library_name,
-    loader::{load_plugin, LoadedPlugin, Problem},
+    loader::{describe_plugin, load_plugin, LoadedPlugin, Problem},
     PluginDir,
 };
 use crate::{
@@ -118,14 +118,23 @@ impl Catalog {
                 }),
             }
         }
-        let mut catalog = Catalog::from_files(&files);
+        let mut catalog = Catalog::gather(&files, describe_plugin);
         problems.append(&mut catalog.problems);
         catalog.problems = problems;
         catalog
     }
 
-    /// Load exactly these files.
+    /// Load exactly these files (each opened: `plugin check` and
+    /// `install` judge the library itself, not what the cache says).
     pub fn from_files(files: &[PathBuf]) -> Catalog {
+        Catalog::gather(files, load_plugin)
+    }
+
+    /// The plugins of `files`, each from `describe`.
+    fn gather(
+        files: &[PathBuf],
+        describe: fn(&std::path::Path) -> std::result::Result<LoadedPlugin, Problem>,
+    ) -> Catalog {
         let mut catalog = Catalog::default();
         let mut seen_files = HashSet::new();
         let mut offered: HashMap<(ComponentType, String), PathBuf> = HashMap::new();
@@ -134,7 +143,7 @@ impl Catalog {
             if !seen_files.insert(canonical) {
                 continue; // the same library reached twice
             }
-            let plugin = match load_plugin(file) {
+            let plugin = match describe(file) {
                 Ok(p) => Arc::new(p),
                 Err(problem) => {
                     catalog.problems.push(problem);

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use abi_stable::library::{lib_header_from_path, LibraryError, RootModuleError};
+
+use super::descriptors::{self, Described};
 use kiln_plugin_api::{
     client::{self, incompatible_message, HandshakeError, Observer, Plugin},
     protocol::compatibility,
@@ -23,10 +25,12 @@ pub struct LoadedPlugin {
     pub api_version: String,
     /// The optional protocol features it implements.
     pub features: Vec<String>,
-    /// The handshaken plugin; the constructors are called only at build time.
-    pub plugin: Plugin,
     /// The flavors it offers.
     pub flavors: Vec<FlavorDescriptor>,
+    /// The handshaken plugin, opened when first needed: a listing served
+    /// from the descriptor cache opens no library. Constructors are called
+    /// only at build time.
+    plugin: std::sync::OnceLock<Plugin>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -49,11 +53,36 @@ pub struct Problem {
 }
 
 /// Open `path`, check it against this host's plugin-api, shake hands and
-/// read its flavors.
+/// read its flavors; what it said is kept in the descriptor cache.
 ///
 /// The library stays loaded (libraries are never unloaded). A plugin that
 /// panics while loading or describing itself is reported, not propagated.
 pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, Problem> {
+    let key = descriptors::identity(path);
+    let (plugin, described) = open(path)?;
+    if let Some(key) = key {
+        descriptors::write(path, &key, &described);
+    }
+    Ok(LoadedPlugin::new(path, described, Some(plugin)))
+}
+
+/// The plugin at `path` as the descriptor cache knows it, without opening
+/// it (it is opened when first used); else [`load_plugin`].
+pub fn describe_plugin(path: &Path) -> Result<LoadedPlugin, Problem> {
+    match descriptors::read(path) {
+        Some(described) => {
+            tracing::debug!(path = %path.display(), "described from the descriptor cache");
+            Ok(LoadedPlugin::new(path, described, None))
+        }
+        None => {
+            tracing::debug!(path = %path.display(), "opening the plugin library");
+            load_plugin(path)
+        }
+    }
+}
+
+/// Open the library at `path` and read what it says about itself.
+fn open(path: &Path) -> Result<(Plugin, Described), Problem> {
     let problem = |reason: String| Problem {
         path: path.to_owned(),
         reason,
@@ -88,15 +117,54 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, Problem> {
         Err(e) => return Err(problem(format!("failed to describe itself: {}", e.message))),
     };
     let hello = plugin.hello().clone();
-    Ok(LoadedPlugin {
-        path: path.to_owned(),
+    let described = Described {
         name: hello.plugin.name,
         version: hello.plugin.version,
         api_version: hello.protocol.version,
         features: hello.protocol.features,
-        plugin,
         flavors,
-    })
+    };
+    Ok((plugin, described))
+}
+
+impl LoadedPlugin {
+    fn new(path: &Path, d: Described, plugin: Option<Plugin>) -> Self {
+        let cell = std::sync::OnceLock::new();
+        if let Some(p) = plugin {
+            let _ = cell.set(p);
+        }
+        Self {
+            path: path.to_owned(),
+            name: d.name,
+            version: d.version,
+            api_version: d.api_version,
+            features: d.features,
+            flavors: d.flavors,
+            plugin: cell,
+        }
+    }
+
+    /// The handshaken plugin, opened now if it was listed from the
+    /// descriptor cache. A file that no longer opens, or that now says
+    /// something else about itself, is an error naming it.
+    fn plugin(&self) -> Result<&Plugin, kiln_plugin_api::PluginError> {
+        if let Some(p) = self.plugin.get() {
+            return Ok(p);
+        }
+        let failed = |reason: String| {
+            kiln_plugin_api::PluginError::other(format!("plugin {}: {reason}", self.path.display()))
+        };
+        let (plugin, described) = open(&self.path).map_err(|p| failed(p.reason))?;
+        if described.flavors != self.flavors || described.features != self.features {
+            return Err(failed(
+                "it changed since its flavors were listed; run the command again".into(),
+            ));
+        }
+        let _ = self.plugin.set(plugin);
+        self.plugin
+            .get()
+            .ok_or_else(|| failed("could not be opened".into()))
+    }
 }
 
 /// Whether a library file is whole, read before it is opened.
@@ -401,7 +469,8 @@ impl LoadedPlugin {
         flavor: &str,
         config: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<client::BuilderHandle, kiln_plugin_api::PluginError> {
-        self.plugin.construct_builder(flavor, &config_json(config))
+        self.plugin()?
+            .construct_builder(flavor, &config_json(config))
     }
 
     /// Construct the container registry of `flavor` from resolved config.
@@ -410,7 +479,8 @@ impl LoadedPlugin {
         flavor: &str,
         config: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<client::RegistryHandle, kiln_plugin_api::PluginError> {
-        self.plugin.construct_registry(flavor, &config_json(config))
+        self.plugin()?
+            .construct_registry(flavor, &config_json(config))
     }
 
     /// Run the builder flavor's context hook; a plugin without the hook
@@ -422,13 +492,15 @@ impl LoadedPlugin {
         request: &BuildRequest,
         observer: std::sync::Arc<dyn Observer>,
     ) -> Result<Vec<ContextFile>, kiln_plugin_api::PluginError> {
-        self.plugin
+        self.plugin()?
             .customize_context(flavor, &config_json(config), request, observer)
     }
 
     /// Whether the plugin answers the context hook (protocol feature
     /// `context-hook`).
     pub fn has_context_hook(&self) -> bool {
-        self.plugin.has_context_hook()
+        self.features
+            .iter()
+            .any(|f| f == kiln_plugin_api::protocol::feature::CONTEXT_HOOK)
     }
 }
