@@ -878,4 +878,16 @@ fn a_full_disk_is_exit_4_and_leaves_nothing() {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "left on the full disk: {left:?}");
+    // A cache on the full disk does not fail a build: the layer is made in
+    // the system's temp folder instead, and the image is written.
+    let out = p.root().join("i.tar");
+    let run = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .env("KILN_CACHE_DIR", &full)
+        .args(["--output", &format!("type=oci,dest={}", out.display())])
+        .run();
+    run.ok();
+    assert!(out.is_file(), "{}", run.stderr);
 }

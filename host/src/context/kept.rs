@@ -111,10 +111,20 @@ pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, C
         }
     }
 
-    let file = build_file(dir)?;
-    let (summary, report, file) = context.write_to(false, file)?;
+    let (summary, report, file, kept_here) =
+        match build_file(dir).and_then(|file| context.write_to(false, file)) {
+            Ok((summary, report, file)) => (summary, report, file, true),
+            // The cache's disk is full: the archive is written in the system's
+            // temp folder for this build alone (the cache must not fail a build).
+            Err(e) if e.is_storage_full() => {
+                let elsewhere = build_file(&std::env::temp_dir())?;
+                let (summary, report, file) = context.write_to(false, elsewhere)?;
+                (summary, report, file, false)
+            }
+            Err(e) => return Err(e),
+        };
     let file = file.into_temp_path();
-    if !fingerprint.racy {
+    if !fingerprint.racy && kept_here {
         // Keep it: a second name, renamed over the kept one, then the
         // record. A failure here only costs the next build a full read.
         let staged = dir.join(format!("{key}.tar.{}", std::process::id()));

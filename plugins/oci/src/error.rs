@@ -28,6 +28,14 @@ pub enum Cause {
     BuildFailed,
     /// Ctrl-C stopped a `RUN` command.
     Cancelled,
+    /// A local disk could not take what was written (a layer, the cache).
+    Storage,
+}
+
+/// Whether `error` says a disk is full (or a quota reached).
+pub fn is_full(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::StorageFull
+        || matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 impl std::fmt::Display for BuildError {

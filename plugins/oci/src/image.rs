@@ -102,14 +102,14 @@ impl Layer {
         entries: &BTreeMap<String, Entry>,
         mtime: u64,
         into: Incoming,
-    ) -> Result<Self, String> {
+    ) -> std::io::Result<Self> {
         Self::stream(into, |out| write_layer_tar(entries, mtime, out))
     }
 
     /// The gzip'd layer of the uncompressed tar `tar`, which must hash to
     /// `diff_id` (streamed as [`Layer::make`] streams).
     pub fn from_tar(tar: &Data, diff_id: &str, into: Incoming) -> Result<Self, String> {
-        let layer = Self::stream(into, |out| tar.write_to(out))?;
+        let layer = Self::stream(into, |out| tar.write_to(out)).map_err(|e| e.to_string())?;
         if layer.diff_id != diff_id {
             return Err(format!(
                 "does not match its diff_id {diff_id} (its contents are {})",
@@ -124,7 +124,7 @@ impl Layer {
     fn stream(
         mut into: Incoming,
         produce: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-    ) -> Result<Self, String> {
+    ) -> std::io::Result<Self> {
         let (diff_id, digest, size) = gzip_stream(into.file(), produce)?;
         let blob = into.keep(&digest, size)?;
         Ok(Self {
@@ -141,7 +141,7 @@ impl Layer {
 fn gzip_stream(
     file: &mut std::fs::File,
     produce: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<(String, String, u64), String> {
+) -> std::io::Result<(String, String, u64)> {
     use kiln_archive::pipeline::{run, Failed, Tee};
     let mut blob_hash = Sha256::new();
     let mut tar_hash = Sha256::new();
@@ -156,12 +156,10 @@ fn gzip_stream(
     let size = match written {
         Ok(((), sink)) => {
             let (buffered, _, size) = sink.into_parts();
-            buffered
-                .into_inner()
-                .map_err(|e| format!("writing a layer: {}", e.error()))?;
+            buffered.into_inner().map_err(|e| e.into_error())?;
             size
         }
-        Err(Failed::Produce(e) | Failed::Write(e)) => return Err(format!("writing a layer: {e}")),
+        Err(Failed::Produce(e) | Failed::Write(e)) => return Err(e),
     };
     Ok((
         format!("sha256:{:x}", tar_hash.finalize()),

@@ -135,6 +135,7 @@ fn build_error(e: crate::error::BuildError) -> PluginError {
         crate::error::Cause::Unavailable => ErrorKind::UNAVAILABLE,
         crate::error::Cause::BuildFailed => ErrorKind::BUILD_FAILED,
         crate::error::Cause::Cancelled => ErrorKind::CANCELLED,
+        crate::error::Cause::Storage => ErrorKind::STORAGE,
     };
     PluginError::new(kind, e.to_string())
 }

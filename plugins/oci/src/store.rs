@@ -215,6 +215,17 @@ impl Incoming {
         scratch_file().map(Incoming::Anonymous)
     }
 
+    /// An unnamed temporary file in the system's temp folder (where a
+    /// layer goes when the cache's disk is full).
+    pub fn elsewhere() -> std::io::Result<Self> {
+        tempfile::tempfile().map(Incoming::Anonymous)
+    }
+
+    /// Whether it is a file in the cache.
+    pub fn in_cache(&self) -> bool {
+        matches!(self, Incoming::Cache(..))
+    }
+
     /// The file to write to.
     pub fn file(&mut self) -> &mut std::fs::File {
         match self {
@@ -224,14 +235,13 @@ impl Incoming {
     }
 
     /// Keep what was written as the blob `digest` of `size` bytes.
-    pub fn keep(self, digest: &str, size: u64) -> Result<Data, String> {
+    pub fn keep(self, digest: &str, size: u64) -> std::io::Result<Data> {
         match self {
             Incoming::Cache(temp, dir) => {
                 let path = dir.join(hex(digest));
                 temp.commit_as(&path)
-                    .map_err(|e| format!("the cache: {e}"))?;
-                let file = std::fs::File::open(&path)
-                    .map_err(|e| format!("the cache {}: {e}", path.display()))?;
+                    .map_err(|e| std::io::Error::new(e.source.kind(), e.to_string()))?;
+                let file = std::fs::File::open(&path)?;
                 Ok(Data::File {
                     file: std::sync::Arc::new(file),
                     offset: 0,

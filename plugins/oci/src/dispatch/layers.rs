@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::Run;
 use crate::{
     data::Data,
-    error::{at, BuildError},
+    error::{at, is_full, BuildError, Cause},
     image::{Entry, Incoming, Kind, Layer},
 };
 
@@ -94,7 +94,24 @@ impl Run<'_, '_> {
             Some(Ok(i)) => i,
             _ => Incoming::anonymous().map_err(|e| at(line, e))?,
         };
-        let layer = Layer::make(entries, self.input.created, into).map_err(|e| at(line, e))?;
+        let in_cache = into.in_cache();
+        let made = match Layer::make(entries, self.input.created, into) {
+            // The cache's disk is full: the layer is made in the system's
+            // temp folder instead (the cache must not fail a build).
+            Err(e) if in_cache && is_full(&e) => {
+                Incoming::elsewhere().and_then(|i| Layer::make(entries, self.input.created, i))
+            }
+            other => other,
+        };
+        let layer = made.map_err(|e| BuildError {
+            line,
+            message: format!("writing the layer: {e}"),
+            cause: if is_full(&e) {
+                Cause::Storage
+            } else {
+                Cause::Input
+            },
+        })?;
         if let Some(store) = self.input.store {
             let _ = store.put_layer(&layer);
             if let Some(key) = &key {

@@ -38,21 +38,30 @@ pub fn plain_tar(layer: &Layer) -> Result<Data, String> {
             return Data::whole(file).map_err(failed);
         }
     }
-    // The cache is an optimisation: one that cannot be written to falls
-    // back to a scratch file.
-    let mut temp = kept
-        .as_ref()
-        .and_then(|path| kiln_archive::atomic::AtomicFile::beside(path).ok());
-    let mut anonymous = match temp {
-        Some(_) => None,
-        None => Some(crate::store::scratch_file()?),
-    };
-    let file = match (&mut temp, &mut anonymous) {
-        (Some(t), _) => t.file_mut(),
-        (None, Some(f)) => f,
-        (None, None) => return Err("no file to unpack into".into()),
-    };
-    let got = unpack_into(layer, file).map_err(failed)?;
+    // Into the cache, checked; a cache that cannot take it (a full disk)
+    // is an optimisation lost: then into an unnamed file in the system's
+    // temp folder.
+    if let Some(path) = &kept {
+        match unpack_kept(layer, path) {
+            Ok(data) => return Ok(data),
+            Err(Unpack::Damaged(e)) => return Err(e),
+            Err(Unpack::Cache) => {}
+        }
+    }
+    let mut file = tempfile::tempfile().map_err(failed)?;
+    let got = unpack_into(layer, &mut file).map_err(failed)?;
+    check(layer, &got)?;
+    Data::whole(file).map_err(failed)
+}
+
+enum Unpack {
+    /// The layer is not what its digests say.
+    Damaged(String),
+    /// The cache could not take it.
+    Cache,
+}
+
+fn check(layer: &Layer, got: &str) -> Result<(), String> {
     if layer.diff_id.starts_with("sha256:") && got != layer.diff_id {
         return Err(format!(
             "layer {}: its contents are {got}, but the image config says {}: a damaged or \
@@ -60,14 +69,27 @@ pub fn plain_tar(layer: &Layer) -> Result<Data, String> {
             layer.digest, layer.diff_id
         ));
     }
-    match (temp, anonymous, kept) {
-        (Some(t), _, Some(path)) => {
-            t.commit().map_err(|e| e.to_string())?;
-            Data::whole(std::fs::File::open(&path).map_err(failed)?).map_err(failed)
+    Ok(())
+}
+
+/// Unpack `layer` into the cache at `path`, renamed into place once checked.
+fn unpack_kept(layer: &Layer, path: &std::path::Path) -> Result<Data, Unpack> {
+    let mut temp = kiln_archive::atomic::AtomicFile::beside(path).map_err(|_| Unpack::Cache)?;
+    let got = match unpack_into(layer, temp.file_mut()) {
+        Ok(got) => got,
+        Err(e) if crate::error::is_full(&e) => return Err(Unpack::Cache),
+        Err(e) => {
+            return Err(Unpack::Damaged(format!(
+                "reading layer {}: {e}",
+                layer.digest
+            )))
         }
-        (_, Some(f), _) => Data::whole(f).map_err(failed),
-        _ => Err("no file to unpack into".into()),
-    }
+    };
+    check(layer, &got).map_err(Unpack::Damaged)?;
+    temp.commit().map_err(|_| Unpack::Cache)?;
+    std::fs::File::open(path)
+        .and_then(Data::whole)
+        .map_err(|_| Unpack::Cache)
 }
 
 /// Decompress `layer`'s blob into `file` in chunks; the digest of what was

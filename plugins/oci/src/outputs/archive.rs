@@ -242,9 +242,7 @@ impl std::fmt::Display for WriteError {
 impl WriteError {
     /// `message` about `error`: [`WriteError::Full`] when the disk is full.
     fn from_io(error: &std::io::Error, message: String) -> Self {
-        let full = error.kind() == std::io::ErrorKind::StorageFull
-            || matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
-        if full {
+        if crate::error::is_full(error) {
             WriteError::Full(message)
         } else {
             WriteError::Other(message)

@@ -86,7 +86,8 @@ impl Sources<'_> {
                             .or_else(|_| Incoming::anonymous())
                             .map_err(CallError::Failed)?;
                         let size = client.get_blob_to(&repo, &digest, into.file()).await?;
-                        into.keep(&digest, size).map_err(CallError::Failed)?
+                        into.keep(&digest, size)
+                            .map_err(|e| CallError::Failed(format!("keeping blob {digest}: {e}")))?
                     }
                 };
                 blobs.insert(digest, blob);
