@@ -14,7 +14,7 @@ const STORE_ABOVE_BITS: f64 = 7.9;
 
 /// How blobs are made from tars, for cache keys: a cache never hands out a
 /// blob made another way, which would change the digest.
-pub const BLOB_FORMAT: &str = "gzip-l6-1m-store7.9-probe32k";
+pub const BLOB_FORMAT: &str = "gzip-l6-gear256k-1m-4m-store7.9-probe32k";
 
 /// Whether `piece` looks incompressible: order-0 entropy above the bound,
 /// and a 32 KiB sample of it does not shrink by 3% at level 1 (repeated
@@ -85,15 +85,20 @@ impl PieceCompressor {
     }
 }
 
-/// `data` as concatenated gzip members, one per 1 MiB piece, compressed on
-/// every core (through [`crate::pipeline`]). Any gzip reader (Go's, which
+/// `data` as concatenated gzip members, one per piece cut as layers are
+/// ([`crate::pipeline::Cut::LAYERS`]), compressed on every core (through
+/// [`crate::pipeline`]). Any gzip reader (Go's, which
 /// the Docker daemon and containerd use, zlib's, `gzip -d`) reads the
 /// members as one stream.
 pub fn gzip_parallel(data: &[u8]) -> Result<Vec<u8>, String> {
     use std::io::Write;
-    crate::pipeline::run(true, PIECE, Vec::with_capacity(data.len() / 2), |p| {
-        p.write_all(data)
-    })
+    crate::pipeline::run_with(
+        true,
+        crate::pipeline::Cut::LAYERS,
+        None,
+        Vec::with_capacity(data.len() / 2),
+        |p| p.write_all(data),
+    )
     .map(|((), blob)| blob)
     .map_err(|e| match e {
         crate::pipeline::Failed::Produce(e) | crate::pipeline::Failed::Write(e) => {

@@ -20,6 +20,70 @@ struct Piece {
     data: Vec<u8>,
 }
 
+/// Where the stream is cut into pieces.
+#[derive(Debug, Clone, Copy)]
+pub enum Cut {
+    /// Every `n` bytes.
+    Fixed(usize),
+    /// At content-defined boundaries (a gear hash over the last 64 bytes
+    /// matching a mask), never before `min` bytes and at most `max`: an
+    /// edit moves only the boundaries around it, so the pieces before and
+    /// after it are the same bytes as before (and their gzip'd form can be
+    /// reused).
+    Content {
+        /// The smallest piece.
+        min: usize,
+        /// A boundary where `hash & mask == 0` (about `mask + 1` bytes apart).
+        mask: u64,
+        /// The largest piece.
+        max: usize,
+    },
+}
+
+impl Cut {
+    /// The `oci` builder's layers: 256 KiB to 4 MiB, about 1 MiB past the
+    /// minimum.
+    pub const LAYERS: Cut = Cut::Content {
+        min: 256 << 10,
+        mask: (1 << 20) - 1,
+        max: 4 << 20,
+    };
+
+    fn max(self) -> usize {
+        match self {
+            Cut::Fixed(n) => n.max(1),
+            Cut::Content { max, .. } => max.max(1),
+        }
+    }
+}
+
+/// The gear table: 256 fixed pseudo-random words (splitmix64 from a fixed
+/// seed). Part of the blob format: changing it changes every digest.
+const GEAR: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut x: u64 = 0x6b69_6c6e_2d63_6463; // "kiln-cdc"
+    let mut i = 0;
+    while i < 256 {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        table[i] = z ^ (z >> 31);
+        i += 1;
+    }
+    table
+};
+
+/// Gzip'd pieces made before, by their plain bytes: a piece found here is
+/// not compressed again (the bytes are the same as compressing it would
+/// give, so the result is the same). Called from the compressing threads.
+pub trait Reuse: Sync {
+    /// The gzip member made from `plain` before, when known.
+    fn get(&self, plain: &[u8]) -> Option<Vec<u8>>;
+    /// Remember that `plain` compresses to `gzip`.
+    fn put(&self, plain: &[u8], gzip: &[u8]);
+}
+
 /// Why a pipeline failed: its producer's error, or the sink's (a failed
 /// write closes the pipeline, so the producer's "closed" is not the cause).
 #[derive(Debug)]
@@ -34,7 +98,11 @@ pub enum Failed<E> {
 /// read straight into its current piece with [`Pieces::read_from`].
 pub struct Pieces {
     buf: Vec<u8>,
-    size: usize,
+    cut: Cut,
+    /// The gear hash so far ([`Cut::Content`]).
+    hash: u64,
+    /// How much of `buf` the hash has seen.
+    scanned: usize,
     seq: u64,
     tx: Sender<Piece>,
     pool: Receiver<Vec<u8>>,
@@ -53,8 +121,9 @@ impl Pieces {
                 v.clear();
                 v
             })
-            .unwrap_or_else(|_| Vec::with_capacity(self.size));
+            .unwrap_or_else(|_| Vec::with_capacity(self.cut.max()));
         let data = std::mem::replace(&mut self.buf, fresh);
+        self.scanned = 0;
         self.tx
             .send(Piece {
                 seq: self.seq,
@@ -70,7 +139,7 @@ impl Pieces {
     /// the end of `from`).
     pub fn read_from(&mut self, from: &mut dyn Read, max: u64) -> io::Result<usize> {
         let start = self.buf.len();
-        let want = ((self.size - start) as u64).min(max) as usize;
+        let want = ((self.cut.max() - start) as u64).min(max) as usize;
         self.buf.resize(start + want, 0);
         let n = loop {
             match from.read(&mut self.buf[start..start + want]) {
@@ -83,20 +152,65 @@ impl Pieces {
             }
         };
         self.buf.truncate(start + n);
-        if self.buf.len() == self.size {
-            self.send()?;
-        }
+        self.cut_pieces()?;
         Ok(n)
+    }
+
+    /// Send every whole piece `buf` holds, keeping the rest.
+    fn cut_pieces(&mut self) -> io::Result<()> {
+        loop {
+            let end = match self.cut {
+                Cut::Fixed(n) => (self.buf.len() >= n.max(1)).then_some(n.max(1)),
+                Cut::Content { min, mask, max } => {
+                    let mut found = None;
+                    let mut at = self.scanned;
+                    while at < self.buf.len() {
+                        self.hash = (self.hash << 1).wrapping_add(GEAR[self.buf[at] as usize]);
+                        at += 1;
+                        if (at >= min && self.hash & mask == 0) || at >= max {
+                            found = Some(at);
+                            break;
+                        }
+                    }
+                    self.scanned = at;
+                    found
+                }
+            };
+            let Some(end) = end else {
+                return Ok(());
+            };
+            if end == self.buf.len() {
+                self.send()?;
+            } else {
+                let mut rest = self
+                    .pool
+                    .try_recv()
+                    .map(|mut v| {
+                        v.clear();
+                        v
+                    })
+                    .unwrap_or_else(|_| Vec::with_capacity(self.cut.max()));
+                rest.extend_from_slice(&self.buf[end..]);
+                self.buf.truncate(end);
+                let whole = std::mem::replace(&mut self.buf, rest);
+                self.tx
+                    .send(Piece {
+                        seq: self.seq,
+                        data: whole,
+                    })
+                    .map_err(|_| closed())?;
+                self.seq += 1;
+                self.scanned = 0;
+            }
+        }
     }
 }
 
 impl Write for Pieces {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = (self.size - self.buf.len()).min(data.len());
+        let n = (self.cut.max() - self.buf.len()).min(data.len());
         self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == self.size {
-            self.send()?;
-        }
+        self.cut_pieces()?;
         Ok(n)
     }
 
@@ -118,7 +232,22 @@ pub fn run<W, T, E>(
 where
     W: Write + Send,
 {
-    let piece = piece.max(1);
+    run_with(gzip, Cut::Fixed(piece), None, sink, produce)
+}
+
+/// [`run`] with pieces cut by `cut`, and gzip'd pieces taken from `reuse`
+/// when it has them (and given to it when made).
+pub fn run_with<W, T, E>(
+    gzip: bool,
+    cut: Cut,
+    reuse: Option<&dyn Reuse>,
+    sink: W,
+    produce: impl FnOnce(&mut Pieces) -> Result<T, E>,
+) -> Result<(T, W), Failed<E>>
+where
+    W: Write + Send,
+{
+    let piece = cut.max();
     let workers = if gzip {
         thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -140,14 +269,16 @@ where
             let rx = raw_rx.clone();
             let tx = done_tx.clone();
             let pool = pool_tx.clone();
-            compressors.push(scope.spawn(move || compress(rx, tx, pool, piece)));
+            compressors.push(scope.spawn(move || compress(rx, tx, pool, piece, reuse)));
         }
         drop(raw_rx);
         let next_stage = if gzip { raw_tx } else { done_tx.clone() };
         drop(done_tx);
         let mut pieces = Pieces {
             buf: Vec::with_capacity(piece),
-            size: piece,
+            cut,
+            hash: 0,
+            scanned: 0,
             seq: 0,
             tx: next_stage,
             pool: pool_rx,
@@ -176,14 +307,29 @@ where
     })
 }
 
-fn compress(rx: Receiver<Piece>, tx: Sender<Piece>, pool: Sender<Vec<u8>>, piece: usize) {
+fn compress(
+    rx: Receiver<Piece>,
+    tx: Sender<Piece>,
+    pool: Sender<Vec<u8>>,
+    piece: usize,
+    reuse: Option<&dyn Reuse>,
+) {
     let mut compressor = PieceCompressor::default();
     for p in rx {
-        let mut out = Vec::with_capacity(piece + piece / 16);
-        if compressor.compress(&p.data, &mut out).is_err() {
-            // Cannot happen with buffers of the bound's size; stop the pipeline.
-            return;
-        }
+        let out = match reuse.and_then(|r| r.get(&p.data)) {
+            Some(made) => made,
+            None => {
+                let mut out = Vec::with_capacity(piece + piece / 16);
+                if compressor.compress(&p.data, &mut out).is_err() {
+                    // Cannot happen with buffers of the bound's size; stop the pipeline.
+                    return;
+                }
+                if let Some(r) = reuse {
+                    r.put(&p.data, &out);
+                }
+                out
+            }
+        };
         let _ = pool.try_send(p.data);
         if tx
             .send(Piece {
@@ -292,6 +438,105 @@ mod tests {
         let ((), empty) =
             run::<_, _, io::Error>(true, 1000, Vec::new(), |_| Ok(())).expect("empty");
         assert!(!empty.is_empty(), "an empty stream is one empty member");
+    }
+
+    /// Pieces as the pipeline cuts `data` with `cut`, uncompressed.
+    fn pieces_of(data: &[u8], cut: Cut, write_size: usize) -> Vec<Vec<u8>> {
+        struct Collect(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+        impl Reuse for Collect {
+            fn get(&self, plain: &[u8]) -> Option<Vec<u8>> {
+                if let Ok(mut v) = self.0.lock() {
+                    v.push(plain.to_vec());
+                }
+                None
+            }
+            fn put(&self, _: &[u8], _: &[u8]) {}
+        }
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let collect = Collect(seen.clone());
+        run_with::<_, _, io::Error>(true, cut, Some(&collect), Vec::new(), |p| {
+            for part in data.chunks(write_size) {
+                p.write_all(part)?;
+            }
+            Ok(())
+        })
+        .expect("run");
+        let mut all = seen.lock().expect("lock").clone();
+        // Compressors run in parallel: order the pieces as the stream has them.
+        let mut ordered = Vec::new();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let i = all
+                .iter()
+                .position(|p| !p.is_empty() && rest.starts_with(p))
+                .expect("a piece of the stream");
+            let p = all.remove(i);
+            rest = &rest[p.len()..];
+            ordered.push(p);
+        }
+        ordered
+    }
+
+    #[test]
+    fn content_defined_pieces_survive_an_edit_before_them() {
+        let cut = Cut::Content {
+            min: 1 << 10,
+            mask: (1 << 12) - 1,
+            max: 16 << 10,
+        };
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let data: Vec<u8> = (0..(200 << 10))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        let before = pieces_of(&data, cut, 777);
+        assert!(before.len() > 10, "{} pieces", before.len());
+        assert!(before.iter().all(|p| p.len() <= 16 << 10));
+        // The same whatever the writes' sizes.
+        assert_eq!(pieces_of(&data, cut, 65_536), before);
+        // Three bytes inserted near the start: all but the first pieces are
+        // the very same bytes.
+        let mut edited = data.clone();
+        edited.splice(100..100, *b"new");
+        let after = pieces_of(&edited, cut, 4096);
+        let shared = after.iter().filter(|p| before.contains(p)).count();
+        assert!(
+            shared + 3 >= before.len(),
+            "{shared} of {} kept",
+            before.len()
+        );
+    }
+
+    #[test]
+    fn reused_pieces_give_the_same_stream() {
+        struct Memo(std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<u8>>>);
+        impl Reuse for Memo {
+            fn get(&self, plain: &[u8]) -> Option<Vec<u8>> {
+                self.0.lock().ok()?.get(plain).cloned()
+            }
+            fn put(&self, plain: &[u8], gzip: &[u8]) {
+                if let Ok(mut m) = self.0.lock() {
+                    m.insert(plain.to_vec(), gzip.to_vec());
+                }
+            }
+        }
+        let memo = Memo(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let data: Vec<u8> = (0..(3 << 20)).map(|i| (i % 241) as u8).collect();
+        let go = |reuse: Option<&dyn Reuse>| {
+            run_with::<_, _, io::Error>(true, Cut::LAYERS, reuse, Vec::new(), |p| {
+                p.write_all(&data)
+            })
+            .expect("run")
+            .1
+        };
+        let cold = go(None);
+        assert_eq!(go(Some(&memo)), cold);
+        assert!(!memo.0.lock().expect("lock").is_empty());
+        assert_eq!(go(Some(&memo)), cold, "from reused pieces");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! Every byte depends only on the inputs: tar headers carry uid/gid and mode
 //! as asked, a fixed mtime, no user or group names; entries are sorted; a
-//! layer's tar is cut into 1 MiB pieces, each compressed (on every core) into
+//! layer's tar is cut into pieces at content-defined boundaries (256 KiB to
+//! 4 MiB, kiln-archive's `Cut::LAYERS`), each compressed (on every core) into
 //! its own gzip member by libdeflate at a fixed level with a zero gzip
 //! mtime (a piece whose bytes look random is stored, not compressed), so the
 //! blob is the same whatever the number of cores; the config's `created` is
@@ -102,14 +103,15 @@ impl Layer {
         entries: &BTreeMap<String, Entry>,
         mtime: u64,
         into: Incoming,
+        reuse: Option<&dyn Reuse>,
     ) -> std::io::Result<Self> {
-        Self::stream(into, |out| write_layer_tar(entries, mtime, out))
+        Self::stream(into, reuse, |out| write_layer_tar(entries, mtime, out))
     }
 
     /// The gzip'd layer of the uncompressed tar `tar`, which must hash to
     /// `diff_id` (streamed as [`Layer::make`] streams).
     pub fn from_tar(tar: &Data, diff_id: &str, into: Incoming) -> Result<Self, String> {
-        let layer = Self::stream(into, |out| tar.write_to(out)).map_err(|e| e.to_string())?;
+        let layer = Self::stream(into, None, |out| tar.write_to(out)).map_err(|e| e.to_string())?;
         if layer.diff_id != diff_id {
             return Err(format!(
                 "does not match its diff_id {diff_id} (its contents are {})",
@@ -123,9 +125,10 @@ impl Layer {
     /// every core and written to `into` in bounded memory.
     fn stream(
         mut into: Incoming,
+        reuse: Option<&dyn Reuse>,
         produce: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> std::io::Result<Self> {
-        let (diff_id, digest, size) = gzip_stream(into.file(), produce)?;
+        let (diff_id, digest, size) = gzip_stream(into.file(), reuse, produce)?;
         let blob = into.keep(&digest, size)?;
         Ok(Self {
             digest,
@@ -140,16 +143,17 @@ impl Layer {
 /// returns the plain stream's digest, the gzip'd one's, and its size.
 fn gzip_stream(
     file: &mut std::fs::File,
+    reuse: Option<&dyn Reuse>,
     produce: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<(String, String, u64)> {
-    use kiln_archive::pipeline::{run, Failed, Tee};
+    use kiln_archive::pipeline::{run_with, Cut, Failed, Tee};
     let mut blob_hash = Sha256::new();
     let mut tar_hash = Sha256::new();
     let sink = Tee::new(
         std::io::BufWriter::with_capacity(1 << 20, file),
         |d: &[u8]| blob_hash.update(d),
     );
-    let written = run(true, kiln_archive::gzip::PIECE, sink, |pieces| {
+    let written = run_with(true, Cut::LAYERS, reuse, sink, |pieces| {
         let mut tar = Tee::new(pieces, |d: &[u8]| tar_hash.update(d));
         produce(&mut tar)
     });
@@ -169,6 +173,7 @@ fn gzip_stream(
 }
 
 pub use crate::store::Incoming;
+pub use kiln_archive::pipeline::Reuse;
 
 /// `sha256:<hex>` of `data`.
 pub fn sha256(data: &[u8]) -> String {

@@ -6,6 +6,10 @@
 //!   compressed again;
 //! - `unpacked/<hex>`: a base layer's uncompressed tar by its `diff_id`
 //!   (checked against it when unpacked), so a base is decompressed once;
+//! - `pieces/<format>/<hex>`: a gzip member by the sha256 of the piece of
+//!   layer tar it was made from, so a layer that changed by a few files
+//!   compresses only the pieces around the change (pieces are cut at
+//!   content-defined boundaries);
 //! - `recipes/<format>/<hex>`: a layer's recipe (the context archive's sha1, where
 //!   each file's bytes sit in it, every path and its metadata) to its
 //!   `diff_id`, so an unchanged `COPY` from an unchanged context finds its
@@ -43,6 +47,7 @@ impl Store {
             "unpacked".to_string(),
             format!("diffids/{BLOB_FORMAT}"),
             format!("recipes/{BLOB_FORMAT}"),
+            format!("pieces/{BLOB_FORMAT}"),
         ] {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir)
@@ -173,6 +178,15 @@ impl Store {
         )
     }
 
+    /// The gzip'd pieces this cache holds, for a layer being made: read
+    /// from when `read` (not with `--no-cache`), always added to.
+    pub fn pieces(&self, read: bool) -> Pieces {
+        Pieces {
+            dir: self.root.join("pieces").join(BLOB_FORMAT),
+            read,
+        }
+    }
+
     /// The layer made from the recipe `key` before.
     pub fn recipe(&self, key: &str) -> Option<Layer> {
         let path = self.recipe_path(key);
@@ -185,6 +199,53 @@ impl Store {
     /// Remember that recipe `key` makes the layer `diff_id`.
     pub fn put_recipe(&self, key: &str, diff_id: &str) -> Result<(), String> {
         self.write(&self.recipe_path(key), diff_id.as_bytes())
+    }
+}
+
+/// The cache's gzip'd pieces ([`Store::pieces`]).
+pub struct Pieces {
+    dir: PathBuf,
+    read: bool,
+}
+
+impl Pieces {
+    fn path(&self, plain: &[u8]) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        self.dir.join(format!("{:x}", Sha256::digest(plain)))
+    }
+}
+
+impl kiln_archive::pipeline::Reuse for Pieces {
+    fn get(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        if !self.read {
+            return None;
+        }
+        let path = self.path(plain);
+        let gzip = std::fs::read(&path).ok()?;
+        // A gzip member starts so, and is never empty.
+        if !gzip.starts_with(&[0x1f, 0x8b]) {
+            return None;
+        }
+        touch(&path);
+        Some(gzip)
+    }
+
+    fn put(&self, plain: &[u8], gzip: &[u8]) {
+        // Whole or not at all (a rename), not synced: a piece lost to a
+        // crash is compressed again. Best effort.
+        use std::io::Write;
+        let _ = tempfile::Builder::new()
+            .prefix(&format!(
+                "{}{}-",
+                kiln_archive::atomic::TEMP_PREFIX,
+                std::process::id()
+            ))
+            .tempfile_in(&self.dir)
+            .and_then(|mut t| {
+                t.write_all(gzip)?;
+                t.persist(self.path(plain)).map_err(|e| e.error)?;
+                Ok(())
+            });
     }
 }
 

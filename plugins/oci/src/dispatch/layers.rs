@@ -95,12 +95,15 @@ impl Run<'_, '_> {
             _ => Incoming::anonymous().map_err(|e| at(line, e))?,
         };
         let in_cache = into.in_cache();
-        let made = match Layer::make(entries, self.input.created, into) {
+        // Pieces of earlier layers are reused (not with --no-cache) and
+        // this layer's are kept for the next build.
+        let pieces = self.input.store.map(|s| s.pieces(!self.input.no_cache));
+        let reuse = pieces.as_ref().map(|p| p as &dyn crate::image::Reuse);
+        let made = match Layer::make(entries, self.input.created, into, reuse) {
             // The cache's disk is full: the layer is made in the system's
             // temp folder instead (the cache must not fail a build).
-            Err(e) if in_cache && is_full(&e) => {
-                Incoming::elsewhere().and_then(|i| Layer::make(entries, self.input.created, i))
-            }
+            Err(e) if in_cache && is_full(&e) => Incoming::elsewhere()
+                .and_then(|i| Layer::make(entries, self.input.created, i, None)),
             other => other,
         };
         let layer = made.map_err(|e| BuildError {
