@@ -90,7 +90,7 @@ pub use abi::{
     ABI_VERSION, PLUGIN_API_VERSION,
 };
 pub use protocol::{
-    capability, feature, method, BuildContext, BuildOutput, BuildRequest, BuildSecret, Capability,
-    ComponentType, ContextFile, ErrorKind, Event, Existence, FlavorDescriptor, Hello,
+    capability, feature, method, BuildContext, BuildOutput, BuildRequest, BuildSecret, CacheSpec,
+    Capability, ComponentType, ContextFile, ErrorKind, Event, Existence, FlavorDescriptor, Hello,
     ImageExistence, Level, OutputSpec, PartyInfo, PluginError, ProtocolInfo, RegistryAuth,
 };

@@ -71,9 +71,19 @@ pub mod feature {
     /// (0.2.2) The builder reads [`BuildRequest::platforms`](super::BuildRequest::platforms);
     /// the host asks for several platforms in one build only of a builder that says so.
     pub const MULTI_PLATFORM: &str = "multi-platform";
+    /// (0.2.3) The builder reads [`BuildRequest::cache_from`](super::BuildRequest::cache_from)
+    /// and [`BuildRequest::cache_to`](super::BuildRequest::cache_to); the host
+    /// passes `--cache-from`/`--cache-to` only to a builder that says so.
+    pub const REGISTRY_CACHE: &str = "registry-cache";
 
     /// Every feature this release implements.
-    pub const ALL: &[&str] = &[CONTEXT_HOOK, HOST_REGISTRY, SECRETS, MULTI_PLATFORM];
+    pub const ALL: &[&str] = &[
+        CONTEXT_HOOK,
+        HOST_REGISTRY,
+        SECRETS,
+        MULTI_PLATFORM,
+        REGISTRY_CACHE,
+    ];
 }
 
 /// Who is speaking.
@@ -528,6 +538,28 @@ pub struct BuildRequest {
     /// (0.2.1, feature `secrets`) `--secret`s, with their values: for
     /// `RUN --mount=type=secret`. Never log, store or cache them.
     pub secrets: Vec<BuildSecret>,
+    /// (0.2.3, feature `registry-cache`) `--cache-from`: where earlier
+    /// builds' layers and `RUN` results may be found.
+    pub cache_from: Vec<CacheSpec>,
+    /// (0.2.3, feature `registry-cache`) `--cache-to`: where this build's
+    /// layers and `RUN` results are stored for other machines.
+    pub cache_to: Vec<CacheSpec>,
+}
+
+/// One `--cache-from` or `--cache-to` (buildx's spelling:
+/// `type=registry,ref=REF[,mode=max]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct CacheSpec {
+    /// `registry`, the one kind kiln has.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The image reference the cache is stored under (`host/repo:tag`).
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// `min` (the layers of the exported image) or `max` (every stage's),
+    /// for `--cache-to`; empty means `min`.
+    pub mode: String,
 }
 
 /// One `--secret`: its id and value. `Debug` never shows the value.

@@ -1579,3 +1579,117 @@ fn tty_progress_draws_a_live_line_on_a_terminal() {
     r.code(2);
     assert!(r.stderr.contains("needs a terminal"), "{}", r.stderr);
 }
+
+/// Two machines share a cache through a registry (buildx's `--cache-to
+/// type=registry,ref=REF,mode=max` and `--cache-from REF`): the second, with
+/// an empty cache folder, rebuilds with no `RUN` executed (a step that
+/// writes random bytes would give another digest) and the same image. Only
+/// layers and digests go to the registry: the secret and the cache mount's
+/// files are in none of its blobs, unpacked or not.
+#[test]
+fn two_machines_share_a_cache_through_a_registry() {
+    if !daemon_and(&["runc", "docker-registry"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    let registry = crate::util::TestRegistry::start(None);
+    let host = registry.host();
+    let secret = "kiln-SECRET-5d1e-shared-cache";
+    let app = p.work().join("app");
+    busybox_app(
+        &app,
+        "RUN --mount=type=cache,target=/root/.cache/pip touch /root/.cache/pip/wheel-in-cache-mount\n\
+         RUN --mount=type=secret,id=token,env=TOKEN head -c 16 /dev/urandom | od -x > /random && \
+             echo \"${#TOKEN}\" > /token-length\n",
+    );
+    let cache = format!("{host}/team/app-cache:main");
+    let build = |cache_dir: &str, extra: &[&str], out: &str| {
+        let mut cmd = p
+            .cmd()
+            .plugins(&plugins)
+            .env("KILN_CACHE_DIR", p.root().join(cache_dir))
+            .env("TOKEN", secret)
+            .build("app")
+            .tag("shared:1")
+            .arg("--secret")
+            .arg("id=token,env=TOKEN")
+            .output(p.root().join(out))
+            .json();
+        for a in extra {
+            cmd = cmd.arg(*a);
+        }
+        let r = cmd.run();
+        r.ok();
+        assert!(!r.all_output().contains(secret), "secret printed");
+        let digest = r.json()["digest"].as_str().expect("digest").to_owned();
+        (digest, r.stderr.clone())
+    };
+    // Machine one: no cache there yet; it builds and exports every step.
+    let (first, log) = build(
+        "machine-one",
+        &[
+            "--cache-from",
+            &cache,
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+        ],
+        "one.tar",
+    );
+    assert!(log.contains("no cache there yet"), "{log}");
+    assert!(
+        log.contains("--cache-to") && log.contains("mode=max"),
+        "{log}"
+    );
+    // Machine two: an empty cache folder, the cache from the registry.
+    let (second, log) = build("machine-two", &["--cache-from", &cache], "two.tar");
+    assert_eq!(first, second, "{log}");
+    assert_eq!(log.matches("(cached)").count(), 3, "{log}");
+    assert!(
+        log.contains("4 made by this build, 4 of them from the cache"),
+        "{log}"
+    );
+    // A fresh checkout (new file times, so another context archive): the
+    // COPY layer is made again, byte-identical, and the RUN steps after it
+    // still come from the cache.
+    fs::copy("/bin/busybox", app.join("busybox")).expect("busybox");
+    let (fourth, log) = build("machine-four", &["--cache-from", &cache], "four.tar");
+    assert_eq!(first, fourth, "{log}");
+    assert_eq!(log.matches("(cached)").count(), 3, "{log}");
+    // Without --cache-from, machine three runs every step: another image.
+    let (third, _) = build("machine-three", &[], "three.tar");
+    assert_ne!(first, third);
+    assert_nothing_left(&p);
+    // Only layers and digests went to the registry.
+    let blobs = files_below(&registry.data_dir());
+    assert!(!blobs.is_empty());
+    for (path, data) in &blobs {
+        let mut plain = Vec::new();
+        let _ = flate2::read::MultiGzDecoder::new(data.as_slice()).read_to_end(&mut plain);
+        for needle in [secret.as_bytes(), b"wheel-in-cache-mount"] {
+            assert!(
+                !contains(data, needle) && !contains(&plain, needle),
+                "{} holds {:?}",
+                path.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    for (path, data) in files_below(&p.root().join("machine-two")) {
+        assert!(
+            !contains(&data, secret.as_bytes()),
+            "secret in {}",
+            path.display()
+        );
+    }
+    // Cache kinds kiln does not keep, and the builder that keeps none.
+    let r = p
+        .cmd()
+        .plugins(&plugins)
+        .build("app")
+        .tag("x:1")
+        .arg("--cache-to")
+        .arg("type=local,dest=/tmp/x")
+        .run();
+    r.code(2);
+    assert!(r.stderr.contains("type=local"), "{}", r.stderr);
+}

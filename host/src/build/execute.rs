@@ -92,6 +92,20 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
         )?;
     }
 
+    if !plan.request.cache_from.is_empty() || !plan.request.cache_to.is_empty() {
+        needs_feature(
+            builder,
+            kiln_plugin_api::feature::REGISTRY_CACHE,
+            if plan.request.cache_to.is_empty() {
+                "--cache-from"
+            } else {
+                "--cache-to"
+            },
+            "keeps no cache in a registry",
+            "0.2.3",
+        )?;
+    }
+
     // The registry: constructed, membership, existence.
     let registry = match &plan.registry_component {
         Some(component) => {

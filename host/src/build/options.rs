@@ -11,6 +11,7 @@ use std::{collections::BTreeMap, fmt, path::PathBuf};
 
 use clap::{Args, ValueEnum};
 use kiln_distribution::{names, split_tag, Platform};
+use kiln_plugin_api::CacheSpec;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -112,6 +113,16 @@ pub struct BuildArgs {
     /// cache, a log or the plan.
     #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
     pub secrets: Vec<String>,
+    /// Where earlier builds' layers and RUN results may be found, buildx's
+    /// spelling (repeatable): type=registry,ref=REF, or REF alone.
+    #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
+    pub cache_from: Vec<String>,
+    /// Store this build's layers and RUN results in a registry, for other
+    /// machines' --cache-from (repeatable): type=registry,ref=REF[,mode=max]
+    /// (min, the default: the image's layers; max: every stage's). Never a
+    /// secret or a cache mount's contents.
+    #[arg(long = "cache-to", value_name = "type=registry,ref=REF[,mode=max]")]
+    pub cache_to: Vec<String>,
     /// Build-time variable KEY=VALUE (repeatable).
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
@@ -309,6 +320,10 @@ pub struct Options {
     pub named_contexts: BTreeMap<String, NamedContext>,
     /// `--secret`: where each value is read from (not the values).
     pub secrets: Vec<SecretSpec>,
+    /// `--cache-from`.
+    pub cache_from: Vec<CacheSpec>,
+    /// `--cache-to`.
+    pub cache_to: Vec<CacheSpec>,
     /// `--no-cache`.
     pub no_cache: bool,
     /// `--pull`.
@@ -431,6 +446,16 @@ impl Options {
                 .secrets
                 .iter()
                 .map(|s| secret_spec(s, cwd))
+                .collect::<Result<_>>()?,
+            cache_from: args
+                .cache_from
+                .iter()
+                .map(|s| cache_spec("--cache-from", s))
+                .collect::<Result<_>>()?,
+            cache_to: args
+                .cache_to
+                .iter()
+                .map(|s| cache_spec("--cache-to", s))
                 .collect::<Result<_>>()?,
             no_cache: args.no_cache,
             pull: args.pull,
@@ -662,6 +687,58 @@ fn secret_spec(spec: &str, cwd: &std::path::Path) -> Result<SecretSpec> {
     Ok(SecretSpec { id, source })
 }
 
+/// `--cache-from`/`--cache-to` (`flag`), buildx's spelling:
+/// `type=registry,ref=REF[,mode=min|max]`, or `REF` alone. Other cache
+/// types are refused by name; buildx's registry options that kiln's format
+/// always satisfies (`image-manifest`, `oci-mediatypes`) are accepted.
+pub fn cache_spec(flag: &str, spec: &str) -> Result<CacheSpec> {
+    let bad = |why: String| Error::BadArgument(format!("{flag} {spec:?}: {why}"));
+    let mut out = CacheSpec {
+        kind: "registry".into(),
+        ..CacheSpec::default()
+    };
+    if !spec.contains('=') {
+        out.reference = spec.to_string();
+    } else {
+        for part in spec.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| bad("expected KEY=VALUE pairs".into()))?;
+            match k {
+                "type" if v == "registry" => {}
+                "type" => {
+                    return Err(bad(format!(
+                        "type={v}: kiln keeps a shared cache in a registry only \
+                         (type=registry,ref=REF)"
+                    )))
+                }
+                "ref" => out.reference = v.to_string(),
+                "mode" if flag == "--cache-to" && (v == "min" || v == "max") => {
+                    out.mode = v.to_string()
+                }
+                "mode" => return Err(bad(format!("mode={v}: expected min or max (--cache-to)"))),
+                "image-manifest" | "oci-mediatypes" if v == "true" => {}
+                other => {
+                    return Err(bad(format!(
+                        "unknown key {other:?} (type, ref{})",
+                        if flag == "--cache-to" { ", mode" } else { "" }
+                    )))
+                }
+            }
+        }
+    }
+    if out.reference.is_empty() {
+        return Err(bad("ref=REF is required".into()));
+    }
+    names::parse(&out.reference).map_err(|e| bad(format!("ref: {e}")))?;
+    if out.reference.contains('@') {
+        return Err(bad(
+            "ref: give NAME[:TAG]; a cache is stored under a tag".into()
+        ));
+    }
+    Ok(out)
+}
+
 fn named_context(spec: &str, cwd: &std::path::Path) -> Result<(String, NamedContext)> {
     let (name, value) = spec
         .split_once('=')
@@ -830,5 +907,41 @@ mod tests {
             "not valid JSON",
         );
         refused(&["--target", ""], "--target");
+    }
+
+    #[test]
+    fn cache_specs_take_buildx_spellings_and_refuse_other_kinds() {
+        let o = options(&[
+            "--cache-from",
+            "reg.io/team/cache:main",
+            "--cache-to",
+            "type=registry,ref=reg.io/team/cache:main,mode=max,image-manifest=true",
+        ])
+        .expect("cache");
+        assert_eq!(o.cache_from[0].kind, "registry");
+        assert_eq!(o.cache_from[0].reference, "reg.io/team/cache:main");
+        assert_eq!(o.cache_from[0].mode, "");
+        assert_eq!(o.cache_to[0].mode, "max");
+        for (flag, bad, said) in [
+            ("--cache-to", "type=local,dest=/tmp/c", "type=local"),
+            ("--cache-from", "type=gha", "type=gha"),
+            ("--cache-to", "type=registry", "ref=REF is required"),
+            ("--cache-to", "type=registry,ref=Bad:tag:x", "ref:"),
+            (
+                "--cache-to",
+                "ref=reg.io/a@sha256:".to_string().as_str(),
+                "ref:",
+            ),
+            ("--cache-to", "ref=reg.io/a:1,mode=all", "mode=all"),
+            ("--cache-from", "ref=reg.io/a:1,mode=max", "mode=max"),
+            (
+                "--cache-to",
+                "ref=reg.io/a:1,compression=zstd",
+                "compression",
+            ),
+        ] {
+            let e = options(&[flag, bad]).expect_err(bad).to_string();
+            assert!(e.contains(flag) && e.contains(said), "{bad}: {e}");
+        }
     }
 }

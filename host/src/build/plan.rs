@@ -86,6 +86,12 @@ pub struct RequestPlan {
     /// `--secret`: ids and sources, never values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<super::options::SecretSpec>,
+    /// `--cache-from`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_from: Vec<kiln_plugin_api::CacheSpec>,
+    /// `--cache-to`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_to: Vec<kiln_plugin_api::CacheSpec>,
 }
 
 fn pairs_object<S: Serializer>(
@@ -139,6 +145,8 @@ impl RequestPlan {
             output: options.output.clone(),
             build_contexts: options.named_contexts.clone(),
             secrets: options.secrets.clone(),
+            cache_from: options.cache_from.clone(),
+            cache_to: options.cache_to.clone(),
         }
     }
 
@@ -172,6 +180,8 @@ impl RequestPlan {
                 .collect(),
             // Values are read only when a build runs (execute.rs).
             secrets: Vec::new(),
+            cache_from: self.cache_from.clone(),
+            cache_to: self.cache_to.clone(),
         }
     }
 }
@@ -301,6 +311,13 @@ impl fmt::Display for Plan {
         if !r.secrets.is_empty() {
             let ids: Vec<&str> = r.secrets.iter().map(|s| s.id.as_str()).collect();
             writeln!(f, "  secrets: {}", ids.join(", "))?;
+        }
+        for c in &r.cache_from {
+            writeln!(f, "  cache from: {}", c.reference)?;
+        }
+        for c in &r.cache_to {
+            let mode = if c.mode.is_empty() { "min" } else { &c.mode };
+            writeln!(f, "  cache to: {} (mode={mode})", c.reference)?;
         }
         for b in &self.bases {
             match (&b.digest, &b.unresolved) {

@@ -251,9 +251,14 @@ fn blamed(c: &ResolvedComponent) -> (String, PathBuf) {
     (c.flavor.plugin.name.clone(), c.flavor.plugin.path.clone())
 }
 
+/// The least time a worker's start (before its first plugin step) gets
+/// under `KILN_PLUGIN_TIMEOUT`.
+const START_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Run `task` in a worker; `fallback` names the plugin blamed for a crash
-/// before the worker said which one it was calling. A worker still running
-/// after `KILN_PLUGIN_TIMEOUT` seconds is ended with its process group.
+/// before the worker said which one it was calling. A worker whose plugin
+/// step (or whose start) runs past `KILN_PLUGIN_TIMEOUT` seconds is ended
+/// with its process group.
 fn spawn(session: &Session<'_>, task: &Task, fallback: (String, PathBuf)) -> Result<Value> {
     let timeout = session.env.plugin_timeout;
     let exe = std::env::current_exe().map_err(|e| Error::io("finding", "the kiln binary", e))?;
@@ -298,12 +303,19 @@ fn spawn(session: &Session<'_>, task: &Task, fallback: (String, PathBuf)) -> Res
             }
         });
     }
-    let deadline = timeout.map(|t| (t, spawned + t));
+    // Each plugin step the worker reports gets the whole limit; its start
+    // (kiln's own, loading the plugin) at least START_LIMIT, so that a
+    // loaded machine does not pass for a hung plugin.
+    let mut step_began = spawned;
     let mut timed_out = None;
     let status = loop {
         match rx.recv_timeout(std::time::Duration::from_millis(20)) {
             Ok(line) => {
+                let before = stage.as_ref().map(|s| s.0.clone());
                 handle_line(&line, &mut stage, &mut ended);
+                if stage.as_ref().map(|s| &s.0) != before.as_ref() {
+                    step_began = Instant::now();
+                }
                 continue;
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -313,8 +325,12 @@ fn spawn(session: &Session<'_>, task: &Task, fallback: (String, PathBuf)) -> Res
                     .map_err(|e| Error::io("waiting for", exe.clone(), e))?;
             }
         }
-        if let Some((limit, at)) = deadline {
-            if Instant::now() >= at {
+        if let Some(limit) = timeout {
+            let allowed = match stage {
+                Some(_) => limit,
+                None => limit.max(START_LIMIT),
+            };
+            if step_began.elapsed() >= allowed {
                 kill_group(child.id());
                 timed_out = Some(limit);
                 break child

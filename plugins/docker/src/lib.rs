@@ -246,6 +246,13 @@ impl LocalBuilder {
                  RUN; --secret is for the oci builder",
             ));
         }
+        if !request.cache_from.is_empty() || !request.cache_to.is_empty() {
+            return Err(PluginError::new(
+                ErrorKind::INVALID_INPUT,
+                "the local builder (the Docker Engine's classic builder) keeps no cache in a \
+                 registry; --cache-from and --cache-to are for the oci builder",
+            ));
+        }
         if !request.platforms.is_empty() {
             return Err(PluginError::new(
                 ErrorKind::INVALID_INPUT,

@@ -17,6 +17,8 @@
 //!   validated once for the whole file.
 //! - [`stages`]: `FROM` parsed once, and the stages a target needs.
 //! - [`store`]: the layer and blob cache that makes rebuilds cheap.
+//! - [`registry_cache`]: that cache shared through a registry
+//!   (`--cache-to`/`--cache-from`).
 //! - [`fs`]: the image filesystem: trees read from tar archives without
 //!   copying, layers applied with whiteouts, and `filepath.Match` globs.
 //! - [`plugin`]: the flavor kiln loads.
@@ -31,6 +33,7 @@ pub mod image;
 pub mod instructions;
 pub mod outputs;
 pub mod plugin;
+pub mod registry_cache;
 pub mod runtime;
 pub mod sources;
 pub mod stages;

@@ -12,7 +12,7 @@ use kiln_plugin_api::{
 
 use kiln_distribution::Retry;
 
-use crate::{dispatch, image, sources, store::Store};
+use crate::{dispatch, image, registry_cache, sources, store::Store};
 
 /// Config of the `oci` builder.
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
@@ -199,13 +199,47 @@ impl Builder for OciBuilder {
         if cancel.is_cancelled() {
             return Err(PluginError::new(ErrorKind::CANCELLED, "cancelled"));
         }
-        let store = match Store::open(&self.cache_dir) {
+        for spec in &request.cache_from {
+            registry_cache::check_kind("--cache-from", spec)?;
+        }
+        for spec in &request.cache_to {
+            registry_cache::check_kind("--cache-to", spec)?;
+        }
+        let connection = registry_cache::Connection {
+            insecure: &self.insecure,
+            timeout: self.timeout,
+            retry: self.retry,
+            registry,
+        };
+        let mut store = match Store::open(&self.cache_dir) {
             Ok(s) => Some(s),
             Err(e) => {
                 events.warn(format!("{e}; building without the layer cache"));
                 None
             }
         };
+        // `--cache-from`: looked in after the local cache (not with
+        // --no-cache); a cache that cannot be read is a warning.
+        if let Some(store) = store.as_mut().filter(|_| !request.no_cache) {
+            for spec in &request.cache_from {
+                match registry_cache::import(spec, connection) {
+                    Ok(Some(cache)) => {
+                        events.info(format!(
+                            "--cache-from {}: {} recipes",
+                            spec.reference,
+                            cache.recipes()
+                        ));
+                        store.add_remote(Box::new(cache));
+                    }
+                    Ok(None) => events.info(format!(
+                        "--cache-from {}: no cache there yet",
+                        spec.reference
+                    )),
+                    Err(e) => events.warn(format!("--cache-from: {e}")),
+                }
+            }
+        }
+        let store = store;
         let pull = |name: &str, platform: &image::Platform| {
             let Some(store) = &store else {
                 return Err(kiln_distribution::CallError::Failed(format!(
@@ -282,7 +316,11 @@ impl Builder for OciBuilder {
             if inputs.len() > 1 {
                 events.info(format!("building for {}", input.platform));
             }
-            let built = dispatch::build(input).map_err(build_error)?;
+            let built = dispatch::build(input);
+            for warning in store.iter().flat_map(Store::take_warnings) {
+                events.warn(format!("--cache-from: {warning}; the step is built here"));
+            }
+            let built = built.map_err(build_error)?;
             if images.is_empty() && !built.unused_args.is_empty() {
                 events.warn(format!(
                     "build args not consumed by the Dockerfile (no ARG declares them): {}",
@@ -363,6 +401,34 @@ impl Builder for OciBuilder {
             )?,
             None => image.digest(),
         };
+        if !request.cache_to.is_empty() {
+            let Some(store) = &store else {
+                return Err(PluginError::new(
+                    ErrorKind::STORAGE,
+                    "--cache-to needs the cache folder, which could not be opened",
+                ));
+            };
+            let used = store.used_recipes();
+            let in_image: std::collections::BTreeSet<String> = image
+                .images()
+                .iter()
+                .flat_map(|i| i.layers.iter().map(|l| l.diff_id.clone()))
+                .collect();
+            for spec in &request.cache_to {
+                let mode = if spec.mode.is_empty() {
+                    "min"
+                } else {
+                    &spec.mode
+                };
+                let recipes = registry_cache::chosen(mode, &used, &in_image);
+                let (recipes, layers) =
+                    registry_cache::export(spec, store, &recipes, connection, events, cancel)?;
+                events.info(format!(
+                    "--cache-to {} (mode={mode}): {recipes} recipes, {layers} layers",
+                    spec.reference
+                ));
+            }
+        }
         Ok(BuildOutput {
             image: tags.first().cloned().unwrap_or_default(),
             digest: Some(digest),

@@ -21,7 +21,11 @@
 //! recorded size; base blobs are checked against their digest as they are
 //! read. A torn or altered file is ignored.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
 
 use kiln_archive::atomic::{touch, AtomicFile};
 
@@ -30,9 +34,26 @@ use crate::{
     image::{media, Layer, BLOB_FORMAT},
 };
 
-/// The cache folder.
+/// The cache folder, and for one build: caches elsewhere to look in
+/// (`--cache-from`) and the recipes it used (for `--cache-to`).
 pub struct Store {
     root: PathBuf,
+    remotes: Vec<Box<dyn Remote>>,
+    used: Mutex<BTreeMap<String, String>>,
+    warnings: Mutex<Vec<String>>,
+}
+
+/// Layers made by other machines (a registry cache, `--cache-from`), by
+/// recipe.
+pub trait Remote: Send + Sync {
+    /// The `diff_id` of the layer recipe `key` made there.
+    fn diff_id(&self, key: &str) -> Option<String>;
+    /// Fetch the layer `diff_id` into `store` (its blob checked against
+    /// its digest and its tar against `diff_id`), recording it as a layer
+    /// this builder made.
+    fn fetch(&self, diff_id: &str, store: &Store) -> Result<(), String>;
+    /// Where it is, for messages.
+    fn name(&self) -> &str;
 }
 
 fn hex(digest: &str) -> &str {
@@ -58,7 +79,43 @@ impl Store {
         set_cache_root(root);
         Ok(Self {
             root: root.to_path_buf(),
+            remotes: Vec::new(),
+            used: Mutex::new(BTreeMap::new()),
+            warnings: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Look in `remote` too for layers by recipe (after this cache).
+    pub fn add_remote(&mut self, remote: Box<dyn Remote>) {
+        self.remotes.push(remote);
+    }
+
+    /// Every recipe this build used or made, with its layer's `diff_id`.
+    pub fn used_recipes(&self) -> BTreeMap<String, String> {
+        self.used.lock().map(|u| u.clone()).unwrap_or_default()
+    }
+
+    /// What went wrong with remote caches since the last call.
+    pub fn take_warnings(&self) -> Vec<String> {
+        self.warnings
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default()
+    }
+
+    fn note_used(&self, key: &str, diff_id: &str) {
+        if let Ok(mut used) = self.used.lock() {
+            used.insert(key.to_string(), diff_id.to_string());
+        }
+    }
+
+    /// Record that this builder has the layer `diff_id` as the blob
+    /// `digest` of `size` bytes (already in the cache).
+    pub fn put_diff_id(&self, diff_id: &str, digest: &str, size: u64) -> Result<(), String> {
+        self.write(
+            &self.diffid_path(diff_id),
+            format!("{digest} {size}").as_bytes(),
+        )
     }
 
     /// The default folder: `$KILN_CACHE_DIR/oci`, else the user's cache
@@ -172,10 +229,7 @@ impl Store {
     /// it is there).
     pub fn put_layer(&self, layer: &Layer) -> Result<(), String> {
         self.put_blob(&layer.digest, &layer.blob)?;
-        self.write(
-            &self.diffid_path(&layer.diff_id),
-            format!("{} {}", layer.digest, layer.blob.len()).as_bytes(),
-        )
+        self.put_diff_id(&layer.diff_id, &layer.digest, layer.blob.len())
     }
 
     /// The gzip'd pieces this cache holds, for a layer being made: read
@@ -187,17 +241,43 @@ impl Store {
         }
     }
 
-    /// The layer made from the recipe `key` before.
+    /// The layer made from the recipe `key` before: here, else in a
+    /// remote cache (fetched into this one). A remote that fails is
+    /// passed over with a warning ([`Self::take_warnings`]): a cache is an
+    /// optimisation.
     pub fn recipe(&self, key: &str) -> Option<Layer> {
         let path = self.recipe_path(key);
-        let diff_id = std::fs::read_to_string(&path).ok()?;
-        let layer = self.layer(diff_id.trim())?;
-        touch(&path);
-        Some(layer)
+        if let Some(layer) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|diff_id| self.layer(diff_id.trim()))
+        {
+            touch(&path);
+            self.note_used(key, &layer.diff_id);
+            return Some(layer);
+        }
+        for remote in &self.remotes {
+            let Some(diff_id) = remote.diff_id(key) else {
+                continue;
+            };
+            if self.layer(&diff_id).is_none() {
+                if let Err(e) = remote.fetch(&diff_id, self) {
+                    if let Ok(mut w) = self.warnings.lock() {
+                        w.push(format!("the cache {}: {e}", remote.name()));
+                    }
+                    continue;
+                }
+            }
+            if let Some(layer) = self.layer(&diff_id) {
+                let _ = self.put_recipe(key, &diff_id);
+                return Some(layer);
+            }
+        }
+        None
     }
 
     /// Remember that recipe `key` makes the layer `diff_id`.
     pub fn put_recipe(&self, key: &str, diff_id: &str) -> Result<(), String> {
+        self.note_used(key, diff_id);
         self.write(&self.recipe_path(key), diff_id.as_bytes())
     }
 }

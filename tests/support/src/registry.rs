@@ -75,6 +75,11 @@ impl TestRegistry {
         registry
     }
 
+    /// Where it stores what is pushed.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)

@@ -21,7 +21,8 @@ use crate::{
 /// The most of a blob held in memory while pushing it.
 const UPLOAD_PIECE: usize = 8 << 20;
 
-fn plugin_error(e: CallError) -> PluginError {
+/// A registry call's error as the plugin's, with its kind.
+pub fn plugin_error(e: CallError) -> PluginError {
     match e {
         CallError::Denied(m) => PluginError::new(ErrorKind::AUTH, m),
         CallError::Unavailable(m) => PluginError::new(ErrorKind::UNAVAILABLE, m),
@@ -91,28 +92,7 @@ pub fn push(
                         }
                     }
                 }
-                for (digest, data) in blobs {
-                    if cancel.is_cancelled() {
-                        return Err(PluginError::new(ErrorKind::CANCELLED, "cancelled"));
-                    }
-                    let short = &digest[7..19];
-                    if client
-                        .blob_exists(&repo, &digest)
-                        .await
-                        .map_err(plugin_error)?
-                    {
-                        events.output(format!("{short}: already in {host}/{repo}"));
-                        continue;
-                    }
-                    let size = data.len();
-                    // Read from the cache a piece at a time, never whole.
-                    let mut read = |at: u64, len: usize| data.slice(at, len as u64).bytes();
-                    client
-                        .upload_blob_from(&repo, &digest, size, UPLOAD_PIECE, &mut read)
-                        .await
-                        .map_err(plugin_error)?;
-                    events.output(format!("{short}: pushed ({size} bytes)"));
-                }
+                push_blobs(&client, &host, &repo, blobs, events, cancel).await?;
                 if let Artifact::Index { images, .. } = artifact {
                     for image in images {
                         let digest = image.digest();
@@ -149,4 +129,38 @@ pub fn push(
         first.get_or_insert(format!("{host}/{repo}@{pushed}"));
     }
     first.ok_or_else(|| PluginError::new(ErrorKind::INVALID_INPUT, "no tag to push"))
+}
+
+/// Upload each of `blobs` that `host/repo` does not have yet (a `HEAD`
+/// first), read from the cache a piece at a time, never whole.
+pub async fn push_blobs(
+    client: &RegistryClient,
+    host: &str,
+    repo: &str,
+    blobs: Vec<(String, Data)>,
+    events: &Events,
+    cancel: &Cancel,
+) -> Result<(), PluginError> {
+    for (digest, data) in blobs {
+        if cancel.is_cancelled() {
+            return Err(PluginError::new(ErrorKind::CANCELLED, "cancelled"));
+        }
+        let short = digest.get(7..19).unwrap_or(&digest);
+        if client
+            .blob_exists(repo, &digest)
+            .await
+            .map_err(plugin_error)?
+        {
+            events.output(format!("{short}: already in {host}/{repo}"));
+            continue;
+        }
+        let size = data.len();
+        let mut read = |at: u64, len: usize| data.slice(at, len as u64).bytes();
+        client
+            .upload_blob_from(repo, &digest, size, UPLOAD_PIECE, &mut read)
+            .await
+            .map_err(plugin_error)?;
+        events.output(format!("{short}: pushed ({size} bytes)"));
+    }
+    Ok(())
 }

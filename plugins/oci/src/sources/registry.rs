@@ -102,19 +102,28 @@ impl Sources<'_> {
         })
     }
 
-    /// The build registry's credentials for an image it owns, else Docker's
-    /// config for the host (as `docker pull` would use).
     fn credentials(&self, image: &str, host: &str) -> Result<Option<Credentials>, String> {
-        if let Some(registry) = self.registry {
-            if registry.owns_image(image).unwrap_or(false) {
-                if let Ok(Some(auth)) = registry.auth() {
-                    return Ok(Some(Credentials {
-                        username: auth.username,
-                        password: auth.secret,
-                    }));
-                }
+        credentials(self.registry, image, host, self.timeout)
+    }
+}
+
+/// The build registry's credentials for an image it owns, else Docker's
+/// config for the host (as `docker pull` would use).
+pub fn credentials(
+    registry: Option<&HostRegistry>,
+    image: &str,
+    host: &str,
+    timeout: Duration,
+) -> Result<Option<Credentials>, String> {
+    if let Some(registry) = registry {
+        if registry.owns_image(image).unwrap_or(false) {
+            if let Ok(Some(auth)) = registry.auth() {
+                return Ok(Some(Credentials {
+                    username: auth.username,
+                    password: auth.secret,
+                }));
             }
         }
-        dockercfg::lookup(host, self.timeout)
     }
+    dockercfg::lookup(host, timeout)
 }
