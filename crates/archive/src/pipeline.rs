@@ -162,16 +162,39 @@ impl Pieces {
             let end = match self.cut {
                 Cut::Fixed(n) => (self.buf.len() >= n.max(1)).then_some(n.max(1)),
                 Cut::Content { min, mask, max } => {
-                    let mut found = None;
+                    let buf = &self.buf[..];
+                    let end = buf.len().min(max);
                     let mut at = self.scanned;
-                    while at < self.buf.len() {
-                        self.hash = (self.hash << 1).wrapping_add(GEAR[self.buf[at] as usize]);
+                    let mut hash = self.hash;
+                    // The gear hash holds the last 64 bytes only (each step
+                    // shifts older ones out) and no cut comes before `min`:
+                    // bytes before `min - 64` need no hashing at all.
+                    let warm = min.saturating_sub(64);
+                    if at < warm {
+                        at = warm.min(end);
+                        hash = 0;
+                    }
+                    // Bytes whose cut would come before `min`: hashed only.
+                    let quiet = end.min(min.saturating_sub(1));
+                    if at < quiet {
+                        for &b in &buf[at..quiet] {
+                            hash = (hash << 1).wrapping_add(GEAR[b as usize]);
+                        }
+                        at = quiet;
+                    }
+                    let mut found = None;
+                    for &b in &buf[at..end] {
+                        hash = (hash << 1).wrapping_add(GEAR[b as usize]);
                         at += 1;
-                        if (at >= min && self.hash & mask == 0) || at >= max {
+                        if hash & mask == 0 {
                             found = Some(at);
                             break;
                         }
                     }
+                    if found.is_none() && at == max {
+                        found = Some(max);
+                    }
+                    self.hash = hash;
                     self.scanned = at;
                     found
                 }
@@ -475,6 +498,54 @@ mod tests {
             ordered.push(p);
         }
         ordered
+    }
+
+    /// The cuts of a gear hash over every byte, the plain rule: a cut
+    /// where the hash has `mask`'s bits clear, at least `min` and at most
+    /// `max` bytes into a piece.
+    fn reference_cuts(data: &[u8], min: usize, mask: u64, max: usize) -> Vec<usize> {
+        let (mut hash, mut len, mut cuts) = (0u64, 0usize, Vec::new());
+        for &b in data {
+            hash = (hash << 1).wrapping_add(GEAR[b as usize]);
+            len += 1;
+            if (len >= min && hash & mask == 0) || len >= max {
+                cuts.push(len);
+                len = 0;
+            }
+        }
+        cuts
+    }
+
+    #[test]
+    fn skipping_the_first_bytes_of_a_piece_cuts_where_hashing_every_byte_does() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let data: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        for (min, mask, max) in [
+            (300, 255, 4000),
+            (64, 63, 500),
+            (10, 15, 100),
+            (1000, 1023, 1001),
+        ] {
+            let want = reference_cuts(&data, min, mask, max);
+            for write_size in [1, 77, 4096] {
+                let got: Vec<usize> = pieces_of(&data, Cut::Content { min, mask, max }, write_size)
+                    .iter()
+                    .map(Vec::len)
+                    .collect();
+                assert_eq!(
+                    got[..got.len() - 1],
+                    want[..got.len() - 1],
+                    "min {min} mask {mask} max {max} writes of {write_size}"
+                );
+            }
+        }
     }
 
     #[test]
