@@ -59,7 +59,7 @@ EOF
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 build() { # build CACHE_DIR ARGS...
   local dir=$1; shift
-  KILN_CACHE_DIR=$dir $kiln build "$ctx" -f Dockerfile.share -t bench:share \
+  KILN_CACHE_DIR=$dir $kiln build "$ctx" -f "$ctx/Dockerfile.share" -t bench:share \
     --build-context "base=oci-layout://$work/base.tar" \
     --output "type=oci,dest=$work/out.tar" "$@"
 }

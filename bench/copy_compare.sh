@@ -68,7 +68,8 @@ for size in $sizes; do
   edit() { n=$((n + 1)); printf '\nedit %s %s\n' "$$" "$n" >>"$edited"; }
   export KILN_CACHE_DIR=$work/cache-$size
   k="$kiln build $tree -f $tree/Dockerfile.copy -t bench:copy --output type=oci,dest=$work/out.tar"
-  b="buildah bud -q -f $tree/Dockerfile.copy -t bench:copy $tree"
+  # buildah takes its flags before the context.
+  b="buildah bud -q -f $tree/Dockerfile.copy -t bench:copy"
   bk="env DOCKER_BUILDKIT=1 $docker_cli build -q -f $tree/Dockerfile.copy -t bench:copy-bk $tree"
   classic="env DOCKER_BUILDKIT=0 $docker_cli build -q -f $tree/Dockerfile.copy -t bench:copy-classic $tree"
 
@@ -79,10 +80,10 @@ for size in $sizes; do
   measure ku $k
   PREP=edit measure ke $k
   PREP=""
-  measure bc $b --no-cache
-  $b --layers >/dev/null 2>&1
-  measure bu $b --layers
-  PREP=edit measure be $b --layers
+  measure bc $b --no-cache "$tree"
+  $b --layers "$tree" >/dev/null 2>&1
+  measure bu $b --layers "$tree"
+  PREP=edit measure be $b --layers "$tree"
   PREP=""
   measure kbc $bk --no-cache
   $bk >/dev/null 2>&1

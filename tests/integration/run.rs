@@ -1655,6 +1655,25 @@ fn two_machines_share_a_cache_through_a_registry() {
     let (fourth, log) = build("machine-four", &["--cache-from", &cache], "four.tar");
     assert_eq!(first, fourth, "{log}");
     assert_eq!(log.matches("(cached)").count(), 3, "{log}");
+    // A registry that lies: the largest blob (busybox's COPY layer) is
+    // replaced in its storage, so it serves other bytes under the digest.
+    // The layer is refused with a warning and made here; the rest still
+    // comes from the cache, and the image is the same.
+    let blobs_dir = registry.data_dir().join("docker/registry/v2/blobs");
+    let (largest, _) = files_below(&blobs_dir)
+        .into_iter()
+        .filter(|(p, _)| p.ends_with("data"))
+        .max_by_key(|(_, d)| d.len())
+        .expect("a blob in the registry");
+    let original = fs::read(&largest).expect("read blob");
+    fs::write(&largest, vec![0x1fu8; original.len()]).expect("tamper");
+    let (fifth, log) = build("machine-five", &["--cache-from", &cache], "five.tar");
+    fs::write(&largest, &original).expect("restore");
+    assert_eq!(first, fifth, "{log}");
+    assert!(
+        log.contains("the step is built here") && log.contains("sent content with digest"),
+        "{log}"
+    );
     // Without --cache-from, machine three runs every step: another image.
     let (third, _) = build("machine-three", &[], "three.tar");
     assert_ne!(first, third);
