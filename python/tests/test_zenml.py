@@ -86,6 +86,9 @@ def test_build_options_map_to_kiln_flags():
         ["--pull", "--no-cache", "--label", "a=b", "--build-arg", "V=1", "--platform", "linux/amd64"]
     )
     assert any(i.startswith("shm_size") for i in ignored), ignored
+    flags, ignored = build_option_flags(DockerBuildOptions(cache_from=["reg.io/team/cache:main"]))
+    assert flags == ["--cache-from", "reg.io/team/cache:main"], flags
+    assert ignored == [], ignored
 
 
 def test_a_pipeline_image_is_built_pushed_pulled_and_run(tmp_path, zenml_env, registry, python_base):

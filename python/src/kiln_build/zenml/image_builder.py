@@ -29,7 +29,6 @@ PASSWORD_ENV = "KILN_ZENML_REGISTRY_PASSWORD"
 #: ZenML build options kiln has no flag for, and why.
 UNSUPPORTED = {
     "shm_size": "kiln's RUN has no --shm-size",
-    "cache_from": "kiln has no --cache-from yet",
 }
 
 
@@ -60,6 +59,11 @@ def build_option_flags(options: Optional["DockerBuildOptions"]) -> Tuple[List[st
             flags += ["--platform", str(value)]
         elif key == "target":
             flags += ["--target", str(value)]
+        elif key == "cache_from":
+            # buildx's meaning: caches (kiln's, in a registry) to look in; a
+            # reference that is not one is a warning from kiln.
+            for ref in [value] if isinstance(value, str) else value:
+                flags += ["--cache-from", str(ref)]
         elif key in UNSUPPORTED:
             ignored.append(f"{key} ({UNSUPPORTED[key]})")
         else:
