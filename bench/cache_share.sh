@@ -56,7 +56,7 @@ RUN mkdir -p /out && tar -C /app -cf - . | gzip -6 > /out/app.tar.gz
 RUN find /app -type f -exec md5sum {} + > /out/sums
 EOF
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+. bench/lib.sh
 build() { # build CACHE_DIR ARGS...
   local dir=$1; shift
   KILN_CACHE_DIR=$dir $kiln build "$ctx" -f "$ctx/Dockerfile.share" -t bench:share \

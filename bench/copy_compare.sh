@@ -34,7 +34,7 @@ restore() {
 trap restore EXIT
 kiln="$PWD/target/release/kiln --plugins-dir $PWD/target/release"
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+. bench/lib.sh
 
 # measure VAR CMD...: median wall seconds into $VAR, the largest peak RSS
 # (MiB) into ${VAR}_rss, over RUNS runs; `prep` (a function name in

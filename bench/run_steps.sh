@@ -40,7 +40,7 @@ mkdir -p "$work/t"
 printf 'FROM base\nRUN true\nRUN true\nRUN true\nRUN true\nRUN true\nRUN true\nRUN true\nRUN true\n' >"$work/t/Dockerfile.true"
 printf 'FROM base\n' >"$work/t/Dockerfile.none"
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+. bench/lib.sh
 
 # measure NAME CMD...: median wall seconds and the largest peak RSS over RUNS runs.
 measure() {
