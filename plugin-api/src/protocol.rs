@@ -562,6 +562,17 @@ pub struct CacheSpec {
     pub mode: String,
 }
 
+impl CacheSpec {
+    /// [`Self::mode`], with its default: `min` or `max`.
+    pub fn effective_mode(&self) -> &str {
+        if self.mode.is_empty() {
+            "min"
+        } else {
+            &self.mode
+        }
+    }
+}
+
 /// One `--secret`: its id and value. `Debug` never shows the value.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]

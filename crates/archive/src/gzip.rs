@@ -123,15 +123,7 @@ mod tests {
             .expect("gunzip");
         assert_eq!(back, data);
         // Random bytes are stored, and still read back.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let noise: Vec<u8> = (0..PIECE)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect();
+        let noise = crate::noise(PIECE, 0x9e37_79b9_7f4a_7c15);
         assert!(incompressible(&noise));
         assert!(!incompressible(&data[..PIECE]));
         let blob = gzip_parallel(&noise).expect("gzip");

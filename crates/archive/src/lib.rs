@@ -16,3 +16,17 @@ pub mod gzip;
 pub mod path;
 pub mod pipeline;
 pub mod tar;
+
+/// `len` bytes that gzip cannot shrink (xorshift64 from `seed`), for tests.
+#[cfg(test)]
+pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -518,15 +518,7 @@ mod tests {
 
     #[test]
     fn skipping_the_first_bytes_of_a_piece_cuts_where_hashing_every_byte_does() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let data: Vec<u8> = (0..200_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
+        let data = crate::noise(200_000, 0x9e37_79b9_7f4a_7c15);
         for (min, mask, max) in [
             (300, 255, 4000),
             (64, 63, 500),
@@ -555,15 +547,7 @@ mod tests {
             mask: (1 << 12) - 1,
             max: 16 << 10,
         };
-        let mut x: u64 = 0x1234_5678_9abc_def1;
-        let data: Vec<u8> = (0..(200 << 10))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect();
+        let data = crate::noise(200 << 10, 0x1234_5678_9abc_def1);
         let before = pieces_of(&data, cut, 777);
         assert!(before.len() > 10, "{} pieces", before.len());
         assert!(before.iter().all(|p| p.len() <= 16 << 10));

@@ -316,8 +316,12 @@ impl fmt::Display for Plan {
             writeln!(f, "  cache from: {}", c.reference)?;
         }
         for c in &r.cache_to {
-            let mode = if c.mode.is_empty() { "min" } else { &c.mode };
-            writeln!(f, "  cache to: {} (mode={mode})", c.reference)?;
+            writeln!(
+                f,
+                "  cache to: {} (mode={})",
+                c.reference,
+                c.effective_mode()
+            )?;
         }
         for b in &self.bases {
             match (&b.digest, &b.unresolved) {

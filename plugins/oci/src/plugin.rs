@@ -205,11 +205,10 @@ impl Builder for OciBuilder {
         for spec in &request.cache_to {
             registry_cache::check_kind("--cache-to", spec)?;
         }
-        let connection = registry_cache::Connection {
+        let connection = crate::outputs::registry::Connection {
             insecure: &self.insecure,
             timeout: self.timeout,
             retry: self.retry,
-            registry,
         };
         let mut store = match Store::open(&self.cache_dir) {
             Ok(s) => Some(s),
@@ -222,7 +221,7 @@ impl Builder for OciBuilder {
         // --no-cache); a cache that cannot be read is a warning.
         if let Some(store) = store.as_mut().filter(|_| !request.no_cache) {
             for spec in &request.cache_from {
-                match registry_cache::import(spec, connection) {
+                match registry_cache::import(spec, connection, registry) {
                     Ok(Some(cache)) => {
                         events.info(format!(
                             "--cache-from {}: {} recipes",
@@ -387,18 +386,9 @@ impl Builder for OciBuilder {
             });
         }
         let digest = match registry {
-            Some(r) => crate::outputs::registry::push(
-                &image,
-                &tags,
-                r,
-                crate::outputs::registry::Connection {
-                    insecure: &self.insecure,
-                    timeout: self.timeout,
-                    retry: self.retry,
-                },
-                events,
-                cancel,
-            )?,
+            Some(r) => {
+                crate::outputs::registry::push(&image, &tags, r, connection, events, cancel)?
+            }
             None => image.digest(),
         };
         if !request.cache_to.is_empty() {
@@ -415,14 +405,11 @@ impl Builder for OciBuilder {
                 .flat_map(|i| i.layers.iter().map(|l| l.diff_id.clone()))
                 .collect();
             for spec in &request.cache_to {
-                let mode = if spec.mode.is_empty() {
-                    "min"
-                } else {
-                    &spec.mode
-                };
+                let mode = spec.effective_mode();
                 let recipes = registry_cache::chosen(mode, &used, &in_image);
-                let (recipes, layers) =
-                    registry_cache::export(spec, store, &recipes, connection, events, cancel)?;
+                let (recipes, layers) = registry_cache::export(
+                    spec, store, &recipes, connection, registry, events, cancel,
+                )?;
                 events.info(format!(
                     "--cache-to {} (mode={mode}): {recipes} recipes, {layers} layers",
                     spec.reference

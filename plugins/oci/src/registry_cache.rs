@@ -13,9 +13,9 @@
 //! for its recipe ([`crate::store::Remote`]), checked against its digest
 //! on the way and against its `diff_id` before it is used.
 
-use std::{collections::BTreeMap, io::Read, time::Duration};
+use std::{collections::BTreeMap, io::Read};
 
-use kiln_distribution::{client::is_digest, names, CallError, RegistryClient, Retry};
+use kiln_distribution::{client::is_digest, names, CallError, RegistryClient};
 use kiln_plugin_api::{
     author::{block_on, Cancel, Events, HostRegistry},
     CacheSpec, ErrorKind, PluginError,
@@ -26,7 +26,7 @@ use serde_json::json;
 use crate::{
     data::Data,
     image::{media, BLOB_FORMAT},
-    outputs::registry::{plugin_error, push_blobs},
+    outputs::registry::{plugin_error, push_blobs, Connection},
     store::{Remote, Store},
 };
 
@@ -54,20 +54,6 @@ struct Blob {
     size: u64,
 }
 
-/// How registries are spoken to.
-#[derive(Clone, Copy)]
-pub struct Connection<'a> {
-    /// Hosts spoken to over plain HTTP (loopback always is).
-    pub insecure: &'a [String],
-    /// Bounds each request.
-    pub timeout: Duration,
-    /// How 429 and 5xx answers are retried.
-    pub retry: Retry,
-    /// The build's registry: its credentials serve references it owns;
-    /// Docker's config serves the rest.
-    pub registry: Option<&'a HostRegistry>,
-}
-
 /// A cache's place: its registry, repository and tag.
 struct Place {
     client: RegistryClient,
@@ -78,13 +64,19 @@ struct Place {
 }
 
 impl Place {
-    fn of(reference: &str, c: Connection<'_>) -> Result<Self, CallError> {
+    /// `registry` (the build's) gives the credentials for a reference it
+    /// owns; Docker's config gives the rest.
+    fn of(
+        reference: &str,
+        c: Connection<'_>,
+        registry: Option<&HostRegistry>,
+    ) -> Result<Self, CallError> {
         let parsed = names::parse(reference).map_err(CallError::Failed)?;
         let host = parsed.registry().to_string();
         let repo = parsed.repository().to_string();
         let tag = parsed.tag().unwrap_or("latest").to_string();
         let credentials =
-            crate::sources::registry::credentials(c.registry, reference, &host, c.timeout)
+            crate::sources::registry::credentials(registry, reference, &host, c.timeout)
                 .map_err(CallError::Denied)?;
         let client = RegistryClient::for_host(&host, c.insecure, credentials, c.timeout, c.retry)
             .map_err(CallError::Unavailable)?;
@@ -130,8 +122,12 @@ impl std::io::Write for Capped {
 /// The cache under `spec`'s reference: `None` when there is none yet. A
 /// document that is not a kiln cache of this kiln's layer format is an
 /// error naming what it is.
-pub fn import(spec: &CacheSpec, c: Connection<'_>) -> Result<Option<RegistryCache>, String> {
-    let place = Place::of(&spec.reference, c).map_err(|e| e.to_string())?;
+pub fn import(
+    spec: &CacheSpec,
+    c: Connection<'_>,
+    registry: Option<&HostRegistry>,
+) -> Result<Option<RegistryCache>, String> {
+    let place = Place::of(&spec.reference, c, registry).map_err(|e| e.to_string())?;
     let name = place.name.clone();
     let config = block_on(async {
         let Some(manifest) = place.client.resolve(&place.repo, &place.tag).await? else {
@@ -273,10 +269,11 @@ pub fn export(
     store: &Store,
     recipes: &BTreeMap<String, String>,
     c: Connection<'_>,
+    registry: Option<&HostRegistry>,
     events: &Events,
     cancel: &Cancel,
 ) -> Result<(usize, usize), PluginError> {
-    let place = Place::of(&spec.reference, c).map_err(plugin_error)?;
+    let place = Place::of(&spec.reference, c, registry).map_err(plugin_error)?;
     let mut config = CacheConfig {
         format: BLOB_FORMAT.to_string(),
         ..CacheConfig::default()

@@ -259,15 +259,19 @@ impl Store {
             let Some(diff_id) = remote.diff_id(key) else {
                 continue;
             };
-            if self.layer(&diff_id).is_none() {
-                if let Err(e) = remote.fetch(&diff_id, self) {
-                    if let Ok(mut w) = self.warnings.lock() {
-                        w.push(format!("the cache {}: {e}", remote.name()));
+            let layer = match self.layer(&diff_id) {
+                Some(layer) => Some(layer),
+                None => match remote.fetch(&diff_id, self) {
+                    Ok(()) => self.layer(&diff_id),
+                    Err(e) => {
+                        if let Ok(mut w) = self.warnings.lock() {
+                            w.push(format!("the cache {}: {e}", remote.name()));
+                        }
+                        None
                     }
-                    continue;
-                }
-            }
-            if let Some(layer) = self.layer(&diff_id) {
+                },
+            };
+            if let Some(layer) = layer {
                 let _ = self.put_recipe(key, &diff_id);
                 return Some(layer);
             }

@@ -45,7 +45,8 @@ impl Sources<'_> {
             .or(reference.tag())
             .unwrap_or("latest")
             .to_string();
-        let credentials = self.credentials(image, &host).map_err(CallError::Denied)?;
+        let credentials =
+            credentials(self.registry, image, &host, self.timeout).map_err(CallError::Denied)?;
         let client =
             RegistryClient::for_host(&host, self.insecure, credentials, self.timeout, self.retry)
                 .map_err(CallError::Unavailable)?;
@@ -100,10 +101,6 @@ impl Sources<'_> {
             })
             .map_err(CallError::Failed)
         })
-    }
-
-    fn credentials(&self, image: &str, host: &str) -> Result<Option<Credentials>, String> {
-        credentials(self.registry, image, host, self.timeout)
     }
 }
 
