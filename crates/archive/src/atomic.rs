@@ -1,5 +1,6 @@
 //! Files that appear whole or not at all: written to a temporary file
-//! beside the target, synced, renamed into place, the folder synced. A
+//! beside the target, synced, renamed into place, the folder synced (or,
+//! for outputs handed to the user, renamed without waiting for the disk). A
 //! failure or a crash leaves the target as it was and no temporary file
 //! behind (a crash at most a `.kiln-tmp-*` one). The host's state files and
 //! context archives and the `oci` builder's archives and cache use it.
@@ -103,21 +104,109 @@ impl AtomicFile {
         self.commit()
     }
 
+    /// A writer to the (fresh) temporary file that starts the disk on
+    /// what it is given as it goes ([`Writeback`]).
+    pub fn writer(&self) -> Writeback<'_> {
+        Writeback::new(self.file())
+    }
+
     /// Sync the data and rename it into place.
     pub fn commit(self) -> Result<(), AtomicError> {
         self.file()
             .sync_all()
             .map_err(failed("writing", &self.target))?;
-        let target = self.target;
-        self.temp
-            .persist(&target)
-            .map_err(|e| failed("replacing", &target)(e.error))?;
+        let target = self.rename()?;
         if let Some(dir) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
             if let Ok(d) = fs::File::open(dir) {
                 // Make the rename durable; not all filesystems support it.
                 let _ = d.sync_all();
             }
         }
+        Ok(())
+    }
+
+    /// Rename it into place without waiting for the disk, as `docker save`
+    /// and buildx's exporters write their archives: a crash or a kill of
+    /// kiln still leaves the target whole or as it was (the rename is
+    /// atomic); what a power cut leaves is the file system's rule (ext4
+    /// writes a file renamed over another before the rename). For outputs
+    /// handed to the user, not for kiln's own cache and state.
+    pub fn commit_unsynced(self) -> Result<(), AtomicError> {
+        self.rename().map(|_| ())
+    }
+
+    fn rename(self) -> Result<PathBuf, AtomicError> {
+        let target = self.target;
+        self.temp
+            .persist(&target)
+            .map_err(|e| failed("replacing", &target)(e.error))?;
+        Ok(target)
+    }
+}
+
+/// A writer to a file written from its start that asks the kernel to
+/// begin writing each few MiB to disk as soon as they are given (Linux's
+/// `sync_file_range`; elsewhere a plain writer), so that the `fsync` of a
+/// commit finds little left to do: the disk works while the build does,
+/// not after it.
+pub struct Writeback<'a> {
+    file: &'a fs::File,
+    early: bool,
+    written: u64,
+    started: u64,
+}
+
+impl<'a> Writeback<'a> {
+    /// Bytes given to the disk at a time.
+    const STEP: u64 = 8 << 20;
+
+    /// A writer to `file`, whose position is its start.
+    pub fn new(file: &'a fs::File) -> Self {
+        Self {
+            file,
+            early: true,
+            written: 0,
+            started: 0,
+        }
+    }
+
+    /// A plain writer to `file` (for scratch files never synced).
+    pub fn plain(file: &'a fs::File) -> Self {
+        Self {
+            file,
+            early: false,
+            written: 0,
+            started: 0,
+        }
+    }
+}
+
+impl Write for Writeback<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = (&mut &*self.file).write(data)?;
+        self.written += n as u64;
+        if self.early && self.written - self.started >= Self::STEP {
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd;
+                // SAFETY: a valid open descriptor and a range of it; the call
+                // only schedules writeback (failure is harmless: the commit's
+                // fsync writes everything anyway).
+                unsafe {
+                    libc::sync_file_range(
+                        self.file.as_raw_fd(),
+                        self.started as _,
+                        (self.written - self.started) as _,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    );
+                }
+            }
+            self.started = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
@@ -191,12 +280,23 @@ pub const TEMP_PREFIX: &str = ".kiln-tmp-";
 
 /// Replace `path` with `contents` atomically, with permission bits `mode`.
 pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<(), AtomicError> {
+    written(path, contents, mode)?.commit()
+}
+
+/// [`write`] without waiting for the disk ([`AtomicFile::commit_unsynced`]):
+/// for hints and for outputs handed to the user, which Docker writes so
+/// too (a sync waits for every file written before it, on ext4).
+pub fn write_unsynced(path: &Path, contents: &[u8], mode: u32) -> Result<(), AtomicError> {
+    written(path, contents, mode)?.commit_unsynced()
+}
+
+fn written(path: &Path, contents: &[u8], mode: u32) -> Result<AtomicFile, AtomicError> {
     let mut file = AtomicFile::beside(path)?;
     file.set_mode(mode)?;
     file.file_mut()
         .write_all(contents)
         .map_err(failed("writing", path))?;
-    file.commit()
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -225,6 +325,28 @@ mod tests {
             assert_eq!(mode, 0o600);
         }
         assert_eq!(leftovers(dir.path()), 0, "temp files left behind");
+    }
+
+    #[test]
+    fn writeback_and_unsynced_commits_keep_every_byte() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("blob");
+        // Past several writeback steps, in uneven writes.
+        let data: Vec<u8> = (0..(20u32 << 20) + 12345)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let f = AtomicFile::beside(&p).expect("temp");
+        {
+            let mut w = f.writer();
+            for chunk in data.chunks(3 << 20 | 7) {
+                w.write_all(chunk).expect("write");
+            }
+        }
+        f.commit_unsynced().expect("commit");
+        assert_eq!(fs::read(&p).expect("read"), data);
+        write_unsynced(&p, b"hint", 0o600).expect("write");
+        assert_eq!(fs::read(&p).expect("read"), b"hint");
+        assert_eq!(leftovers(dir.path()), 0);
     }
 
     #[test]

@@ -88,15 +88,16 @@ impl LastBuild {
             .filter(|r| r.repository == repository)
     }
 
-    /// Record this build (atomically; a failure to record is not an error
-    /// of the build).
+    /// Record this build (atomically, not synced: a hint; a failure to
+    /// record is not an error of the build).
     pub fn write(&self, cache_dir: &std::path::Path) {
         let path = Self::path(cache_dir, &self.repository);
         if let (Some(dir), Ok(json)) = (path.parent(), serde_json::to_vec_pretty(self)) {
             let written = std::fs::create_dir_all(dir)
                 .map_err(|e| e.to_string())
                 .and_then(|()| {
-                    kiln_archive::atomic::write(&path, &json, 0o644).map_err(|e| e.to_string())
+                    kiln_archive::atomic::write_unsynced(&path, &json, 0o644)
+                        .map_err(|e| e.to_string())
                 });
             if let Err(e) = written {
                 tracing::debug!("recording the inputs in {}: {e}", path.display());

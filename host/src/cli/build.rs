@@ -167,7 +167,7 @@ fn write_result_files(
 ) -> Result<()> {
     let write = |path: &std::path::Path, text: &str| {
         let path = cwd.join(path);
-        kiln_archive::atomic::write(&path, text.as_bytes(), 0o644)
+        kiln_archive::atomic::write_unsynced(&path, text.as_bytes(), 0o644)
             .map_err(|e| Error::io("writing", &path, e.source))
     };
     if let Some(path) = &args.iidfile {

@@ -75,8 +75,9 @@ pub enum ArchiveError {
 /// Open the regular file at `disk` (below `root`) for reading, once, and
 /// check it is still what the walk saw: not a symbolic link (O_NOFOLLOW),
 /// not a FIFO that would block the read (O_NONBLOCK, then its type), and
-/// still below the context's root (a parent folder swapped for a link).
-fn open_walked(disk: &Path, root: &Path) -> Result<File, ArchiveError> {
+/// still below the context's root (a parent folder swapped for a link;
+/// `real_root` is the root with every link resolved).
+fn open_walked(disk: &Path, real_root: &Path) -> Result<File, ArchiveError> {
     use std::os::unix::fs::OpenOptionsExt;
     let swapped = |what: &str| ArchiveError::Swapped {
         path: disk.to_path_buf(),
@@ -104,9 +105,8 @@ fn open_walked(disk: &Path, root: &Path) -> Result<File, ArchiveError> {
     {
         use std::os::fd::AsRawFd;
         let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
         if let Ok(opened) = opened {
-            if !opened.starts_with(&real_root) {
+            if !opened.starts_with(real_root) {
                 return Err(swapped("leads out of the context (a folder became a link)"));
             }
         }
@@ -166,6 +166,8 @@ fn produce(
     tar: &mut TarStream,
 ) -> Result<u64, ArchiveError> {
     let mut files = 0u64;
+    let root = contents.root();
+    let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     for entry in entries {
         let path = entry.path.as_slice();
         match &entry.kind {
@@ -176,8 +178,8 @@ fn produce(
                 continue;
             }
             EntryKind::File { size } => {
-                let disk = contents.root().join(std::ffi::OsStr::from_bytes(path));
-                let mut file = open_walked(&disk, contents.root())?;
+                let disk = root.join(std::ffi::OsStr::from_bytes(path));
+                let mut file = open_walked(&disk, &real_root)?;
                 tar.header(path, tar::EntryType::Regular, entry.mode, *size, b"")?;
                 tar.copy_file(&mut file, *size, &disk)?;
             }

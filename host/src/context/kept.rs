@@ -156,19 +156,34 @@ pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, C
     })
 }
 
-/// Remove the kept archives of context `key` other than `stem`'s.
+/// Remove the kept archives of context `key` other than `stem`'s. They
+/// are renamed out of the way at once (`build-<pid>-forgotten-*`) and
+/// removed on a thread of their own while the build goes on: freeing a
+/// large file takes the file system a while. What a kill interrupts is
+/// removed by the next build ([`kiln_archive::atomic::remove_stale`]).
 fn forget_others(dir: &Path, key: &str, stem: &str) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     let prefix = format!("{key}-");
+    let mut forgotten = Vec::new();
     for entry in entries.filter_map(|e| e.ok()) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let of_key =
             name.starts_with(&prefix) && (name.ends_with(".tar") || name.ends_with(".json"));
         if of_key && !name.starts_with(stem) {
-            let _ = fs::remove_file(entry.path());
+            let aside = dir.join(format!("build-{}-forgotten-{name}", std::process::id()));
+            if fs::rename(entry.path(), &aside).is_ok() {
+                forgotten.push(aside);
+            }
         }
+    }
+    if !forgotten.is_empty() {
+        std::thread::spawn(move || {
+            for f in forgotten {
+                let _ = fs::remove_file(f);
+            }
+        });
     }
 }
 
@@ -225,12 +240,24 @@ mod tests {
         let changed_sha1 = changed.summary.sha1.clone();
         // Only the latest archive of a context is kept.
         drop((first, changed));
-        let kept: Vec<_> = fs::read_dir(cache.path())
-            .expect("dir")
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+        let names = || -> Vec<String> {
+            fs::read_dir(cache.path())
+                .expect("dir")
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        // The old ones were set aside at once and are removed on a thread.
+        let kept: Vec<_> = names()
+            .into_iter()
+            .filter(|n| !n.starts_with("build-"))
             .collect();
         assert_eq!(kept.len(), 2, "{kept:?}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while names().len() > 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(names().len(), 2, "{:?}", names());
 
         // A racy fingerprint is never kept, so never trusted.
         let cache2 = tempfile::tempdir().expect("tempdir");

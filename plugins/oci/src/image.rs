@@ -124,11 +124,11 @@ impl Layer {
     /// The layer whose uncompressed tar `produce` writes: hashed, gzip'd on
     /// every core and written to `into` in bounded memory.
     fn stream(
-        mut into: Incoming,
+        into: Incoming,
         reuse: Option<&dyn Reuse>,
         produce: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> std::io::Result<Self> {
-        let (diff_id, digest, size) = gzip_stream(into.file(), reuse, produce)?;
+        let (diff_id, digest, size) = gzip_stream(into.writer(), reuse, produce)?;
         let blob = into.keep(&digest, size)?;
         Ok(Self {
             digest,
@@ -142,7 +142,7 @@ impl Layer {
 /// Gzip what `produce` writes into `file` through kiln-archive's pipeline;
 /// returns the plain stream's digest, the gzip'd one's, and its size.
 fn gzip_stream(
-    file: &mut std::fs::File,
+    file: kiln_archive::atomic::Writeback<'_>,
     reuse: Option<&dyn Reuse>,
     produce: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<(String, String, u64)> {

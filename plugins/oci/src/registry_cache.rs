@@ -227,11 +227,11 @@ impl Remote for RegistryCache {
         let data = match store.blob(&blob.digest) {
             Some(d) => d,
             None => {
-                let mut into = store.incoming()?;
+                let into = store.incoming()?;
                 let size = block_on(self.place.client.get_blob_to(
                     &self.place.repo,
                     &blob.digest,
-                    into.file(),
+                    &mut into.writer(),
                 ))
                 .map_err(|e| e.to_string())?;
                 into.keep(&blob.digest, size)

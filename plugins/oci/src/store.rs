@@ -27,7 +27,7 @@ use std::{
     sync::Mutex,
 };
 
-use kiln_archive::atomic::{touch, AtomicFile};
+use kiln_archive::atomic::{touch, AtomicFile, Writeback};
 
 use crate::{
     data::Data,
@@ -175,8 +175,8 @@ impl Store {
             return Ok(());
         }
         let path = self.blob_path(digest);
-        let mut temp = AtomicFile::beside(&path).map_err(|e| format!("the cache: {e}"))?;
-        data.write_to(temp.file_mut())
+        let temp = AtomicFile::beside(&path).map_err(|e| format!("the cache: {e}"))?;
+        data.write_to(&mut temp.writer())
             .map_err(|e| format!("writing the cache {}: {e}", path.display()))?;
         temp.commit().map_err(|e| format!("the cache: {e}"))
     }
@@ -371,11 +371,12 @@ impl Incoming {
         matches!(self, Incoming::Cache(..))
     }
 
-    /// The file to write to.
-    pub fn file(&mut self) -> &mut std::fs::File {
+    /// A writer to the file: for the cache, one that starts the disk as
+    /// it goes (the commit syncs it).
+    pub fn writer(&self) -> Writeback<'_> {
         match self {
-            Incoming::Cache(temp, _) => temp.file_mut(),
-            Incoming::Anonymous(f) => f,
+            Incoming::Cache(temp, _) => temp.writer(),
+            Incoming::Anonymous(f) => Writeback::plain(f),
         }
     }
 

@@ -93,7 +93,9 @@ pub fn write_archive_unless_there(
             let bytes = serde_json::to_vec(&Written { archive, file }).unwrap_or_default();
             let temp = AtomicFile::beside(&record).map_err(std::io::Error::other)?;
             temp.file().write_all(&bytes)?;
-            temp.commit().map_err(std::io::Error::other)
+            // A hint, as unsynced as the archive it describes (a sync here
+            // would wait for the archive's data).
+            temp.commit_unsynced().map_err(std::io::Error::other)
         });
     }
     Ok(true)
@@ -108,7 +110,7 @@ fn blob_path(digest: &str) -> String {
 /// machine's platform) that is also an OCI image layout (`oci-layout`,
 /// `index.json` naming the tags, each pointing at the manifest or the
 /// image index, as buildx's `type=oci` does), atomically: through a
-/// temporary file beside `out`, synced and renamed, so a failure leaves
+/// temporary file beside `out`, renamed when whole, so a failure leaves
 /// nothing at `out`. Entries are sorted and timestamps fixed, so the
 /// archive is reproducible. `cancelled` is asked between entries and
 /// before the rename: a cancelled write leaves nothing at `out`.
@@ -215,7 +217,9 @@ pub fn write_archive(
     if cancelled() {
         return Err(WriteError::Cancelled);
     }
-    temp.commit()
+    // Not synced, as `docker save` and buildx's exporters do not: the
+    // rename keeps it whole against a crash or a kill of kiln.
+    temp.commit_unsynced()
         .map_err(|e| WriteError::from_io(&e.source, e.to_string()))
 }
 

@@ -81,12 +81,14 @@ impl Sources<'_> {
                     Some(b) => b,
                     None => {
                         // Streamed into the cache, checked on the way.
-                        let mut into = self
+                        let into = self
                             .store
                             .incoming()
                             .or_else(|_| Incoming::anonymous())
                             .map_err(CallError::Failed)?;
-                        let size = client.get_blob_to(&repo, &digest, into.file()).await?;
+                        let size = client
+                            .get_blob_to(&repo, &digest, &mut into.writer())
+                            .await?;
                         into.keep(&digest, size)
                             .map_err(|e| CallError::Failed(format!("keeping blob {digest}: {e}")))?
                     }
