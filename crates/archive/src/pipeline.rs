@@ -524,6 +524,8 @@ mod tests {
             (64, 63, 500),
             (10, 15, 100),
             (1000, 1023, 1001),
+            (2000, 8191, 100_000),
+            (100, (1 << 16) - 1, 150_000),
         ] {
             let want = reference_cuts(&data, min, mask, max);
             for write_size in [1, 77, 4096] {
