@@ -75,6 +75,12 @@ pub mod feature {
     /// and [`BuildRequest::cache_to`](super::BuildRequest::cache_to); the host
     /// passes `--cache-from`/`--cache-to` only to a builder that says so.
     pub const REGISTRY_CACHE: &str = "registry-cache";
+    /// (0.2.4) The builder reads [`OutputSpec::kind`](super::OutputSpec::kind)
+    /// `local` (the image's filesystem written into the folder `dest`) and
+    /// `tar` (that filesystem as a tar at `dest`), buildx's exporters; the
+    /// host asks for them only of a builder that says so (one that cannot
+    /// write them refuses).
+    pub const FILESYSTEM_OUTPUT: &str = "filesystem-output";
 
     /// Every feature this release implements.
     pub const ALL: &[&str] = &[
@@ -83,6 +89,7 @@ pub mod feature {
         SECRETS,
         MULTI_PLATFORM,
         REGISTRY_CACHE,
+        FILESYSTEM_OUTPUT,
     ];
 }
 
@@ -498,10 +505,11 @@ mod base64_bytes {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct OutputSpec {
-    /// `oci` or `docker` (an archive).
+    /// `oci` or `docker` (an archive); (0.2.4, feature
+    /// `filesystem-output`) `local` or `tar` (the image's filesystem).
     #[serde(rename = "type")]
     pub kind: String,
-    /// The archive's path.
+    /// The archive's path (a folder for `local`).
     pub dest: String,
 }
 

@@ -162,6 +162,24 @@ fn a_first_release_plugin_builds_with_its_context_hook_and_pushes() {
         "{}",
         r.stderr
     );
+    // And a filesystem output (0.2.4), which it would have taken for an
+    // archive path.
+    let r = cmd()
+        .build("app")
+        .tag("127.0.0.1:5999/team/app:2")
+        .args(["--builder", "b", "-o", "type=local,dest=rootfs"])
+        .env("FIRST_TOKEN", "s3cr3t-value")
+        .run();
+    r.code(2);
+    assert!(
+        r.stderr.contains(
+            "--output type=local: builder b (plugin fixture-first-release 1.0.0, plugin-api \
+             0.2.0) does not write an image's filesystem; update the plugin to one built against \
+             plugin-api 0.2.4 or later"
+        ),
+        "{}",
+        r.stderr
+    );
 
     let r = cmd().push("127.0.0.1:5999/team/app:1", "r").json().run();
     r.ok();

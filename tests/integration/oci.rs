@@ -1144,3 +1144,142 @@ fn two_builds_at_once_share_the_cache_and_prune_keeps_it_in_bounds() {
     r.code(2);
     assert!(r.stderr.contains("KILN_CACHE_MAX"), "{}", r.stderr);
 }
+
+/// `tar tv` of an archive, by GNU tar (an independent reader): one line per
+/// entry, `MODE OWNER NAME[ -> TARGET]`.
+fn tar_listing(archive: &Path) -> Vec<String> {
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "-tvf"])
+        .arg(archive)
+        .output()
+        .expect("tar");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // mode owner size date time name [-> target]
+            format!("{} {} {}", f[0], f[1], f[5..].join(" "))
+        })
+        .collect()
+}
+
+#[test]
+fn filesystem_outputs_write_the_image_files_as_buildx_local_and_tar_do() {
+    let (p, plugins) = project();
+    let c = p.work().join("app");
+    write(&c, "a", "alpha\n");
+    write(&c, "d/sub/f", "deep\n");
+    write(&c, "tool", "#!/bin/sh\n");
+    fs::set_permissions(c.join("tool"), fs::Permissions::from_mode(0o4755)).expect("chmod");
+    write(
+        &c,
+        "Dockerfile",
+        "FROM scratch AS base\nCOPY a /a\nCOPY a /again\n\
+         FROM base\nCOPY d/ /d/\nCOPY --chown=7:8 tool /bin/tool\nENV PATH=/bin\n",
+    );
+    symlink("sub/f", c.join("d/ln")).expect("symlink");
+    let args = |extra: &[&'static str]| {
+        let mut args = vec![
+            "--plugins-dir",
+            plugins.as_str(),
+            "build",
+            "app",
+            "-t",
+            "fs:1",
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let kiln = |p: &TestProject, extra: &[&'static str]| {
+        let args = args(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        p.command(&args).output().expect("kiln")
+    };
+    let build = |p: &TestProject, output: &'static str| {
+        let args = args(&["-o", output]);
+        p.kiln(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    // A folder: the image's files, set-id bits dropped, nothing else left.
+    build(&p, "type=local,dest=out/rootfs").ok();
+    let root = p.work().join("out/rootfs");
+    assert_eq!(fs::read_to_string(root.join("a")).expect("a"), "alpha\n");
+    assert_eq!(
+        fs::read_to_string(root.join("d/sub/f")).expect("f"),
+        "deep\n"
+    );
+    assert_eq!(
+        fs::read_link(root.join("d/ln")).expect("link"),
+        PathBuf::from("sub/f")
+    );
+    let mode = fs::metadata(root.join("bin/tool"))
+        .expect("tool")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755, "set-uid dropped in a folder");
+    let names: Vec<_> = fs::read_dir(p.work().join("out"))
+        .expect("out")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["rootfs"], "nothing but the folder");
+    // Never among other files: a folder that is not empty is refused and kept.
+    let r = build(&p, "type=local,dest=out/rootfs");
+    r.code(2);
+    assert!(r.stderr.contains("not empty"), "{}", r.stderr);
+    assert_eq!(fs::read_to_string(root.join("a")).expect("a"), "alpha\n");
+    // type=local has no standard output.
+    build(&p, "type=local,dest=-").code(2);
+
+    // A tar: the same files with their modes and owners (set-uid kept).
+    build(&p, "type=tar,dest=fs.tar").ok();
+    let listing = tar_listing(&p.work().join("fs.tar"));
+    for want in [
+        "-rw-r--r-- 0/0 a",
+        "-rwsr-xr-x 7/8 bin/tool",
+        "lrwxrwxrwx 0/0 d/ln -> sub/f",
+        "-rw-r--r-- 0/0 d/sub/f",
+        "-rw-r--r-- 0/0 again",
+    ] {
+        assert!(listing.iter().any(|l| l == want), "{want} in {listing:#?}");
+    }
+    // To standard output: the very same bytes (reproducible).
+    let out = kiln(&p, &["-o", "type=tar,dest=-"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, fs::read(p.work().join("fs.tar")).expect("read"));
+
+    // Several platforms: one folder each, named as buildx names them.
+    let out = kiln(
+        &p,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            "type=local,dest=platforms",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for platform in ["linux_amd64", "linux_arm64"] {
+        let a = p.work().join("platforms").join(platform).join("a");
+        assert_eq!(fs::read_to_string(&a).expect("a"), "alpha\n", "{platform}");
+    }
+    // The Docker Engine builder writes no filesystem.
+    let out = kiln(
+        &p,
+        &["--builder-flavor", "local", "-o", "type=tar,dest=x.tar"],
+    );
+    assert!(!out.status.success());
+    assert!(!p.work().join("x.tar").exists());
+}

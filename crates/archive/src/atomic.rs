@@ -283,7 +283,7 @@ pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<(), AtomicError>
     written(path, contents, mode)?.commit()
 }
 
-/// [`write`] without waiting for the disk ([`AtomicFile::commit_unsynced`]):
+/// [`write()`] without waiting for the disk ([`AtomicFile::commit_unsynced`]):
 /// for hints and for outputs handed to the user, which Docker writes so
 /// too (a sync waits for every file written before it, on ext4).
 pub fn write_unsynced(path: &Path, contents: &[u8], mode: u32) -> Result<(), AtomicError> {

@@ -106,6 +106,16 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
         )?;
     }
 
+    if let Some(o) = plan.request.output.as_ref().filter(|o| !o.kind.is_image()) {
+        needs_feature(
+            builder,
+            kiln_plugin_api::feature::FILESYSTEM_OUTPUT,
+            &format!("--output type={}", o.kind.as_str()),
+            "does not write an image's filesystem",
+            "0.2.4",
+        )?;
+    }
+
     // The registry: constructed, membership, existence.
     let registry = match &plan.registry_component {
         Some(component) => {

@@ -84,7 +84,8 @@ pub struct BuildArgs {
     /// Where a builder that writes archives puts the image, buildx's spelling:
     /// type=oci,dest=FILE (an archive `docker load` and OCI tools read);
     /// dest=- writes it to standard output; type=registry is --push,
-    /// type=image is --load.
+    /// type=image is --load; type=local,dest=FOLDER and type=tar,dest=FILE
+    /// write the image's filesystem.
     #[arg(short = 'o', long, value_name = "type=oci,dest=FILE")]
     pub output: Option<String>,
     /// Write the image ID to FILE, as buildx does: the config digest (an
@@ -211,6 +212,10 @@ pub enum OutputKind {
     Oci,
     /// Docker's `docker save` archive.
     Docker,
+    /// The image's filesystem, written into a folder (buildx's `local`).
+    Local,
+    /// The image's filesystem as a tar (buildx's `tar`).
+    Tar,
 }
 
 impl OutputKind {
@@ -219,7 +224,14 @@ impl OutputKind {
         match self {
             OutputKind::Oci => "oci",
             OutputKind::Docker => "docker",
+            OutputKind::Local => "local",
+            OutputKind::Tar => "tar",
         }
+    }
+
+    /// Whether it is an image archive (not a filesystem).
+    pub fn is_image(self) -> bool {
+        matches!(self, OutputKind::Oci | OutputKind::Docker)
     }
 }
 
@@ -578,9 +590,8 @@ fn output(spec: &str, cwd: &std::path::Path) -> Result<Output> {
 fn output_spec(spec: &str, cwd: &std::path::Path) -> Result<OutputSpec> {
     let bad = || {
         Error::BadArgument(format!(
-            "--output {spec:?}: expected type=oci|docker,dest=FILE|-, type=registry or \
-             type=image[,push=true] (type=local and type=tar, a root filesystem, are not \
-             supported)"
+            "--output {spec:?}: expected type=oci|docker|tar,dest=FILE|-, \
+             type=local,dest=FOLDER, type=registry or type=image[,push=true]"
         ))
     };
     let mut kind = None;
@@ -589,6 +600,8 @@ fn output_spec(spec: &str, cwd: &std::path::Path) -> Result<OutputSpec> {
         match part.split_once('=') {
             Some(("type", "oci")) => kind = Some(OutputKind::Oci),
             Some(("type", "docker")) => kind = Some(OutputKind::Docker),
+            Some(("type", "local")) => kind = Some(OutputKind::Local),
+            Some(("type", "tar")) => kind = Some(OutputKind::Tar),
             // `-`: standard output, as buildx has it.
             Some(("dest", "-")) => dest = Some(PathBuf::from("-")),
             Some(("dest", v)) if !v.is_empty() => dest = Some(cwd.join(v)),
@@ -596,6 +609,12 @@ fn output_spec(spec: &str, cwd: &std::path::Path) -> Result<OutputSpec> {
         }
     }
     match (kind, dest) {
+        (Some(OutputKind::Local), Some(dest)) if dest.as_os_str() == "-" => {
+            Err(Error::BadArgument(format!(
+                "--output {spec:?}: type=local writes a folder: give dest=FOLDER (type=tar,dest=- \
+                 writes the same files to standard output)"
+            )))
+        }
         (Some(kind), Some(dest)) => Ok(OutputSpec {
             kind,
             dest,
@@ -800,7 +819,19 @@ mod tests {
         let o = options(&["-t", "b:1", "-o", "type=image"]).expect("image");
         assert!(o.registry.is_none());
         assert!(o.output.as_ref().is_some_and(|out| out.load));
-        refused(&["-o", "type=local,dest=out"], "type=local and type=tar");
+        // The image's filesystem: a folder, or a tar (to standard output too).
+        let o = options(&["-o", "type=local,dest=rootfs"]).expect("local");
+        let out = o.output.expect("an output");
+        assert_eq!(
+            (out.kind, out.dest.as_path(), out.kind.is_image()),
+            (OutputKind::Local, Path::new("/work/rootfs"), false)
+        );
+        let o = options(&["--output", "type=tar,dest=-"]).expect("tar");
+        let out = o.output.expect("an output");
+        assert_eq!((out.kind, out.to_stdout()), (OutputKind::Tar, true));
+        refused(&["-o", "type=local,dest=-"], "type=local writes a folder");
+        refused(&["-o", "type=local"], "type=local,dest=FOLDER");
+        refused(&["-o", "type=zip,dest=x"], "type=oci|docker|tar");
         refused(&["-o", "type=registry,push=false"], "always pushes");
         refused(&["-o", "type=registry"], "--push needs -t");
     }
@@ -873,7 +904,7 @@ mod tests {
     #[test]
     fn bad_flags_are_refused_naming_the_flag() {
         refused(&["--output", "type=oci"], "--output");
-        refused(&["--output", "type=tar,dest=x"], "--output");
+        refused(&["--output", "type=rar,dest=x"], "--output");
         refused(&["--output", "dest=x,type=oci,extra=1"], "--output");
         refused(&["--build-context", "x"], "--build-context");
         refused(&["--build-context", "=oci-layout://x"], "--build-context");

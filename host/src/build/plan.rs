@@ -336,12 +336,19 @@ impl fmt::Display for Plan {
         }
         if let Some(o) = &r.output {
             let kind = o.kind.as_str();
+            let what = if o.kind.is_image() {
+                "archive"
+            } else {
+                "filesystem"
+            };
             if o.load {
                 writeln!(f, "  output: {kind} archive loaded into the Docker Engine")?;
             } else if o.to_stdout() {
-                writeln!(f, "  output: {kind} archive to standard output")?;
+                writeln!(f, "  output: {kind} {what} to standard output")?;
+            } else if o.kind == super::options::OutputKind::Local {
+                writeln!(f, "  output: {kind} filesystem into {}", o.dest.display())?;
             } else {
-                writeln!(f, "  output: {kind} archive {}", o.dest.display())?;
+                writeln!(f, "  output: {kind} {what} {}", o.dest.display())?;
             }
         }
         let flags: Vec<&str> = [(r.no_cache, "--no-cache"), (r.pull, "--pull")]

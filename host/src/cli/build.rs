@@ -70,8 +70,14 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
         }
         None => None,
     };
-    // The archive kiln has, whichever it is: the image ID is read from it.
-    let archive = plan.request.output.as_ref().map(|o| o.dest.clone());
+    // The archive kiln has, whichever it is: the image ID is read from it
+    // (a filesystem output has none).
+    let archive = plan
+        .request
+        .output
+        .as_ref()
+        .filter(|o| o.kind.is_image())
+        .map(|o| o.dest.clone());
     // Which inputs changed since the last build of this repository (a new
     // derived tag says that something did; this says what).
     let (repository, tag) = kiln_distribution::split_tag(&plan.image);

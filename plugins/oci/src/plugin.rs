@@ -150,6 +150,12 @@ impl Builder for OciBuilder {
         cancel: &Cancel,
     ) -> Result<BuildOutput, PluginError> {
         let dest = request.output.as_ref().map(|o| PathBuf::from(&o.dest));
+        let kind = request.output.as_ref().map_or("", |o| o.kind.as_str());
+        if !matches!(kind, "" | "oci" | "docker" | "local" | "tar") {
+            return Err(invalid(format!(
+                "--output type={kind}: the oci builder writes type=oci, docker, local or tar"
+            )));
+        }
         if registry.is_none() && dest.is_none() {
             return Err(invalid(
                 "the oci builder keeps no local image store: give --registry COMPONENT to push \
@@ -356,7 +362,31 @@ impl Builder for OciBuilder {
         if cancel.is_cancelled() {
             return Err(PluginError::new(ErrorKind::CANCELLED, "cancelled"));
         }
-        if let Some(dest) = &dest {
+        let output_error = |e: crate::outputs::archive::WriteError, dest: &std::path::Path| {
+            use crate::outputs::archive::WriteError;
+            let kind = match e {
+                WriteError::Cancelled => {
+                    return PluginError::new(ErrorKind::CANCELLED, "cancelled")
+                }
+                WriteError::Full(_) => ErrorKind::STORAGE,
+                WriteError::Other(_) => ErrorKind::INVALID_INPUT,
+            };
+            PluginError::new(kind, format!("--output dest={}: {e}", dest.display()))
+        };
+        if let (Some(dest), "local" | "tar") = (&dest, kind) {
+            let cancelled = || cancel.is_cancelled();
+            if kind == "local" {
+                crate::outputs::filesystem::write_local(&image, dest, &cancelled)
+            } else {
+                crate::outputs::filesystem::write_tar(&image, dest, self.created, &cancelled)
+            }
+            .map_err(|e| output_error(e, dest))?;
+            events.info(format!(
+                "wrote the filesystem of {} to {}",
+                image.digest(),
+                dest.display()
+            ));
+        } else if let Some(dest) = &dest {
             let wrote = crate::outputs::archive::write_archive_unless_there(
                 &image,
                 &tags,
@@ -364,17 +394,7 @@ impl Builder for OciBuilder {
                 &self.cache_dir.join("outputs"),
                 &|| cancel.is_cancelled(),
             )
-            .map_err(|e| {
-                use crate::outputs::archive::WriteError;
-                let kind = match e {
-                    WriteError::Cancelled => {
-                        return PluginError::new(ErrorKind::CANCELLED, "cancelled")
-                    }
-                    WriteError::Full(_) => ErrorKind::STORAGE,
-                    WriteError::Other(_) => ErrorKind::INVALID_INPUT,
-                };
-                PluginError::new(kind, format!("--output dest={}: {e}", dest.display()))
-            })?;
+            .map_err(|e| output_error(e, dest))?;
             events.info(if wrote {
                 format!("wrote {} to {}", image.digest(), dest.display())
             } else {

@@ -245,7 +245,7 @@ impl std::fmt::Display for WriteError {
 
 impl WriteError {
     /// `message` about `error`: [`WriteError::Full`] when the disk is full.
-    fn from_io(error: &std::io::Error, message: String) -> Self {
+    pub(crate) fn from_io(error: &std::io::Error, message: String) -> Self {
         if crate::error::is_full(error) {
             WriteError::Full(message)
         } else {

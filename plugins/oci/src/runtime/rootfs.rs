@@ -60,6 +60,13 @@ fn no_link_above(
 /// Write `tree` below `root` (which exists and is empty, or holds what an
 /// earlier write put there), never through a symbolic link.
 pub fn write(root: &Path, tree: &BTreeMap<String, Entry>) -> Result<(), String> {
+    write_as(root, tree, true)
+}
+
+/// [`write()`], giving entries their owners only when `owners` (a process
+/// that is not root cannot; its files are its own, as buildx's `local`
+/// output leaves them).
+pub fn write_as(root: &Path, tree: &BTreeMap<String, Entry>, owners: bool) -> Result<(), String> {
     let failed = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
     // Folders' modes last: a read-only folder must still take its files.
     let mut dirs = Vec::new();
@@ -86,16 +93,20 @@ pub fn write(root: &Path, tree: &BTreeMap<String, Entry>) -> Result<(), String> 
             Kind::Symlink(target) => symlink(target, &p).map_err(|e| failed("linking", &p, e))?,
         }
         // Owner first: chown clears set-id bits.
-        lchown(&p, Some(entry.uid as u32), Some(entry.gid as u32))
-            .map_err(|e| failed("chown", &p, e))?;
+        if owners {
+            lchown(&p, Some(entry.uid as u32), Some(entry.gid as u32))
+                .map_err(|e| failed("chown", &p, e))?;
+        }
         if !matches!(entry.kind, Kind::Symlink(_)) {
             fs::set_permissions(&p, fs::Permissions::from_mode(entry.mode & 0o7777))
                 .map_err(|e| failed("chmod", &p, e))?;
         }
     }
     for (p, entry) in dirs.into_iter().rev() {
-        lchown(&p, Some(entry.uid as u32), Some(entry.gid as u32))
-            .map_err(|e| failed("chown", &p, e))?;
+        if owners {
+            lchown(&p, Some(entry.uid as u32), Some(entry.gid as u32))
+                .map_err(|e| failed("chown", &p, e))?;
+        }
         fs::set_permissions(&p, fs::Permissions::from_mode(entry.mode & 0o7777))
             .map_err(|e| failed("chmod", &p, e))?;
     }
