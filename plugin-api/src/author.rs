@@ -351,13 +351,27 @@ pub fn registry_descriptor<F: RegistryFlavor>() -> FlavorDescriptor {
 }
 
 fn parse_config<F: Flavor>(config_json: &str) -> Result<F::Config, PluginError> {
-    serde_json::from_str(config_json).map_err(|e| {
-        // serde's message can quote the offending value; it may be a secret.
+    let mut input = serde_json::Deserializer::from_str(config_json);
+    serde_path_to_error::deserialize(&mut input).map_err(|e| {
+        // serde's message can quote the offending value, which may be a
+        // secret: the field is named, the value never.
+        let field = e.path().to_string();
+        let e = e.into_inner();
+        let at = match field.as_str() {
+            "." | "" => String::new(),
+            f => format!(" at {f}"),
+        };
         PluginError::new(
             ErrorKind::INVALID_CONFIG,
             format!(
-                "config of flavor {} does not fit its type (line {}, column {})",
+                "config of flavor {}{at} does not fit its type: {} (line {}, column {})",
                 F::NAME,
+                match e.classify() {
+                    serde_json::error::Category::Data => "a value of another type",
+                    serde_json::error::Category::Syntax => "not JSON",
+                    serde_json::error::Category::Eof => "JSON cut short",
+                    serde_json::error::Category::Io => "unreadable",
+                },
                 e.line(),
                 e.column()
             ),

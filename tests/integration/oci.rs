@@ -115,6 +115,28 @@ fn without_a_builder_kiln_uses_oci_for_every_dockerfile() {
     ]);
     r.code(2);
     assert!(r.stderr.contains("no/such/dir/x.tar"), "{}", r.stderr);
+    // A config the schema takes but the flavor's type does not (1e3 is an
+    // integer to JSON Schema, not to a u64): exit 2 naming the field.
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "app",
+        "-t",
+        "x:1",
+        "--builder-flavor",
+        "oci",
+        "--builder-config",
+        r#"{"created":1e3}"#,
+        "--output",
+        "type=oci,dest=x.tar",
+    ]);
+    r.code(2);
+    assert!(
+        r.stderr.contains("at created does not fit its type"),
+        "{}",
+        r.stderr
+    );
     // A bad --build-context is refused before anything is built.
     let r = p.kiln(&[
         "--plugins-dir",

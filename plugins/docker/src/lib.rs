@@ -60,9 +60,15 @@ fn default_connect_timeout() -> u64 {
 #[derive(Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuildOptions {
-    /// Memory limit for `RUN` containers, in bytes (`--memory`).
+    /// Memory limit for `RUN` containers, in bytes (`--memory`); at most
+    /// 2147483647: the Engine API client this builder uses (bollard 0.19)
+    /// sends a 32-bit value, so a larger limit is refused here rather than
+    /// cut short.
+    #[schemars(range(min = 0, max = 2_147_483_647))]
     pub memory: Option<i32>,
-    /// Memory plus swap, in bytes; -1 for unlimited swap (`--memory-swap`).
+    /// Memory plus swap, in bytes; -1 for unlimited swap (`--memory-swap`);
+    /// at most 2147483647, as `memory`.
+    #[schemars(range(min = -1, max = 2_147_483_647))]
     pub memswap: Option<i32>,
     /// CPU shares (`--cpu-shares`).
     pub cpushares: Option<i32>,
@@ -72,7 +78,9 @@ pub struct BuildOptions {
     pub cpuperiod: Option<i32>,
     /// CFS quota in microseconds (`--cpu-quota`).
     pub cpuquota: Option<i32>,
-    /// Size of `/dev/shm` in bytes (`--shm-size`).
+    /// Size of `/dev/shm` in bytes (`--shm-size`); at most 2147483647, as
+    /// `memory`.
+    #[schemars(range(min = 0, max = 2_147_483_647))]
     pub shmsize: Option<i32>,
     /// Images to use as cache sources (`--cache-from`).
     pub cachefrom: Option<Vec<String>>,
