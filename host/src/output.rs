@@ -72,6 +72,91 @@ pub fn event(kind: &str, level: &str, message: &str, line: &str, always: bool) {
     }
 }
 
+/// A transfer's progress (`label`: `current` of `total` bytes, `total` 0
+/// when unknown): a bar above the live line in a terminal, one JSON object
+/// with `--progress=rawjson`, otherwise a line when it starts, every few
+/// seconds while it goes on and when it ends; nothing when quiet.
+pub fn progress_bytes(label: &str, current: u64, total: u64) {
+    use std::time::{Duration, Instant};
+    /// How often a plain line repeats a long transfer's progress.
+    const PLAIN_EVERY: Duration = Duration::from_secs(5);
+    let done = total > 0 && current >= total;
+    match progress() {
+        Progress::Quiet => {}
+        Progress::Rawjson => {
+            let v = serde_json::json!({"kind": "progress", "level": "info", "message": label,
+                "current": current, "total": total});
+            let _ = writeln!(io::stderr().lock(), "{v}");
+        }
+        Progress::Tty if LIVE_HERE.load(std::sync::atomic::Ordering::Relaxed) => {
+            let Ok(mut bars) = BARS.lock() else { return };
+            if done {
+                if let Some(bar) = bars.remove(label) {
+                    bar.finish_and_clear();
+                }
+                return;
+            }
+            let bar = bars.entry(label.to_string()).or_insert_with(|| {
+                let bar = multi().insert_before(live_line(), indicatif::ProgressBar::new(total));
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "  {msg} {bar:24} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}",
+                ) {
+                    bar.set_style(style);
+                }
+                bar.set_message(terminal_safe(label, false));
+                bar
+            });
+            bar.set_length(total);
+            bar.set_position(current);
+        }
+        _ => {
+            let Ok(mut seen) = PLAIN_SEEN.lock() else {
+                return;
+            };
+            let now = Instant::now();
+            let due = match seen.get(label) {
+                None => true,
+                Some(last) => done || now.duration_since(*last) >= PLAIN_EVERY,
+            };
+            if !due {
+                return;
+            }
+            if done {
+                seen.remove(label);
+            } else {
+                seen.insert(label.to_string(), now);
+            }
+            let size = |n| crate::cache::human(n);
+            let line = match (done, total) {
+                (true, _) => format!("{label}: {} done", size(total)),
+                (false, 0) => format!("{label}: {}", size(current)),
+                (false, _) => format!("{label}: {} of {}", size(current), size(total)),
+            };
+            let _ = writeln!(io::stderr().lock(), "{}", terminal_safe(&line, colour()));
+        }
+    }
+}
+
+/// The transfers shown as bars ([`progress_bytes`]), by label.
+static BARS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// When each transfer's plain line was last printed.
+static PLAIN_SEEN: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+> = std::sync::LazyLock::new(Default::default);
+
+static MULTI: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
+
+/// Everything drawn on stderr in [`Progress::Tty`]: the live line and the
+/// transfers' bars.
+fn multi() -> &'static indicatif::MultiProgress {
+    MULTI.get_or_init(|| {
+        indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr())
+    })
+}
+
 static LIVE: std::sync::OnceLock<indicatif::ProgressBar> = std::sync::OnceLock::new();
 
 /// Whether this process draws the live line: the worker that runs the
@@ -86,8 +171,7 @@ pub fn draw_live_line_here() {
 /// The live line of [`Progress::Tty`], drawn on stderr ten times a second.
 fn live_line() -> &'static indicatif::ProgressBar {
     LIVE.get_or_init(|| {
-        let bar =
-            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        let bar = multi().add(indicatif::ProgressBar::new_spinner());
         if let Ok(style) =
             indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {wide_msg}")
         {
@@ -101,6 +185,11 @@ fn live_line() -> &'static indicatif::ProgressBar {
 
 /// Clear the live line (before the result is printed, or the process ends).
 pub fn finish_progress() {
+    if let Ok(mut bars) = BARS.lock() {
+        for (_, bar) in bars.drain() {
+            bar.finish_and_clear();
+        }
+    }
     if let Some(bar) = LIVE.get() {
         bar.finish_and_clear();
     }

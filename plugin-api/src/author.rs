@@ -155,6 +155,20 @@ impl Events {
     pub fn step(&self, step: impl Into<String>) {
         self.emit(Event::new(Level::INFO, "step", step));
     }
+    /// Progress of a transfer (`label`, such as `pulling 3f4e…`): `current`
+    /// of `total` bytes (`total` 0 when unknown). Sent only to a host that
+    /// draws them (feature `byte-progress`); send a few a second at most,
+    /// and the last with `current == total`.
+    pub fn progress(&self, label: impl Into<String>, current: u64, total: u64) {
+        let draws =
+            host_hello().is_some_and(|h| h.protocol.has(crate::protocol::feature::BYTE_PROGRESS));
+        if draws {
+            let mut event = Event::new(Level::INFO, "progress", label);
+            event.current = current;
+            event.total = total;
+            self.emit(event);
+        }
+    }
 }
 
 impl fmt::Debug for Events {

@@ -81,6 +81,11 @@ pub mod feature {
     /// host asks for them only of a builder that says so (one that cannot
     /// write them refuses).
     pub const FILESYSTEM_OUTPUT: &str = "filesystem-output";
+    /// (0.2.4) The host draws [`Event`](super::Event)s of kind `progress`
+    /// (`current` of `total` bytes, by their `message`) as progress bars;
+    /// a plugin sends them only to a host that says so (an older one would
+    /// print each as a line).
+    pub const BYTE_PROGRESS: &str = "byte-progress";
 
     /// Every feature this release implements.
     pub const ALL: &[&str] = &[
@@ -90,6 +95,7 @@ pub mod feature {
         MULTI_PLATFORM,
         REGISTRY_CACHE,
         FILESYSTEM_OUTPUT,
+        BYTE_PROGRESS,
     ];
 }
 

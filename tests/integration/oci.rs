@@ -394,6 +394,19 @@ fn an_image_from_a_registry_base_runs_what_the_dockerfile_arranged() {
         digest
     );
     assert!(!r.stderr.contains("s3cret-pw") && !r.stdout.contains("s3cret-pw"));
+    // Each blob's upload, byte by byte: a line as it starts and as it ends.
+    let transfer_done = |stderr: &str, verb: &str| {
+        stderr.lines().any(|l| {
+            l.strip_prefix(verb)
+                .and_then(|rest| rest.split_once(": "))
+                .is_some_and(|(short, what)| {
+                    short.len() == 12
+                        && short.bytes().all(|b| b.is_ascii_hexdigit())
+                        && what.ends_with(" done")
+                })
+        })
+    };
+    assert!(transfer_done(&r.stderr, "pushing "), "{}", r.stderr);
     // Unchanged: the registry says it exists, and nothing is built.
     let again = build("base", &base_tag, &[]).ok().json();
     assert_eq!(again["status"], "skipped");
@@ -436,7 +449,30 @@ CMD ["echo \"$GREETING\"; pwd; id -u; cat greeting.txt; stat -c '%u:%g' greeting
         "{}",
         r.stderr
     );
+    assert!(transfer_done(&r.stderr, "pulling "), "{}", r.stderr);
     let app_digest = r.json()["pushed"].as_str().expect("pushed").to_string();
+    // The same figures for programs: one JSON object per report.
+    let r = build(
+        "app",
+        &format!("{host}/team/app:2"),
+        &["--build-arg", "WHO=json", "--progress", "rawjson"],
+    );
+    r.ok();
+    let reports: Vec<Value> = r
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["kind"] == "progress")
+        .collect();
+    assert!(
+        reports.iter().any(|v| v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("pushing "))
+            && v["current"] == v["total"]
+            && v["total"].as_u64().is_some_and(|t| t > 0)),
+        "{}",
+        r.stderr
+    );
 
     // docker pull (after docker login) and docker run.
     let config_dir = tempfile::tempdir().expect("tempdir");

@@ -80,7 +80,7 @@ pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, C
         }
         format!("{:x}", h.finalize())[..32].to_string()
     };
-    let fingerprint = context.fingerprint(racy_ns)?;
+    let (fingerprint, walked) = context.fingerprint_walked(racy_ns)?;
     // Named by the fingerprint: a kept archive never changes once there.
     let stem = format!("{key}-{}", &fingerprint.digest[..32]);
     let kept: PathBuf = dir.join(format!("{stem}.tar"));
@@ -111,18 +111,22 @@ pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, C
         }
     }
 
-    let (summary, report, file, kept_here) =
-        match build_file(dir).and_then(|file| context.write_to(false, file)) {
-            Ok((summary, report, file)) => (summary, report, file, true),
-            // The cache's disk is full: the archive is written in the system's
-            // temp folder for this build alone (the cache must not fail a build).
-            Err(e) if e.is_storage_full() => {
-                let elsewhere = build_file(&std::env::temp_dir())?;
-                let (summary, report, file) = context.write_to(false, elsewhere)?;
-                (summary, report, file, false)
-            }
-            Err(e) => return Err(e),
-        };
+    let mut walked = walked;
+    let mut write = |file| match walked.take() {
+        Some(w) => context.write_walked_to(w, false, file),
+        None => context.write_to(false, file),
+    };
+    let (summary, report, file, kept_here) = match build_file(dir).and_then(&mut write) {
+        Ok((summary, report, file)) => (summary, report, file, true),
+        // The cache's disk is full: the archive is written in the system's
+        // temp folder for this build alone (the cache must not fail a build).
+        Err(e) if e.is_storage_full() => {
+            let elsewhere = build_file(&std::env::temp_dir())?;
+            let (summary, report, file) = write(elsewhere)?;
+            (summary, report, file, false)
+        }
+        Err(e) => return Err(e),
+    };
     let file = file.into_temp_path();
     if !fingerprint.racy && kept_here {
         // Keep it: a second name, renamed over the kept one, then the

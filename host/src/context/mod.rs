@@ -154,6 +154,17 @@ impl ContextError {
 /// file system's timestamp granularity (FAT's 2 s).
 pub const RACY_NS: i64 = 3_000_000_000;
 
+/// The most entries a fingerprint's walk keeps for the archive written
+/// after it (about 15 MiB of them); a larger context is walked again.
+pub const KEEP_WALKED: usize = 100_000;
+
+/// The entries a walk sent, in archive order, and its report.
+#[derive(Debug)]
+pub struct Walked {
+    entries: Vec<Entry>,
+    report: Report,
+}
+
 /// What [`Context::fingerprint`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
@@ -165,7 +176,9 @@ pub struct Fingerprint {
 
 /// A planned build context: the resolved root, Dockerfile and rules, and
 /// the files added from memory. Entries are produced by walking on demand
-/// ([`Context::visit`], [`Context::write_to`]), never all held at once.
+/// ([`Context::visit`], [`Context::write_to`]), never all held at once
+/// (but for the bounded list a fingerprint hands on to the archive,
+/// [`Context::fingerprint_walked`]).
 #[derive(Debug)]
 pub struct Context {
     root: PathBuf,
@@ -328,6 +341,16 @@ impl Context {
     /// before the walk, and such a fingerprint must not be trusted (git's
     /// "racily clean").
     pub fn fingerprint(&self, racy_ns: i64) -> Result<Fingerprint, ContextError> {
+        self.fingerprint_walked(racy_ns).map(|(f, _)| f)
+    }
+
+    /// [`Context::fingerprint`], and the walk it made, when it had at most
+    /// [`KEEP_WALKED`] entries: an archive written next
+    /// ([`Context::write_walked_to`]) need not walk again.
+    pub fn fingerprint_walked(
+        &self,
+        racy_ns: i64,
+    ) -> Result<(Fingerprint, Option<Walked>), ContextError> {
         use sha2::{Digest as _, Sha256};
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -358,7 +381,8 @@ impl Context {
             field(&mut h, &extra.contents);
         }
         let mut racy = false;
-        self.visit(&mut |entry| {
+        let mut entries = Some(Vec::new());
+        let report = self.visit(&mut |entry| {
             field(&mut h, &entry.path);
             let kind = match &entry.kind {
                 EntryKind::Dir => "d".to_string(),
@@ -382,12 +406,35 @@ impl Context {
             {
                 racy = true;
             }
+            if let Some(kept) = &mut entries {
+                if kept.len() < KEEP_WALKED {
+                    kept.push(entry);
+                } else {
+                    entries = None;
+                }
+            }
             Ok(())
         })?;
-        Ok(Fingerprint {
+        let fingerprint = Fingerprint {
             digest: format!("{:x}", h.finalize()),
             racy,
-        })
+        };
+        Ok((
+            fingerprint,
+            entries.map(|entries| Walked { entries, report }),
+        ))
+    }
+
+    /// Stream the archive of an earlier walk into `sink`, as
+    /// [`Context::write_to`] streams a new one.
+    pub fn write_walked_to<W: Write + Send>(
+        &self,
+        walked: Walked,
+        gzip: bool,
+        sink: W,
+    ) -> Result<(ContextSummary, Report, W), ContextError> {
+        let (summary, sink) = archive::write_archive(walked.entries, self, gzip, sink)?;
+        Ok((summary, walked.report, sink))
     }
 
     /// The context's content hash without writing anything: the sha1 of the

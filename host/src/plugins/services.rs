@@ -60,6 +60,7 @@ impl Observer for ProgressSink {
             }
             (Level::WARN, _) => crate::output::warn(msg),
             (Level::DEBUG, _) => tracing::debug!(plugin = &*self.plugin, "{msg}"),
+            (_, "progress") => crate::output::progress_bytes(msg, event.current, event.total),
             (_, "step") => crate::output::event(kind, "info", msg, &format!("=> {msg}"), false),
             (_, "output") => crate::output::event(kind, "info", msg, &format!("   {msg}"), false),
             _ => crate::output::event(kind, "info", msg, msg, false),

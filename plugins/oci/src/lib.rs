@@ -10,7 +10,8 @@
 //! - [`error`]: a build failure, naming the Dockerfile line.
 //! - [`sources`]: where bases come from: a registry, an OCI layout, the
 //!   local Docker Engine.
-//! - [`outputs`]: where images go: a registry, an archive.
+//! - [`outputs`]: where images go: a registry, an archive, a filesystem.
+//! - [`meter`]: byte progress of pulls and pushes, for the host's bars.
 //! - [`image`]: reproducible layers (compressed on every core), config,
 //!   manifest, and an archive that `docker load` and `skopeo` read.
 //! - [`instructions`]: one typed value per instruction, flags parsed and
@@ -31,6 +32,7 @@ pub mod error;
 pub mod fs;
 pub mod image;
 pub mod instructions;
+pub mod meter;
 pub mod outputs;
 pub mod plugin;
 pub mod registry_cache;

@@ -155,11 +155,17 @@ pub async fn push_blobs(
             continue;
         }
         let size = data.len();
-        let mut read = |at: u64, len: usize| data.slice(at, len as u64).bytes();
-        client
+        let mut meter = crate::meter::Meter::new(events, format!("pushing {short}"), size);
+        let mut read = |at: u64, len: usize| {
+            let bytes = data.slice(at, len as u64).bytes();
+            meter.set(at + len as u64);
+            bytes
+        };
+        let uploaded = client
             .upload_blob_from(repo, &digest, size, UPLOAD_PIECE, &mut read)
-            .await
-            .map_err(plugin_error)?;
+            .await;
+        meter.finish();
+        uploaded.map_err(plugin_error)?;
         events.output(format!("{short}: pushed ({size} bytes)"));
     }
     Ok(())

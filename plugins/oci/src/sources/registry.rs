@@ -76,6 +76,21 @@ impl Sources<'_> {
                 )
                 .filter_map(|d| d.get("digest").and_then(Value::as_str).map(str::to_string))
                 .collect();
+            // What each blob's descriptor says it weighs (for progress only:
+            // the digest is what is checked).
+            let sizes: BTreeMap<String, u64> = doc
+                .get("layers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .chain(doc.get("config"))
+                .filter_map(|d| {
+                    Some((
+                        d.get("digest")?.as_str()?.to_string(),
+                        d.get("size")?.as_u64()?,
+                    ))
+                })
+                .collect();
             for digest in needed {
                 let blob = match self.store.blob(&digest) {
                     Some(b) => b,
@@ -86,9 +101,19 @@ impl Sources<'_> {
                             .incoming()
                             .or_else(|_| Incoming::anonymous())
                             .map_err(CallError::Failed)?;
-                        let size = client
-                            .get_blob_to(&repo, &digest, &mut into.writer())
-                            .await?;
+                        let short = digest.get(7..19).unwrap_or(&digest);
+                        let mut meter = crate::meter::Meter::new(
+                            self.events,
+                            format!("pulling {short}"),
+                            sizes.get(&digest).copied().unwrap_or(0),
+                        );
+                        let mut out = crate::meter::Metered {
+                            inner: into.writer(),
+                            meter: &mut meter,
+                        };
+                        let size = client.get_blob_to(&repo, &digest, &mut out).await;
+                        meter.finish();
+                        let size = size?;
                         into.keep(&digest, size)
                             .map_err(|e| CallError::Failed(format!("keeping blob {digest}: {e}")))?
                     }
