@@ -95,6 +95,34 @@ fn builds_run_copy_and_honour_dockerignore() {
         r.stderr
     );
     assert_eq!(docker_run(&image, &[]), "built-by-run\nhello from COPY\n");
+    // The image ID, as `docker build -q` and `--iidfile` give it.
+    let id = Command::new("docker")
+        .args(["inspect", "--format", "{{.Id}}", &image])
+        .output()
+        .expect("docker inspect");
+    let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(v["image_id"], id.as_str());
+    assert_eq!(v["digest"], id.as_str());
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "--builder-flavor",
+        "local",
+        "app",
+        "-t",
+        &image,
+        "-q",
+        "--iidfile",
+        "iid.txt",
+    ]);
+    r.ok();
+    assert_eq!(r.stdout.trim(), id);
+    assert_eq!(
+        std::fs::read_to_string(p.work().join("iid.txt")).expect("iidfile"),
+        id
+    );
     let listing = docker_run(&image, &["ls", "-a", "/ctx"]);
     assert!(listing.contains("hello.txt") && listing.contains("Dockerfile"));
     assert!(

@@ -78,6 +78,7 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
         .as_ref()
         .filter(|o| o.kind.is_image())
         .map(|o| o.dest.clone());
+    let no_output = plan.request.output.is_none();
     // Which inputs changed since the last build of this repository (a new
     // derived tag says that something did; this says what).
     let (repository, tag) = kiln_distribution::split_tag(&plan.image);
@@ -115,9 +116,13 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
         }
     }
     if outcome.status == "built" {
-        outcome.image_id = archive
-            .as_deref()
-            .and_then(build::load::image_id_of_archive);
+        outcome.image_id = match &archive {
+            Some(archive) => build::load::image_id_of_archive(archive),
+            // Neither written nor pushed: the builder's digest is the local
+            // image ID (the protocol's rule), as the Docker Engine builder's.
+            None if no_output && outcome.pushed.is_none() => outcome.digest.clone(),
+            None => None,
+        };
     }
     write_result_files(&args, &outcome, &session.env.cwd)?;
     let loaded = match (&through_kiln, load) {

@@ -401,7 +401,11 @@ impl LocalBuilder {
                 digest.get_or_insert(format!("{}@{pushed}", repo));
             }
         }
-        Ok(BuildOutput { image, digest })
+        // Not pushed: the protocol's digest is the local image ID.
+        Ok(BuildOutput {
+            image,
+            digest: digest.or(Some(id)),
+        })
     }
 
     /// Push `image` through the daemon; the digest comes only in the status
