@@ -1305,6 +1305,12 @@ fn filesystem_outputs_write_the_image_files_as_buildx_local_and_tar_do() {
     ] {
         assert!(listing.iter().any(|l| l == want), "{want} in {listing:#?}");
     }
+    // As a file `docker save -o` makes: 0666 less the umask.
+    let mode = fs::metadata(p.work().join("fs.tar"))
+        .expect("tar")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, kiln_archive::atomic::created_mode(0o666));
     // To standard output: the very same bytes (reproducible).
     let out = kiln(&p, &["-o", "type=tar,dest=-"]);
     assert!(

@@ -211,6 +211,22 @@ impl Write for Writeback<'_> {
     }
 }
 
+/// `mode` as a file created by `open(2)` with it gets: the process's
+/// umask applied (read from `/proc/self/status`; `022` when unknown). For
+/// outputs handed to the user, which [`AtomicFile`]'s private temporary
+/// file would otherwise leave `0600`.
+pub fn created_mode(mode: u32) -> u32 {
+    let umask = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022);
+    mode & !umask
+}
+
 /// The name every temporary file of process `pid` starts with.
 fn temp_prefix(pid: u32) -> String {
     format!("{TEMP_PREFIX}{pid}-")

@@ -178,8 +178,12 @@ fn write_result_files(
 ) -> Result<()> {
     let write = |path: &std::path::Path, text: &str| {
         let path = cwd.join(path);
-        kiln_archive::atomic::write_unsynced(&path, text.as_bytes(), 0o644)
-            .map_err(|e| Error::io("writing", &path, e.source))
+        kiln_archive::atomic::write_unsynced(
+            &path,
+            text.as_bytes(),
+            kiln_archive::atomic::created_mode(0o666),
+        )
+        .map_err(|e| Error::io("writing", &path, e.source))
     };
     if let Some(path) = &args.iidfile {
         let id = outcome.image_id.as_deref().or(outcome.digest.as_deref());

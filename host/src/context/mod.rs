@@ -498,7 +498,8 @@ impl Context {
         };
         let atomic = |e: kiln_archive::atomic::AtomicError| output(e.source);
         let temp = kiln_archive::atomic::AtomicFile::beside(out).map_err(atomic)?;
-        temp.set_mode(0o644).map_err(atomic)?;
+        temp.set_mode(kiln_archive::atomic::created_mode(0o666))
+            .map_err(atomic)?;
         let (summary, report, _) = self.write_to(gzip, temp.file())?;
         temp.commit().map_err(atomic)?;
         Ok((summary, report))

@@ -182,6 +182,9 @@ pub fn write_archive(
 
     let temp =
         AtomicFile::beside(out).map_err(|e| WriteError::from_io(&e.source, e.to_string()))?;
+    // As `docker save -o` leaves it: 0666 less the umask.
+    temp.set_mode(kiln_archive::atomic::created_mode(0o666))
+        .map_err(|e| WriteError::from_io(&e.source, e.to_string()))?;
     let failed =
         |e: std::io::Error| WriteError::from_io(&e, format!("writing {}: {e}", out.display()));
     {

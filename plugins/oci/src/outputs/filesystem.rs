@@ -174,11 +174,12 @@ pub fn write_local(
             .collect();
         crate::runtime::rootfs::write_as(&into, &tree, owners).map_err(other)?;
     }
-    // The staging folder is private (0700); the image's root folder is
-    // not, unless the image says so.
+    // The staging folder is private (0700); the folder made is as
+    // `mkdir` would make it.
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))
+        let mode = kiln_archive::atomic::created_mode(0o777);
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(mode))
             .map_err(|e| at(e, "setting permissions on", &root))?;
     }
     if cancelled() {
@@ -226,6 +227,8 @@ pub fn write_tar(
     }
     let temp =
         AtomicFile::beside(dest).map_err(|e| WriteError::from_io(&e.source, e.to_string()))?;
+    temp.set_mode(kiln_archive::atomic::created_mode(0o666))
+        .map_err(|e| WriteError::from_io(&e.source, e.to_string()))?;
     {
         let mut out = BufWriter::with_capacity(1 << 20, temp.file());
         write_layer_tar(&all, mtime, &mut out).map_err(failed)?;
