@@ -112,9 +112,14 @@ pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, C
     }
 
     let mut walked = walked;
-    let mut write = |file| match walked.take() {
-        Some(w) => context.write_walked_to(w, false, file),
-        None => context.write_to(false, file),
+    let mut write = |file| {
+        let total = walked.as_ref().map_or(0, super::Walked::archive_bytes);
+        let file = Packing::new(file, total);
+        let (summary, report, file) = match walked.take() {
+            Some(w) => context.write_walked_to(w, false, file),
+            None => context.write_to(false, file),
+        }?;
+        Ok((summary, report, file.finish()))
     };
     let (summary, report, file, kept_here) = match build_file(dir).and_then(&mut write) {
         Ok((summary, report, file)) => (summary, report, file, true),
@@ -158,6 +163,65 @@ pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, C
         path: file,
         reused: false,
     })
+}
+
+/// A writer that shows how much of the context archive is written, once
+/// packing has taken a second (a quick one says nothing).
+struct Packing<W> {
+    inner: W,
+    done: u64,
+    total: u64,
+    started: std::time::Instant,
+    quiet_for: std::time::Duration,
+    shown: Option<std::time::Instant>,
+}
+
+impl<W> Packing<W> {
+    const LABEL: &'static str = "packing the context";
+
+    fn new(inner: W, total: u64) -> Self {
+        Self::after(inner, total, std::time::Duration::from_secs(1))
+    }
+
+    fn after(inner: W, total: u64, quiet_for: std::time::Duration) -> Self {
+        Self {
+            inner,
+            done: 0,
+            total,
+            started: std::time::Instant::now(),
+            quiet_for,
+            shown: None,
+        }
+    }
+
+    /// The writer, once the end is shown (when anything was).
+    fn finish(self) -> W {
+        if self.shown.is_some() {
+            crate::output::progress_bytes(Self::LABEL, self.done, self.done);
+        }
+        self.inner
+    }
+}
+
+impl<W: Write> Write for Packing<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        use std::time::Duration;
+        let n = self.inner.write(data)?;
+        self.done += n as u64;
+        let due = match self.shown {
+            None => self.started.elapsed() >= self.quiet_for,
+            Some(at) => at.elapsed() >= Duration::from_millis(200),
+        };
+        if due {
+            self.shown = Some(std::time::Instant::now());
+            crate::output::progress_bytes(Self::LABEL, self.done, self.total.max(self.done + 1));
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Remove the kept archives of context `key` other than `stem`'s. They
@@ -214,6 +278,21 @@ mod tests {
     }
 
     #[test]
+    fn packing_progress_passes_every_byte_on() {
+        let mut quick = Packing::new(Vec::new(), 10);
+        quick.write_all(b"abc").expect("write");
+        assert!(quick.shown.is_none(), "a quick pack says nothing");
+        assert_eq!(quick.finish(), b"abc");
+        let mut slow = Packing::after(Vec::new(), 4, std::time::Duration::ZERO);
+        for _ in 0..3 {
+            slow.write_all(b"xy").expect("write");
+        }
+        assert!(slow.shown.is_some());
+        assert_eq!(slow.done, 6);
+        assert_eq!(slow.finish(), b"xyxyxy");
+    }
+
+    #[test]
     fn an_unchanged_context_is_reused_and_any_change_is_read_again() {
         let root = tempfile::tempdir().expect("tempdir");
         let cache = tempfile::tempdir().expect("tempdir");
@@ -223,6 +302,9 @@ mod tests {
 
         let first = build();
         assert!(!first.reused);
+        // Written from the fingerprint's walk: the archive a fresh walk gives.
+        let (fresh, _) = context(root.path()).digest().expect("digest");
+        assert_eq!(first.summary, fresh);
         let again = build();
         assert!(again.reused, "unchanged: the kept archive");
         assert_eq!(again.summary, first.summary);

@@ -165,6 +165,23 @@ pub struct Walked {
     report: Report,
 }
 
+impl Walked {
+    /// About how long their archive is: a header per entry, contents in
+    /// whole blocks, the end (long names' extra headers left out).
+    pub fn archive_bytes(&self) -> u64 {
+        let blocks = |n: u64| n.div_ceil(512) * 512;
+        let contents: u64 = self
+            .entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::File { size } => blocks(*size),
+                _ => 0,
+            })
+            .sum();
+        self.entries.len() as u64 * 512 + contents + 1024
+    }
+}
+
 /// What [`Context::fingerprint`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
