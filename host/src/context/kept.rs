@@ -80,7 +80,7 @@ pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, C
         }
         format!("{:x}", h.finalize())[..32].to_string()
     };
-    let (fingerprint, walked) = context.fingerprint_walked(racy_ns)?;
+    let (fingerprint, walked) = context.fingerprint(racy_ns)?;
     // Named by the fingerprint: a kept archive never changes once there.
     let stem = format!("{key}-{}", &fingerprint.digest[..32]);
     let kept: PathBuf = dir.join(format!("{stem}.tar"));

@@ -169,16 +169,16 @@ impl Walked {
     /// About how long their archive is: a header per entry, contents in
     /// whole blocks, the end (long names' extra headers left out).
     pub fn archive_bytes(&self) -> u64 {
-        let blocks = |n: u64| n.div_ceil(512) * 512;
+        use kiln_archive::tar::{padding, END};
         let contents: u64 = self
             .entries
             .iter()
             .map(|e| match &e.kind {
-                EntryKind::File { size } => blocks(*size),
+                EntryKind::File { size } => size + padding(*size).len() as u64,
                 _ => 0,
             })
             .sum();
-        self.entries.len() as u64 * 512 + contents + 1024
+        self.entries.len() as u64 * 512 + contents + END.len() as u64
     }
 }
 
@@ -195,7 +195,7 @@ pub struct Fingerprint {
 /// the files added from memory. Entries are produced by walking on demand
 /// ([`Context::visit`], [`Context::write_to`]), never all held at once
 /// (but for the bounded list a fingerprint hands on to the archive,
-/// [`Context::fingerprint_walked`]).
+/// [`Context::fingerprint`]).
 #[derive(Debug)]
 pub struct Context {
     root: PathBuf,
@@ -356,18 +356,10 @@ impl Context {
     /// file changed within the timestamps' granularity: `racy` says some
     /// entry was modified or changed less than `racy_ns` ([`RACY_NS`])
     /// before the walk, and such a fingerprint must not be trusted (git's
-    /// "racily clean").
-    pub fn fingerprint(&self, racy_ns: i64) -> Result<Fingerprint, ContextError> {
-        self.fingerprint_walked(racy_ns).map(|(f, _)| f)
-    }
-
-    /// [`Context::fingerprint`], and the walk it made, when it had at most
+    /// "racily clean"). With it comes the walk it made, when it had at most
     /// [`KEEP_WALKED`] entries: an archive written next
     /// ([`Context::write_walked_to`]) need not walk again.
-    pub fn fingerprint_walked(
-        &self,
-        racy_ns: i64,
-    ) -> Result<(Fingerprint, Option<Walked>), ContextError> {
+    pub fn fingerprint(&self, racy_ns: i64) -> Result<(Fingerprint, Option<Walked>), ContextError> {
         use sha2::{Digest as _, Sha256};
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

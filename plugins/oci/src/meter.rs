@@ -1,6 +1,6 @@
 //! Byte progress of a transfer, sent to the host as `progress` events a
 //! few times a second (and once at the end), which a terminal shows as a
-//! bar.
+//! bar. A writer is counted through `kiln_archive::pipeline::Tee`.
 
 use std::time::{Duration, Instant};
 
@@ -58,25 +58,5 @@ impl<'e> Meter<'e> {
             self.events
                 .progress(self.label.clone(), self.done, self.total);
         }
-    }
-}
-
-/// A writer that counts what it passes on into a [`Meter`].
-pub struct Metered<'m, 'e, W> {
-    /// Where the bytes go.
-    pub inner: W,
-    /// What counts them.
-    pub meter: &'m mut Meter<'e>,
-}
-
-impl<W: std::io::Write> std::io::Write for Metered<'_, '_, W> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(data)?;
-        self.meter.add(n as u64);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }

@@ -107,10 +107,10 @@ impl Sources<'_> {
                             format!("pulling {short}"),
                             sizes.get(&digest).copied().unwrap_or(0),
                         );
-                        let mut out = crate::meter::Metered {
-                            inner: into.writer(),
-                            meter: &mut meter,
-                        };
+                        let mut out =
+                            kiln_archive::pipeline::Tee::new(into.writer(), |d: &[u8]| {
+                                meter.add(d.len() as u64)
+                            });
                         let size = client.get_blob_to(&repo, &digest, &mut out).await;
                         meter.finish();
                         let size = size?;
