@@ -233,8 +233,9 @@ fn temp_prefix(pid: u32) -> String {
 }
 
 /// Remove what process `pid` left in `dir` when it died before committing
-/// or dropping its [`AtomicFile`]s (a crashed or killed worker): its
-/// temporary files only, never another process's. Best effort.
+/// or dropping its [`AtomicFile`]s or staging folders (a crashed or killed
+/// worker): its temporary files and folders only, never another
+/// process's. Best effort.
 pub fn remove_leftovers(dir: &Path, pid: u32) {
     let prefix = temp_prefix(pid);
     let Ok(entries) = fs::read_dir(dir) else {
@@ -242,8 +243,18 @@ pub fn remove_leftovers(dir: &Path, pid: u32) {
     };
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = fs::remove_file(entry.path());
+            remove_entry(&entry);
         }
+    }
+}
+
+/// Remove a file, or a folder and everything below it. Best effort.
+fn remove_entry(entry: &fs::DirEntry) {
+    let path = entry.path();
+    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+        let _ = fs::remove_dir_all(&path);
+    } else {
+        let _ = fs::remove_file(&path);
     }
 }
 
@@ -281,12 +292,7 @@ pub fn remove_stale(dir: &Path, prefixes: &[&str]) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if owner_alive(&name, prefixes) == Some(false) {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                let _ = fs::remove_dir_all(&path);
-            } else {
-                let _ = fs::remove_file(&path);
-            }
+            remove_entry(&entry);
         }
     }
 }
@@ -382,9 +388,16 @@ mod tests {
         std::mem::forget(own);
         let other = dir.path().join(format!("{}x", temp_prefix(u32::MAX)));
         fs::write(&other, b"another process's").expect("write");
-        assert_eq!(leftovers(dir.path()), 2);
+        // A folder being staged (an image's files for `--output type=local`).
+        let staged = dir
+            .path()
+            .join(format!("{}dir", temp_prefix(std::process::id())));
+        fs::create_dir_all(staged.join("etc")).expect("mkdir");
+        fs::write(staged.join("etc/passwd"), b"root").expect("write");
+        assert_eq!(leftovers(dir.path()), 3);
         remove_leftovers(dir.path(), std::process::id());
         assert_eq!(leftovers(dir.path()), 1);
+        assert!(!staged.exists());
         assert!(other.is_file());
         let e = AtomicFile::beside(&dir.path().join("missing/x")).expect_err("no folder");
         assert!(e.to_string().contains("creating a temp file in"), "{e}");
