@@ -29,10 +29,37 @@ pub struct Item {
 }
 
 /// Whether `name` belongs to a live process (a temporary file being
-/// written, a build's context link): such files are never pruned.
+/// written, a build's context link, the oci builder's folders for a
+/// running `RUN`: `root-<pid>-*`, `kiln-<pid>-*`): such entries are never
+/// pruned, nor anything below them.
 fn in_use(name: &str) -> bool {
-    kiln_archive::atomic::owner_alive(name, &[kiln_archive::atomic::TEMP_PREFIX, "build-"])
-        == Some(true)
+    kiln_archive::atomic::owner_alive(
+        name,
+        &[
+            kiln_archive::atomic::TEMP_PREFIX,
+            "build-",
+            "root-",
+            "kiln-",
+        ],
+    ) == Some(true)
+}
+
+/// A folder that is one item ([`kiln_archive::atomic::UNIT_MARK`]): its
+/// size and last use, or `None` when a live build holds it.
+fn unit(dir: &Path, mark: &Path) -> Option<(u64, SystemTime)> {
+    let held = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .any(|e| in_use(&e.file_name().to_string_lossy()));
+    if held {
+        return None;
+    }
+    let meta = mark.metadata().ok()?;
+    let size = std::fs::read_to_string(mark)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    Some((size, meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
 }
 
 /// Every file under `root` that may be pruned (in use ones left out).
@@ -53,9 +80,24 @@ pub fn items(root: &Path) -> Vec<Item> {
             } else {
                 group.clone()
             };
+            if in_use(&name) {
+                continue;
+            }
             if meta.is_dir() {
-                pending.push((entry.path(), group));
-            } else if !in_use(&name) {
+                let mark = entry.path().join(kiln_archive::atomic::UNIT_MARK);
+                if mark.is_file() {
+                    if let Some((size, used)) = unit(&entry.path(), &mark) {
+                        out.push(Item {
+                            path: entry.path(),
+                            size,
+                            used,
+                            group,
+                        });
+                    }
+                } else {
+                    pending.push((entry.path(), group));
+                }
+            } else {
                 out.push(Item {
                     path: entry.path(),
                     size: meta.len(),
@@ -114,7 +156,7 @@ pub fn prune(root: &Path, policy: Policy, now: SystemTime) -> Pruned {
         if !wanted {
             continue;
         }
-        if std::fs::remove_file(&item.path).is_ok() {
+        if remove(&item.path) {
             total -= item.size;
             done.files += 1;
             done.bytes += item.size;
@@ -122,6 +164,31 @@ pub fn prune(root: &Path, policy: Policy, now: SystemTime) -> Pruned {
     }
     done.kept = total;
     done
+}
+
+/// Remove one item: a file, or a folder that is one (renamed aside first,
+/// so that no build finds it half-removed; a prune killed half-way leaves
+/// a temporary name the next build's sweep removes).
+fn remove(path: &Path) -> bool {
+    if !path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        return std::fs::remove_file(path).is_ok();
+    }
+    let Some(parent) = path.parent() else {
+        return false;
+    };
+    let aside = parent.join(format!(
+        "{}{}-pruned-{}",
+        kiln_archive::atomic::TEMP_PREFIX,
+        std::process::id(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    if std::fs::rename(path, &aside).is_err() {
+        return false;
+    }
+    let _ = std::fs::remove_dir_all(&aside);
+    true
 }
 
 /// A size as people write it: `512`, `10k`, `1.5GB`, `2GiB`, `100mb`
@@ -215,6 +282,42 @@ mod tests {
         );
         assert!(parse_duration("24").is_err() && parse_duration("h").is_err());
         assert_eq!(human(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn a_unit_folder_is_one_item_pruned_whole_and_kept_while_a_build_holds_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let unit = root.join("oci/snapshots/abc");
+        std::fs::create_dir_all(unit.join("root/usr/bin")).expect("mkdir");
+        std::fs::write(unit.join("root/usr/bin/tool"), b"12345").expect("file");
+        std::fs::write(unit.join(kiln_archive::atomic::UNIT_MARK), b"4096").expect("mark");
+        // A build of this (live) process holds it.
+        let mark = unit.join(format!("build-{}-0", std::process::id()));
+        std::fs::write(&mark, b"").expect("hold");
+        assert!(
+            items(root).is_empty(),
+            "a held unit (or a file in it) is listed: {:?}",
+            items(root)
+        );
+        assert_eq!(prune(root, Policy::default(), SystemTime::now()).files, 0);
+        assert!(unit.join("root/usr/bin/tool").exists());
+        // Let go (a dead build's mark does not hold it): one item of the
+        // size its mark says, removed whole.
+        std::fs::rename(&mark, unit.join("build-999999999-0")).expect("rename");
+        let listed = items(root);
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(
+            (listed[0].path.clone(), listed[0].size),
+            (unit.clone(), 4096)
+        );
+        let done = prune(root, Policy::default(), SystemTime::now());
+        assert_eq!((done.files, done.bytes), (1, 4096));
+        assert!(!unit.exists());
+        let left: Vec<_> = std::fs::read_dir(root.join("oci/snapshots"))
+            .expect("read")
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

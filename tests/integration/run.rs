@@ -288,6 +288,114 @@ fn run_steps_are_cached_and_reproducible() {
     assert_nothing_left(&p);
 }
 
+/// The two ways of putting a stage's files on disk give the same image:
+/// an overlay over layers unpacked once into the cache (`overlayfs`, the
+/// default where it works) and a copy written out (`native`), on a
+/// Dockerfile that deletes (whiteouts), empties folders (opaque), turns a
+/// folder into a file and back, links, changes modes, COPYs between RUNs,
+/// uses a cache mount and a FIFO. The second overlay build finds the base's
+/// layers unpacked; a held unpacked layer is never pruned.
+#[test]
+fn overlay_and_native_snapshotters_make_the_same_image() {
+    if !daemon_and(&["runc"]) {
+        return;
+    }
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "overlay mounts need root (CI=true)"
+        );
+        return;
+    }
+    let (p, plugins) = project();
+    // The base: busybox as an OCI archive, its layers to be unpacked.
+    busybox_app(&p.work().join("base"), "");
+    let base = p.root().join("base.tar");
+    p.cmd()
+        .plugins(&plugins)
+        .build("base")
+        .tag("base:1")
+        .output(&base)
+        .run()
+        .ok();
+    let app = p.work().join("app");
+    fs::create_dir_all(&app).expect("mkdir");
+    write(
+        &app,
+        "Dockerfile",
+        "FROM base\n\
+         RUN mkdir -p /opt/x/y /etc/keep /data /tmp && echo hi > /opt/x/y/f && ln -s /opt/x /opt/l \
+             && ln /opt/x/y/f /opt/x/hard && echo 1 > /etc/keep/a && echo 2 > /etc/keep/b \
+             && echo d > /data/d && mkdir /was-dir && echo w > /was-dir/w && echo f > /was-file\n\
+         COPY a.txt /srv/a.txt\n\
+         RUN rm -rf /opt/x/y /bin/rmdir && rm /etc/keep/* && chmod 700 /srv && touch /data/d \
+             && rm -rf /was-dir && echo now-a-file > /was-dir && rm /was-file && mkdir /was-file \
+             && mkfifo /tmp/fifo\n\
+         WORKDIR /work/deep\n\
+         COPY b.txt ./\n\
+         RUN --mount=type=cache,target=/root/.cache/x echo x > /root/.cache/x/y \
+             && cat b.txt /srv/a.txt > c && rm /srv/a.txt /tmp/fifo && rm -rf /data && mkdir /data \
+             && echo new > /data/n\n",
+    );
+    write(&app, "a.txt", "A\n");
+    write(&app, "b.txt", "B\n");
+    let build = |snapshotter: &str, name: &str| {
+        let r = p
+            .cmd()
+            .plugins(&plugins)
+            .build("app")
+            .tag("same:1")
+            .arg("--build-context")
+            .arg(format!("base=oci-layout://{}", base.display()))
+            .args([
+                "--no-cache",
+                "--builder-flavor",
+                "oci",
+                "--builder-config",
+                &format!("{{\"snapshotter\": \"{snapshotter}\"}}"),
+            ])
+            .output(p.root().join(name))
+            .json()
+            .run();
+        r.ok();
+        assert_nothing_left(&p);
+        r.json()["digest"].as_str().expect("digest").to_owned()
+    };
+    let native = build("native", "native.tar");
+    let snapshots = p.root().join("home/.cache/kiln/oci/snapshots");
+    let units = || fs::read_dir(&snapshots).map_or(0, |d| d.count());
+    assert_eq!(units(), 0, "the base build or native unpacked layers");
+    let overlay = build("overlayfs", "overlay.tar");
+    assert_eq!(native, overlay);
+    // busybox and its links, unpacked once, whole (marked) and held by none.
+    let made = units();
+    assert_eq!(made, 2, "unpacked layers");
+    for unit in fs::read_dir(&snapshots).expect("snapshots") {
+        let unit = unit.expect("unit").path();
+        let names: Vec<String> = fs::read_dir(&unit)
+            .expect("unit")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.contains(&".kiln-unit".to_string()) && names.contains(&"root".to_string()),
+            "{}: {names:?}",
+            unit.display()
+        );
+        assert!(
+            !names.iter().any(|n| n.starts_with("build-")),
+            "a finished build still holds {}: {names:?}",
+            unit.display()
+        );
+    }
+    assert_eq!(build("overlayfs", "again.tar"), native);
+    assert_eq!(units(), made, "the base was unpacked again");
+    // `kiln cache prune` removes them whole.
+    p.cmd().args(["cache", "prune"]).run().ok();
+    assert_eq!(units(), 0);
+    assert_eq!(build("auto", "auto.tar"), native);
+}
+
 /// `/proc/<pid>/stat`: (state, parent pid).
 fn proc_stat(pid: u32) -> Option<(char, u32)> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

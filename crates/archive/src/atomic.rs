@@ -297,6 +297,12 @@ pub fn remove_stale(dir: &Path, prefixes: &[&str]) {
     }
 }
 
+/// The file that makes a cache folder one item to `kiln cache` (a layer
+/// unpacked for overlay mounts): pruned whole or not at all, its size the
+/// number the file holds, its last use the file's mtime. A folder holding
+/// such a file and a `build-<pid>-*` entry of a live process is in use.
+pub const UNIT_MARK: &str = ".kiln-unit";
+
 /// The prefix of every [`AtomicFile`]'s temporary name, for [`remove_stale`].
 pub const TEMP_PREFIX: &str = ".kiln-tmp-";
 

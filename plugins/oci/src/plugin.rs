@@ -53,6 +53,27 @@ pub struct OciConfig {
     /// The OCI runtime `RUN` uses: `auto` (the default: `runc`, else `crun`,
     /// found on `PATH`), a name on `PATH`, or a path.
     pub runtime: Option<String>,
+    /// How `RUN` puts a stage's files on disk (BuildKit's names):
+    /// `overlayfs` mounts the image's layers, unpacked once into the cache,
+    /// under a folder that catches the command's changes (the kernel's
+    /// overlay filesystem; needs root); `native` writes the files out for
+    /// each stage; `auto` (the default) is `overlayfs` where it works, else
+    /// `native`. Both give the same layers.
+    #[serde(default)]
+    pub snapshotter: SnapshotterChoice,
+}
+
+/// The `snapshotter` config key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotterChoice {
+    /// `overlayfs` where it works, else `native`.
+    #[default]
+    Auto,
+    /// The kernel's overlay filesystem.
+    Overlayfs,
+    /// A copy of the files.
+    Native,
 }
 
 fn default_timeout() -> u64 {
@@ -97,6 +118,11 @@ impl BuilderFlavor for OciFlavor {
         );
         Ok(OciBuilder {
             runtime,
+            snapshotter: match config.snapshotter {
+                SnapshotterChoice::Auto => dispatch::Snapshotter::Auto,
+                SnapshotterChoice::Overlayfs => dispatch::Snapshotter::Overlayfs,
+                SnapshotterChoice::Native => dispatch::Snapshotter::Native,
+            },
             created,
             architecture,
             cache_dir: config
@@ -114,6 +140,7 @@ impl BuilderFlavor for OciFlavor {
 /// A constructed `oci` builder.
 pub struct OciBuilder {
     runtime: Result<crate::runtime::Runtime, String>,
+    snapshotter: dispatch::Snapshotter,
     created: u64,
     architecture: String,
     cache_dir: PathBuf,
@@ -283,6 +310,8 @@ impl Builder for OciBuilder {
             cancelled: &|| cancel.is_cancelled(),
             secrets: &request.secrets,
             cache_mounts: self.cache_dir.join("mounts"),
+            snapshotter: self.snapshotter,
+            snapshots: crate::runtime::overlay::Snapshots::open(&self.cache_dir).ok(),
         };
         let inputs: Vec<dispatch::BuildInput<'_>> = platforms
             .iter()

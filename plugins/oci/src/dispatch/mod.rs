@@ -53,6 +53,23 @@ pub struct Runner<'a> {
     pub secrets: &'a [kiln_plugin_api::BuildSecret],
     /// Where `RUN --mount=type=cache` folders are kept across builds.
     pub cache_mounts: std::path::PathBuf,
+    /// How a stage's files are put on disk for `RUN`.
+    pub snapshotter: Snapshotter,
+    /// Layers unpacked for overlay mounts, kept across builds (none: the
+    /// cache could not hold them).
+    pub snapshots: Option<crate::runtime::overlay::Snapshots>,
+}
+
+/// How a stage's files are put on disk for `RUN` (BuildKit's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshotter {
+    /// An overlay mount where the kernel and the user's rights allow it,
+    /// else a copy.
+    Auto,
+    /// An overlay mount, or the build fails saying why not.
+    Overlayfs,
+    /// A copy of the files, written out for each stage.
+    Native,
 }
 
 /// Fetches a registry image for a platform.
@@ -188,10 +205,28 @@ impl Stage {
     }
 }
 
-/// A stage's files on disk ([`crate::runtime::rootfs::DiskRoot`]); a copy
-/// of the stage (`FROM earlier`) starts without one.
+/// A stage's files on disk, kept between its `RUN`s; a copy of the stage
+/// (`FROM earlier`) starts without them.
 #[derive(Default)]
-pub(crate) struct DiskSlot(Option<Box<crate::runtime::rootfs::DiskRoot>>);
+pub(crate) struct DiskSlot(Option<OnDisk>);
+
+/// How a stage's files are on disk.
+pub(crate) enum OnDisk {
+    /// Written out ([`crate::runtime::rootfs::DiskRoot`]).
+    Copy(Box<crate::runtime::rootfs::DiskRoot>),
+    /// Folders an overlay stacks ([`crate::runtime::overlay::Stack`]).
+    Overlay(crate::runtime::overlay::Stack),
+}
+
+impl OnDisk {
+    /// How many of the stage's layers they reflect.
+    fn layers(&self) -> usize {
+        match self {
+            OnDisk::Copy(d) => d.layers,
+            OnDisk::Overlay(s) => s.layers,
+        }
+    }
+}
 
 impl Clone for DiskSlot {
     fn clone(&self) -> Self {
@@ -630,6 +665,8 @@ mod tests {
             cancelled: &|| false,
             secrets: &[],
             cache_mounts: std::path::PathBuf::from("/nonexistent"),
+            snapshotter: Snapshotter::Native,
+            snapshots: None,
         };
         let input = BuildInput {
             dockerfile: "FROM scratch\nRUN echo hi\n",

@@ -18,13 +18,14 @@ use crate::{
     image::{Entry, Kind, Layer},
     instructions::{RunFlags, RunMount, Sharing},
     runtime::{
+        overlay::{Lower, Mounted, Stack},
         rootfs::{self, DiskRoot},
         spec::{self, Process},
         Container, Ended,
     },
 };
 
-use super::{DiskSlot, Run, Stage};
+use super::{DiskSlot, OnDisk, Run, Snapshotter, Stage};
 
 /// How many of a failed command's last output lines its error shows.
 const TAIL_LINES: usize = 20;
@@ -277,23 +278,63 @@ impl Run<'_, '_> {
             .map_err(|e| failed(line, e.clone()))?;
         (runner.step)(&format!("RUN {}", ins.original.trim()));
         // The stage's files on disk: kept from its last RUN when nothing
-        // but COPY happened since (written over it), else written anew.
+        // but COPY happened since, else made anew.
         let kept = stage
             .disk
             .0
             .take()
-            .filter(|d| stage.pending.is_empty() && d.layers == stage.lower.len());
-        let mut disk = match kept {
-            Some(mut d) => {
-                d.apply(&stage.files).map_err(|e| failed(line, e))?;
-                d
+            .filter(|d| stage.pending.is_empty() && d.layers() == stage.lower.len());
+        let overlay = match runner.snapshotter {
+            Snapshotter::Native => false,
+            Snapshotter::Overlayfs => {
+                crate::runtime::overlay::available(&runner.work_dir)
+                    .map_err(|e| failed(line, format!("snapshotter overlayfs: {e}")))?;
+                true
             }
-            None => {
-                let tree = stage.filesystem().map_err(|e| at(line, e))?;
-                Box::new(DiskRoot::create(&runner.work_dir, &tree).map_err(|e| failed(line, e))?)
+            Snapshotter::Auto => {
+                runner.snapshots.is_some()
+                    && crate::runtime::overlay::available(&runner.work_dir).is_ok()
             }
         };
-        let before = disk.tree.clone();
+        let mounted = if overlay {
+            let kept = match kept {
+                Some(OnDisk::Overlay(s)) => Some(s),
+                _ => None,
+            };
+            match overlay_root(stage, kept, runner) {
+                Ok(root) => Some(root),
+                Err(e) if runner.snapshotter == Snapshotter::Overlayfs => {
+                    return Err(failed(line, e))
+                }
+                // Written out instead (a stack deeper than a mount takes).
+                Err(_) => None,
+            }
+        } else {
+            stage.disk.0 = kept;
+            None
+        };
+        let (mut disk, before) = match mounted {
+            Some(root) => root,
+            None => {
+                let disk = match stage.disk.0.take() {
+                    Some(OnDisk::Copy(mut d))
+                        if stage.pending.is_empty() && d.layers == stage.lower.len() =>
+                    {
+                        d.apply(&stage.files).map_err(|e| failed(line, e))?;
+                        d
+                    }
+                    _ => {
+                        let tree = stage.filesystem().map_err(|e| at(line, e))?;
+                        Box::new(
+                            DiskRoot::create(&runner.work_dir, &tree)
+                                .map_err(|e| failed(line, e))?,
+                        )
+                    }
+                };
+                let before = disk.tree.clone();
+                (Root::Copy(disk), before)
+            }
+        };
         if process.args[0].starts_with('/')
             && script.is_none()
             && !rootfs::exists(&before, &process.args[0])
@@ -336,8 +377,16 @@ impl Run<'_, '_> {
                 }
             }
         }
-        disk.apply(&workdir).map_err(|e| failed(line, e))?;
-        let root = disk.dir().to_path_buf();
+        let root = match &mut disk {
+            Root::Copy(d) => {
+                d.apply(&workdir).map_err(|e| failed(line, e))?;
+                d.dir().to_path_buf()
+            }
+            Root::Overlay { mount, .. } => {
+                rootfs::write(mount.merged(), &workdir).map_err(|e| failed(line, e))?;
+                mount.merged().to_path_buf()
+            }
+        };
         fn host_file(p: &'static str) -> Option<&'static std::path::Path> {
             let p = std::path::Path::new(p);
             p.is_file().then_some(p)
@@ -409,12 +458,16 @@ impl Run<'_, '_> {
                 ));
             }
         }
-        let mut after = disk.rescan().map_err(|e| failed(line, e))?;
+        let mut after = match &mut disk {
+            Root::Copy(d) => d.rescan(),
+            Root::Overlay { mount, .. } => crate::runtime::overlay::after(&before, mount.upper()),
+        }
+        .map_err(|e| failed(line, e))?;
         drop(mounts.locks);
         drop(container);
         let mut targets: Vec<&str> = spec::MOUNT_TARGETS.to_vec();
         targets.extend(mounts.targets.iter().map(|t| t.trim_start_matches('/')));
-        rootfs::drop_mount_targets(&before, &mut after, &targets);
+        let dropped = rootfs::drop_mount_targets(&before, &mut after, &targets);
         let changes = rootfs::diff(&before, &after);
         let layer = self.layer(&changes, line)?;
         self.layers_made += 1;
@@ -424,10 +477,67 @@ impl Run<'_, '_> {
         }
         let stage = &mut self.stages[current];
         apply(stage, layer, Some(after));
-        disk.layers = stage.lower.len();
-        stage.disk = DiskSlot(Some(disk));
+        let on_disk = match disk {
+            Root::Copy(mut d) => {
+                d.layers = stage.lower.len();
+                OnDisk::Copy(d)
+            }
+            Root::Overlay { mut stack, mount } => {
+                // Its upper folder holds this layer's files for later RUNs.
+                crate::runtime::overlay::prune_upper(mount.upper(), &dropped);
+                stack
+                    .lowers
+                    .push(mount.into_lower().map_err(|e| failed(line, e))?);
+                stack.layers = stage.lower.len();
+                OnDisk::Overlay(stack)
+            }
+        };
+        stage.disk = DiskSlot(Some(on_disk));
         Ok(())
     }
+}
+
+/// A stage's files on disk for one `RUN`.
+enum Root {
+    /// Written out.
+    Copy(Box<DiskRoot>),
+    /// An overlay over `stack`.
+    Overlay { stack: Stack, mount: Mounted },
+}
+
+/// The stage's files as an overlay: its layers unpacked in the cache (or
+/// the folders its last `RUN` left, `kept`), the files `COPY` added since
+/// in a folder above them; and the files as they are before the command.
+fn overlay_root(
+    stage: &mut Stage,
+    kept: Option<Stack>,
+    runner: &super::Runner<'_>,
+) -> Result<(Root, BTreeMap<String, Entry>), String> {
+    let snapshots = runner
+        .snapshots
+        .as_ref()
+        .ok_or_else(|| "no cache folder to unpack layers in".to_string())?;
+    let mut stack = match kept {
+        Some(s) => s,
+        None => {
+            let mut lowers = Vec::new();
+            for layer in &stage.lower {
+                lowers.push(Lower::held(snapshots.get(layer)?));
+            }
+            Stack {
+                lowers,
+                layers: stage.lower.len(),
+            }
+        }
+    };
+    if !stage.files.is_empty() {
+        stack
+            .lowers
+            .push(Lower::written(&runner.work_dir, &stage.files)?);
+    }
+    let before = stage.filesystem()?;
+    let mount = Mounted::mount(&runner.work_dir, &stack)?;
+    Ok((Root::Overlay { stack, mount }, before))
 }
 
 /// A `RUN`'s mounts, ready: spec mounts, environment entries (secrets

@@ -4,6 +4,9 @@
 //! - [`rootfs`]: a stage's filesystem written to a folder, read back after
 //!   the command, and the difference as one layer's entries (additions,
 //!   changes, deletions as whiteouts, opaque directories).
+//! - [`overlay`]: the same as an overlay mount over layers unpacked once
+//!   into the cache, where the kernel allows it (the command's changes are
+//!   then the upper folder, read without a walk of the whole filesystem).
 //! - [`spec`]: the bundle's `config.json` (Docker's default capabilities,
 //!   namespaces, the usual mounts).
 //! - [`Container`]: runs it, streams its output line by line, stops it on
@@ -18,6 +21,7 @@ use std::{
 };
 
 pub mod emulation;
+pub mod overlay;
 pub mod rootfs;
 pub mod spec;
 

@@ -117,13 +117,14 @@ pub fn write_as(root: &Path, tree: &BTreeMap<String, Entry>, owners: bool) -> Re
 /// are copied into (by the kernel), each file a range of it, so a command
 /// that wrote gigabytes costs disk, not memory.
 #[derive(Default)]
-struct Spool {
+pub(crate) struct Spool {
     file: Option<std::sync::Arc<fs::File>>,
     len: u64,
 }
 
 impl Spool {
-    fn add(&mut self, path: &Path) -> std::io::Result<Data> {
+    /// Copy the file at `path` in; its contents as a range of the spool.
+    pub(crate) fn add(&mut self, path: &Path) -> std::io::Result<Data> {
         let file = match &self.file {
             Some(f) => f.clone(),
             None => {
@@ -163,6 +164,25 @@ fn walk(
     let mut tree = BTreeMap::new();
     let mut stats = HashMap::new();
     let mut spool = Spool::default();
+    for (path, p, meta) in below(root)? {
+        let stat = stat_of(&meta);
+        let e = match known(&path, &stat) {
+            Some(e) => e,
+            None => match entry_of(&p, &meta, &mut spool)? {
+                Some(e) => e,
+                None => continue, // sockets, FIFOs, devices
+            },
+        };
+        stats.insert(path.clone(), stat);
+        tree.insert(path, e);
+    }
+    Ok((tree, stats))
+}
+
+/// Every entry below `root`: its path (relative, no leading `/`), where it
+/// is, its metadata (of a link, not its target). Names must be UTF-8.
+pub(crate) fn below(root: &Path) -> Result<Vec<(String, PathBuf, fs::Metadata)>, String> {
+    let mut out = Vec::new();
     let mut pending = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = pending.pop() {
         let entries = fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
@@ -182,40 +202,42 @@ fn walk(
             };
             let p = entry.path();
             let meta = fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let stat = stat_of(&meta);
             if meta.is_dir() {
                 pending.push((p.clone(), path.clone()));
             }
-            let e = match known(&path, &stat) {
-                Some(e) => e,
-                None => {
-                    let kind = if meta.file_type().is_symlink() {
-                        let target =
-                            fs::read_link(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                        Kind::Symlink(target.to_string_lossy().into_owned())
-                    } else if meta.is_dir() {
-                        Kind::Dir
-                    } else if meta.is_file() {
-                        let data = spool
-                            .add(&p)
-                            .map_err(|e| format!("reading {}: {e}", p.display()))?;
-                        Kind::File(data)
-                    } else {
-                        continue; // sockets, FIFOs, devices
-                    };
-                    Entry {
-                        kind,
-                        mode: meta.mode() & 0o7777,
-                        uid: u64::from(meta.uid()),
-                        gid: u64::from(meta.gid()),
-                    }
-                }
-            };
-            stats.insert(path.clone(), stat);
-            tree.insert(path, e);
+            out.push((path, p, meta));
         }
     }
-    Ok((tree, stats))
+    Ok(out)
+}
+
+/// The entry for the file, folder or link at `p` (a file's contents copied
+/// into `spool`); `None` for sockets, FIFOs and devices, which a layer
+/// made here leaves out.
+pub(crate) fn entry_of(
+    p: &Path,
+    meta: &fs::Metadata,
+    spool: &mut Spool,
+) -> Result<Option<Entry>, String> {
+    let kind = if meta.file_type().is_symlink() {
+        let target = fs::read_link(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        Kind::Symlink(target.to_string_lossy().into_owned())
+    } else if meta.is_dir() {
+        Kind::Dir
+    } else if meta.is_file() {
+        let data = spool
+            .add(p)
+            .map_err(|e| format!("reading {}: {e}", p.display()))?;
+        Kind::File(data)
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Entry {
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: u64::from(meta.uid()),
+        gid: u64::from(meta.gid()),
+    }))
 }
 
 /// What a file's metadata says about whether it changed (git's index).
@@ -344,12 +366,14 @@ pub fn remove_stale(parent: &Path) {
 }
 
 /// Leave out of `after` what the runtime made only to mount on (`targets`,
-/// absent `before`, still empty), and folders made only to hold them.
+/// absent `before`, still empty), and folders made only to hold them; the
+/// paths left out.
 pub fn drop_mount_targets(
     before: &BTreeMap<String, Entry>,
     after: &mut BTreeMap<String, Entry>,
     targets: &[&str],
-) {
+) -> Vec<String> {
+    let mut dropped = Vec::new();
     let mut candidates: BTreeSet<String> = BTreeSet::new();
     for t in targets {
         let mut path = *t;
@@ -375,8 +399,10 @@ pub fn drop_mount_targets(
         };
         if empty {
             after.remove(&path);
+            dropped.push(path);
         }
     }
+    dropped
 }
 
 /// Whether `path` (absolute) names something in `tree`, following symbolic
