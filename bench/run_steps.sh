@@ -5,7 +5,10 @@
 # (made without a daemon or pull) and Dockerfiles:
 #   copy+run: COPY of the generated medium tree, then three RUN steps;
 #   run-true: eight `RUN true` steps, against the same file without them,
-#             for the cost of one RUN step.
+#             for the cost of one RUN step;
+#   debian:   three RUN steps (no network) on the Debian base the test
+#             script makes with debootstrap (206 MB, 6.8k files), when it
+#             is there (KILN_TEST_DEBIAN, default /var/cache/kiln-test/debian).
 # Each cold (no cache) and unchanged (cached; buildah with --layers). Prints
 # wall seconds (median of RUNS) and peak RSS (MiB) per tool and case.
 # Needs runc, buildah, a Docker Engine (scripts/docker-env.sh) and the tree
@@ -39,6 +42,15 @@ printf 'FROM base\nCOPY . /app\n%s\n' "$steps" >"$tree/Dockerfile.run"
 mkdir -p "$work/t"
 printf 'FROM base\nRUN true\nRUN true\nRUN true\nRUN true\nRUN true\nRUN true\nRUN true\nRUN true\n' >"$work/t/Dockerfile.true"
 printf 'FROM base\n' >"$work/t/Dockerfile.none"
+cases="run true none"
+debian=${KILN_TEST_DEBIAN:-/var/cache/kiln-test/debian}
+if [ -f "$debian/Dockerfile" ]; then
+  $kiln build "$debian" -t bench-debian:1 --output "type=docker,dest=$work/debian.tar" >/dev/null 2>&1
+  docker load -i "$work/debian.tar" >/dev/null
+  mkdir -p "$work/d"
+  printf 'FROM base\nRUN true\nRUN echo made > /made && chmod 700 /made\nRUN rm -rf /usr/share/doc /usr/share/locale\n' >"$work/d/Dockerfile.debian"
+  cases="$cases debian"
+fi
 
 . bench/lib.sh
 
@@ -55,15 +67,17 @@ measure() {
   printf '%-48s %8.2f s %8d MiB\n' "$name" "$(printf '%s\n' "${walls[@]}" | median)" $((rss / 1024))
 }
 
-for case in run true none; do
+for case in $cases; do
+  base=$work/base.tar docker_base=bench-base:1
   case $case in
     run) ctx=$tree; file=$tree/Dockerfile.run ;;
     true) ctx=$work/t; file=$work/t/Dockerfile.true ;;
     none) ctx=$work/t; file=$work/t/Dockerfile.none ;;
+    debian) ctx=$work/d; file=$work/d/Dockerfile.debian base=$work/debian.tar docker_base=bench-debian:1 ;;
   esac
-  sed 's#^FROM base#FROM bench-base:1#' "$file" >"$file.docker"
-  sed "s#^FROM base#FROM oci-archive:$work/base.tar#" "$file" >"$file.buildah"
-  k="$kiln build $ctx -f $file -t bench:$case --build-context base=oci-layout://$work/base.tar --output type=oci,dest=$work/out.tar"
+  sed "s#^FROM base#FROM $docker_base#" "$file" >"$file.docker"
+  sed "s#^FROM base#FROM oci-archive:$base#" "$file" >"$file.buildah"
+  k="$kiln build $ctx -f $file -t bench:$case --build-context base=oci-layout://$base --output type=oci,dest=$work/out.tar"
   echo "== $case ($(basename "$file"))"
   measure "kiln oci, cold (--no-cache)" $k --no-cache
   $k >/dev/null 2>&1

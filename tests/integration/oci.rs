@@ -1203,6 +1203,82 @@ fn two_builds_at_once_share_the_cache_and_prune_keeps_it_in_bounds() {
     assert!(r.stderr.contains("KILN_CACHE_MAX"), "{}", r.stderr);
 }
 
+/// A layer of tens of MiB reports its compression as it goes: a line as
+/// it starts and one as it ends in plain progress, JSON with the bytes in
+/// rawjson; small layers say nothing.
+#[test]
+fn a_large_layer_reports_its_compression() {
+    let (p, plugins) = project();
+    let c = p.work().join("big");
+    fs::create_dir_all(&c).expect("mkdir");
+    // 40 MiB that gzip cannot shrink much (xorshift).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..(40usize << 20) / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    fs::write(c.join("weights.bin"), &data).expect("big file");
+    write(&c, "small.txt", "small\n");
+    write(
+        &c,
+        "Dockerfile",
+        "FROM scratch\nCOPY small.txt /\nCOPY weights.bin /model/\n",
+    );
+    let build = |progress: &str| {
+        let r = p
+            .cmd()
+            .plugins(&plugins)
+            .build("big")
+            .tag("big:1")
+            .args(["--no-cache", "--progress", progress])
+            .output(p.root().join("big.tar"))
+            .run();
+        r.ok();
+        r
+    };
+    let plain = build("plain");
+    let lines: Vec<&str> = plain
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("compressing line "))
+        .collect();
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.starts_with("compressing line 3: "))
+            && lines
+                .last()
+                .is_some_and(|l| l.starts_with("compressing line 3: 4") && l.ends_with(" done")),
+        "{}",
+        plain.stderr
+    );
+    assert!(
+        !plain.stderr.contains("compressing line 2"),
+        "{}",
+        plain.stderr
+    );
+    let json = build("rawjson");
+    let reports: Vec<Value> = json
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["kind"] == "progress" && v["message"] == "compressing line 3")
+        .collect();
+    let last = reports.last().expect("a compression report");
+    let total = last["total"].as_u64().expect("total");
+    // The whole tar: the file, its headers and the folder's.
+    assert!(
+        total > 40 << 20 && total < (40 << 20) + 8192,
+        "{}",
+        json.stderr
+    );
+    assert_eq!(last["current"], last["total"], "{}", json.stderr);
+}
+
 /// `tar tv` of an archive, by GNU tar (an independent reader): one line per
 /// entry, `MODE OWNER NAME[ -> TARGET]`.
 fn tar_listing(archive: &Path) -> Vec<String> {

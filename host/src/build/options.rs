@@ -52,7 +52,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "COMPONENT", conflicts_with = "builder_flavor")]
     pub builder: Option<String>,
     /// Use this builder flavor directly, configured with --builder-config
-    /// (default: oci, the daemonless builder, for Dockerfiles without RUN).
+    /// (default: oci, the daemonless builder, for any Dockerfile).
     #[arg(long = "builder-flavor", value_name = "FLAVOR")]
     pub builder_flavor: Option<String>,
     /// JSON config for --builder-flavor, validated against the flavor's schema.

@@ -222,6 +222,57 @@ impl Data {
         self.chunks(|c| out.write_all(c))
     }
 
+    /// Write it all to the file `out` (at its position): a range of a
+    /// file is copied by the kernel (`copy_file_range`, no pass through
+    /// this process), else in chunks. A file that is shorter than the range
+    /// is an error.
+    pub fn write_to_file(&self, out: &mut File) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let Data::File { file, offset, len } = self else {
+            return self.write_to(out);
+        };
+        let mut from = i64::try_from(*offset).map_err(io::Error::other)?;
+        let mut left = *len;
+        while left > 0 {
+            let want = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
+            // SAFETY: copy_file_range(2) between two open descriptors, the
+            // source offset a local the call advances, the target's own
+            // position used.
+            let n = unsafe {
+                libc::copy_file_range(
+                    file.as_raw_fd(),
+                    &mut from,
+                    out.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    want,
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    // Not between these two (other filesystems, old
+                    // kernels): the rest in chunks.
+                    Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)
+                        if left == *len =>
+                    {
+                        return self.write_to(out)
+                    }
+                    _ => return Err(e),
+                }
+            }
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file is shorter than the range",
+                ));
+            }
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
     /// Where it sits in `file`, when it is a range of that very file.
     pub fn offset_in(&self, file: &Arc<File>) -> Option<u64> {
         match self {
@@ -321,5 +372,23 @@ mod tests {
             len: 10,
         };
         assert!(past.bytes().is_err());
+        // Into a file: a range by the kernel, a cut one an error.
+        let mut into = tempfile::tempfile().expect("tempfile");
+        into.write_all(b"head:").expect("write");
+        d.slice(7, (2 * CHUNK) as u64)
+            .write_to_file(&mut into)
+            .expect("copy");
+        Data::from(b":tail".to_vec())
+            .write_to_file(&mut into)
+            .expect("memory");
+        let mut got = Vec::new();
+        into.seek(SeekFrom::Start(0)).expect("seek");
+        into.read_to_end(&mut got).expect("read");
+        let mut want = b"head:".to_vec();
+        want.extend_from_slice(&body[7..7 + 2 * CHUNK]);
+        want.extend_from_slice(b":tail");
+        assert_eq!(got, want);
+        let mut cut = tempfile::tempfile().expect("tempfile");
+        assert!(past.write_to_file(&mut cut).is_err());
     }
 }

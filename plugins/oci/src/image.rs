@@ -99,19 +99,43 @@ impl Layer {
     /// chunks, hashed (its `diff_id`), cut into pieces gzip'd on every core
     /// and written to `into` (a cache blob or an anonymous file), hashed
     /// again (its digest). Memory stays bounded whatever the layer's size.
+    /// `progress` hears of every byte of tar made.
     pub fn make(
         entries: &BTreeMap<String, Entry>,
         mtime: u64,
         into: Incoming,
         reuse: Option<&dyn Reuse>,
+        progress: Option<&mut dyn FnMut(u64)>,
     ) -> std::io::Result<Self> {
-        Self::stream(into, reuse, |out| write_layer_tar(entries, mtime, out))
+        Self::stream(into, reuse, progress, |out| {
+            write_layer_tar(entries, mtime, out)
+        })
+    }
+
+    /// At least the size of the tar [`Layer::make`] makes of `entries`
+    /// (each entry's header, with room for a long name or link target, and
+    /// its padded contents), for progress.
+    pub fn tar_size_bound(entries: &BTreeMap<String, Entry>) -> u64 {
+        let blocks = |n: u64| n.div_ceil(512) * 512;
+        let body: u64 = entries
+            .iter()
+            .map(|(path, e)| {
+                let data = match &e.kind {
+                    Kind::File(d) => blocks(d.len()),
+                    Kind::Symlink(target) => 1024 + blocks(target.len() as u64 + 1),
+                    Kind::Dir => 0,
+                };
+                1024 + blocks(path.len() as u64 + 2) + data
+            })
+            .sum();
+        body + 1024
     }
 
     /// The gzip'd layer of the uncompressed tar `tar`, which must hash to
     /// `diff_id` (streamed as [`Layer::make`] streams).
     pub fn from_tar(tar: &Data, diff_id: &str, into: Incoming) -> Result<Self, String> {
-        let layer = Self::stream(into, None, |out| tar.write_to(out)).map_err(|e| e.to_string())?;
+        let layer =
+            Self::stream(into, None, None, |out| tar.write_to(out)).map_err(|e| e.to_string())?;
         if layer.diff_id != diff_id {
             return Err(format!(
                 "does not match its diff_id {diff_id} (its contents are {})",
@@ -126,9 +150,10 @@ impl Layer {
     fn stream(
         into: Incoming,
         reuse: Option<&dyn Reuse>,
+        progress: Option<&mut dyn FnMut(u64)>,
         produce: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> std::io::Result<Self> {
-        let (diff_id, digest, size) = gzip_stream(into.writer(), reuse, produce)?;
+        let (diff_id, digest, size) = gzip_stream(into.writer(), reuse, progress, produce)?;
         let blob = into.keep(&digest, size)?;
         Ok(Self {
             digest,
@@ -144,6 +169,7 @@ impl Layer {
 fn gzip_stream(
     file: kiln_archive::atomic::Writeback<'_>,
     reuse: Option<&dyn Reuse>,
+    mut progress: Option<&mut dyn FnMut(u64)>,
     produce: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<(String, String, u64)> {
     use kiln_archive::pipeline::{run_with, Cut, Failed, Tee};
@@ -154,7 +180,12 @@ fn gzip_stream(
         |d: &[u8]| blob_hash.update(d),
     );
     let written = run_with(true, Cut::LAYERS, reuse, sink, |pieces| {
-        let mut tar = Tee::new(pieces, |d: &[u8]| tar_hash.update(d));
+        let mut tar = Tee::new(pieces, |d: &[u8]| {
+            tar_hash.update(d);
+            if let Some(p) = progress.as_mut() {
+                p(d.len() as u64);
+            }
+        });
         produce(&mut tar)
     });
     let size = match written {

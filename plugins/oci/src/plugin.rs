@@ -333,6 +333,7 @@ impl Builder for OciBuilder {
                 store: store.as_ref(),
                 pull: &pull,
                 runner: Some(&runner),
+                events: Some(events),
             })
             .collect();
         // Every platform RUN needs checked before any work.

@@ -167,5 +167,6 @@ fn input<'a>(dockerfile: &'a str, context: &'a ContextFiles, created: u64) -> Bu
         store: None,
         pull: &no_pull,
         runner: None,
+        events: None,
     }
 }

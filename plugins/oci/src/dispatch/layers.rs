@@ -59,6 +59,9 @@ fn recipe_key(
     Ok(format!("sha256:{:x}", h.finalize()))
 }
 
+/// Layers from this size on report their compression.
+const METER_FROM: u64 = 32 << 20;
+
 impl Run<'_, '_> {
     /// The layer of `entries`: by recipe or by `diff_id` from the cache
     /// when it was made before (unless `--no-cache`), else made now.
@@ -99,13 +102,29 @@ impl Run<'_, '_> {
         // this layer's are kept for the next build.
         let pieces = self.input.store.map(|s| s.pieces(!self.input.no_cache));
         let reuse = pieces.as_ref().map(|p| p as &dyn crate::image::Reuse);
-        let made = match Layer::make(entries, self.input.created, into, reuse) {
+        // A large layer's compression is reported as it goes (a bar in a
+        // terminal).
+        let total = Layer::tar_size_bound(entries);
+        let mut meter = self
+            .input
+            .events
+            .filter(|_| total >= METER_FROM)
+            .map(|e| crate::meter::Meter::new(e, format!("compressing line {line}"), total));
+        let mut count = |n: u64| {
+            if let Some(m) = meter.as_mut() {
+                m.add(n);
+            }
+        };
+        let made = match Layer::make(entries, self.input.created, into, reuse, Some(&mut count)) {
             // The cache's disk is full: the layer is made in the system's
             // temp folder instead (the cache must not fail a build).
             Err(e) if in_cache && is_full(&e) => Incoming::elsewhere()
-                .and_then(|i| Layer::make(entries, self.input.created, i, None)),
+                .and_then(|i| Layer::make(entries, self.input.created, i, None, None)),
             other => other,
         };
+        if let Some(m) = meter.as_mut() {
+            m.finish();
+        }
         let layer = made.map_err(|e| BuildError {
             line,
             message: format!("writing the layer: {e}"),

@@ -105,6 +105,8 @@ pub struct BuildInput<'a> {
     pub pull: &'a Pull<'a>,
     /// Runs `RUN` commands; without it, `RUN` is refused.
     pub runner: Option<&'a Runner<'a>>,
+    /// Where the compression of large layers is reported (none: not).
+    pub events: Option<&'a kiln_plugin_api::author::Events>,
 }
 
 /// The result of a build.
@@ -682,6 +684,7 @@ mod tests {
             store: None,
             pull: &no_pull,
             runner: Some(&runner),
+            events: None,
         };
         let e = build(&input).err().expect("RUN refused");
         assert_eq!(e.line, 2);
@@ -755,6 +758,7 @@ mod tests {
             store: None,
             pull: &no_pull,
             runner: None,
+            events: None,
         })
     }
 
@@ -786,6 +790,7 @@ mod tests {
                 store: None,
                 pull: &no_pull,
                 runner: None,
+                events: None,
             };
             run_platforms(&input)
                 .expect("walk")

@@ -280,7 +280,12 @@ impl Snapshots {
             files.insert(path, entry);
         }
         super::rootfs::write(&root, &files)?;
+        // Never through a link the layer holds: it may point anywhere on
+        // this machine.
+        let mut checked = std::collections::HashSet::new();
         for path in whiteouts {
+            super::rootfs::no_link_above(&root, &path, &mut checked)
+                .map_err(|e| format!("layer {}: {e}", layer.digest))?;
             let p = root.join(&path);
             if let Some(parent) = p.parent() {
                 fs::create_dir_all(parent)
@@ -297,7 +302,15 @@ impl Snapshots {
             }
         }
         for dir in opaque {
+            super::rootfs::no_link_above(&root, &format!("{dir}/.wh..wh..opq"), &mut checked)
+                .map_err(|e| format!("layer {}: {e}", layer.digest))?;
             let p = root.join(&dir);
+            if p.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+                return Err(format!(
+                    "layer {}: /{dir} is marked opaque but is not a folder",
+                    layer.digest
+                ));
+            }
             fs::create_dir_all(&p).map_err(|e| format!("creating {}: {e}", p.display()))?;
             set_opaque(&p)?;
         }
@@ -622,7 +635,11 @@ pub fn after(
 pub fn prune_upper(upper: &Path, dropped: &[String]) {
     let mut paths: Vec<&String> = dropped.iter().collect();
     paths.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    let mut checked = std::collections::HashSet::new();
     for path in paths {
+        if super::rootfs::no_link_above(upper, path, &mut checked).is_err() {
+            continue;
+        }
         let p = upper.join(path);
         if p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
             let _ = fs::remove_dir(&p);
@@ -635,6 +652,44 @@ pub fn prune_upper(upper: &Path, dropped: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::{layer_tar, sha256};
+
+    fn layer(entries: &[(&str, Kind)]) -> Layer {
+        let tree: BTreeMap<String, Entry> = entries
+            .iter()
+            .map(|(p, kind)| {
+                (
+                    p.to_string(),
+                    Entry {
+                        kind: kind.clone(),
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                    },
+                )
+            })
+            .collect();
+        let tar = layer_tar(&tree, 0).expect("tar");
+        Layer::compress(&tar, sha256(&tar)).expect("gzip")
+    }
+
+    #[test]
+    fn a_whiteout_or_opaque_marker_below_a_link_is_refused() {
+        let outside = tempfile::tempdir().expect("outside");
+        let target = outside.path().to_string_lossy().into_owned();
+        let empty = || Kind::File(crate::data::Data::default());
+        for marker in ["a/.wh.planted", "a/sub/.wh..wh..opq"] {
+            let hostile = layer(&[("a", Kind::Symlink(target.clone())), (marker, empty())]);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let e = Snapshots::make(dir.path(), &hostile).expect_err("through the link");
+            assert!(e.contains("symbolic link /a"), "{e}");
+            assert_eq!(
+                fs::read_dir(outside.path()).expect("outside").count(),
+                0,
+                "something was made outside"
+            );
+        }
+    }
 
     #[test]
     fn mount_options_escape_separators() {

@@ -22,7 +22,7 @@ use crate::{
 /// Refuse to touch `path` (relative to `root`) through a symbolic link: a
 /// link an image or a command made may point anywhere on this machine.
 /// Folders found real are remembered in `checked`.
-fn no_link_above(
+pub(crate) fn no_link_above(
     root: &Path,
     path: &str,
     checked: &mut std::collections::HashSet<String>,
@@ -88,7 +88,7 @@ pub fn write_as(root: &Path, tree: &BTreeMap<String, Entry>, owners: bool) -> Re
                 continue;
             }
             Kind::File(data) => fs::File::create(&p)
-                .and_then(|mut f| data.write_to(&mut f))
+                .and_then(|mut f| data.write_to_file(&mut f))
                 .map_err(|e| failed("writing", &p, e))?,
             Kind::Symlink(target) => symlink(target, &p).map_err(|e| failed("linking", &p, e))?,
         }
