@@ -206,7 +206,8 @@ pub fn image_id_of_archive(path: &Path) -> Option<String> {
     let read_member = |wanted: &str| -> Option<Vec<u8>> {
         let file = fs::File::open(path).ok()?;
         let mut archive = tar::Archive::new(file);
-        for entry in archive.entries().ok()? {
+        // Layers are skipped by seeking, not read.
+        for entry in archive.entries_with_seek().ok()? {
             let mut entry = entry.ok()?;
             let name = entry.path().ok()?.to_string_lossy().into_owned();
             if name.trim_start_matches("./") == wanted {

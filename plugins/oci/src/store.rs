@@ -154,11 +154,20 @@ impl Store {
         }
         let path = self.blob_path(digest);
         let data = Data::whole(std::fs::File::open(&path).ok()?).ok()?;
-        if sha256_of(&data).ok()? != digest {
+        if !has_digest(&data, digest).ok()? {
             let _ = std::fs::remove_file(&path);
             return None;
         }
-        touch(&path);
+        // Marked as used at most every ten minutes: marking changes the
+        // times `has_digest` trusts it by.
+        let stale = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age > std::time::Duration::from_secs(600));
+        if stale {
+            touch(&path);
+        }
         Some(data)
     }
 
@@ -333,6 +342,71 @@ impl kiln_archive::pipeline::Reuse for Pieces {
     }
 }
 
+/// Whether `data` has the digest `digest`: hashed in chunks, unless it is
+/// a range of a file that was hashed to that digest before and is unchanged
+/// since (git's index: the file's device, inode, size, mtime and ctime, and
+/// the range, recorded in the cache's `checked/` folder; a file changed
+/// within the clock's resolution of its record is never recorded).
+/// Unchanged bases (cached blobs, OCI layout archives of hundreds of MB)
+/// are then not read again at every build.
+pub fn has_digest(data: &Data, digest: &str) -> std::io::Result<bool> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    has_digest_in(cache_root().as_deref(), data, digest, now)
+}
+
+/// [`has_digest`] with the cache folder and the time given.
+fn has_digest_in(
+    root: Option<&Path>,
+    data: &Data,
+    digest: &str,
+    now: u64,
+) -> std::io::Result<bool> {
+    let record = root.and_then(|r| checked_record(r, data, digest, now));
+    if record.as_ref().is_some_and(|p| p.is_file()) {
+        return Ok(true);
+    }
+    if sha256_of(data)? != digest {
+        return Ok(false);
+    }
+    if let Some(path) = record {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::File::create(path);
+    }
+    Ok(true)
+}
+
+/// Where the record that `data` hashed to `digest` goes, when `data` is a
+/// range of a file old enough to be trusted by its metadata.
+fn checked_record(root: &Path, data: &Data, digest: &str, now: u64) -> Option<PathBuf> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let Data::File { file, offset, len } = data else {
+        return None;
+    };
+    let meta = file.metadata().ok()?;
+    // Racy: changed so recently that a later change may keep its times.
+    let newest = meta.mtime().max(meta.ctime());
+    if newest + 2 > i64::try_from(now).ok()? {
+        return None;
+    }
+    let key = format!(
+        "v1 {} {} {} {}.{} {}.{} {offset} {len} {digest}",
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec()
+    );
+    let hex = format!("{:x}", Sha256::digest(key.as_bytes()));
+    Some(root.join("checked").join(&hex[..2]).join(&hex[2..]))
+}
+
 /// `sha256:<hex>` of `data`, read in chunks.
 pub fn sha256_of(data: &Data) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};
@@ -440,6 +514,50 @@ pub fn scratch_file() -> Result<std::fs::File, String> {
 mod tests {
     use super::*;
     use crate::image::sha256;
+
+    #[test]
+    fn a_digest_is_trusted_by_file_identity_only_when_the_file_is_unchanged() {
+        use std::io::{Seek, Write};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let path = root.join("blob");
+        std::fs::write(&path, b"the layer's bytes").expect("write");
+        let open = || Data::whole(std::fs::File::open(&path).expect("open")).expect("data");
+        let digest = sha256_of(&open()).expect("hash");
+        let records = || {
+            std::fs::read_dir(root.join("checked"))
+                .map(|d| d.flatten().count())
+                .unwrap_or(0)
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        // Just written: hashed, not recorded (a change now could keep its times).
+        assert!(has_digest_in(Some(root), &open(), &digest, now).expect("check"));
+        assert_eq!(records(), 0);
+        assert!(!has_digest_in(Some(root), &open(), &sha256(b"x"), now + 10).expect("check"));
+        assert_eq!(records(), 0, "a mismatch is never recorded");
+        // Old enough: recorded, then trusted.
+        assert!(has_digest_in(Some(root), &open(), &digest, now + 10).expect("check"));
+        assert_eq!(records(), 1);
+        let record = checked_record(root, &open(), &digest, now + 10).expect("record");
+        assert!(record.is_file());
+        // Changed in place (same size): its ctime moves, the record no longer
+        // applies, and the new bytes are hashed.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        f.seek(std::io::SeekFrom::Start(0)).expect("seek");
+        f.write_all(b"THE").expect("write");
+        drop(f);
+        assert!(!has_digest_in(Some(root), &open(), &digest, now + 20).expect("check"));
+        // Memory is always hashed.
+        let mem = Data::from(b"m".to_vec());
+        assert!(has_digest_in(Some(root), &mem, &sha256(b"m"), now + 10).expect("check"));
+        assert!(!has_digest_in(Some(root), &mem, &digest, now + 10).expect("check"));
+    }
 
     #[test]
     fn blobs_and_layers_round_trip_and_damage_is_ignored() {
