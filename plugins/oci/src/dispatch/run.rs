@@ -279,7 +279,7 @@ impl Run<'_, '_> {
         (runner.step)(&format!("RUN {}", ins.original.trim()));
         // The stage's files on disk: kept from its last RUN when nothing
         // but COPY happened since, else made anew.
-        let kept = stage
+        let mut kept = stage
             .disk
             .0
             .take()
@@ -297,11 +297,11 @@ impl Run<'_, '_> {
             }
         };
         let mounted = if overlay {
-            let kept = match kept {
+            let stack = match kept.take() {
                 Some(OnDisk::Overlay(s)) => Some(s),
                 _ => None,
             };
-            match overlay_root(stage, kept, runner) {
+            match overlay_root(stage, stack, runner) {
                 Ok(root) => Some(root),
                 Err(e) if runner.snapshotter == Snapshotter::Overlayfs => {
                     return Err(failed(line, e))
@@ -310,16 +310,13 @@ impl Run<'_, '_> {
                 Err(_) => None,
             }
         } else {
-            stage.disk.0 = kept;
             None
         };
         let (mut disk, before) = match mounted {
             Some(root) => root,
             None => {
-                let disk = match stage.disk.0.take() {
-                    Some(OnDisk::Copy(mut d))
-                        if stage.pending.is_empty() && d.layers == stage.lower.len() =>
-                    {
+                let disk = match kept {
+                    Some(OnDisk::Copy(mut d)) => {
                         d.apply(&stage.files).map_err(|e| failed(line, e))?;
                         d
                     }

@@ -266,9 +266,10 @@ fn stat_of(meta: &fs::Metadata) -> Stat {
 
 /// A stage's filesystem kept on disk between its `RUN`s: the first one
 /// writes it all; later ones write only what `COPY` added since, and read
-/// back only files whose metadata changed. Removed when dropped.
+/// back only files whose metadata changed. Removed when dropped (its
+/// folder is an [`super::overlay::OwnedDir`]).
 pub struct DiskRoot {
-    dir: PathBuf,
+    dir: super::overlay::OwnedDir,
     stats: Stats,
     /// What is on disk (mount points the runtime made included).
     pub tree: BTreeMap<String, Entry>,
@@ -279,25 +280,17 @@ pub struct DiskRoot {
 impl DiskRoot {
     /// Write `tree` to a new folder `root-<pid>-<n>` under `parent`.
     pub fn create(parent: &Path, tree: &BTreeMap<String, Entry>) -> Result<DiskRoot, String> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
-        let dir = parent.join(format!(
-            "root-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let dir = super::overlay::OwnedDir::create(parent)?;
         let mut root = DiskRoot {
             dir,
             stats: HashMap::new(),
             tree: BTreeMap::new(),
             layers: 0,
         };
-        write(&root.dir, tree)?;
+        write(root.dir.path(), tree)?;
         root.tree = tree.clone();
         for path in tree.keys() {
-            if let Ok(meta) = fs::symlink_metadata(root.dir.join(path)) {
+            if let Ok(meta) = fs::symlink_metadata(root.dir.path().join(path)) {
                 root.stats.insert(path.clone(), stat_of(&meta));
             }
         }
@@ -306,7 +299,7 @@ impl DiskRoot {
 
     /// The folder.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// Write `added` (files a `COPY` made, folders `WORKDIR` needs) over
@@ -314,8 +307,8 @@ impl DiskRoot {
     pub fn apply(&mut self, added: &BTreeMap<String, Entry>) -> Result<(), String> {
         let mut checked = std::collections::HashSet::new();
         for (path, entry) in added {
-            no_link_above(&self.dir, path, &mut checked)?;
-            let p = self.dir.join(path);
+            no_link_above(self.dir.path(), path, &mut checked)?;
+            let p = self.dir.path().join(path);
             if let Ok(meta) = fs::symlink_metadata(&p) {
                 let keep_dir = meta.is_dir() && matches!(entry.kind, Kind::Dir);
                 if meta.is_dir() && !keep_dir {
@@ -329,9 +322,9 @@ impl DiskRoot {
             }
             self.tree.insert(path.clone(), entry.clone());
         }
-        write(&self.dir, added)?;
+        write(self.dir.path(), added)?;
         for path in added.keys() {
-            if let Ok(meta) = fs::symlink_metadata(self.dir.join(path)) {
+            if let Ok(meta) = fs::symlink_metadata(self.dir.path().join(path)) {
                 self.stats.insert(path.clone(), stat_of(&meta));
             }
         }
@@ -341,7 +334,7 @@ impl DiskRoot {
     /// Read what is on disk now, reusing the contents of every file whose
     /// metadata did not change.
     pub fn rescan(&mut self) -> Result<BTreeMap<String, Entry>, String> {
-        let (tree, stats) = walk(&self.dir, |path, stat| {
+        let (tree, stats) = walk(self.dir.path(), |path, stat| {
             (self.stats.get(path) == Some(stat))
                 .then(|| self.tree.get(path).cloned())
                 .flatten()
@@ -349,12 +342,6 @@ impl DiskRoot {
         self.stats = stats;
         self.tree = tree.clone();
         Ok(tree)
-    }
-}
-
-impl Drop for DiskRoot {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 
