@@ -128,11 +128,57 @@ impl AtomicFile {
     /// Rename it into place without waiting for the disk, as `docker save`
     /// and buildx's exporters write their archives: a crash or a kill of
     /// kiln still leaves the target whole or as it was (the rename is
-    /// atomic); what a power cut leaves is the file system's rule (ext4
-    /// writes a file renamed over another before the rename). For outputs
-    /// handed to the user, not for kiln's own cache and state.
+    /// atomic); what a power cut leaves is the file system's rule, as for
+    /// `docker save`. For outputs handed to the user, not for kiln's own
+    /// cache and state.
+    ///
+    /// A file already at the target is swapped out atomically (Linux's
+    /// `RENAME_EXCHANGE`) and then removed: ext4 starts writing a file
+    /// renamed over another to disk within the rename, which made
+    /// replacing a large archive wait for the disk after all.
     pub fn commit_unsynced(self) -> Result<(), AtomicError> {
-        self.rename().map(|_| ())
+        #[cfg(target_os = "linux")]
+        let Err(this) = self.exchange() else {
+            return Ok(());
+        };
+        #[cfg(not(target_os = "linux"))]
+        let this = self;
+        this.rename().map(|_| ())
+    }
+
+    /// Swap the file with a regular file at the target, then remove what
+    /// was there (now at the temporary name; a kill in between leaves it
+    /// as a `.kiln-tmp-*` file the next sweep removes). `Err(self)` when
+    /// there is nothing to swap or the file system cannot.
+    #[cfg(target_os = "linux")]
+    fn exchange(self) -> Result<(), Self> {
+        use std::{ffi::CString, os::unix::ffi::OsStrExt};
+        if !fs::symlink_metadata(&self.target).is_ok_and(|m| m.file_type().is_file()) {
+            return Err(self);
+        }
+        let (Ok(from), Ok(to)) = (
+            CString::new(self.temp.path().as_os_str().as_bytes()),
+            CString::new(self.target.as_os_str().as_bytes()),
+        ) else {
+            return Err(self);
+        };
+        // SAFETY: both are valid NUL-terminated paths that outlive the call.
+        let swapped = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        } == 0;
+        if !swapped {
+            return Err(self);
+        }
+        // The temporary name now holds what the target held: dropping the
+        // temporary file removes it.
+        drop(self.temp);
+        Ok(())
     }
 
     fn rename(self) -> Result<PathBuf, AtomicError> {
@@ -374,6 +420,39 @@ mod tests {
         assert_eq!(fs::read(&p).expect("read"), data);
         write_unsynced(&p, b"hint", 0o600).expect("write");
         assert_eq!(fs::read(&p).expect("read"), b"hint");
+        assert_eq!(leftovers(dir.path()), 0);
+    }
+
+    #[test]
+    fn an_unsynced_commit_replaces_only_a_file_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let commit = |target: &Path, body: &[u8]| {
+            let mut f = AtomicFile::beside(target).expect("temp");
+            f.file_mut().write_all(body).expect("write");
+            f.commit_unsynced()
+        };
+        // A file there: swapped out and removed; a hard link to the old
+        // one still holds the old bytes (it was never written in place).
+        let p = dir.path().join("image.tar");
+        fs::write(&p, b"old").expect("write");
+        let linked = dir.path().join("linked");
+        fs::hard_link(&p, &linked).expect("link");
+        commit(&p, b"new").expect("commit");
+        assert_eq!(fs::read(&p).expect("read"), b"new");
+        assert_eq!(fs::read(&linked).expect("read"), b"old");
+        // A symlink there is replaced, never followed.
+        let l = dir.path().join("l.tar");
+        std::os::unix::fs::symlink(&linked, &l).expect("symlink");
+        commit(&l, b"other").expect("commit");
+        assert!(fs::symlink_metadata(&l).expect("stat").is_file());
+        assert_eq!(fs::read(&linked).expect("read"), b"old");
+        // A folder there is an error, and the folder is kept whole.
+        let d = dir.path().join("d.tar");
+        fs::create_dir(&d).expect("mkdir");
+        fs::write(d.join("inside"), b"kept").expect("write");
+        let e = commit(&d, b"x").expect_err("a folder is not replaced");
+        assert!(e.to_string().starts_with("replacing "), "{e}");
+        assert_eq!(fs::read(d.join("inside")).expect("read"), b"kept");
         assert_eq!(leftovers(dir.path()), 0);
     }
 
