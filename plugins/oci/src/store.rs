@@ -17,14 +17,18 @@
 //!
 //! Every write goes through a temporary file renamed into place (a file is
 //! never changed in place, so holding one open and reading it later is
-//! safe). Layer blobs are opened, not read, and checked against their
+//! safe). A made layer's blob is synced and renamed, and its records
+//! written, on a thread of the store's own while the build goes on (it
+//! reads the blob through the open file); whatever reads the cache by name
+//! waits for those writes first, and so does the end of the build. Layer blobs are opened, not read, and checked against their
 //! recorded size; base blobs are checked against their digest as they are
 //! read. A torn or altered file is ignored.
 
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{mpsc, Arc, Mutex},
+    thread::JoinHandle,
 };
 
 use kiln_archive::atomic::{touch, AtomicFile, Writeback};
@@ -41,6 +45,58 @@ pub struct Store {
     remotes: Vec<Box<dyn Remote>>,
     used: Mutex<BTreeMap<String, String>>,
     warnings: Mutex<Vec<String>>,
+    pending: Arc<Pending>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.pending.settle();
+    }
+}
+
+/// A cache write that need not hold up the build.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Cache writes run in the order given on a thread of their own (a blob's
+/// sync and rename before the records that name it).
+#[derive(Default)]
+pub struct Pending(Mutex<Option<(mpsc::Sender<Job>, JoinHandle<()>)>>);
+
+impl Pending {
+    /// Run `job` after those given before (here and now when no thread
+    /// can be had).
+    fn defer(&self, job: Job) {
+        let Ok(mut worker) = self.0.lock() else {
+            return job();
+        };
+        if worker.is_none() {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let spawned = std::thread::Builder::new()
+                .name("kiln-cache-writes".into())
+                .spawn(move || rx.into_iter().for_each(|job| job()));
+            if let Ok(handle) = spawned {
+                *worker = Some((tx, handle));
+            }
+        }
+        match worker.as_ref() {
+            Some((tx, _)) => {
+                if let Err(mpsc::SendError(job)) = tx.send(job) {
+                    job();
+                }
+            }
+            None => job(),
+        }
+    }
+
+    /// Wait until every write given so far is done.
+    fn settle(&self) {
+        if let Ok(mut worker) = self.0.lock() {
+            if let Some((tx, handle)) = worker.take() {
+                drop(tx);
+                let _ = handle.join();
+            }
+        }
+    }
 }
 
 /// Layers made by other machines (a registry cache, `--cache-from`), by
@@ -82,6 +138,7 @@ impl Store {
             remotes: Vec::new(),
             used: Mutex::new(BTreeMap::new()),
             warnings: Mutex::new(Vec::new()),
+            pending: Arc::default(),
         })
     }
 
@@ -152,6 +209,7 @@ impl Store {
         if !digest.starts_with("sha256:") || hex(digest).contains(['/', '.']) {
             return None;
         }
+        self.pending.settle();
         let path = self.blob_path(digest);
         let data = Data::whole(std::fs::File::open(&path).ok()?).ok()?;
         if !has_digest(&data, digest).ok()? {
@@ -173,21 +231,15 @@ impl Store {
 
     /// Whether the blob is cached (not checked).
     pub fn has_blob(&self, digest: &str) -> bool {
+        self.pending.settle();
         self.blob_path(digest).is_file()
     }
 
     /// Cache `data` as the blob `digest` (copied in chunks), unless a file
     /// of its size is there already.
     pub fn put_blob(&self, digest: &str, data: &Data) -> Result<(), String> {
-        let have = std::fs::metadata(self.blob_path(digest)).map(|m| m.len());
-        if have.is_ok_and(|n| n == data.len()) {
-            return Ok(());
-        }
-        let path = self.blob_path(digest);
-        let temp = AtomicFile::beside(&path).map_err(|e| format!("the cache: {e}"))?;
-        data.write_to(&mut temp.writer())
-            .map_err(|e| format!("writing the cache {}: {e}", path.display()))?;
-        temp.commit().map_err(|e| format!("the cache: {e}"))
+        self.pending.settle();
+        put_blob(&self.blob_path(digest), data)
     }
 
     /// A new blob to write into the cache ([`Incoming::keep`] names it by
@@ -196,21 +248,23 @@ impl Store {
         let dir = self.root.join("blobs/sha256");
         let temp =
             AtomicFile::beside(&dir.join("incoming")).map_err(|e| format!("the cache: {e}"))?;
-        Ok(Incoming::Cache(temp, dir))
+        Ok(Incoming::Cache(temp, dir, self.pending.clone()))
     }
 
+    /// Write a record, after the writes given before it (a record can
+    /// be lost to a crash, never name a blob that is not there).
     fn write(&self, path: &Path, data: &[u8]) -> Result<(), String> {
-        use std::io::Write;
-        let mut temp = AtomicFile::beside(path).map_err(|e| format!("the cache: {e}"))?;
-        temp.file_mut()
-            .write_all(data)
-            .map_err(|e| format!("writing the cache {}: {e}", path.display()))?;
-        temp.commit().map_err(|e| format!("the cache: {e}"))
+        let (path, data) = (path.to_path_buf(), data.to_vec());
+        self.pending.defer(Box::new(move || {
+            let _ = write_now(&path, &data);
+        }));
+        Ok(())
     }
 
     /// The layer this builder made earlier with this `diff_id`: its blob
     /// file, of the size recorded.
     pub fn layer(&self, diff_id: &str) -> Option<Layer> {
+        self.pending.settle();
         let text = std::fs::read_to_string(self.diffid_path(diff_id)).ok()?;
         let mut words = text.split_whitespace();
         let digest = words.next()?.to_string();
@@ -237,7 +291,10 @@ impl Store {
     /// Remember a layer this builder made (its blob is copied in unless
     /// it is there).
     pub fn put_layer(&self, layer: &Layer) -> Result<(), String> {
-        self.put_blob(&layer.digest, &layer.blob)?;
+        let (path, blob) = (self.blob_path(&layer.digest), layer.blob.clone());
+        self.pending.defer(Box::new(move || {
+            let _ = put_blob(&path, &blob);
+        }));
         self.put_diff_id(&layer.diff_id, &layer.digest, layer.blob.len())
     }
 
@@ -255,6 +312,7 @@ impl Store {
     /// passed over with a warning ([`Self::take_warnings`]): a cache is an
     /// optimisation.
     pub fn recipe(&self, key: &str) -> Option<Layer> {
+        self.pending.settle();
         let path = self.recipe_path(key);
         if let Some(layer) = std::fs::read_to_string(&path)
             .ok()
@@ -293,6 +351,29 @@ impl Store {
         self.note_used(key, diff_id);
         self.write(&self.recipe_path(key), diff_id.as_bytes())
     }
+}
+
+/// Cache `data` as the blob at `path` (copied in chunks), unless a file of
+/// its size is there already.
+fn put_blob(path: &Path, data: &Data) -> Result<(), String> {
+    let have = std::fs::metadata(path).map(|m| m.len());
+    if have.is_ok_and(|n| n == data.len()) {
+        return Ok(());
+    }
+    let temp = AtomicFile::beside(path).map_err(|e| format!("the cache: {e}"))?;
+    data.write_to(&mut temp.writer())
+        .map_err(|e| format!("writing the cache {}: {e}", path.display()))?;
+    temp.commit().map_err(|e| format!("the cache: {e}"))
+}
+
+/// Write a cache record whole and synced.
+fn write_now(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let mut temp = AtomicFile::beside(path).map_err(|e| format!("the cache: {e}"))?;
+    temp.file_mut()
+        .write_all(data)
+        .map_err(|e| format!("writing the cache {}: {e}", path.display()))?;
+    temp.commit().map_err(|e| format!("the cache: {e}"))
 }
 
 /// The cache's gzip'd pieces ([`Store::pieces`]).
@@ -422,8 +503,9 @@ pub fn sha256_of(data: &Data) -> std::io::Result<String> {
 /// folder, renamed to its digest when kept, or (without a cache) an
 /// anonymous file that disappears with the build.
 pub enum Incoming {
-    /// In the cache: the temporary file and the blob folder.
-    Cache(AtomicFile, PathBuf),
+    /// In the cache: the temporary file, the blob folder, and where the
+    /// store's writes wait their turn.
+    Cache(AtomicFile, PathBuf, Arc<Pending>),
     /// An unnamed temporary file.
     Anonymous(std::fs::File),
 }
@@ -449,21 +531,25 @@ impl Incoming {
     /// it goes (the commit syncs it).
     pub fn writer(&self) -> Writeback<'_> {
         match self {
-            Incoming::Cache(temp, _) => temp.writer(),
+            Incoming::Cache(temp, ..) => temp.writer(),
             Incoming::Anonymous(f) => Writeback::plain(f),
         }
     }
 
-    /// Keep what was written as the blob `digest` of `size` bytes.
+    /// Keep what was written as the blob `digest` of `size` bytes: read
+    /// through the open file from now on; in the cache, synced and named
+    /// by its digest on the store's thread (a blob the disk cannot take is
+    /// not kept, and the build goes on from the file).
     pub fn keep(self, digest: &str, size: u64) -> std::io::Result<Data> {
         match self {
-            Incoming::Cache(temp, dir) => {
+            Incoming::Cache(temp, dir, pending) => {
+                let file = temp.file().try_clone()?;
                 let path = dir.join(hex(digest));
-                temp.commit_as(&path)
-                    .map_err(|e| std::io::Error::new(e.source.kind(), e.to_string()))?;
-                let file = std::fs::File::open(&path)?;
+                pending.defer(Box::new(move || {
+                    let _ = temp.commit_as(&path);
+                }));
                 Ok(Data::File {
-                    file: std::sync::Arc::new(file),
+                    file: Arc::new(file),
                     offset: 0,
                     len: size,
                 })
@@ -583,5 +669,50 @@ mod tests {
         assert!(store.recipe(&key).is_none());
         assert!(store.blob(&layer.digest).is_none());
         assert!(store.blob("sha256:../../etc/passwd").is_none());
+    }
+
+    #[test]
+    fn a_kept_blob_is_read_at_once_and_named_before_its_records() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let bytes = b"a gzip'd layer".repeat(1000);
+        let digest = sha256(&bytes);
+        let into = store.incoming().expect("incoming");
+        into.writer().write_all(&bytes).expect("write");
+        let blob = into.keep(&digest, bytes.len() as u64).expect("keep");
+        // Read through the open file, whether or not it is named yet.
+        assert_eq!(blob, Data::from(bytes.clone()));
+        store
+            .put_diff_id(&sha256(b"tar"), &digest, bytes.len() as u64)
+            .expect("record");
+        // A reader by name waits for the writes given before it.
+        let layer = store.layer(&sha256(b"tar")).expect("the layer is found");
+        assert_eq!(layer.blob, blob);
+        assert!(store.has_blob(&digest));
+        // The end of the build leaves everything named and nothing else.
+        store
+            .put_recipe(&sha256(b"recipe"), &sha256(b"tar"))
+            .expect("recipe");
+        let recipe = store.recipe_path(&sha256(b"recipe"));
+        drop(store);
+        assert!(recipe.is_file());
+        let temps = walkdir(dir.path())
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(".kiln-tmp-"))
+            .count();
+        assert_eq!(temps, 0);
+    }
+
+    fn walkdir(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walkdir(&p));
+            }
+            out.push(p);
+        }
+        out
     }
 }
