@@ -134,6 +134,95 @@ fn builds_run_copy_and_honour_dockerignore() {
 }
 
 #[test]
+fn limits_of_two_gib_and_more_reach_run_at_full_width() {
+    if !daemon() {
+        return;
+    }
+    let (p, plugins) = project();
+    let c = p.work().join("limits");
+    // What the RUN container was given: cgroup v2's or v1's memory limit,
+    // and /dev/shm's size in KiB.
+    write(
+        &c,
+        "Dockerfile",
+        "FROM local/busybox:1\n\
+         RUN (cat /sys/fs/cgroup/memory.max 2>/dev/null || \
+              cat /sys/fs/cgroup/memory/memory.limit_in_bytes) > /mem && \
+             df -k /dev/shm | tail -1 | awk '{print $2}' > /shm\n\
+         CMD [\"cat\", \"/mem\", \"/shm\"]\n",
+    );
+    let image = format!("{}:1", unique("kiln-e2e-limits"));
+    // 3 GiB of memory and swap, 2.5 GiB of /dev/shm: past 32 bits.
+    let config = r#"{"docker_build_options": {"memory": 3221225472, "memswap": 3221225472, "shmsize": 2684354560}}"#;
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "--builder-flavor",
+        "local",
+        "--builder-config",
+        config,
+        "limits",
+        "-t",
+        &image,
+    ]);
+    r.ok();
+    assert_eq!(docker_run(&image, &[]), "3221225472\n2621440\n");
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+}
+
+/// A build past `build_timeout_seconds` is stopped (exit 6, naming the
+/// limit) and the daemon removes its `RUN` container.
+#[test]
+fn a_build_past_its_time_limit_is_stopped_and_leaves_no_container() {
+    if !daemon() {
+        return;
+    }
+    let (p, plugins) = project();
+    let marker = unique("kiln-time-limit");
+    write(
+        &p.work().join("slow"),
+        "Dockerfile",
+        &format!("FROM local/busybox:1\nRUN echo {marker} && sleep 60\n"),
+    );
+    let started = std::time::Instant::now();
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "--builder-flavor",
+        "local",
+        "--builder-config",
+        r#"{"build_timeout_seconds": 2}"#,
+        "slow",
+        "-t",
+        &format!("{marker}:1"),
+    ]);
+    r.code(6);
+    assert!(
+        r.stderr.contains("longer than build_timeout_seconds (2 s)"),
+        "{}",
+        r.stderr
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let containers = || {
+        let out = Command::new("docker")
+            .args(["ps", "-a", "--no-trunc", "--format", "{{.Command}}"])
+            .output()
+            .expect("docker ps");
+        String::from_utf8_lossy(&out.stdout).contains(&marker)
+    };
+    let gone = (0..150).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        !containers()
+    });
+    assert!(
+        gone,
+        "the RUN container of the stopped build is still there"
+    );
+}
+
+#[test]
 fn build_args_target_and_labels_reach_the_build() {
     if !daemon() {
         return;

@@ -1,8 +1,10 @@
 //! kiln's Docker Engine builder: image-builder flavor `local` (ZenML's name).
 //!
-//! It sends the context archive the host made to a Docker daemon's classic
-//! builder through bollard, streams the daemon's output to the host as it
-//! arrives, and declares success only when the daemon has sent the image ID.
+//! It streams the context archive the host made to a Docker daemon's
+//! classic builder (`POST /build`, made in `request.rs` so that limits go at
+//! 64 bits; bollard for the rest), streams the daemon's output to the host
+//! as it arrives, and declares success only when the daemon has sent the
+//! image ID.
 //! Intermediate containers are always removed (`rm` and `forcerm`), so a
 //! failed or cancelled build leaves none behind.
 
@@ -22,6 +24,34 @@ use kiln_plugin_api::{
     capability, BuildContext, BuildOutput, BuildRequest, ErrorKind, PluginError,
 };
 use tokio::io::AsyncReadExt;
+
+mod request;
+
+/// Resolves, with the error to give, once the host has cancelled the build
+/// or it has run past `deadline` (`limit` seconds; looked at every 100 ms).
+async fn stopped(
+    cancel: &Cancel,
+    deadline: Option<tokio::time::Instant>,
+    limit: u64,
+) -> PluginError {
+    loop {
+        if cancel.is_cancelled() {
+            return PluginError::new(
+                ErrorKind::CANCELLED,
+                "build cancelled; the daemon stops it and removes its containers",
+            );
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return PluginError::new(
+                ErrorKind::BUILD_FAILED,
+                format!(
+                    "the build took longer than build_timeout_seconds ({limit} s) and was stopped"
+                ),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 /// The socket used when neither the config nor `DOCKER_HOST` names a daemon.
 pub use kiln_distribution::engine::DEFAULT_DOCKER_HOST as DEFAULT_HOST;
@@ -60,16 +90,13 @@ fn default_connect_timeout() -> u64 {
 #[derive(Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuildOptions {
-    /// Memory limit for `RUN` containers, in bytes (`--memory`); at most
-    /// 2147483647: the Engine API client this builder uses (bollard 0.19)
-    /// sends a 32-bit value, so a larger limit is refused here rather than
-    /// cut short.
-    #[schemars(range(min = 0, max = 2_147_483_647))]
-    pub memory: Option<i32>,
-    /// Memory plus swap, in bytes; -1 for unlimited swap (`--memory-swap`);
-    /// at most 2147483647, as `memory`.
-    #[schemars(range(min = -1, max = 2_147_483_647))]
-    pub memswap: Option<i32>,
+    /// Memory limit for `RUN` containers, in bytes (`--memory`; 64-bit, as
+    /// the Engine API takes it).
+    #[schemars(range(min = 0, max = i64::MAX))]
+    pub memory: Option<i64>,
+    /// Memory plus swap, in bytes; -1 for unlimited swap (`--memory-swap`).
+    #[schemars(range(min = -1, max = i64::MAX))]
+    pub memswap: Option<i64>,
     /// CPU shares (`--cpu-shares`).
     pub cpushares: Option<i32>,
     /// CPUs to run on, e.g. `0-3` (`--cpuset-cpus`).
@@ -78,10 +105,9 @@ pub struct BuildOptions {
     pub cpuperiod: Option<i32>,
     /// CFS quota in microseconds (`--cpu-quota`).
     pub cpuquota: Option<i32>,
-    /// Size of `/dev/shm` in bytes (`--shm-size`); at most 2147483647, as
-    /// `memory`.
-    #[schemars(range(min = 0, max = 2_147_483_647))]
-    pub shmsize: Option<i32>,
+    /// Size of `/dev/shm` in bytes (`--shm-size`).
+    #[schemars(range(min = 0, max = i64::MAX))]
+    pub shmsize: Option<i64>,
     /// Images to use as cache sources (`--cache-from`).
     pub cachefrom: Option<Vec<String>>,
     /// Squash the new layers into one (experimental daemons only).
@@ -226,13 +252,14 @@ impl LocalBuilder {
                 .as_ref()
                 .map(|t| t.to_string())
                 .unwrap_or_default(),
-            memory: extra.memory,
-            memswap: extra.memswap,
+            // Sent at full width by `request::query`.
+            memory: None,
+            memswap: None,
             cpushares: extra.cpushares,
             cpusetcpus: extra.cpusetcpus.clone(),
             cpuperiod: extra.cpuperiod,
             cpuquota: extra.cpuquota,
-            shmsize: extra.shmsize,
+            shmsize: None,
             cachefrom: extra.cachefrom.clone(),
             squash: extra.squash,
             ..Default::default()
@@ -301,32 +328,33 @@ impl LocalBuilder {
                 Err(e) => Some((Err(e), file)),
             }
         });
-        let options = self.options(request);
-        let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(body)));
+        let extra = &self.config.docker_build_options;
+        let query = request::query(
+            &self.options(request),
+            request::Limits {
+                memory: extra.memory,
+                memswap: extra.memswap,
+                shmsize: extra.shmsize,
+            },
+        );
+        let version = docker.client_version();
         let deadline = (self.config.build_timeout_seconds > 0).then(|| {
             tokio::time::Instant::now() + Duration::from_secs(self.config.build_timeout_seconds)
         });
+        let stop = stopped(cancel, deadline, self.config.build_timeout_seconds);
+        tokio::pin!(stop);
+        let started = tokio::select! {
+            started = request::build(&self.host, &version, &query, body) => started,
+            error = &mut stop => return Err(error),
+        };
+        let mut stream = started.map_err(|e| self.stream_error(e))?;
         let mut image_id = None;
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             let next = tokio::select! {
                 item = stream.next() => item,
-                _ = tick.tick() => {
-                    if cancel.is_cancelled() {
-                        // Dropping the stream closes the connection; the daemon
-                        // then stops the build and (forcerm) removes its container.
-                        drop(stream);
-                        return Err(PluginError::new(ErrorKind::CANCELLED, "build cancelled; the daemon stops it and removes its containers"));
-                    }
-                    if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                        drop(stream);
-                        return Err(PluginError::new(
-                            ErrorKind::BUILD_FAILED,
-                            format!("the build took longer than build_timeout_seconds ({} s) and was stopped", self.config.build_timeout_seconds),
-                        ));
-                    }
-                    continue;
-                }
+                // Dropping the stream closes the connection; the daemon then
+                // stops the build and (forcerm) removes its container.
+                error = &mut stop => return Err(error),
             };
             let Some(item) = next else { break };
             let info = item.map_err(|e| self.stream_error(e))?;
