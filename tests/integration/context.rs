@@ -670,6 +670,111 @@ fn contexts_match_the_docker_cli() {
     assert_eq!(compared, 36);
 }
 
+/// Pieces of patterns: names, Go's glob syntax, escapes, and the regex
+/// metacharacters Docker's matcher turns patterns into.
+const PIECES: &[&str] = &[
+    "a", "b", "ab", "x[1]", "q?", "star*", "ünï", "a b", "data", "sub", "deep", "keep.txt", "*",
+    "**", "?", "[a-c]", "[!a]", "[^a]", "[]a]", "[a-]", "[\\]]", "\\*", "\\?", "\\[", "\\", "\\a",
+    ".", "..", "^", "$", "+", "(", ")", "{", "}", "|", "\\d", "\\w", " ", "\t", "#", "!", "[", "]",
+    "-",
+];
+
+/// A random pattern: maybe an exception, maybe anchored, one to three
+/// segments of one to three pieces, maybe a trailing slash or spaces.
+fn random_pattern(rng: &mut Rng) -> String {
+    let mut p = String::new();
+    match rng.below(6) {
+        0 => p.push('!'),
+        1 => p.push_str("  "),
+        _ => {}
+    }
+    match rng.below(8) {
+        0 => p.push('/'),
+        1 => p.push_str("./"),
+        _ => {}
+    }
+    let segments = 1 + rng.below(3);
+    for s in 0..segments {
+        if s > 0 {
+            p.push('/');
+        }
+        for _ in 0..1 + rng.below(3) {
+            p.push_str(rng.pick(PIECES));
+        }
+    }
+    match rng.below(8) {
+        0 => p.push('/'),
+        1 => p.push_str("  "),
+        _ => {}
+    }
+    p
+}
+
+/// Random metacharacter-heavy `.dockerignore` files against the Docker
+/// CLI: the same files sent, or both refusing the file.
+#[test]
+fn metacharacter_patterns_match_the_docker_cli() {
+    let Some(docker) = docker_cli() else {
+        return;
+    };
+    let capture = Capture::start();
+    let p = TestProject::new();
+    let mut rng = Rng(0x5eed_7a11_c0de_0002);
+    let (mut compared, mut refused) = (0, 0);
+    for case in 0..4 {
+        let dir = p.work().join(format!("meta{case}"));
+        random_tree(&mut rng, &dir);
+        for variant in 0..60 {
+            let lines: Vec<String> = (0..1 + rng.below(4))
+                .map(|_| random_pattern(&mut rng))
+                .collect();
+            let ignore = lines.join("\n") + "\n";
+            fs::write(dir.join(".dockerignore"), &ignore).expect("write ignore");
+            let docker = capture.try_context_of(&docker, &dir, &[]);
+            let out = p.root().join(format!("meta-{case}-{variant}.tar"));
+            let rel = format!("meta{case}");
+            let r = p.kiln(&["context", "pack", &rel, "-o", out.to_str().expect("utf-8")]);
+            match docker {
+                Err(e) => {
+                    assert_ne!(
+                        r.code, 0,
+                        "case {case}.{variant}: the Docker CLI refused ({e}), kiln packed:\n{ignore}"
+                    );
+                    refused += 1;
+                }
+                Ok(tar) => {
+                    assert_eq!(
+                        r.code, 0,
+                        "case {case}.{variant}: kiln refused ({}), the Docker CLI packed:\n{ignore}",
+                        r.stderr
+                    );
+                    let mut docker_items = items(&tar);
+                    docker_items.sort();
+                    let mut kiln_items = items(&fs::read(&out).expect("read archive"));
+                    kiln_items.sort();
+                    let only = |a: &[Item], b: &[Item]| -> Vec<String> {
+                        a.iter()
+                            .filter(|i| !b.contains(i))
+                            .map(|i| i.path.clone())
+                            .collect()
+                    };
+                    assert!(
+                        kiln_items == docker_items,
+                        "case {case}.{variant}: kiln and the Docker CLI differ for \
+                         .dockerignore:\n{ignore}\nonly kiln sends: {:?}\nonly Docker sends: {:?}",
+                        only(&kiln_items, &docker_items),
+                        only(&docker_items, &kiln_items)
+                    );
+                }
+            }
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 240);
+    // The generator makes both kinds of file.
+    assert!(refused > 0 && refused < compared, "{refused} refused");
+}
+
 /// The surprising rules, each checked against the Docker CLI on one tree.
 #[test]
 fn dockers_surprising_rules_match_the_docker_cli() {

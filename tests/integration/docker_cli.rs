@@ -58,6 +58,18 @@ impl Capture {
 
     /// Run `docker build` (classic builder) on `dir` and return the archive it sent.
     pub fn context_of(&self, docker: &Path, dir: &Path, extra_args: &[&str]) -> Vec<u8> {
+        self.try_context_of(docker, dir, extra_args)
+            .unwrap_or_else(|e| panic!("docker build failed: {e}"))
+    }
+
+    /// As [`Self::context_of`], with the CLI's error when it refuses (a
+    /// `.dockerignore` pattern it cannot parse).
+    pub fn try_context_of(
+        &self,
+        docker: &Path,
+        dir: &Path,
+        extra_args: &[&str],
+    ) -> Result<Vec<u8>, String> {
         *self.body.lock().expect("lock") = None;
         let config = tempfile::tempdir().expect("tempdir");
         let out = Command::new(docker)
@@ -69,16 +81,15 @@ impl Capture {
             .env("DOCKER_CONFIG", config.path())
             .output()
             .expect("run docker build");
-        assert!(
-            out.status.success(),
-            "docker build failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.body
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(self
+            .body
             .lock()
             .expect("lock")
             .take()
-            .expect("docker build sent no context")
+            .expect("docker build sent no context"))
     }
 }
 

@@ -6,8 +6,9 @@
 //!
 //! Docker's quirks are kept on purpose, because users must get exactly what
 //! `docker build` would send:
-//! - a pattern is turned into a Go regular expression with only `.+()|{}$`
-//!   escaped, so `^` and `\d` keep their regex meaning;
+//! - a pattern is turned into a Go regular expression with only `.+()$`
+//!   escaped, so `^`, `|`, `{2}` and `\d` keep their regex meaning (as the
+//!   Docker CLI 28 has it: `a|b*` excludes everything that starts with `a`);
 //! - a pattern that begins with `**` and has no other wildcard is a plain
 //!   suffix test; one that ends in `**` with no other wildcard is a plain
 //!   prefix test (`foo**` matches `foobar/x`);
@@ -16,7 +17,7 @@
 //! - results inside a directory reuse the directory's per-pattern results,
 //!   the way `MatchesUsingParentResults` does.
 
-use std::fmt;
+use std::{fmt, path::Path};
 
 use kiln_archive::path::clean;
 use regex::Regex;
@@ -112,9 +113,10 @@ enum Kind {
     /// `**foo`: the text after the leading `**`.
     Suffix(String),
     Regex(Regex),
-    /// The Go regex would not compile: Docker reports a bad pattern the
-    /// first time the pattern is evaluated, kiln when it is read.
-    Broken,
+    /// The Go regex would not compile: Docker fails the build with this
+    /// error the first time it evaluates the pattern (its check of the
+    /// context, [`Matcher::check_broken`]); until then it matches nothing.
+    Broken(PatternError),
 }
 
 /// One compiled pattern.
@@ -145,7 +147,7 @@ impl Pattern {
                     || suffix.strip_prefix('/').is_some_and(|bare| path == bare)
             }
             Kind::Regex(re) => re.is_match(path),
-            Kind::Broken => false,
+            Kind::Broken(_) => false,
         }
     }
 }
@@ -191,10 +193,7 @@ impl Matcher {
             if !go_match_syntax_ok(&p) {
                 return Err(err(BAD_PATTERN));
             }
-            let kind = compile(&p);
-            if matches!(kind, Kind::Broken) {
-                return Err(err(BAD_PATTERN));
-            }
+            let kind = compile(&p).unwrap_or_else(|| Kind::Broken(err(BAD_PATTERN)));
             matcher.patterns.push(Pattern {
                 cleaned: p,
                 exclusion,
@@ -212,6 +211,68 @@ impl Matcher {
     /// Whether any pattern is an exception.
     pub fn has_exclusions(&self) -> bool {
         self.exclusions
+    }
+
+    /// The Docker CLI's check of a context before it sends it
+    /// (`ValidateContextDirectory`): every path below `root` that is not
+    /// inside a directory the rules exclude is matched against them, and a
+    /// pattern whose regular expression does not compile fails the build
+    /// the first time it is evaluated. Such a pattern that is never
+    /// evaluated (an exception no path reaches) is harmless, to Docker and
+    /// so to kiln. Directories that cannot be read are left to the walk.
+    pub fn check_broken(&self, root: &Path) -> Result<(), PatternError> {
+        if !self
+            .patterns
+            .iter()
+            .any(|p| matches!(p.kind, Kind::Broken(_)))
+        {
+            return Ok(());
+        }
+        let mut dirs = vec![String::new()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(listing) = std::fs::read_dir(root.join(&dir)) else {
+                continue;
+            };
+            for entry in listing.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let path = if dir.is_empty() {
+                    name.into_owned()
+                } else {
+                    format!("{dir}/{name}")
+                };
+                if let Some(error) = self.broken_evaluated(&path) {
+                    return Err(error.clone());
+                }
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir && !self.matches_or_parent_matches(&path) {
+                    dirs.push(path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The error of the first broken pattern `MatchesOrParentMatches(path)`
+    /// evaluates: the patterns it does not skip (an inclusion once the path
+    /// is excluded, an exception while it is not) up to that one.
+    fn broken_evaluated(&self, path: &str) -> Option<&PatternError> {
+        let parent = path.rsplit_once('/').map(|(dir, _)| dir);
+        let mut matched = false;
+        for pattern in &self.patterns {
+            if pattern.exclusion != matched {
+                continue;
+            }
+            if let Kind::Broken(error) = &pattern.kind {
+                return Some(error);
+            }
+            if pattern.matches(path)
+                || parent.is_some_and(|d| ancestors(d).any(|a| pattern.matches(a)))
+            {
+                matched = !pattern.exclusion;
+            }
+        }
+        None
     }
 
     /// `MatchesOrParentMatches`: whether `path` is excluded, looking at the
@@ -279,8 +340,9 @@ fn ancestors(dir: &str) -> impl Iterator<Item = &str> {
         .chain(std::iter::once(dir))
 }
 
-/// Turn a cleaned pattern into Docker's match kind (`Pattern.compile`).
-fn compile(pattern: &str) -> Kind {
+/// Turn a cleaned pattern into Docker's match kind (`Pattern.compile`);
+/// `None` when Go would not compile its regular expression.
+fn compile(pattern: &str) -> Option<Kind> {
     #[derive(PartialEq)]
     enum Detected {
         Exact,
@@ -325,7 +387,7 @@ fn compile(pattern: &str) -> Kind {
                 re.push_str("[^/]");
                 detected = Detected::Regex;
             }
-            '.' | '+' | '(' | ')' | '|' | '{' | '}' | '$' => {
+            '.' | '+' | '(' | ')' | '$' => {
                 re.push('\\');
                 re.push(ch);
             }
@@ -347,30 +409,33 @@ fn compile(pattern: &str) -> Kind {
         }
         first = false;
     }
-    match detected {
+    Some(match detected {
         Detected::Exact => Kind::Exact,
         Detected::Prefix => Kind::Prefix(pattern[..pattern.len() - 2].to_string()),
         Detected::Suffix => Kind::Suffix(pattern[2..].to_string()),
         Detected::Regex => {
             re.push('$');
-            match go_regex_to_rust(&re).and_then(|r| Regex::new(&r).ok()) {
-                Some(compiled) => Kind::Regex(compiled),
-                None => Kind::Broken,
-            }
+            Kind::Regex(go_regex_to_rust(&re).and_then(|r| Regex::new(&r).ok())?)
         }
-    }
+    })
 }
 
 /// Rewrite a Go (RE2) regular expression of the shapes `compile` produces so
 /// that the `regex` crate reads it the same way. The differences that matter:
 /// inside a class Go takes `[` `&` `~` `-` literally where the crate nests or
-/// combines classes, and Go's `\d` `\w` `\s` `\b` are ASCII-only.
+/// combines classes; Go's `\d` `\w` `\s` `\b` are ASCII-only; a `{` that
+/// does not start a count (`{2}`, `{2,}`, `{2,5}`) is a literal to Go, and a
+/// count over 1000, backwards, or on another repetition is an error (`None`).
 fn go_regex_to_rust(go: &str) -> Option<String> {
     let chars: Vec<char> = go.chars().collect();
     let mut out = String::with_capacity(go.len() + 8);
     let mut i = 0;
+    // Whether the last thing written repeats what came before it.
+    let mut repeated = false;
     while i < chars.len() {
-        match chars[i] {
+        let c = chars[i];
+        let mut repeats = false;
+        match c {
             '\\' => {
                 let next = *chars.get(i + 1)?;
                 out.push_str(&perl_class(next).unwrap_or_else(|| format!("\\{next}")));
@@ -383,13 +448,67 @@ fn go_regex_to_rust(go: &str) -> Option<String> {
                 out.push_str("\\]");
                 i += 1;
             }
+            '{' => match go_count(&chars[i..]) {
+                Some((len, min, max)) => {
+                    if repeated || min > 1000 || max.is_some_and(|m| m > 1000 || m < min) {
+                        return None;
+                    }
+                    out.extend(&chars[i..i + len]);
+                    i += len;
+                    repeats = true;
+                }
+                None => {
+                    out.push_str("\\{");
+                    i += 1;
+                }
+            },
+            '*' | '?' => {
+                if repeated {
+                    return None;
+                }
+                out.push(c);
+                i += 1;
+                repeats = true;
+            }
             c => {
                 out.push(c);
                 i += 1;
             }
         }
+        repeated = repeats;
     }
     Some(out)
+}
+
+/// Go's `parseRepeat`: at `{`, a count `{n}`, `{n,}` or `{n,m}`: its
+/// length in chars, `n`, and `m` (`None` for no upper bound). Counts are
+/// read saturating, so a huge one is still "over 1000".
+fn go_count(chars: &[char]) -> Option<(usize, u64, Option<u64>)> {
+    fn number(chars: &[char], mut i: usize) -> Option<(u64, usize)> {
+        let start = i;
+        let mut n: u64 = 0;
+        while let Some(d) = chars.get(i).and_then(|c| c.to_digit(10)) {
+            n = n.saturating_mul(10).saturating_add(u64::from(d));
+            i += 1;
+        }
+        (i > start).then_some((n, i))
+    }
+    let (min, mut i) = number(chars, 1)?;
+    let max = if chars.get(i) == Some(&',') {
+        match number(chars, i + 1) {
+            Some((m, next)) => {
+                i = next;
+                Some(m)
+            }
+            None => {
+                i += 1;
+                None
+            }
+        }
+    } else {
+        Some(min)
+    };
+    (chars.get(i) == Some(&'}')).then_some((i + 1, min, max))
 }
 
 /// Go's ASCII Perl classes spelled out (inside a class: as a nested class).
@@ -464,25 +583,56 @@ fn class_to_rust(chars: &[char], start: usize, out: &mut String) -> Option<usize
     }
 }
 
-/// Whether Go's `filepath.Match(pattern, ".")` accepts the pattern's syntax
-/// (Unix rules: `\` escapes, classes need a closing `]`, no empty class and
-/// no range starting with `-` or `]`).
+/// Whether Go's `filepath.Match(pattern, ".")` (Unix rules), which Docker
+/// calls only for its error, accepts the pattern. Go checks the syntax only
+/// of the chunks (the text between stars) it reaches while matching `.`:
+/// the chunk where the match fails is checked to its end, later ones not at
+/// all (`b*[]a]` passes, `b[]a]` does not).
 fn go_match_syntax_ok(pattern: &str) -> bool {
-    let mut rest = pattern.as_bytes();
-    while !rest.is_empty() {
-        while rest.first() == Some(&b'*') {
-            rest = &rest[1..];
+    let mut pattern = pattern.as_bytes();
+    let mut name: &[u8] = b".";
+    'pattern: while !pattern.is_empty() {
+        let (star, chunk, rest) = scan_chunk(pattern);
+        pattern = rest;
+        if star && chunk.is_empty() {
+            return true;
         }
-        let (chunk, tail) = scan_chunk(rest);
-        rest = tail;
-        if !chunk_syntax_ok(chunk) {
+        let Ok(at_once) = match_chunk(chunk, name) else {
             return false;
+        };
+        if let Some(t) = at_once {
+            if t.is_empty() || !pattern.is_empty() {
+                name = t;
+                continue;
+            }
         }
+        if star {
+            let mut i = 0;
+            while i < name.len() && name[i] != b'/' {
+                let Ok(skipped) = match_chunk(chunk, &name[i + 1..]) else {
+                    return false;
+                };
+                if let Some(t) = skipped {
+                    if !pattern.is_empty() || t.is_empty() {
+                        name = t;
+                        continue 'pattern;
+                    }
+                }
+                i += 1;
+            }
+        }
+        return true;
     }
     true
 }
 
-fn scan_chunk(pattern: &[u8]) -> (&[u8], &[u8]) {
+/// Go's `scanChunk`: the stars before a chunk, the chunk, the rest.
+fn scan_chunk(mut pattern: &[u8]) -> (bool, &[u8], &[u8]) {
+    let mut star = false;
+    while pattern.first() == Some(&b'*') {
+        pattern = &pattern[1..];
+        star = true;
+    }
     let mut in_range = false;
     let mut i = 0;
     while i < pattern.len() {
@@ -495,68 +645,111 @@ fn scan_chunk(pattern: &[u8]) -> (&[u8], &[u8]) {
         }
         i += 1;
     }
-    pattern.split_at(i)
+    let (chunk, rest) = pattern.split_at(i);
+    (star, chunk, rest)
 }
 
-fn chunk_syntax_ok(mut chunk: &[u8]) -> bool {
+/// Go's `matchChunk`: `Ok(Some(rest of s))` when `chunk` matches the start
+/// of `s`, `Ok(None)` when not, `Err` for a malformed chunk (checked to its
+/// end even after the match has failed).
+fn match_chunk<'s>(mut chunk: &[u8], mut s: &'s [u8]) -> Result<Option<&'s [u8]>, ()> {
+    let mut failed = false;
     while let Some(&c) = chunk.first() {
+        if !failed && s.is_empty() {
+            failed = true;
+        }
         match c {
             b'[' => {
+                let mut r = None;
+                if !failed {
+                    let n = utf8_width(s).unwrap_or(1);
+                    r = std::str::from_utf8(&s[..n])
+                        .ok()
+                        .and_then(|t| t.chars().next());
+                    s = &s[n..];
+                }
                 chunk = &chunk[1..];
-                if chunk.first() == Some(&b'^') {
+                let negated = chunk.first() == Some(&b'^');
+                if negated {
                     chunk = &chunk[1..];
                 }
+                let mut matched = false;
                 let mut ranges = 0;
                 loop {
                     if chunk.first() == Some(&b']') && ranges > 0 {
                         chunk = &chunk[1..];
                         break;
                     }
-                    let Some(after_lo) = class_char(chunk) else {
-                        return false;
-                    };
-                    chunk = after_lo;
+                    let (lo, rest) = get_esc(chunk)?;
+                    chunk = rest;
+                    let mut hi = lo;
                     if chunk.first() == Some(&b'-') {
-                        let Some(after_hi) = class_char(&chunk[1..]) else {
-                            return false;
-                        };
-                        chunk = after_hi;
+                        let (h, rest) = get_esc(&chunk[1..])?;
+                        hi = h;
+                        chunk = rest;
+                    }
+                    if r.is_some_and(|r| lo <= r && r <= hi) {
+                        matched = true;
                     }
                     ranges += 1;
                 }
-            }
-            b'\\' => {
-                if chunk.len() < 2 {
-                    return false;
+                if matched == negated {
+                    failed = true;
                 }
-                chunk = &chunk[2..];
             }
-            _ => chunk = &chunk[1..],
+            b'?' => {
+                if !failed {
+                    if s[0] == b'/' {
+                        failed = true;
+                    }
+                    s = &s[utf8_width(s).unwrap_or(1)..];
+                }
+                chunk = &chunk[1..];
+            }
+            _ => {
+                if c == b'\\' {
+                    chunk = &chunk[1..];
+                    if chunk.is_empty() {
+                        return Err(());
+                    }
+                }
+                if !failed {
+                    if chunk[0] != s[0] {
+                        failed = true;
+                    }
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
+            }
         }
     }
-    true
+    Ok((!failed).then_some(s))
 }
 
-/// Go's `getEsc`: one (possibly escaped) character of a class; the rest of
-/// the class must not be empty.
-fn class_char(chunk: &[u8]) -> Option<&[u8]> {
+/// Go's `getEsc`: one (possibly escaped) character of a class, and the
+/// rest of the class, which must not be empty.
+fn get_esc(chunk: &[u8]) -> Result<(char, &[u8]), ()> {
     let mut chunk = chunk;
     match chunk.first() {
-        None | Some(b'-') | Some(b']') => return None,
+        None | Some(b'-') | Some(b']') => return Err(()),
         Some(b'\\') => {
             chunk = &chunk[1..];
             if chunk.is_empty() {
-                return None;
+                return Err(());
             }
         }
         _ => {}
     }
-    let width = utf8_width(chunk)?;
+    let width = utf8_width(chunk).ok_or(())?;
+    let c = std::str::from_utf8(&chunk[..width])
+        .ok()
+        .and_then(|t| t.chars().next())
+        .ok_or(())?;
     let rest = &chunk[width..];
     if rest.is_empty() {
-        return None;
+        return Err(());
     }
-    Some(rest)
+    Ok((c, rest))
 }
 
 fn utf8_width(bytes: &[u8]) -> Option<usize> {
@@ -698,7 +891,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        for bad in ["[", "[]", "[]a]", "a[", "[a-", "[-a]", "x\\", "[z-a]", "!"] {
+        for bad in [
+            "[", "[]", "[]a]", "a[", "[a-", "[-a]", "x\\", "b[]a]", "*/[", "!",
+        ] {
             let err = Matcher::new([(3, bad)]).expect_err(bad);
             assert_eq!(err.line, 3);
             if bad == "!" {
@@ -707,8 +902,59 @@ mod tests {
                 assert_eq!(err.message, BAD_PATTERN, "{bad}");
             }
         }
-        for good in ["a]", "[a-b]", "\\[", "[\\]]", "**/[*]"] {
+        // Go checks only the part of a pattern it reaches matching `.`.
+        for good in ["a]", "[a-b]", "\\[", "[\\]]", "**/[*]", "b*[]a]"] {
             assert!(Matcher::new([(1, good)]).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_pattern_whose_regex_breaks_fails_only_where_docker_evaluates_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a1"), "1").expect("write");
+        std::fs::create_dir(dir.path().join("d")).expect("mkdir");
+        std::fs::write(dir.path().join("d/x"), "1").expect("write");
+        let check = |lines: &[&str]| {
+            Matcher::new(lines.iter().enumerate().map(|(i, l)| (i + 1, *l)))
+                .expect("Go's Match accepts these")
+                .check_broken(dir.path())
+        };
+        // `[z-a]` and `a*[` pass Go's Match but not its regex compiler.
+        let e = check(&["[z-a]"]).expect_err("an inclusion is evaluated at once");
+        assert_eq!((e.line, e.message.as_str()), (1, BAD_PATTERN));
+        // An exception is evaluated only for a path already excluded.
+        check(&["!a*["]).expect("no path is excluded");
+        let e = check(&["a1", "!a*["]).expect_err("a1 is excluded, so the exception runs");
+        assert_eq!(e.line, 2);
+        // An inclusion after a path is excluded is skipped for it; here
+        // every path is, so `[z-a]` is never evaluated.
+        check(&["*", "[z-a]"]).expect("skipped for every path");
+        // Inside an excluded folder nothing is evaluated; `a1` still is.
+        let e = check(&["d", "d/q*["]).expect_err("a1 reaches the pattern");
+        assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn braces_and_bars_keep_their_regex_meaning() {
+        let m = matcher(&["a|b*"]);
+        assert!(m.matches_or_parent_matches("anything"));
+        assert!(m.matches_or_parent_matches("xb"));
+        assert!(!m.matches_or_parent_matches("x"));
+        let m = matcher(&["a{2}b*"]);
+        assert!(m.matches_or_parent_matches("aab"));
+        assert!(!m.matches_or_parent_matches("a{2}b"));
+        // Not a count: literal braces.
+        assert!(matcher(&["a{,2}*"]).matches_or_parent_matches("a{,2}"));
+        assert!(matcher(&["a{ 2}*"]).matches_or_parent_matches("a{ 2}"));
+        // Counts Go refuses: over 1000, backwards, or on a repetition.
+        for bad in ["a{1001}*", "a{2,1}*", "a*{2}", "a{2}{3}*"] {
+            let m = Matcher::new([(1, bad)]).expect("Go's Match accepts it");
+            assert!(
+                m.patterns()
+                    .iter()
+                    .all(|p| matches!(p.kind, Kind::Broken(_))),
+                "{bad}"
+            );
         }
     }
 }

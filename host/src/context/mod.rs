@@ -252,6 +252,13 @@ impl Context {
             })
         };
         let matcher = compile(&[])?;
+        // What the Docker CLI checks before it sends anything.
+        matcher
+            .check_broken(&root)
+            .map_err(|error| ContextError::Pattern {
+                path: ignore_file.clone().unwrap_or_default(),
+                error,
+            })?;
         // The Dockerfile and .dockerignore are always sent
         // (the CLI's TrimBuildFilesFromExcludes).
         let mut keep = Vec::new();
