@@ -299,6 +299,14 @@ pub mod capability {
     /// Docker Engine's image store when it has them (the classic builder):
     /// the host resolves bases there first to decide whether a skip is safe.
     pub const BASES_FROM_DOCKER_ENGINE: &str = "bases-from-docker-engine";
+    /// (0.2.4) An image builder that takes buildx's named contexts
+    /// ([`BuildRequest::build_contexts`](super::BuildRequest::build_contexts):
+    /// `docker-image://REF` and `oci-layout://PATH` standing for an image
+    /// the Dockerfile names). The host refuses `--build-context` for a
+    /// builder without it, and gives one with it each base it resolved from
+    /// a registry as `docker-image://REPO@DIGEST`, so that the image is
+    /// built from exactly what its derived tag was computed from.
+    pub const NAMED_CONTEXTS: &str = "named-contexts";
 }
 
 /// A capability, typed. On the wire capabilities are strings; one a newer

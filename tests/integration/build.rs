@@ -322,6 +322,34 @@ fn failing_run_and_bad_dockerfile_fail_with_the_daemons_message() {
     );
 }
 
+/// A builder that does not declare `named-contexts` (the classic builder)
+/// refuses `--build-context` instead of ignoring it.
+#[test]
+fn named_contexts_are_refused_by_a_builder_without_them() {
+    let (p, plugins) = project();
+    write(&p.work().join("ctx"), "Dockerfile", "FROM base\n");
+    let r = p.kiln(&[
+        "--plugins-dir",
+        &plugins,
+        "build",
+        "ctx",
+        "-t",
+        "x:1",
+        "--builder-flavor",
+        "local",
+        "--build-context",
+        "base=docker-image://alpine:3",
+        "--dry-run",
+    ]);
+    r.code(2);
+    assert!(
+        r.stderr.contains("--build-context base")
+            && r.stderr.contains("does not take named contexts"),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn an_unreachable_daemon_is_one_clear_error_naming_it() {
     let (p, plugins) = project();

@@ -990,6 +990,10 @@ fn a_derived_tag_skips_only_when_no_input_changed() {
     let status = |r: &crate::util::Run| r.json()["status"].as_str().unwrap_or("").to_string();
     let first = build(&[]);
     assert_eq!(status(&first), "built", "{}", first.stdout);
+    // The builder was given the base by the digest the tag was derived
+    // from, not by its tag (which may move meanwhile).
+    let pinned = format!("pulling {}/base@sha256:", registry.host());
+    assert!(first.stderr.contains(&pinned), "{}", first.stderr);
     let again = build(&[]);
     assert_eq!(status(&again), "skipped", "{}", again.stdout);
     assert_eq!(again.json()["image"], first.json()["image"]);

@@ -29,15 +29,32 @@ pub struct Base {
     /// Why it is unresolved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unresolved: Option<String>,
+    /// For a base resolved from its registry: the reference by digest
+    /// (`registry/repo@sha256:...`) a builder that takes named contexts
+    /// is given for it, so the image is built from exactly what was
+    /// resolved even when the tag moves meanwhile.
+    #[serde(skip)]
+    pub pin: Option<String>,
 }
 
 impl Base {
+    /// `image`, which is `digest` now.
+    pub fn resolved(image: &str, digest: impl Into<String>) -> Self {
+        Self {
+            image: image.to_string(),
+            digest: Some(digest.into()),
+            unresolved: None,
+            pin: None,
+        }
+    }
+
     /// `image`, unresolved for `why`.
     pub fn unresolved(image: &str, why: impl Into<String>) -> Self {
         Self {
             image: image.to_string(),
             digest: None,
             unresolved: Some(why.into()),
+            pin: None,
         }
     }
 }
@@ -121,6 +138,25 @@ pub fn referenced(
     Ok(images.into_iter().collect())
 }
 
+/// The stage names `dockerfile` (its text) declares (`FROM ... AS name`),
+/// lowercase: a named context of such a name would stand for the stage
+/// wherever the Dockerfile uses it.
+pub fn stage_names(dockerfile: &str) -> BTreeSet<String> {
+    let Ok(file) = kiln_dockerfile::parse(dockerfile) else {
+        return BTreeSet::new();
+    };
+    file.instructions
+        .iter()
+        .filter(|ins| ins.keyword == "FROM")
+        .filter_map(
+            |ins| match ins.original.split_whitespace().collect::<Vec<_>>()[..] {
+                [_, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => Some(name.to_lowercase()),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
 /// How long one base's registry may take to answer.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -174,24 +210,14 @@ fn resolve_one(image: &str, lookup: &Lookup<'_>) -> Base {
     let (insecure, timeout) = (lookup.insecure, lookup.timeout);
     if let Some(engine) = &lookup.engine {
         match super::load::engine_image_id(engine, image, timeout) {
-            Ok(Some(id)) => {
-                return Base {
-                    image: image.to_string(),
-                    digest: Some(id),
-                    unresolved: None,
-                }
-            }
+            Ok(Some(id)) => return Base::resolved(image, id),
             // Not in the engine: the builder pulls it from its registry.
             Ok(None) => {}
             Err(why) => return Base::unresolved(image, why),
         }
     }
     if let Some(digest) = reference.digest() {
-        return Base {
-            image: image.to_string(),
-            digest: Some(digest.to_string()),
-            unresolved: None,
-        };
+        return Base::resolved(image, digest);
     }
     let host = reference.registry().to_string();
     let repo = reference.repository().to_string();
@@ -219,9 +245,8 @@ fn resolve_one(image: &str, lookup: &Lookup<'_>) -> Base {
     })();
     match answer {
         Ok(digest) => Base {
-            image: image.to_string(),
-            digest: Some(digest),
-            unresolved: None,
+            pin: Some(format!("{host}/{repo}@{digest}")),
+            ..Base::resolved(image, digest)
         },
         Err(why) => Base::unresolved(image, why),
     }
@@ -231,11 +256,7 @@ fn resolve_one(image: &str, lookup: &Lookup<'_>) -> Base {
 /// (`PATH[:TAG|@DIGEST]`: a digest suffix is itself).
 fn layout(image: &str, spec: &str) -> Base {
     if let Some((_, digest)) = spec.rsplit_once('@') {
-        return Base {
-            image: image.to_string(),
-            digest: Some(digest.to_string()),
-            unresolved: None,
-        };
+        return Base::resolved(image, digest);
     }
     let path = Path::new(spec);
     let path = if path.exists() {
@@ -253,11 +274,7 @@ fn layout(image: &str, spec: &str) -> Base {
     };
     let mut hasher = Sha256::new();
     match fs::File::open(&file).and_then(|mut f| std::io::copy(&mut f, &mut hasher)) {
-        Ok(_) => Base {
-            image: image.to_string(),
-            digest: Some(format!("sha256:{:x}", hasher.finalize())),
-            unresolved: None,
-        },
+        Ok(_) => Base::resolved(image, format!("sha256:{:x}", hasher.finalize())),
         Err(e) => Base::unresolved(image, format!("{}: {e}", file.display())),
     }
 }

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     components::ResolvedComponent,
     context::{Context, ContextOptions, ContextSummary},
-    error::Result,
+    error::{Error, Result},
     output,
     session::Session,
 };
@@ -462,7 +462,21 @@ impl Plan {
             .as_ref()
             .map(ResolvedComponent::registry_address)
             .transpose()?;
-        let request = RequestPlan::from_options(options);
+        let mut request = RequestPlan::from_options(options);
+        let named_contexts = builder.declares(kiln_plugin_api::capability::NAMED_CONTEXTS);
+        if let Some(name) = request
+            .build_contexts
+            .keys()
+            .next()
+            .filter(|_| !named_contexts)
+        {
+            return Err(Error::BadArgument(format!(
+                "--build-context {name}: builder {} (flavor {}) does not take named contexts; \
+                 the oci builder does",
+                builder.label,
+                builder.flavor.name()
+            )));
+        }
 
         // The builder's context hook (describe stage: nothing constructed).
         let files =
@@ -546,6 +560,26 @@ impl Plan {
             &bases,
         );
         let derived = inputs.derived_tag();
+        // Each base resolved from its registry is built from the digest
+        // resolved (a named context by digest), not from a tag that may
+        // have moved since; a stage of the same name keeps its meaning.
+        if named_contexts {
+            let stages = context
+                .dockerfile_text()
+                .map(|t| bases::stage_names(&t))
+                .unwrap_or_default();
+            for base in &bases {
+                if let Some(pin) = base
+                    .pin
+                    .as_ref()
+                    .filter(|_| !stages.contains(&base.image.to_lowercase()))
+                {
+                    request
+                        .build_contexts
+                        .insert(base.image.clone(), NamedContext::DockerImage(pin.clone()));
+                }
+            }
+        }
         let folder = if options.from_stdin {
             "stdin".to_string()
         } else {
