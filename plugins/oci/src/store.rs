@@ -20,9 +20,10 @@
 //! safe). A made layer's blob is synced and renamed, and its records
 //! written, on a thread of the store's own while the build goes on (it
 //! reads the blob through the open file); whatever reads the cache by name
-//! waits for those writes first, and so does the end of the build. Layer blobs are opened, not read, and checked against their
-//! recorded size; base blobs are checked against their digest as they are
-//! read. A torn or altered file is ignored.
+//! waits for those writes first, and so does the end of the build. Layer
+//! blobs are opened, not read, and checked against their recorded size;
+//! base blobs are checked against their digest as they are read. A torn or
+//! altered file is ignored.
 
 use std::{
     collections::BTreeMap,
@@ -251,8 +252,9 @@ impl Store {
         Ok(Incoming::Cache(temp, dir, self.pending.clone()))
     }
 
-    /// Write a record, after the writes given before it (a record can
-    /// be lost to a crash, never name a blob that is not there).
+    /// Write a record, after the writes given before it: a record is
+    /// named only after the blob it names (one naming a blob the disk
+    /// could not take is ignored when read, as a torn one is).
     fn write(&self, path: &Path, data: &[u8]) -> Result<(), String> {
         let (path, data) = (path.to_path_buf(), data.to_vec());
         self.pending.defer(Box::new(move || {
