@@ -191,6 +191,35 @@ fn remove(path: &Path) -> bool {
     true
 }
 
+/// The cap applied to the cache folder after each build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cap {
+    /// At most this many bytes are kept.
+    pub bytes: u64,
+    /// Whether `KILN_CACHE_MAX` set it (else it is the default).
+    pub from_env: bool,
+}
+
+/// The smallest default cap: a small disk still keeps a useful cache.
+const DEFAULT_CAP_FLOOR: u64 = 2 << 30;
+
+/// The default cap, as BuildKit's default keep-storage rule: a tenth of
+/// the file system that holds `dir` (or would: its nearest existing
+/// parent), at least 2 GiB; `None` when the file system cannot be asked.
+pub fn default_cap(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = dir.ancestors().find(|d| d.exists())?;
+    let path = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) fills the zeroed struct for a valid C path.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    #[allow(clippy::useless_conversion)] // the field widths differ by target
+    let total = u64::from(stat.f_blocks).saturating_mul(u64::from(stat.f_frsize));
+    Some((total / 10).max(DEFAULT_CAP_FLOOR))
+}
+
 /// A size as people write it: `512`, `10k`, `1.5GB`, `2GiB`, `100mb`
 /// (k/m/g/t, with or without `b` or `ib`: powers of 1024, as Docker reads
 /// `--keep-storage`).
@@ -264,6 +293,26 @@ pub fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_cap_is_a_tenth_of_the_disk_and_at_least_2_gib() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cap = default_cap(dir.path()).expect("statvfs answers");
+        assert!(cap >= DEFAULT_CAP_FLOOR);
+        // A folder not made yet is judged by the disk it would be on.
+        assert_eq!(default_cap(&dir.path().join("not/yet")), Some(cap));
+        let out = std::process::Command::new("df")
+            .args(["-B1", "--output=size"])
+            .arg(dir.path())
+            .output()
+            .expect("df");
+        let size: u64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df's size");
+        assert_eq!(cap, (size / 10).max(DEFAULT_CAP_FLOOR));
+    }
 
     #[test]
     fn sizes_and_durations_read_as_docker_writes_them() {

@@ -39,9 +39,10 @@ pub struct Environment {
     /// `KILN_PLUGIN_CACHE_RACY_MS` (default 2000): a plugin file changed
     /// more recently than this is not kept in the descriptor cache.
     pub plugin_cache_racy: std::time::Duration,
-    /// `KILN_CACHE_MAX` (a size: `10GB`): after each build, the cache is
-    /// pruned to this, least recently used first. None: no cap.
-    pub cache_max: Option<u64>,
+    /// After each build the cache is pruned to this, least recently used
+    /// first: `KILN_CACHE_MAX` (a size: `10GB`; `off`: no cap), else a
+    /// tenth of its disk ([`crate::cache::default_cap`]).
+    pub cache_max: Option<crate::cache::Cap>,
 }
 
 impl Environment {
@@ -74,12 +75,20 @@ impl Environment {
             ),
             _ => std::time::Duration::from_secs(2),
         };
-        let cache_max = match std::env::var("KILN_CACHE_MAX") {
-            Ok(text) if !text.trim().is_empty() => Some(
-                crate::cache::parse_size(&text)
-                    .map_err(|e| Error::BadArgument(format!("KILN_CACHE_MAX: {e}")))?,
-            ),
+        let cache_max_env = match std::env::var("KILN_CACHE_MAX") {
+            Ok(text) if text.trim().eq_ignore_ascii_case("off") => Some(None),
+            Ok(text) if !text.trim().is_empty() => {
+                Some(Some(crate::cache::parse_size(&text).map_err(|e| {
+                    Error::BadArgument(format!("KILN_CACHE_MAX: {e}"))
+                })?))
+            }
             _ => None,
+        };
+        let cache_dir = match std::env::var_os("KILN_CACHE_DIR") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => dirs::cache_dir()
+                .unwrap_or_else(std::env::temp_dir)
+                .join("kiln"),
         };
         Ok(Self {
             cwd,
@@ -91,13 +100,17 @@ impl Environment {
             plugin_timeout,
             plugin_load_timeout,
             lock_timeout,
-            cache_dir: match std::env::var_os("KILN_CACHE_DIR") {
-                Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-                _ => dirs::cache_dir()
-                    .unwrap_or_else(std::env::temp_dir)
-                    .join("kiln"),
+            cache_max: match cache_max_env {
+                Some(set) => set.map(|bytes| crate::cache::Cap {
+                    bytes,
+                    from_env: true,
+                }),
+                None => crate::cache::default_cap(&cache_dir).map(|bytes| crate::cache::Cap {
+                    bytes,
+                    from_env: false,
+                }),
             },
-            cache_max,
+            cache_dir,
             plugin_cache_racy,
         })
     }

@@ -102,13 +102,21 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
     this_build.write(cache_dir);
     if let Some(cap) = session.env.cache_max {
         let policy = crate::cache::Policy {
-            keep_storage: Some(cap),
+            keep_storage: Some(cap.bytes),
             until: None,
         };
         let done = crate::cache::prune(cache_dir, policy, std::time::SystemTime::now());
         if done.files > 0 {
+            let over = if cap.from_env {
+                "KILN_CACHE_MAX".to_string()
+            } else {
+                format!(
+                    "its default cap ({}, a tenth of its disk; KILN_CACHE_MAX sets another)",
+                    crate::cache::human(cap.bytes)
+                )
+            };
             output::status(&format!(
-                "cache over KILN_CACHE_MAX: removed {} least recently used files ({}); {} kept",
+                "cache over {over}: removed {} least recently used files ({}); {} kept",
                 done.files,
                 crate::cache::human(done.bytes),
                 crate::cache::human(done.kept)
