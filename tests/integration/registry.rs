@@ -997,6 +997,17 @@ fn a_derived_tag_skips_only_when_no_input_changed() {
     let again = build(&[]);
     assert_eq!(status(&again), "skipped", "{}", again.stdout);
     assert_eq!(again.json()["image"], first.json()["image"]);
+    // A skipped build exports no cache, and says so.
+    let cache = format!("type=registry,ref={}/cache:1", registry.host());
+    let skipped = build(&["--cache-to", &cache]);
+    assert_eq!(status(&skipped), "skipped", "{}", skipped.stdout);
+    assert!(
+        skipped
+            .stderr
+            .contains("not exported, the build was skipped"),
+        "{}",
+        skipped.stderr
+    );
 
     // Each input, changed alone, builds again under a new tag; the same
     // input again is skipped.

@@ -140,6 +140,15 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
     )?;
     let reason = match decide(plan.tag(), plan.force, &answers) {
         Decision::Skip { digest, reason } => {
+            // buildx exports a cache after every build; a skipped build
+            // made nothing to export, which the user should know.
+            for spec in &plan.request.cache_to {
+                crate::output::warn(&format!(
+                    "--cache-to {}: not exported, the build was skipped (the image exists); \
+                     --force builds and exports it",
+                    spec.reference
+                ));
+            }
             return Ok(outcome(&plan, Some(digest), "skipped", reason));
         }
         Decision::Build { reason } => match &plan.checks {
