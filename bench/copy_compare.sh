@@ -11,6 +11,9 @@
 # Prints median wall seconds over RUNS (default 3) and each peer's time as
 # a multiple of kiln's. Docker's peak RSS is the CLI's only (the daemon
 # does the work); buildah's and kiln's are the whole build's.
+# TREES="DIR..." compares on those folders instead (a tree of your own, one
+# holding a 2 GB file, ...); the edit appends a line to README.md there, or
+# to a kiln-bench-edit.txt it makes and removes.
 # Needs root (buildah is installed with apt when missing), a Docker Engine
 # (scripts/docker-env.sh) and the tree generator ../shared/bench/gen_tree.py
 # (KILN_GEN_TREE overrides). The edited file is restored on exit.
@@ -26,8 +29,10 @@ docker_cli=${KILN_BENCH_DOCKER:-/usr/bin/docker}
 cargo build --release --locked -q -p kiln -p kiln-oci
 work=$(mktemp -d /var/tmp/kiln-bench-copy.XXXXXX)
 edited=""
+made=""
 restore() {
   [ -n "$edited" ] && [ -f "$work/edited.orig" ] && cp -p "$work/edited.orig" "$edited"
+  [ -n "$made" ] && rm -f "$made"
   rm -rf "$work"
   buildah rmi -a -f >/dev/null 2>&1 || true
 }
@@ -58,11 +63,21 @@ row() { # row LABEL SECONDS RSS KILN_SECONDS
     "$(awk -v a="$2" -v b="$4" 'BEGIN { printf "%.1f", (b > 0) ? a / b : 0 }')"
 }
 
-for size in $sizes; do
-  tree=$PWD/target/bench-trees/$size
-  [ -d "$tree" ] || python3 "$gen" --size "$size" --out "$tree" >/dev/null
+for size in ${TREES:-$sizes}; do
+  if [ -n "${TREES:-}" ]; then
+    tree=$(cd "$size" && pwd)
+    size=$(basename "$tree")
+  else
+    tree=$PWD/target/bench-trees/$size
+    [ -d "$tree" ] || python3 "$gen" --size "$size" --out "$tree" >/dev/null
+  fi
   printf 'FROM scratch\nCOPY . /app\n' >"$tree/Dockerfile.copy"
   edited=$tree/README.md
+  if [ ! -f "$edited" ]; then
+    edited=$tree/kiln-bench-edit.txt
+    made=$edited
+    : >"$edited"
+  fi
   cp -p "$edited" "$work/edited.orig"
   n=0
   edit() { n=$((n + 1)); printf '\nedit %s %s\n' "$$" "$n" >>"$edited"; }
@@ -95,6 +110,12 @@ for size in $sizes; do
   measure cu $classic
   PREP=edit measure ce $classic
   cp -p "$work/edited.orig" "$edited"
+  if [ -n "$made" ]; then
+    rm -f "$made"
+    made=""
+    edited=""
+  fi
+  [ -n "${TREES:-}" ] && rm -f "$tree/Dockerfile.copy"
 
   for what in cold unchanged edit; do
     case $what in

@@ -24,9 +24,9 @@ use crate::{
     image::{Entry, Kind, Layer},
 };
 
-/// The marker of a finished snapshot; its mtime is when a build last used
-/// it, its text the snapshot's size in bytes (for `kiln cache du`). The
-/// host's cache pruning treats a folder holding one as a single item.
+// UNIT_MARK marks a finished snapshot: its mtime is when a build last used
+// it, its text the snapshot's size in bytes (for `kiln cache du`); the
+// host's cache pruning treats a folder holding one as a single item.
 use kiln_archive::atomic::UNIT_MARK;
 
 /// The longest mount option text the kernel takes (a page, less the end).
