@@ -110,11 +110,7 @@ pub fn referenced(
                     let words: Vec<&str> = ins.original.split_whitespace().collect();
                     let image = expand(words.first().copied().unwrap_or(""), &vars)?;
                     refer(&image, &stages);
-                    let name = match words.as_slice() {
-                        [_, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => name.to_lowercase(),
-                        _ => String::new(),
-                    };
-                    stages.push(name);
+                    stages.push(stage_name(&ins.original).unwrap_or_default());
                 }
                 _ => {
                     for (flag, value) in &ins.flags {
@@ -148,13 +144,16 @@ pub fn stage_names(dockerfile: &str) -> BTreeSet<String> {
     file.instructions
         .iter()
         .filter(|ins| ins.keyword == "FROM")
-        .filter_map(
-            |ins| match ins.original.split_whitespace().collect::<Vec<_>>()[..] {
-                [_, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => Some(name.to_lowercase()),
-                _ => None,
-            },
-        )
+        .filter_map(|ins| stage_name(&ins.original))
         .collect()
+}
+
+/// The stage a `FROM` names (`IMAGE AS name`, lowercase), given its text.
+fn stage_name(from: &str) -> Option<String> {
+    match from.split_whitespace().collect::<Vec<_>>()[..] {
+        [_, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => Some(name.to_lowercase()),
+        _ => None,
+    }
 }
 
 /// How long one base's registry may take to answer.

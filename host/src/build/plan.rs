@@ -563,7 +563,7 @@ impl Plan {
         // Each base resolved from its registry is built from the digest
         // resolved (a named context by digest), not from a tag that may
         // have moved since; a stage of the same name keeps its meaning.
-        if named_contexts {
+        if named_contexts && bases.iter().any(|b| b.pin.is_some()) {
             let stages = context
                 .dockerfile_text()
                 .map(|t| bases::stage_names(&t))

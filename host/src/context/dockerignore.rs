@@ -254,25 +254,9 @@ impl Matcher {
     }
 
     /// The error of the first broken pattern `MatchesOrParentMatches(path)`
-    /// evaluates: the patterns it does not skip (an inclusion once the path
-    /// is excluded, an exception while it is not) up to that one.
+    /// evaluates (the patterns it skips not counted).
     fn broken_evaluated(&self, path: &str) -> Option<&PatternError> {
-        let parent = path.rsplit_once('/').map(|(dir, _)| dir);
-        let mut matched = false;
-        for pattern in &self.patterns {
-            if pattern.exclusion != matched {
-                continue;
-            }
-            if let Kind::Broken(error) = &pattern.kind {
-                return Some(error);
-            }
-            if pattern.matches(path)
-                || parent.is_some_and(|d| ancestors(d).any(|a| pattern.matches(a)))
-            {
-                matched = !pattern.exclusion;
-            }
-        }
-        None
+        self.evaluate(path, &MatchInfo::default(), true).err()
     }
 
     /// `MatchesOrParentMatches`: whether `path` is excluded, looking at the
@@ -291,6 +275,19 @@ impl Matcher {
         path: &str,
         parent: &MatchInfo,
     ) -> (bool, MatchInfo) {
+        // A broken pattern matches nothing here (`check_broken` fails first).
+        self.evaluate(path, parent, false).unwrap_or_default()
+    }
+
+    /// [`Self::matches_using_parent_results`]; with `broken_fails`, the
+    /// error of the first broken pattern it evaluates instead (Docker's
+    /// failure), the patterns it skips not counted.
+    fn evaluate(
+        &self,
+        path: &str,
+        parent: &MatchInfo,
+        broken_fails: bool,
+    ) -> Result<(bool, MatchInfo), &PatternError> {
         let have_parent = !parent.0.is_empty();
         let mut matched = false;
         let mut info = vec![false; self.patterns.len()];
@@ -301,6 +298,9 @@ impl Matcher {
                 // such a pattern as "not matched" for the children too.
                 if pattern.exclusion != matched {
                     continue;
+                }
+                if let (true, Kind::Broken(error)) = (broken_fails, &pattern.kind) {
+                    return Err(error);
                 }
                 hit = pattern.matches(path);
                 if !hit && !have_parent {
@@ -314,7 +314,7 @@ impl Matcher {
                 matched = !pattern.exclusion;
             }
         }
-        (matched, MatchInfo(info))
+        Ok((matched, MatchInfo(info)))
     }
 
     /// For an excluded directory: whether Docker still walks into it because
