@@ -96,10 +96,10 @@ pub fn gzip_parallel(data: &[u8]) -> Result<Vec<u8>, String> {
         true,
         crate::pipeline::Cut::LAYERS,
         None,
-        Vec::with_capacity(data.len() / 2),
+        crate::pipeline::Plain(Vec::with_capacity(data.len() / 2)),
         |p| p.write_all(data),
     )
-    .map(|((), blob)| blob)
+    .map(|((), crate::pipeline::Plain(blob))| blob)
     .map_err(|e| match e {
         crate::pipeline::Failed::Produce(e) | crate::pipeline::Failed::Write(e) => {
             format!("gzip: {e}")

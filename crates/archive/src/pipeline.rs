@@ -15,9 +15,11 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::gzip::PieceCompressor;
 
-struct Piece {
+struct Piece<N> {
     seq: u64,
     data: Vec<u8>,
+    /// What the [`Reuse`] lookup said, and whether it found the piece.
+    note: Option<(N, bool)>,
 }
 
 /// Where the stream is cut into pieces.
@@ -74,14 +76,50 @@ const GEAR: [u64; 256] = {
     table
 };
 
+/// What a [`Reuse`] lookup found for one piece.
+pub struct Looked<N> {
+    /// The gzip member made from the piece before, when known.
+    pub gzip: Option<Vec<u8>>,
+    /// Handed to the [`Sink`] with the piece (where the member is kept, or
+    /// what to keep a new one by).
+    pub note: N,
+}
+
 /// Gzip'd pieces made before, by their plain bytes: a piece found here is
 /// not compressed again (the bytes are the same as compressing it would
-/// give, so the result is the same). Called from the compressing threads.
+/// give, so the result is the same). Called from the compressing threads;
+/// keeping new pieces is the [`Sink`]'s part.
 pub trait Reuse: Sync {
-    /// The gzip member made from `plain` before, when known.
-    fn get(&self, plain: &[u8]) -> Option<Vec<u8>>;
-    /// Remember that `plain` compresses to `gzip`.
-    fn put(&self, plain: &[u8], gzip: &[u8]);
+    /// What the sink hears of each piece.
+    type Note: Send;
+    /// Look the piece `plain` up.
+    fn get(&self, plain: &[u8]) -> Looked<Self::Note>;
+}
+
+/// Where the pipeline's pieces go, in order.
+pub trait Sink: Send {
+    /// What the [`Reuse`] lookup said of each piece.
+    type Note: Send;
+    /// One piece (gzip'd, or plain without gzip) with, when there was a
+    /// lookup, its note and whether the piece was found.
+    fn piece(&mut self, bytes: &[u8], note: Option<(Self::Note, bool)>) -> io::Result<()>;
+    /// The end of the stream.
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+/// A writer as a [`Sink`]: every piece written to it.
+pub struct Plain<W>(pub W);
+
+impl<W: Write + Send> Sink for Plain<W> {
+    type Note = ();
+
+    fn piece(&mut self, bytes: &[u8], _: Option<((), bool)>) -> io::Result<()> {
+        self.0.write_all(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Why a pipeline failed: its producer's error, or the sink's (a failed
@@ -96,7 +134,7 @@ pub enum Failed<E> {
 
 /// The producer's end: write the stream into it (it is a [`Write`]), or
 /// read straight into its current piece with [`Pieces::read_from`].
-pub struct Pieces {
+pub struct Pieces<N = ()> {
     buf: Vec<u8>,
     cut: Cut,
     /// The gear hash so far ([`Cut::Content`]).
@@ -104,7 +142,7 @@ pub struct Pieces {
     /// How much of `buf` the hash has seen.
     scanned: usize,
     seq: u64,
-    tx: Sender<Piece>,
+    tx: Sender<Piece<N>>,
     pool: Receiver<Vec<u8>>,
 }
 
@@ -112,7 +150,7 @@ fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the pipeline was closed")
 }
 
-impl Pieces {
+impl<N> Pieces<N> {
     fn send(&mut self) -> io::Result<()> {
         let fresh = self
             .pool
@@ -128,6 +166,7 @@ impl Pieces {
             .send(Piece {
                 seq: self.seq,
                 data,
+                note: None,
             })
             .map_err(|_| closed())?;
         self.seq += 1;
@@ -220,6 +259,7 @@ impl Pieces {
                     .send(Piece {
                         seq: self.seq,
                         data: whole,
+                        note: None,
                     })
                     .map_err(|_| closed())?;
                 self.seq += 1;
@@ -229,7 +269,7 @@ impl Pieces {
     }
 }
 
-impl Write for Pieces {
+impl<N> Write for Pieces<N> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = (self.cut.max() - self.buf.len()).min(data.len());
         self.buf.extend_from_slice(&data[..n]);
@@ -255,20 +295,20 @@ pub fn run<W, T, E>(
 where
     W: Write + Send,
 {
-    run_with(gzip, Cut::Fixed(piece), None, sink, produce)
+    run_with(gzip, Cut::Fixed(piece), None, Plain(sink), produce).map(|(t, Plain(w))| (t, w))
 }
 
-/// [`run`] with pieces cut by `cut`, and gzip'd pieces taken from `reuse`
-/// when it has them (and given to it when made).
-pub fn run_with<W, T, E>(
+/// [`run`] with pieces cut by `cut`, gzip'd pieces taken from `reuse` when
+/// it has them, and every piece handed to `sink` with what `reuse` said.
+pub fn run_with<S, T, E>(
     gzip: bool,
     cut: Cut,
-    reuse: Option<&dyn Reuse>,
-    sink: W,
-    produce: impl FnOnce(&mut Pieces) -> Result<T, E>,
-) -> Result<(T, W), Failed<E>>
+    reuse: Option<&dyn Reuse<Note = S::Note>>,
+    sink: S,
+    produce: impl FnOnce(&mut Pieces<S::Note>) -> Result<T, E>,
+) -> Result<(T, S), Failed<E>>
 where
-    W: Write + Send,
+    S: Sink,
 {
     let piece = cut.max();
     let workers = if gzip {
@@ -278,8 +318,8 @@ where
     };
     // Pieces in flight: at most `cap` queued per stage, plus one per worker.
     let cap = workers.max(1);
-    let (raw_tx, raw_rx) = bounded::<Piece>(cap);
-    let (done_tx, done_rx) = bounded::<Piece>(cap);
+    let (raw_tx, raw_rx) = bounded::<Piece<S::Note>>(cap);
+    let (done_tx, done_rx) = bounded::<Piece<S::Note>>(cap);
     let (pool_tx, pool_rx) = bounded::<Vec<u8>>(cap + workers);
 
     thread::scope(|scope| {
@@ -330,25 +370,29 @@ where
     })
 }
 
-fn compress(
-    rx: Receiver<Piece>,
-    tx: Sender<Piece>,
+fn compress<N: Send>(
+    rx: Receiver<Piece<N>>,
+    tx: Sender<Piece<N>>,
     pool: Sender<Vec<u8>>,
     piece: usize,
-    reuse: Option<&dyn Reuse>,
+    reuse: Option<&dyn Reuse<Note = N>>,
 ) {
     let mut compressor = PieceCompressor::default();
     for p in rx {
-        let out = match reuse.and_then(|r| r.get(&p.data)) {
+        let (made, note) = match reuse.map(|r| r.get(&p.data)) {
+            Some(Looked { gzip, note }) => {
+                let found = gzip.is_some();
+                (gzip, Some((note, found)))
+            }
+            None => (None, None),
+        };
+        let out = match made {
             Some(made) => made,
             None => {
                 let mut out = Vec::with_capacity(piece + piece / 16);
                 if compressor.compress(&p.data, &mut out).is_err() {
                     // Cannot happen with buffers of the bound's size; stop the pipeline.
                     return;
-                }
-                if let Some(r) = reuse {
-                    r.put(&p.data, &out);
                 }
                 out
             }
@@ -358,6 +402,7 @@ fn compress(
             .send(Piece {
                 seq: p.seq,
                 data: out,
+                note,
             })
             .is_err()
         {
@@ -366,18 +411,18 @@ fn compress(
     }
 }
 
-fn write_in_order<W: Write>(
-    rx: Receiver<Piece>,
-    mut sink: W,
+fn write_in_order<S: Sink>(
+    rx: Receiver<Piece<S::Note>>,
+    mut sink: S,
     pool: Sender<Vec<u8>>,
     piece: usize,
-) -> io::Result<W> {
+) -> io::Result<S> {
     let mut next = 0u64;
-    let mut waiting: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut waiting: BTreeMap<u64, Piece<S::Note>> = BTreeMap::new();
     for p in rx {
-        waiting.insert(p.seq, p.data);
-        while let Some(data) = waiting.remove(&next) {
-            sink.write_all(&data)?;
+        waiting.insert(p.seq, p);
+        while let Some(Piece { data, note, .. }) = waiting.remove(&next) {
+            sink.piece(&data, note)?;
             next += 1;
             if data.capacity() >= piece {
                 let _ = pool.try_send(data);
@@ -467,17 +512,20 @@ mod tests {
     fn pieces_of(data: &[u8], cut: Cut, write_size: usize) -> Vec<Vec<u8>> {
         struct Collect(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
         impl Reuse for Collect {
-            fn get(&self, plain: &[u8]) -> Option<Vec<u8>> {
+            type Note = ();
+            fn get(&self, plain: &[u8]) -> Looked<()> {
                 if let Ok(mut v) = self.0.lock() {
                     v.push(plain.to_vec());
                 }
-                None
+                Looked {
+                    gzip: None,
+                    note: (),
+                }
             }
-            fn put(&self, _: &[u8], _: &[u8]) {}
         }
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let collect = Collect(seen.clone());
-        run_with::<_, _, io::Error>(true, cut, Some(&collect), Vec::new(), |p| {
+        run_with::<_, _, io::Error>(true, cut, Some(&collect), Plain(Vec::new()), |p| {
             for part in data.chunks(write_size) {
                 p.write_all(part)?;
             }
@@ -570,30 +618,53 @@ mod tests {
 
     #[test]
     fn reused_pieces_give_the_same_stream() {
-        struct Memo(std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<u8>>>);
-        impl Reuse for Memo {
-            fn get(&self, plain: &[u8]) -> Option<Vec<u8>> {
-                self.0.lock().ok()?.get(plain).cloned()
-            }
-            fn put(&self, plain: &[u8], gzip: &[u8]) {
-                if let Ok(mut m) = self.0.lock() {
-                    m.insert(plain.to_vec(), gzip.to_vec());
+        type Memo = std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<u8>>>;
+        struct Lookup<'m>(&'m Memo);
+        impl Reuse for Lookup<'_> {
+            type Note = Vec<u8>;
+            fn get(&self, plain: &[u8]) -> Looked<Vec<u8>> {
+                Looked {
+                    gzip: self.0.lock().ok().and_then(|m| m.get(plain).cloned()),
+                    note: plain.to_vec(),
                 }
             }
         }
-        let memo = Memo(std::sync::Mutex::new(std::collections::HashMap::new()));
-        let data: Vec<u8> = (0..(3 << 20)).map(|i| (i % 241) as u8).collect();
-        let go = |reuse: Option<&dyn Reuse>| {
-            run_with::<_, _, io::Error>(true, Cut::LAYERS, reuse, Vec::new(), |p| {
-                p.write_all(&data)
-            })
-            .expect("run")
-            .1
+        /// Writes every piece and keeps the new ones; counts the reused.
+        struct Keep<'m>(&'m Memo, Vec<u8>, usize);
+        impl Sink for Keep<'_> {
+            type Note = Vec<u8>;
+            fn piece(&mut self, gzip: &[u8], note: Option<(Vec<u8>, bool)>) -> io::Result<()> {
+                self.1.extend_from_slice(gzip);
+                match note {
+                    Some((_, true)) => self.2 += 1,
+                    Some((plain, false)) => {
+                        self.0.lock().expect("lock").insert(plain, gzip.to_vec());
+                    }
+                    None => {}
+                }
+                Ok(())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let memo = Memo::default();
+        let data = crate::noise(3 << 20, 0x0bad_cafe_f00d_d00d);
+        let go = |reuse: bool| {
+            let lookup = Lookup(&memo);
+            let reuse = reuse.then_some(&lookup as &dyn Reuse<Note = Vec<u8>>);
+            let sink = Keep(&memo, Vec::new(), 0);
+            let ((), Keep(_, out, reused)) =
+                run_with::<_, _, io::Error>(true, Cut::LAYERS, reuse, sink, |p| p.write_all(&data))
+                    .expect("run");
+            (out, reused)
         };
-        let cold = go(None);
-        assert_eq!(go(Some(&memo)), cold);
-        assert!(!memo.0.lock().expect("lock").is_empty());
-        assert_eq!(go(Some(&memo)), cold, "from reused pieces");
+        let (cold, _) = go(false);
+        assert!(memo.lock().expect("lock").is_empty());
+        assert_eq!(go(true), (cold.clone(), 0));
+        let kept = memo.lock().expect("lock").len();
+        assert!(kept > 1, "{kept} pieces kept");
+        assert_eq!(go(true), (cold, kept), "from reused pieces");
     }
 
     #[test]

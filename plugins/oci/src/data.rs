@@ -3,7 +3,8 @@
 //! configs) or a range of a file on disk that kiln never changes in place
 //! (the host's context archive, a cache blob, an unpacked layer), read in
 //! bounded chunks when it is written out. So memory stays flat whatever
-//! the size of the context or the layers.
+//! the size of the context or the layers. A layer kept as pieces of
+//! several cache files is the concatenation of their ranges.
 
 use std::{
     fmt,
@@ -32,6 +33,13 @@ pub enum Data {
         /// How long it is.
         len: u64,
     },
+    /// Several of the above, one after the other ([`Data::concat`]).
+    Parts {
+        /// The parts, none empty and none itself made of parts.
+        parts: Arc<[Data]>,
+        /// Their total length.
+        len: u64,
+    },
 }
 
 impl Default for Data {
@@ -46,6 +54,7 @@ impl fmt::Debug for Data {
             Data::Memory(b) if b.len() <= 64 => write!(f, "{b:?}"),
             Data::Memory(b) => write!(f, "<{} bytes in memory>", b.len()),
             Data::File { offset, len, .. } => write!(f, "<{len} bytes of a file at {offset}>"),
+            Data::Parts { parts, len } => write!(f, "<{len} bytes in {} parts>", parts.len()),
         }
     }
 }
@@ -139,11 +148,51 @@ impl Data {
         })
     }
 
+    /// `parts` one after the other: nested parts flattened, empty ones
+    /// dropped, neighbouring ranges of one file joined.
+    pub fn concat(parts: impl IntoIterator<Item = Data>) -> Data {
+        let mut out: Vec<Data> = Vec::new();
+        let mut push = |d: Data| {
+            if d.is_empty() {
+                return;
+            }
+            if let (
+                Some(Data::File {
+                    file: last,
+                    offset: at,
+                    len: n,
+                }),
+                Data::File { file, offset, len },
+            ) = (out.last_mut(), &d)
+            {
+                if Arc::ptr_eq(last, file) && *at + *n == *offset {
+                    *n += len;
+                    return;
+                }
+            }
+            out.push(d);
+        };
+        for d in parts {
+            match d {
+                Data::Parts { parts, .. } => parts.iter().cloned().for_each(&mut push),
+                d => push(d),
+            }
+        }
+        match out.len() {
+            0 => Data::default(),
+            1 => out.pop().unwrap_or_default(),
+            _ => Data::Parts {
+                len: out.iter().map(Data::len).sum(),
+                parts: out.into(),
+            },
+        }
+    }
+
     /// Its length in bytes.
     pub fn len(&self) -> u64 {
         match self {
             Data::Memory(b) => b.len() as u64,
-            Data::File { len, .. } => *len,
+            Data::File { len, .. } | Data::Parts { len, .. } => *len,
         }
     }
 
@@ -165,6 +214,55 @@ impl Data {
                 offset: at + offset,
                 len,
             },
+            Data::Parts { parts, .. } => {
+                let (end, mut start) = (offset + len, 0);
+                let mut out = Vec::new();
+                for part in parts.iter() {
+                    let n = part.len();
+                    if start < end && start + n > offset {
+                        let from = offset.saturating_sub(start);
+                        out.push(part.slice(from, end.min(start + n) - start - from));
+                    }
+                    start += n;
+                }
+                Data::concat(out)
+            }
+        }
+    }
+
+    /// Read into `buf` from `pos` (at most the rest of it; 0 at its end).
+    /// A file shorter than recorded is an error.
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        let want = (buf.len() as u64).min(self.len().saturating_sub(pos)) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        match self {
+            Data::Memory(b) => {
+                let at = pos as usize;
+                buf[..want].copy_from_slice(&b[at..at + want]);
+                Ok(want)
+            }
+            Data::File { file, offset, .. } => {
+                match file.read_at(&mut buf[..want], offset + pos)? {
+                    0 => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file is shorter than kiln recorded: it was changed or cut",
+                    )),
+                    n => Ok(n),
+                }
+            }
+            Data::Parts { parts, .. } => {
+                let mut start = 0;
+                for part in parts.iter() {
+                    let n = part.len();
+                    if pos < start + n {
+                        return part.read_at(&mut buf[..want], pos - start);
+                    }
+                    start += n;
+                }
+                Ok(0)
+            }
         }
     }
 
@@ -181,7 +279,7 @@ impl Data {
     pub fn bytes(&self) -> io::Result<Bytes> {
         match self {
             Data::Memory(b) => Ok(b.clone()),
-            Data::File { .. } => {
+            Data::File { .. } | Data::Parts { .. } => {
                 let mut out = Vec::with_capacity(self.len() as usize);
                 self.reader().read_to_end(&mut out)?;
                 Ok(Bytes::from(out))
@@ -201,8 +299,13 @@ impl Data {
     /// Hand every byte to `each`, in chunks of at most [`CHUNK`]. A file
     /// that is shorter than the range is an error.
     pub fn chunks(&self, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        self.each_chunk(&mut each)
+    }
+
+    fn each_chunk(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
         match self {
             Data::Memory(b) => b.chunks(CHUNK).try_for_each(each),
+            Data::Parts { parts, .. } => parts.iter().try_for_each(|p| p.each_chunk(each)),
             Data::File { .. } => {
                 let mut r = self.reader();
                 let mut buf = vec![0; CHUNK.min(self.len() as usize)];
@@ -228,8 +331,12 @@ impl Data {
     /// is an error.
     pub fn write_to_file(&self, out: &mut File) -> io::Result<()> {
         use std::os::fd::AsRawFd;
-        let Data::File { file, offset, len } = self else {
-            return self.write_to(out);
+        let (file, offset, len) = match self {
+            Data::File { file, offset, len } => (file, offset, len),
+            Data::Parts { parts, .. } => {
+                return parts.iter().try_for_each(|p| p.write_to_file(out))
+            }
+            Data::Memory(_) => return self.write_to(out),
         };
         let mut from = i64::try_from(*offset).map_err(io::Error::other)?;
         let mut left = *len;
@@ -292,28 +399,7 @@ pub struct DataReader {
 
 impl Read for DataReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.data.len().saturating_sub(self.at);
-        let want = (buf.len() as u64).min(left) as usize;
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = match &self.data {
-            Data::Memory(b) => {
-                let at = self.at as usize;
-                buf[..want].copy_from_slice(&b[at..at + want]);
-                want
-            }
-            Data::File { file, offset, .. } => {
-                let n = file.read_at(&mut buf[..want], offset + self.at)?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the file is shorter than kiln recorded: it was changed or cut",
-                    ));
-                }
-                n
-            }
-        };
+        let n = self.data.read_at(buf, self.at)?;
         self.at += n as u64;
         Ok(n)
     }
@@ -366,7 +452,7 @@ mod tests {
         let past = Data::File {
             file: match &d {
                 Data::File { file, .. } => file.clone(),
-                Data::Memory(_) => unreachable!(),
+                _ => unreachable!(),
             },
             offset: body.len() as u64 - 2,
             len: 10,
@@ -390,5 +476,55 @@ mod tests {
         assert_eq!(got, want);
         let mut cut = tempfile::tempfile().expect("tempfile");
         assert!(past.write_to_file(&mut cut).is_err());
+    }
+
+    #[test]
+    fn parts_read_slice_and_copy_as_one() {
+        let mut f = tempfile::tempfile().expect("tempfile");
+        let body: Vec<u8> = (0..(2 * CHUNK + 11)).map(|i| (i % 239) as u8).collect();
+        f.write_all(&body).expect("write");
+        let file = Data::whole(f).expect("whole");
+        let head = Data::from(b"head".to_vec());
+        // Neighbouring ranges of one file join; empty parts go.
+        assert!(matches!(
+            Data::concat([file.slice(0, 5), Data::default(), file.slice(5, 10)]),
+            Data::File {
+                offset: 0,
+                len: 15,
+                ..
+            }
+        ));
+        let all = Data::concat([
+            file.slice(CHUNK as u64, CHUNK as u64 + 11),
+            head.clone(),
+            Data::concat([file.slice(0, 100), head]),
+        ]);
+        let mut want = body[CHUNK..].to_vec();
+        want.extend_from_slice(b"head");
+        want.extend_from_slice(&body[..100]);
+        want.extend_from_slice(b"head");
+        assert!(matches!(&all, Data::Parts { parts, .. } if parts.len() == 4));
+        assert_eq!(all.len(), want.len() as u64);
+        assert_eq!(all.bytes().expect("bytes").as_ref(), want.as_slice());
+        assert_eq!(all, Data::from(want.clone()));
+        let at = CHUNK as u64 + 5;
+        assert_eq!(
+            all.slice(at, 110).bytes().expect("slice").as_ref(),
+            &want[at as usize..at as usize + 110]
+        );
+        let mut seen = Vec::new();
+        all.chunks(|c| {
+            assert!(c.len() <= CHUNK);
+            seen.extend_from_slice(c);
+            Ok(())
+        })
+        .expect("chunks");
+        assert_eq!(seen, want);
+        let mut into = tempfile::tempfile().expect("tempfile");
+        all.write_to_file(&mut into).expect("copy");
+        let mut got = Vec::new();
+        into.seek(SeekFrom::Start(0)).expect("seek");
+        into.read_to_end(&mut got).expect("read");
+        assert_eq!(got, want);
     }
 }

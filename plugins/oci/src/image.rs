@@ -104,7 +104,7 @@ impl Layer {
         entries: &BTreeMap<String, Entry>,
         mtime: u64,
         into: Incoming,
-        reuse: Option<&dyn Reuse>,
+        reuse: Option<&dyn Reuse<Note = Note>>,
         progress: Option<&mut dyn FnMut(u64)>,
     ) -> std::io::Result<Self> {
         Self::stream(into, reuse, progress, |out| {
@@ -149,12 +149,13 @@ impl Layer {
     /// every core and written to `into` in bounded memory.
     fn stream(
         into: Incoming,
-        reuse: Option<&dyn Reuse>,
+        reuse: Option<&dyn Reuse<Note = Note>>,
         progress: Option<&mut dyn FnMut(u64)>,
         produce: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> std::io::Result<Self> {
-        let (diff_id, digest, size) = gzip_stream(into.writer(), reuse, progress, produce)?;
-        let blob = into.keep(&digest, size)?;
+        let (diff_id, packed) = gzip_stream(into.writer(), reuse, progress, produce)?;
+        let digest = packed.digest.clone();
+        let blob = into.keep_layer(packed, &diff_id)?;
         Ok(Self {
             digest,
             diff_id,
@@ -164,21 +165,18 @@ impl Layer {
     }
 }
 
-/// Gzip what `produce` writes into `file` through kiln-archive's pipeline;
-/// returns the plain stream's digest, the gzip'd one's, and its size.
+/// Gzip what `produce` writes into `file` through kiln-archive's pipeline
+/// (pieces `reuse` has are not compressed or written again); returns the
+/// plain stream's digest and what was written.
 fn gzip_stream(
     file: kiln_archive::atomic::Writeback<'_>,
-    reuse: Option<&dyn Reuse>,
+    reuse: Option<&dyn Reuse<Note = Note>>,
     mut progress: Option<&mut dyn FnMut(u64)>,
     produce: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> std::io::Result<(String, String, u64)> {
+) -> std::io::Result<(String, crate::store::Packed)> {
     use kiln_archive::pipeline::{run_with, Cut, Failed, Tee};
-    let mut blob_hash = Sha256::new();
     let mut tar_hash = Sha256::new();
-    let sink = Tee::new(
-        std::io::BufWriter::with_capacity(1 << 20, file),
-        |d: &[u8]| blob_hash.update(d),
-    );
+    let sink = crate::store::Packing::new(file);
     let written = run_with(true, Cut::LAYERS, reuse, sink, |pieces| {
         let mut tar = Tee::new(pieces, |d: &[u8]| {
             tar_hash.update(d);
@@ -188,22 +186,14 @@ fn gzip_stream(
         });
         produce(&mut tar)
     });
-    let size = match written {
-        Ok(((), sink)) => {
-            let (buffered, _, size) = sink.into_parts();
-            buffered.into_inner().map_err(|e| e.into_error())?;
-            size
-        }
+    let packed = match written {
+        Ok(((), sink)) => sink.finish()?,
         Err(Failed::Produce(e) | Failed::Write(e)) => return Err(e),
     };
-    Ok((
-        format!("sha256:{:x}", tar_hash.finalize()),
-        format!("sha256:{:x}", blob_hash.finalize()),
-        size,
-    ))
+    Ok((format!("sha256:{:x}", tar_hash.finalize()), packed))
 }
 
-pub use crate::store::Incoming;
+pub use crate::store::{Incoming, Note};
 pub use kiln_archive::pipeline::Reuse;
 
 /// `sha256:<hex>` of `data`.

@@ -3,13 +3,17 @@
 //! - `blobs/sha256/<hex>`: blobs by digest (layers made, base image blobs);
 //! - `diffids/<format>/<hex>`: for each layer this builder made, its `diff_id` to
 //!   its blob's digest and size, so a layer whose tar is unchanged is not
-//!   compressed again;
+//!   compressed again, and, for a layer kept as pieces of several files,
+//!   the ranges of cache files its blob is made of;
+//! - `packs/<format>/<digest hex>-<unique>`: the new pieces of a layer whose
+//!   other pieces were made before (the rest of it is not copied again);
 //! - `unpacked/<hex>`: a base layer's uncompressed tar by its `diff_id`
 //!   (checked against it when unpacked), so a base is decompressed once;
-//! - `pieces/<format>/<hex>`: a gzip member by the sha256 of the piece of
-//!   layer tar it was made from, so a layer that changed by a few files
-//!   compresses only the pieces around the change (pieces are cut at
-//!   content-defined boundaries);
+//! - `pieces/<format>/<hex>`: where the gzip member made from a piece of
+//!   layer tar is kept (a range of a blob or pack), by the piece's sha256,
+//!   so a layer that changed by a few files compresses and writes only the
+//!   pieces around the change (pieces are cut at content-defined
+//!   boundaries);
 //! - `recipes/<format>/<hex>`: a layer's recipe (the context archive's sha1, where
 //!   each file's bytes sit in it, every path and its metadata) to its
 //!   `diff_id`, so an unchanged `COPY` from an unchanged context finds its
@@ -23,16 +27,23 @@
 //! waits for those writes first, and so does the end of the build. Layer
 //! blobs are opened, not read, and checked against their recorded size;
 //! base blobs are checked against their digest as they are read. A torn or
-//! altered file is ignored.
+//! altered file is ignored, and so is a layer one of whose files was pruned
+//! (a layer in use touches all of its files, so they age together).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
+    fs::File,
+    io::Write,
     path::{Path, PathBuf},
     sync::{mpsc, Arc, Mutex},
     thread::JoinHandle,
 };
 
-use kiln_archive::atomic::{touch, AtomicFile, Writeback};
+use kiln_archive::{
+    atomic::{touch, AtomicFile, Writeback},
+    pipeline::{Looked, Reuse, Sink},
+};
+use sha2::{Digest, Sha256};
 
 use crate::{
     data::Data,
@@ -126,6 +137,7 @@ impl Store {
             format!("diffids/{BLOB_FORMAT}"),
             format!("recipes/{BLOB_FORMAT}"),
             format!("pieces/{BLOB_FORMAT}"),
+            format!("packs/{BLOB_FORMAT}"),
         ] {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir)
@@ -246,10 +258,13 @@ impl Store {
     /// A new blob to write into the cache ([`Incoming::keep`] names it by
     /// its digest).
     pub fn incoming(&self) -> Result<Incoming, String> {
-        let dir = self.root.join("blobs/sha256");
-        let temp =
-            AtomicFile::beside(&dir.join("incoming")).map_err(|e| format!("the cache: {e}"))?;
-        Ok(Incoming::Cache(temp, dir, self.pending.clone()))
+        let temp = AtomicFile::beside(&self.root.join("blobs/sha256/incoming"))
+            .map_err(|e| format!("the cache: {e}"))?;
+        Ok(Incoming::Cache(
+            temp,
+            self.root.clone(),
+            self.pending.clone(),
+        ))
     }
 
     /// Write a record, after the writes given before it: a record is
@@ -264,23 +279,39 @@ impl Store {
     }
 
     /// The layer this builder made earlier with this `diff_id`: its blob
-    /// file, of the size recorded.
+    /// file of the size recorded, or the ranges of cache files it is made
+    /// of (each within its file).
     pub fn layer(&self, diff_id: &str) -> Option<Layer> {
         self.pending.settle();
         let text = std::fs::read_to_string(self.diffid_path(diff_id)).ok()?;
-        let mut words = text.split_whitespace();
+        let mut lines = text.lines();
+        let mut words = lines.next()?.split_whitespace();
         let digest = words.next()?.to_string();
         let size: u64 = words.next()?.parse().ok()?;
         if !digest.starts_with("sha256:") || hex(&digest).contains(['/', '.']) {
             return None;
         }
-        let blob_path = self.blob_path(&digest);
-        let blob = Data::whole(std::fs::File::open(&blob_path).ok()?).ok()?;
+        let mut opened = HashMap::new();
+        let mut parts = Vec::new();
+        for line in lines {
+            let (name, offset, len) = parse_range(line)?;
+            parts.push(open_range(&self.root, name, offset, len, &mut opened)?);
+        }
+        let blob = if parts.is_empty() {
+            let path = self.blob_path(&digest);
+            touch(&path);
+            Data::whole(File::open(&path).ok()?).ok()?
+        } else {
+            Data::concat(parts)
+        };
         if blob.len() != size {
             return None;
         }
-        // Used now: a cache pruned least recently used first keeps it.
-        touch(&blob_path);
+        // Used now: a cache pruned least recently used first keeps it, all
+        // its files alike.
+        for name in opened.keys() {
+            touch(&self.root.join(&**name));
+        }
         touch(&self.diffid_path(diff_id));
         Some(Layer {
             blob,
@@ -290,22 +321,14 @@ impl Store {
         })
     }
 
-    /// Remember a layer this builder made (its blob is copied in unless
-    /// it is there).
-    pub fn put_layer(&self, layer: &Layer) -> Result<(), String> {
-        let (path, blob) = (self.blob_path(&layer.digest), layer.blob.clone());
-        self.pending.defer(Box::new(move || {
-            let _ = put_blob(&path, &blob);
-        }));
-        self.put_diff_id(&layer.diff_id, &layer.digest, layer.blob.len())
-    }
-
     /// The gzip'd pieces this cache holds, for a layer being made: read
-    /// from when `read` (not with `--no-cache`), always added to.
+    /// from when `read` (not with `--no-cache`); the layer's new pieces are
+    /// added when it is kept ([`Incoming::keep_layer`]).
     pub fn pieces(&self, read: bool) -> Pieces {
         Pieces {
-            dir: self.root.join("pieces").join(BLOB_FORMAT),
+            root: self.root.clone(),
             read,
+            opened: Mutex::default(),
         }
     }
 
@@ -370,7 +393,6 @@ fn put_blob(path: &Path, data: &Data) -> Result<(), String> {
 
 /// Write a cache record whole and synced.
 fn write_now(path: &Path, data: &[u8]) -> Result<(), String> {
-    use std::io::Write;
     let mut temp = AtomicFile::beside(path).map_err(|e| format!("the cache: {e}"))?;
     temp.file_mut()
         .write_all(data)
@@ -378,50 +400,219 @@ fn write_now(path: &Path, data: &[u8]) -> Result<(), String> {
     temp.commit().map_err(|e| format!("the cache: {e}"))
 }
 
+/// The longest gzip'd piece a record may name: a piece is at most 4 MiB
+/// of tar, and gzip adds little even to bytes it cannot compress.
+const PIECE_MAX: u64 = 8 << 20;
+
+/// Where a piece's gzip'd form was in `pieces/`, by its plain bytes' sha256.
+fn piece_path(root: &Path, key: &[u8; 32]) -> PathBuf {
+    use std::fmt::Write;
+    let mut name = String::with_capacity(64);
+    for b in key {
+        let _ = write!(name, "{b:02x}");
+    }
+    root.join("pieces").join(BLOB_FORMAT).join(name)
+}
+
+/// `<name> <offset> <len>`: a range of the cache file `name` (a path below
+/// the cache folder, in `blobs/` or `packs/`, nothing else).
+fn parse_range(line: &str) -> Option<(&str, u64, u64)> {
+    let mut words = line.split(' ');
+    let (name, offset, len) = (words.next()?, words.next()?, words.next()?);
+    let fine = |c: &str| {
+        !c.is_empty()
+            && c != "."
+            && c != ".."
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    let top = name.split('/').next()?;
+    if words.next().is_some() || !matches!(top, "blobs" | "packs") || !name.split('/').all(fine) {
+        return None;
+    }
+    Some((name, offset.parse().ok()?, len.parse().ok()?))
+}
+
+/// Cache files open, by name, with their sizes.
+type Opened = HashMap<Arc<str>, (Arc<File>, u64)>;
+
+/// The range `offset..offset+len` of the cache file `name` (opened once per
+/// `opened`), when the file is that long.
+fn open_range(root: &Path, name: &str, offset: u64, len: u64, opened: &mut Opened) -> Option<Data> {
+    let (file, size) = match opened.get(name) {
+        Some(f) => f.clone(),
+        None => {
+            let file = File::open(root.join(name)).ok()?;
+            let size = file.metadata().ok()?.len();
+            let f = (Arc::new(file), size);
+            opened.insert(name.into(), f.clone());
+            f
+        }
+    };
+    if offset.checked_add(len)? > size {
+        return None;
+    }
+    Some(Data::File { file, offset, len })
+}
+
+/// A range of a cache file holding gzip'd pieces of a layer.
+#[derive(Clone)]
+pub struct Kept {
+    name: Arc<str>,
+    offset: u64,
+    len: u64,
+    data: Data,
+}
+
+/// What [`Pieces`] tells the layer's writer of a piece: its key (the sha256
+/// of its plain bytes) and where its gzip'd form is kept, when it was found.
+pub struct Note {
+    key: [u8; 32],
+    kept: Option<Kept>,
+}
+
 /// The cache's gzip'd pieces ([`Store::pieces`]).
 pub struct Pieces {
-    dir: PathBuf,
+    root: PathBuf,
     read: bool,
+    opened: Mutex<Opened>,
 }
 
 impl Pieces {
-    fn path(&self, plain: &[u8]) -> PathBuf {
-        use sha2::{Digest, Sha256};
-        self.dir.join(format!("{:x}", Sha256::digest(plain)))
-    }
-}
-
-impl kiln_archive::pipeline::Reuse for Pieces {
-    fn get(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        if !self.read {
+    /// The gzip member kept for the piece `key`, read, and where it is.
+    fn find(&self, key: &[u8; 32]) -> Option<(Vec<u8>, Kept)> {
+        let path = piece_path(&self.root, key);
+        let text = std::fs::read_to_string(&path).ok()?;
+        let (name, offset, len) = parse_range(text.trim_end())?;
+        if len > PIECE_MAX {
             return None;
         }
-        let path = self.path(plain);
-        let gzip = std::fs::read(&path).ok()?;
+        let data = {
+            let mut opened = self.opened.lock().ok()?;
+            open_range(&self.root, name, offset, len, &mut opened)?
+        };
+        let gzip = data.bytes().ok()?;
         // A gzip member starts so, and is never empty.
         if !gzip.starts_with(&[0x1f, 0x8b]) {
             return None;
         }
         touch(&path);
-        Some(gzip)
+        let name = self.opened.lock().ok()?.get_key_value(name)?.0.clone();
+        Some((
+            gzip.to_vec(),
+            Kept {
+                name,
+                offset,
+                len,
+                data,
+            },
+        ))
+    }
+}
+
+impl Reuse for Pieces {
+    type Note = Note;
+
+    fn get(&self, plain: &[u8]) -> Looked<Note> {
+        let key: [u8; 32] = Sha256::digest(plain).into();
+        let found = if self.read { self.find(&key) } else { None };
+        let (gzip, kept) = found.map_or((None, None), |(g, k)| (Some(g), Some(k)));
+        Looked {
+            gzip,
+            note: Note { key, kept },
+        }
+    }
+}
+
+/// One stretch of a layer's blob: new bytes at a place in the layer's own
+/// pack, or a range kept from before.
+enum Part {
+    Pack { offset: u64, len: u64 },
+    Kept(Kept),
+}
+
+/// The writer of a layer's gzip'd pieces ([`Sink`]): pieces kept from
+/// before are not written again, only named; new ones go to the file
+/// being made (the layer's pack). Everything is hashed, as the blob.
+pub struct Packing<'a> {
+    out: std::io::BufWriter<Writeback<'a>>,
+    hash: Sha256,
+    size: u64,
+    written: u64,
+    parts: Vec<Part>,
+    fresh: Vec<([u8; 32], u64, u64)>,
+}
+
+/// A layer's blob as [`Packing`] left it.
+pub struct Packed {
+    /// `sha256:` of the blob.
+    pub digest: String,
+    /// Its size.
+    pub size: u64,
+    parts: Vec<Part>,
+    fresh: Vec<([u8; 32], u64, u64)>,
+}
+
+impl<'a> Packing<'a> {
+    /// Write new pieces to `out`.
+    pub fn new(out: Writeback<'a>) -> Self {
+        Self {
+            out: std::io::BufWriter::with_capacity(1 << 20, out),
+            hash: Sha256::new(),
+            size: 0,
+            written: 0,
+            parts: Vec::new(),
+            fresh: Vec::new(),
+        }
     }
 
-    fn put(&self, plain: &[u8], gzip: &[u8]) {
-        // Whole or not at all (a rename), not synced: a piece lost to a
-        // crash is compressed again. Best effort.
-        use std::io::Write;
-        let _ = tempfile::Builder::new()
-            .prefix(&format!(
-                "{}{}-",
-                kiln_archive::atomic::TEMP_PREFIX,
-                std::process::id()
-            ))
-            .tempfile_in(&self.dir)
-            .and_then(|mut t| {
-                t.write_all(gzip)?;
-                t.persist(self.path(plain)).map_err(|e| e.error)?;
-                Ok(())
-            });
+    /// All written out.
+    pub fn finish(self) -> std::io::Result<Packed> {
+        self.out.into_inner().map_err(|e| e.into_error())?;
+        Ok(Packed {
+            digest: format!("sha256:{:x}", self.hash.finalize()),
+            size: self.size,
+            parts: self.parts,
+            fresh: self.fresh,
+        })
+    }
+}
+
+impl Sink for Packing<'_> {
+    type Note = Note;
+
+    fn piece(&mut self, gzip: &[u8], note: Option<(Note, bool)>) -> std::io::Result<()> {
+        self.hash.update(gzip);
+        self.size += gzip.len() as u64;
+        let len = gzip.len() as u64;
+        if let Some((Note { kept: Some(k), .. }, true)) = note {
+            if let Some(Part::Kept(last)) = self.parts.last_mut() {
+                if last.name == k.name && last.offset + last.len == k.offset {
+                    last.len += k.len;
+                    last.data = Data::concat([last.data.clone(), k.data]);
+                    return Ok(());
+                }
+            }
+            self.parts.push(Part::Kept(k));
+            return Ok(());
+        }
+        self.out.write_all(gzip)?;
+        if let Some((note, _)) = note {
+            self.fresh.push((note.key, self.written, len));
+        }
+        match self.parts.last_mut() {
+            Some(Part::Pack { offset, len: n }) if *offset + *n == self.written => *n += len,
+            _ => self.parts.push(Part::Pack {
+                offset: self.written,
+                len,
+            }),
+        }
+        self.written += len;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 
@@ -505,7 +696,7 @@ pub fn sha256_of(data: &Data) -> std::io::Result<String> {
 /// folder, renamed to its digest when kept, or (without a cache) an
 /// anonymous file that disappears with the build.
 pub enum Incoming {
-    /// In the cache: the temporary file, the blob folder, and where the
+    /// In the cache: the temporary file, the cache folder, and where the
     /// store's writes wait their turn.
     Cache(AtomicFile, PathBuf, Arc<Pending>),
     /// An unnamed temporary file.
@@ -544,9 +735,9 @@ impl Incoming {
     /// not kept, and the build goes on from the file).
     pub fn keep(self, digest: &str, size: u64) -> std::io::Result<Data> {
         match self {
-            Incoming::Cache(temp, dir, pending) => {
+            Incoming::Cache(temp, root, pending) => {
                 let file = temp.file().try_clone()?;
-                let path = dir.join(hex(digest));
+                let path = root.join("blobs/sha256").join(hex(digest));
                 pending.defer(Box::new(move || {
                     let _ = temp.commit_as(&path);
                 }));
@@ -562,6 +753,76 @@ impl Incoming {
                 len: size,
             }),
         }
+    }
+
+    /// Keep the layer `diff_id` that [`Packing`] wrote here: its blob is
+    /// read at once, through the open files. In the cache, on the store's
+    /// thread: the new pieces synced and named (as the blob itself when
+    /// nothing was kept from before, else as a pack), then where each new
+    /// piece is recorded, then the layer's record (the ranges it is made of).
+    pub fn keep_layer(self, packed: Packed, diff_id: &str) -> std::io::Result<Data> {
+        let file = Arc::new(match &self {
+            Incoming::Cache(temp, ..) => temp.file().try_clone()?,
+            Incoming::Anonymous(f) => f.try_clone()?,
+        });
+        let data = Data::concat(packed.parts.iter().map(|p| match p {
+            Part::Pack { offset, len } => Data::File {
+                file: file.clone(),
+                offset: *offset,
+                len: *len,
+            },
+            Part::Kept(k) => k.data.clone(),
+        }));
+        let Incoming::Cache(temp, root, pending) = self else {
+            return Ok(data);
+        };
+        let whole = packed.parts.iter().all(|p| matches!(p, Part::Pack { .. }));
+        let name = if whole {
+            format!("blobs/sha256/{}", hex(&packed.digest))
+        } else {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            format!(
+                "packs/{BLOB_FORMAT}/{}-{:x}-{nanos:x}",
+                hex(&packed.digest),
+                std::process::id()
+            )
+        };
+        let mut record = format!("{} {}\n", packed.digest, packed.size);
+        let mut kept = Vec::new();
+        if !whole {
+            for p in &packed.parts {
+                let line = match p {
+                    Part::Pack { offset, len } => format!("{name} {offset} {len}\n"),
+                    Part::Kept(k) => {
+                        kept.push(root.join(&*k.name));
+                        format!("{} {} {}\n", k.name, k.offset, k.len)
+                    }
+                };
+                record.push_str(&line);
+            }
+        }
+        let index: Vec<(PathBuf, String)> = packed
+            .fresh
+            .iter()
+            .map(|(key, offset, len)| (piece_path(&root, key), format!("{name} {offset} {len}")))
+            .collect();
+        let diffid_path = root.join("diffids").join(BLOB_FORMAT).join(hex(diff_id));
+        let has_new = packed.parts.iter().any(|p| matches!(p, Part::Pack { .. }));
+        pending.defer(Box::new(move || {
+            if has_new && temp.commit_as(&root.join(&name)).is_err() {
+                return;
+            }
+            // Where new pieces are: whole or not at all, not synced (one
+            // lost to a crash is made again).
+            for (path, text) in index {
+                let _ = kiln_archive::atomic::write_unsynced(&path, text.as_bytes(), 0o600);
+            }
+            kept.iter().for_each(|p| touch(p));
+            let _ = write_now(&diffid_path, record.as_bytes());
+        }));
+        Ok(data)
     }
 }
 
@@ -659,7 +920,10 @@ mod tests {
             media_type: media::LAYER_GZIP.into(),
         };
         assert!(store.layer(&layer.diff_id).is_none());
-        store.put_layer(&layer).expect("put");
+        store.put_blob(&layer.digest, &layer.blob).expect("blob");
+        store
+            .put_diff_id(&layer.diff_id, &layer.digest, layer.blob.len())
+            .expect("record");
         assert_eq!(store.layer(&layer.diff_id), Some(layer.clone()));
         let key = sha256(b"recipe");
         assert!(store.recipe(&key).is_none());
@@ -704,6 +968,112 @@ mod tests {
             .filter(|p| p.to_string_lossy().contains(".kiln-tmp-"))
             .count();
         assert_eq!(temps, 0);
+    }
+
+    #[test]
+    fn a_layer_made_mostly_of_earlier_pieces_is_kept_as_their_ranges() {
+        use crate::image::{Entry, Kind};
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Bytes gzip cannot shrink, in many pieces.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut body: Vec<u8> = (0..(12 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let make = |store: &Store, body: &[u8], read: bool| {
+            let entries = BTreeMap::from([(
+                "big".to_string(),
+                Entry {
+                    kind: Kind::File(Data::from(body.to_vec())),
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                },
+            )]);
+            let pieces = store.pieces(read);
+            let into = store.incoming().expect("incoming");
+            Layer::make(&entries, 0, into, Some(&pieces), None).expect("layer")
+        };
+        let files = |sub: &str| walkdir(&dir.path().join(sub)).len();
+        let store = Store::open(dir.path()).expect("store");
+        let cold = make(&store, &body, true);
+        assert!(matches!(cold.blob, Data::File { .. }), "{:?}", cold.blob);
+        drop(store);
+        // Cold: one blob, every piece recorded, no pack.
+        assert_eq!(files("blobs/sha256"), 1);
+        assert!(files(&format!("pieces/{BLOB_FORMAT}")) > 3);
+        assert_eq!(files(&format!("packs/{BLOB_FORMAT}")), 0);
+
+        // One byte changed near the end: the layer is the earlier blob's
+        // ranges and a small pack of the new pieces.
+        let end = body.len() - 1000;
+        body[end] ^= 0xff;
+        let store = Store::open(dir.path()).expect("store");
+        let edited = make(&store, &body, true);
+        assert!(
+            matches!(&edited.blob, Data::Parts { .. }),
+            "{:?}",
+            edited.blob
+        );
+        let fresh = {
+            let other = tempfile::tempdir().expect("tempdir");
+            let store = Store::open(other.path()).expect("store");
+            make(&store, &body, true)
+        };
+        assert_eq!(
+            (&edited.digest, &edited.diff_id),
+            (&fresh.digest, &fresh.diff_id)
+        );
+        assert_eq!(edited.blob, fresh.blob, "the same bytes as a cold build");
+        drop(store);
+        let packs = walkdir(&dir.path().join(format!("packs/{BLOB_FORMAT}")));
+        assert_eq!(packs.len(), 1);
+        let pack_size = std::fs::metadata(&packs[0]).expect("pack").len();
+        assert!(pack_size < 5 << 20, "the pack holds {pack_size} bytes");
+
+        // Read back by diff_id: the same ranges, the same bytes.
+        let store = Store::open(dir.path()).expect("store");
+        let again = store.layer(&edited.diff_id).expect("found");
+        assert!(matches!(&again.blob, Data::Parts { .. }));
+        assert_eq!(again.blob, fresh.blob);
+        drop(store);
+        // A file of it pruned: the layer is not found (so made again),
+        // never read short.
+        std::fs::remove_file(&packs[0]).expect("prune");
+        let store = Store::open(dir.path()).expect("store");
+        assert!(store.layer(&edited.diff_id).is_none());
+        // `--no-cache` reads no piece and makes the same layer whole.
+        let plain = make(&store, &body, false);
+        assert!(matches!(plain.blob, Data::File { .. }));
+        assert_eq!(plain.digest, edited.digest);
+        drop(store);
+        let store = Store::open(dir.path()).expect("store");
+        let whole = store.layer(&edited.diff_id).expect("found");
+        assert!(matches!(whole.blob, Data::File { .. }));
+        assert_eq!(whole.blob, fresh.blob);
+    }
+
+    #[test]
+    fn records_naming_files_outside_the_cache_are_ignored() {
+        for bad in [
+            "../etc/passwd 0 1",
+            "/etc/passwd 0 1",
+            "blobs/../../x 0 1",
+            "pieces/x 0 1",
+            "blobs/sha256/ab 0",
+            "blobs/sha256/ab 0 1 2",
+            "blobs/sha256/a\tb 0 1",
+        ] {
+            assert!(parse_range(bad).is_none(), "{bad}");
+        }
+        assert_eq!(
+            parse_range("packs/f-1/ab-1 3 4"),
+            Some(("packs/f-1/ab-1", 3, 4))
+        );
     }
 
     fn walkdir(dir: &Path) -> Vec<PathBuf> {

@@ -27,7 +27,7 @@ fn recipe_key(
     h.update(created.to_le_bytes());
     let archive = match context {
         Data::File { file, .. } => Some(file),
-        Data::Memory(_) => None,
+        Data::Memory(_) | Data::Parts { .. } => None,
     };
     for (path, e) in entries {
         h.update(path.as_bytes());
@@ -101,7 +101,9 @@ impl Run<'_, '_> {
         // Pieces of earlier layers are reused (not with --no-cache) and
         // this layer's are kept for the next build.
         let pieces = self.input.store.map(|s| s.pieces(!self.input.no_cache));
-        let reuse = pieces.as_ref().map(|p| p as &dyn crate::image::Reuse);
+        let reuse = pieces
+            .as_ref()
+            .map(|p| p as &dyn crate::image::Reuse<Note = crate::image::Note>);
         // A large layer's compression is reported as it goes (a bar in a
         // terminal).
         let total = Layer::tar_size_bound(entries);
@@ -134,11 +136,9 @@ impl Run<'_, '_> {
                 Cause::Input
             },
         })?;
-        if let Some(store) = self.input.store {
-            let _ = store.put_layer(&layer);
-            if let Some(key) = &key {
-                let _ = store.put_recipe(key, &layer.diff_id);
-            }
+        // Made in the cache, the layer is recorded there as it is kept.
+        if let (Some(store), Some(key)) = (self.input.store, &key) {
+            let _ = store.put_recipe(key, &layer.diff_id);
         }
         Ok(layer)
     }

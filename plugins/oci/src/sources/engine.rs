@@ -133,11 +133,9 @@ fn read_save(data: &Data, name: &str, platform: &Platform, store: &Store) -> Res
             Some(l) => l,
             None => {
                 let into = store.incoming().or_else(|_| Incoming::anonymous())?;
-                let l = Layer::from_tar(tar, diff_id, into)
-                    .map_err(|e| format!("{what}: {path}: {e}"))?;
-                // The cache is an optimisation: a full disk must not fail the build.
-                let _ = store.put_layer(&l);
-                l
+                // Recorded in the cache as it is kept (the cache is an
+                // optimisation: a full disk must not fail the build).
+                Layer::from_tar(tar, diff_id, into).map_err(|e| format!("{what}: {path}: {e}"))?
             }
         };
         layers.push(layer);
