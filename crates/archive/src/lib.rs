@@ -9,10 +9,13 @@
 //! - [`glob`]: Go's `filepath.Match`.
 //! - [`tar`]: deterministic tar headers (GNU long names as Docker writes them).
 //! - [`path`]: Go's `path.Clean`, inside a root, and the escape check.
+//! - [`identity`]: a file's identity (device, inode, size, times), as git's
+//!   index trusts it.
 
 pub mod atomic;
 pub mod glob;
 pub mod gzip;
+pub mod identity;
 pub mod path;
 pub mod pipeline;
 pub mod tar;

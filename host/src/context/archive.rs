@@ -317,7 +317,7 @@ mod tests {
             path: path.as_bytes().to_vec(),
             kind: EntryKind::File { size },
             mode: 0o644,
-            stat: [0; 4],
+            stat: Default::default(),
         }
     }
 

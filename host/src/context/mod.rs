@@ -368,15 +368,13 @@ impl Context {
     /// ([`Context::write_walked_to`]) need not walk again.
     pub fn fingerprint(&self, racy_ns: i64) -> Result<(Fingerprint, Option<Walked>), ContextError> {
         use sha2::{Digest as _, Sha256};
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
+        let started = kiln_archive::identity::now_ns();
         let mut h = Sha256::new();
         let field = |h: &mut Sha256, bytes: &[u8]| {
             h.update((bytes.len() as u64).to_le_bytes());
             h.update(bytes);
         };
-        field(&mut h, b"kiln-context-fingerprint-v1");
+        field(&mut h, b"kiln-context-fingerprint-v2");
         field(&mut h, env!("CARGO_PKG_VERSION").as_bytes());
         field(&mut h, self.root.as_os_str().as_encoded_bytes());
         field(&mut h, self.dockerfile.as_bytes());
@@ -414,11 +412,9 @@ impl Context {
             };
             field(&mut h, kind.as_bytes());
             field(&mut h, &entry.mode.to_le_bytes());
-            for n in entry.stat {
-                field(&mut h, &n.to_le_bytes());
-            }
+            field(&mut h, &entry.stat.to_bytes());
             if !matches!(entry.kind, EntryKind::Memory { .. })
-                && entry.stat[2].max(entry.stat[3]) >= started.saturating_sub(racy_ns)
+                && entry.stat.racy(started, i128::from(racy_ns))
             {
                 racy = true;
             }

@@ -59,10 +59,9 @@ pub struct Entry {
     pub kind: EntryKind,
     /// Permission bits (`mode & 0o7777`).
     pub mode: u32,
-    /// For an entry on disk: device, inode, and modification and change
-    /// times in nanoseconds ([`super::Context::fingerprint`]); zero for a
-    /// file from memory.
-    pub stat: [i64; 4],
+    /// For an entry on disk, its identity ([`super::Context::fingerprint`]);
+    /// zero for a file from memory.
+    pub stat: kiln_archive::identity::Identity,
 }
 
 impl Entry {
@@ -273,7 +272,7 @@ impl Walk<'_> {
                         path,
                         kind: EntryKind::Memory { index },
                         mode: extra.mode,
-                        stat: [0; 4],
+                        stat: Default::default(),
                     })?;
                     continue;
                 }
@@ -348,17 +347,11 @@ impl Walk<'_> {
                 kind
             };
             let is_dir = kind == EntryKind::Dir;
-            let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
             state.emit(Entry {
                 path: path.clone(),
                 kind,
                 mode,
-                stat: [
-                    meta.dev() as i64,
-                    meta.ino() as i64,
-                    ns(meta.mtime(), meta.mtime_nsec()),
-                    ns(meta.ctime(), meta.ctime_nsec()),
-                ],
+                stat: kiln_archive::identity::Identity::of(&meta),
             })?;
             if is_dir {
                 self.visit(state, path, true, &child_info)?;

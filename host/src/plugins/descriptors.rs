@@ -15,7 +15,7 @@
 use std::{
     path::{Path, PathBuf},
     sync::RwLock,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use kiln_plugin_api::{FlavorDescriptor, PLUGIN_API_VERSION};
@@ -70,28 +70,15 @@ struct Entry {
 /// read or changed too recently to be trusted. Taken before a load and
 /// given to [`write`] after it, so a file changed meanwhile is not cached.
 pub fn identity(path: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    let changed = SystemTime::UNIX_EPOCH
-        + Duration::new(
-            m.ctime().max(0) as u64,
-            m.ctime_nsec().clamp(0, 999_999_999) as u32,
-        );
-    let age = SystemTime::now().duration_since(changed).ok()?;
-    if age < racy() {
+    use kiln_archive::identity::{now_ns, Identity};
+    let id = Identity::of(&std::fs::metadata(path).ok()?);
+    if id.racy(now_ns(), racy().as_nanos() as i128) {
         return None;
     }
     Some(format!(
-        "kiln {} plugin-api {PLUGIN_API_VERSION}\0{}\0{}:{}:{}:{}.{}:{}.{}",
+        "kiln {} plugin-api {PLUGIN_API_VERSION}\0{}\0{id}",
         env!("CARGO_PKG_VERSION"),
         path.display(),
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ctime(),
-        m.ctime_nsec()
     ))
 }
 

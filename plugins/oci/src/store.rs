@@ -656,27 +656,16 @@ fn has_digest_in(
 /// Where the record that `data` hashed to `digest` goes, when `data` is a
 /// range of a file old enough to be trusted by its metadata.
 fn checked_record(root: &Path, data: &Data, digest: &str, now: u64) -> Option<PathBuf> {
-    use sha2::{Digest, Sha256};
-    use std::os::unix::fs::MetadataExt;
+    use kiln_archive::identity::Identity;
     let Data::File { file, offset, len } = data else {
         return None;
     };
-    let meta = file.metadata().ok()?;
+    let id = Identity::of(&file.metadata().ok()?);
     // Racy: changed so recently that a later change may keep its times.
-    let newest = meta.mtime().max(meta.ctime());
-    if newest + 2 > i64::try_from(now).ok()? {
+    if id.racy(i128::from(now) * 1_000_000_000, 2_000_000_000) {
         return None;
     }
-    let key = format!(
-        "v1 {} {} {} {}.{} {}.{} {offset} {len} {digest}",
-        meta.dev(),
-        meta.ino(),
-        meta.size(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta.ctime(),
-        meta.ctime_nsec()
-    );
+    let key = format!("v2 {id} {offset} {len} {digest}");
     let hex = format!("{:x}", Sha256::digest(key.as_bytes()));
     Some(root.join("checked").join(&hex[..2]).join(&hex[2..]))
 }

@@ -25,26 +25,13 @@ use crate::{
 #[derive(serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 struct Written {
     archive: String,
-    file: [u64; 5],
+    file: String,
 }
 
-fn identity(path: &Path) -> Option<[u64; 5]> {
-    use std::os::unix::fs::MetadataExt;
+fn identity(path: &Path) -> Option<String> {
     let m = std::fs::symlink_metadata(path).ok()?;
-    let ns = |s: i64, n: i64| {
-        (s as u64)
-            .wrapping_mul(1_000_000_000)
-            .wrapping_add(n as u64)
-    };
-    m.is_file().then(|| {
-        [
-            m.dev(),
-            m.ino(),
-            m.size(),
-            ns(m.mtime(), m.mtime_nsec()),
-            ns(m.ctime(), m.ctime_nsec()),
-        ]
-    })
+    m.is_file()
+        .then(|| kiln_archive::identity::Identity::of(&m).to_string())
 }
 
 /// Write `artifact` to `out` as [`write_archive`] does, unless `out` is

@@ -243,10 +243,7 @@ pub(crate) fn entry_of(
 /// What a file's metadata says about whether it changed (git's index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stat {
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
+    id: kiln_archive::identity::Identity,
     mode: u32,
     uid: u32,
     gid: u32,
@@ -254,10 +251,7 @@ struct Stat {
 
 fn stat_of(meta: &fs::Metadata) -> Stat {
     Stat {
-        ino: meta.ino(),
-        size: meta.size(),
-        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        id: kiln_archive::identity::Identity::of(meta),
         mode: meta.mode(),
         uid: meta.uid(),
         gid: meta.gid(),
