@@ -36,18 +36,19 @@ fn unreachable(host: &str, why: impl std::fmt::Display) -> Error {
 /// Connect to the engine at `host` (`unix://` or `tcp://`), reads timing
 /// out after `timeout`.
 fn connect(host: &str, timeout: Option<Duration>) -> Result<Box<dyn Stream>> {
-    if let Some(path) = host.strip_prefix("unix://") {
-        let s = std::os::unix::net::UnixStream::connect(path).map_err(|e| unreachable(host, e))?;
-        s.set_read_timeout(timeout).ok();
-        Ok(Box::new(s))
-    } else if let Some(addr) = host.strip_prefix("tcp://") {
-        let s = std::net::TcpStream::connect(addr).map_err(|e| unreachable(host, e))?;
-        s.set_read_timeout(timeout).ok();
-        Ok(Box::new(s))
-    } else {
-        Err(Error::BadArgument(format!(
-            "--load: DOCKER_HOST {host:?} is neither unix:// nor tcp://"
-        )))
+    use kiln_distribution::engine::{endpoint, Endpoint};
+    match endpoint(host).map_err(|e| Error::BadArgument(format!("--load: DOCKER_HOST {e}")))? {
+        Endpoint::Unix(path) => {
+            let s =
+                std::os::unix::net::UnixStream::connect(path).map_err(|e| unreachable(host, e))?;
+            s.set_read_timeout(timeout).ok();
+            Ok(Box::new(s))
+        }
+        Endpoint::Tcp(addr) => {
+            let s = std::net::TcpStream::connect(addr).map_err(|e| unreachable(host, e))?;
+            s.set_read_timeout(timeout).ok();
+            Ok(Box::new(s))
+        }
     }
 }
 

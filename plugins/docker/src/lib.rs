@@ -175,8 +175,9 @@ impl LocalBuilder {
             n => n + timeout,
         };
         let host = self.host.as_str();
-        let docker = if let Some(path) = host.strip_prefix("unix://") {
-            match std::fs::metadata(path) {
+        use kiln_distribution::engine::{endpoint, Endpoint};
+        let docker = match endpoint(host) {
+            Ok(Endpoint::Unix(path)) => match std::fs::metadata(path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(unavailable(format!(
                         "the Docker socket {path} does not exist: is the Docker daemon installed \
@@ -185,14 +186,16 @@ impl LocalBuilder {
                     )))
                 }
                 _ => Docker::connect_with_unix(host, request_timeout, API_DEFAULT_VERSION),
+            },
+            Ok(Endpoint::Tcp(_)) => {
+                Docker::connect_with_http(host, request_timeout, API_DEFAULT_VERSION)
             }
-        } else if host.starts_with("tcp://") || host.starts_with("http://") {
-            Docker::connect_with_http(host, request_timeout, API_DEFAULT_VERSION)
-        } else {
-            return Err(PluginError::new(
-                ErrorKind::INVALID_CONFIG,
-                format!("docker_host {host:?}: use unix:///path/to/docker.sock or tcp://host:port"),
-            ));
+            Err(e) => {
+                return Err(PluginError::new(
+                    ErrorKind::INVALID_CONFIG,
+                    format!("docker_host {e}"),
+                ))
+            }
         }
         .map_err(|e| unavailable(format!("cannot use the Docker daemon at {host}: {e}")))?;
 

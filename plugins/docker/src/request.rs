@@ -53,15 +53,11 @@ trait Socket: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Socket for T {}
 
 async fn connect(host: &str) -> io::Result<Box<dyn Socket>> {
-    if let Some(path) = host.strip_prefix("unix://") {
-        return Ok(Box::new(tokio::net::UnixStream::connect(path).await?));
-    }
-    let addr = host
-        .strip_prefix("tcp://")
-        .or_else(|| host.strip_prefix("http://"))
-        .ok_or_else(|| io::Error::other(format!("{host}: neither unix:// nor tcp://")))?;
-    let addr = addr.trim_end_matches('/');
-    Ok(Box::new(tokio::net::TcpStream::connect(addr).await?))
+    use kiln_distribution::engine::{endpoint, Endpoint};
+    Ok(match endpoint(host).map_err(io::Error::other)? {
+        Endpoint::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+        Endpoint::Tcp(addr) => Box::new(tokio::net::TcpStream::connect(addr).await?),
+    })
 }
 
 /// Send `POST /v<version>/build?<query>` to `host` with `body` (the
