@@ -112,37 +112,51 @@ fn unpack_into(layer: &Layer, file: &mut std::fs::File) -> std::io::Result<Strin
     Ok(format!("sha256:{:x}", hash.finalize()))
 }
 
-/// Apply one layer onto `files`, with its whiteouts.
-pub fn apply(files: &mut BTreeMap<String, Entry>, layer: &Layer) -> Result<(), String> {
+/// What a layer does to the tree below it, read from its tar.
+pub struct Changes {
+    /// Folders whose contents below are hidden (`DIR/.wh..wh..opq`).
+    pub opaque: Vec<String>,
+    /// Paths removed from below (`.wh.NAME`), with what is under them.
+    pub whiteouts: Vec<String>,
+    /// What it adds or replaces (a non-folder replaces what was under its
+    /// path); a hard link holds its target's contents, from earlier in the
+    /// layer, else from `below`.
+    pub entries: BTreeMap<String, Entry>,
+}
+
+/// The [`Changes`] of `layer` over `below` (the tree it is applied onto,
+/// when known: only hard links to files below need it).
+pub fn changes(layer: &Layer, below: Option<&BTreeMap<String, Entry>>) -> Result<Changes, String> {
     let plain = plain_tar(layer)?;
-    let mut upper: BTreeMap<String, Entry> = BTreeMap::new();
     let members =
         tree::members(&plain).map_err(|e| format!("reading layer {}: {e}", layer.digest))?;
+    let mut out = Changes {
+        opaque: Vec::new(),
+        whiteouts: Vec::new(),
+        entries: BTreeMap::new(),
+    };
     for (path, member) in members {
         let (parent, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
         if name == ".wh..wh..opq" {
-            let prefix = if parent.is_empty() {
-                String::new()
-            } else {
-                format!("{parent}/")
-            };
-            files.retain(|k, _| !k.starts_with(&prefix) || k.len() == prefix.len());
+            out.opaque.push(parent.to_string());
             continue;
         }
         if let Some(gone) = name.strip_prefix(".wh.") {
-            let gone = if parent.is_empty() {
+            out.whiteouts.push(if parent.is_empty() {
                 gone.to_string()
             } else {
                 format!("{parent}/{gone}")
-            };
-            files.remove(&gone);
-            remove_under(files, &gone);
+            });
             continue;
         }
         let entry = match member {
             Member::Entry(e) => e,
             Member::HardLink(target, e) => {
-                match upper.get(&target).or_else(|| files.get(&target)) {
+                let found = out
+                    .entries
+                    .get(&target)
+                    .or_else(|| below.and_then(|b| b.get(&target)));
+                match found {
                     Some(t) => Entry {
                         kind: t.kind.clone(),
                         ..e
@@ -151,9 +165,30 @@ pub fn apply(files: &mut BTreeMap<String, Entry>, layer: &Layer) -> Result<(), S
                 }
             }
         };
-        upper.insert(path, entry);
+        if !matches!(entry.kind, Kind::Dir) {
+            remove_under(&mut out.entries, &path);
+        }
+        out.entries.insert(path, entry);
     }
-    for (path, entry) in upper {
+    Ok(out)
+}
+
+/// Apply one layer onto `files`, with its whiteouts.
+pub fn apply(files: &mut BTreeMap<String, Entry>, layer: &Layer) -> Result<(), String> {
+    let changes = changes(layer, Some(files))?;
+    for dir in changes.opaque {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        files.retain(|k, _| !k.starts_with(&prefix) || k.len() == prefix.len());
+    }
+    for gone in changes.whiteouts {
+        files.remove(&gone);
+        remove_under(files, &gone);
+    }
+    for (path, entry) in changes.entries {
         if !matches!(entry.kind, Kind::Dir) {
             remove_under(files, &path);
         }

@@ -20,7 +20,7 @@ use std::{
 };
 
 use crate::{
-    fs::tree::{self, remove_under, Member},
+    fs::tree::remove_under,
     image::{Entry, Kind, Layer},
 };
 
@@ -244,46 +244,12 @@ impl Snapshots {
     fn make(temp: &Path, layer: &Layer) -> Result<(), String> {
         let root = temp.join("root");
         fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
-        let plain = crate::fs::overlay::plain_tar(layer)?;
-        let members =
-            tree::members(&plain).map_err(|e| format!("reading layer {}: {e}", layer.digest))?;
-        let mut files: BTreeMap<String, Entry> = BTreeMap::new();
-        let mut whiteouts = Vec::new();
-        let mut opaque = Vec::new();
-        for (path, member) in members {
-            let (parent, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
-            if name == ".wh..wh..opq" {
-                opaque.push(parent.to_string());
-                continue;
-            }
-            if let Some(gone) = name.strip_prefix(".wh.") {
-                whiteouts.push(if parent.is_empty() {
-                    gone.to_string()
-                } else {
-                    format!("{parent}/{gone}")
-                });
-                continue;
-            }
-            let entry = match member {
-                Member::Entry(e) => e,
-                Member::HardLink(target, e) => match files.get(&target) {
-                    Some(t) => Entry {
-                        kind: t.kind.clone(),
-                        ..e
-                    },
-                    None => continue,
-                },
-            };
-            if !matches!(entry.kind, Kind::Dir) {
-                remove_under(&mut files, &path);
-            }
-            files.insert(path, entry);
-        }
-        super::rootfs::write(&root, &files)?;
+        let changes = crate::fs::overlay::changes(layer, None)?;
+        super::rootfs::write(&root, &changes.entries)?;
         // Never through a link the layer holds: it may point anywhere on
         // this machine.
         let mut checked = std::collections::HashSet::new();
-        for path in whiteouts {
+        for path in changes.whiteouts {
             super::rootfs::no_link_above(&root, &path, &mut checked)
                 .map_err(|e| format!("layer {}: {e}", layer.digest))?;
             let p = root.join(&path);
@@ -301,7 +267,7 @@ impl Snapshots {
                 return Err(os_error("making the whiteout", &p));
             }
         }
-        for dir in opaque {
+        for dir in changes.opaque {
             super::rootfs::no_link_above(&root, &format!("{dir}/.wh..wh..opq"), &mut checked)
                 .map_err(|e| format!("layer {}: {e}", layer.digest))?;
             let p = root.join(&dir);
