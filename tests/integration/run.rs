@@ -73,6 +73,15 @@ fn archive_files(archive: &Path) -> std::collections::BTreeMap<String, Vec<u8>> 
 
 /// The members of a gzip'd layer blob, with their contents.
 fn layer_files(blob: &[u8]) -> Vec<(String, Vec<u8>)> {
+    layer_files_raw(blob)
+        .into_iter()
+        .map(|(path, data)| (String::from_utf8_lossy(&path).into_owned(), data))
+        .collect()
+}
+
+/// The members of a gzip'd layer blob by their names' bytes, in order,
+/// with their contents.
+fn layer_files_raw(blob: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut plain = Vec::new();
     flate2::read::MultiGzDecoder::new(blob)
         .read_to_end(&mut plain)
@@ -82,7 +91,7 @@ fn layer_files(blob: &[u8]) -> Vec<(String, Vec<u8>)> {
         .expect("entries")
         .map(|e| {
             let mut e = e.expect("entry");
-            let path = e.path().expect("path").to_string_lossy().into_owned();
+            let path = e.path_bytes().into_owned();
             let mut data = Vec::new();
             e.read_to_end(&mut data).expect("read");
             (path, data)
@@ -1819,4 +1828,80 @@ fn two_machines_share_a_cache_through_a_registry() {
         .run();
     r.code(2);
     assert!(r.stderr.contains("type=local"), "{}", r.stderr);
+}
+
+#[test]
+fn names_that_are_not_utf8_are_kept_exactly_by_copy_and_run() {
+    use std::os::unix::ffi::OsStrExt;
+    if !daemon_and(&["runc"]) {
+        return;
+    }
+    let (p, plugins) = project();
+    let app = p.work().join("app");
+    busybox_app(
+        &app,
+        "COPY names /data/\n\
+         RUN for f in /data/*; do echo \"$f\"; done > /listing && \
+             printf made > \"/data/b$(printf '\\377')\"\n",
+    );
+    let names = app.join("names");
+    fs::create_dir_all(&names).expect("mkdir");
+    for (name, body) in [
+        (&b"a\xff.txt"[..], "ff"),
+        (b"a\xfe.txt", "fe"),
+        (b"a.txt", "plain"),
+    ] {
+        fs::write(names.join(std::ffi::OsStr::from_bytes(name)), body).expect("write");
+    }
+    let out = p.root().join("out.tar");
+    p.cmd()
+        .plugins(&plugins)
+        .build("app")
+        .tag(&format!("{}:1", unique("kiln-names")))
+        .arg("--output")
+        .arg(format!("type=docker,dest={}", out.display()))
+        .run()
+        .ok();
+    let files = archive_files(&out);
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest");
+    let layers: Vec<_> = manifest[0]["Layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            layer_files_raw(&files[l.as_str().expect("layer")])
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>()
+        })
+        .collect();
+    let copied = &layers[layers.len() - 2];
+    // Three names, three files, each with its own bytes and contents.
+    assert_eq!(
+        copied.get(&b"data/a\xff.txt"[..]).map(Vec::as_slice),
+        Some(&b"ff"[..])
+    );
+    assert_eq!(
+        copied.get(&b"data/a\xfe.txt"[..]).map(Vec::as_slice),
+        Some(&b"fe"[..])
+    );
+    assert_eq!(
+        copied.get(&b"data/a.txt"[..]).map(Vec::as_slice),
+        Some(&b"plain"[..])
+    );
+    // RUN saw them by their bytes, and its own such name is kept too.
+    let ran = &layers[layers.len() - 1];
+    assert_eq!(
+        ran.get(&b"data/b\xff"[..]).map(Vec::as_slice),
+        Some(&b"made"[..])
+    );
+    let listing = ran.get(&b"listing"[..]).expect("the listing");
+    for name in [&b"/data/a\xff.txt"[..], b"/data/a\xfe.txt", b"/data/a.txt"] {
+        assert!(
+            listing.split(|&b| b == b'\n').any(|l| l == name),
+            "{} not in {}",
+            name.escape_ascii(),
+            listing.escape_ascii()
+        );
+    }
+    assert_nothing_left(&p);
 }

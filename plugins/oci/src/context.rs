@@ -51,7 +51,7 @@ fn read_context(path: &Path) -> Result<(Data, BTreeMap<String, Entry>), BuildErr
         ));
     }
     let mut files: BTreeMap<String, Entry> = BTreeMap::new();
-    let members = tree::members_utf8(&bytes)
+    let members = tree::members(&bytes)
         .map_err(|e| at(0, format!("build context {}: {e}", path.display())))?;
     for (name, member) in members {
         // Docker ignores the context's owners: files are root's.

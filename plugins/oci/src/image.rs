@@ -237,19 +237,19 @@ pub fn write_layer_tar(
     let mut header = Vec::with_capacity(2048);
     for (path, entry) in all {
         let entry = entry.unwrap_or(&dir);
-        let dir_path;
+        // Names that are not UTF-8 go back to their bytes.
+        let name = crate::fs::name::to_bytes(&path);
+        let (dir_path, target);
         let (path, kind, data, link): (&[u8], _, &Data, &[u8]) = match &entry.kind {
             Kind::Dir => {
-                dir_path = format!("{path}/");
-                (dir_path.as_bytes(), EntryType::Directory, &none, &[])
+                dir_path = [&name[..], b"/"].concat();
+                (&dir_path, EntryType::Directory, &none, &[])
             }
-            Kind::File(data) => (path.as_bytes(), EntryType::Regular, data, &[]),
-            Kind::Symlink(target) => (
-                path.as_bytes(),
-                EntryType::Symlink,
-                &none,
-                target.as_bytes(),
-            ),
+            Kind::File(data) => (&name, EntryType::Regular, data, &[]),
+            Kind::Symlink(to) => {
+                target = crate::fs::name::to_bytes(to);
+                (&name, EntryType::Symlink, &none, &target)
+            }
         };
         header.clear();
         append_header(

@@ -32,36 +32,17 @@ pub enum Member {
     HardLink(String, Entry),
 }
 
-/// The members of the tar archive `data`, in order, by cleaned path; a
-/// file's contents are a range of `data` (headers are read; contents are
-/// skipped). Devices, FIFOs and other kinds are left out.
+/// The members of the tar archive `data`, in order, by cleaned path (names
+/// that are not UTF-8 kept exactly, [`super::name`]); a file's contents are
+/// a range of `data` (headers are read; contents are skipped). Devices,
+/// FIFOs and other kinds are left out.
 pub fn members(data: &Data) -> Result<Vec<(String, Member)>, String> {
-    read_members(data, false)
-}
-
-/// [`members`], refusing a name that is not UTF-8 (a build context's):
-/// kiln keys the image's files by UTF-8 names, so two such names would
-/// become one file. The error shows the name with its bytes escaped.
-pub fn members_utf8(data: &Data) -> Result<Vec<(String, Member)>, String> {
-    read_members(data, true)
-}
-
-fn read_members(data: &Data, utf8_only: bool) -> Result<Vec<(String, Member)>, String> {
     let failed = |e: std::io::Error| e.to_string();
     let mut out = Vec::new();
     let mut archive = tar::Archive::new(data.reader());
     for entry in archive.entries_with_seek().map_err(failed)? {
         let entry = entry.map_err(failed)?;
-        let raw = entry.path_bytes();
-        if utf8_only && std::str::from_utf8(&raw).is_err() {
-            return Err(format!(
-                "{}: a name that is not UTF-8; kiln's oci builder keeps names as UTF-8, where it \
-                 would become the same file as another: rename it, or leave it out with \
-                 .dockerignore",
-                raw.escape_ascii()
-            ));
-        }
-        let path = clean(&entry.path().map_err(failed)?.to_string_lossy());
+        let path = clean(&super::name::from_bytes(&entry.path_bytes()));
         if path.is_empty() {
             continue;
         }
@@ -74,9 +55,8 @@ fn read_members(data: &Data, utf8_only: bool) -> Result<Vec<(String, Member)>, S
         };
         let link = || -> Result<String, String> {
             Ok(entry
-                .link_name()
-                .map_err(failed)?
-                .map(|l| l.to_string_lossy().into_owned())
+                .link_name_bytes()
+                .map(|l| super::name::from_bytes(&l).into_owned())
                 .unwrap_or_default())
         };
         let member = match h.entry_type() {
@@ -84,7 +64,7 @@ fn read_members(data: &Data, utf8_only: bool) -> Result<Vec<(String, Member)>, S
                 let start = entry.raw_file_position();
                 let size = entry.size();
                 if start.saturating_add(size) > data.len() {
-                    return Err(format!("{path} is cut short"));
+                    return Err(format!("{} is cut short", super::name::shown(&path)));
                 }
                 Member::Entry(meta(Kind::File(data.slice(start, size))))
             }
@@ -99,24 +79,50 @@ fn read_members(data: &Data, utf8_only: bool) -> Result<Vec<(String, Member)>, S
 }
 
 #[cfg(test)]
-mod utf8_tests {
+mod name_tests {
     use super::*;
 
     #[test]
-    fn a_context_name_that_is_not_utf8_is_refused_naming_its_bytes() {
+    fn names_that_are_not_utf8_stay_apart_and_round_trip_into_a_layer() {
         let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_ustar();
-        h.set_size(1);
-        h.set_mode(0o644);
-        h.as_mut_bytes()[..4].copy_from_slice(b"a\xff.t");
-        h.set_cksum();
-        b.append(&h, &b"x"[..]).expect("append");
+        for (name, body) in [
+            (&b"a\xff.t"[..], b"1"),
+            (b"a\xfe.t", b"2"),
+            (b"a\xef\xbf\xbd.t", b"3"),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.as_mut_bytes()[..name.len()].copy_from_slice(name);
+            h.set_cksum();
+            b.append(&h, &body[..]).expect("append");
+        }
         let data = Data::from(b.into_inner().expect("tar"));
-        let Err(e) = members_utf8(&data) else {
-            panic!("a name that is not UTF-8 was taken")
-        };
-        assert!(e.contains("a\\xff.t") && e.contains("not UTF-8"), "{e}");
-        assert_eq!(members(&data).expect("lossy").len(), 1);
+        let members = members(&data).expect("members");
+        assert_eq!(members.len(), 3, "three names, three files");
+        let tree: BTreeMap<String, Entry> = members
+            .into_iter()
+            .map(|(p, m)| match m {
+                Member::Entry(e) | Member::HardLink(_, e) => (p, e),
+            })
+            .collect();
+        assert_eq!(tree.len(), 3);
+        // A layer of them holds the very same names.
+        let layer = crate::image::layer_tar(&tree, 0).expect("layer");
+        let mut names: Vec<Vec<u8>> = tar::Archive::new(layer.as_slice())
+            .entries()
+            .expect("entries")
+            .map(|e| e.expect("entry").path_bytes().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                b"a\xef\xbf\xbd.t".to_vec(),
+                b"a\xfe.t".to_vec(),
+                b"a\xff.t".to_vec()
+            ]
+        );
     }
 }
 

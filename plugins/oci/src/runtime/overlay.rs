@@ -252,7 +252,7 @@ impl Snapshots {
         for path in changes.whiteouts {
             super::rootfs::no_link_above(&root, &path, &mut checked)
                 .map_err(|e| format!("layer {}: {e}", layer.digest))?;
-            let p = root.join(&path);
+            let p = crate::fs::name::on_disk(&root, &path);
             if let Some(parent) = p.parent() {
                 fs::create_dir_all(parent)
                     .map_err(|e| format!("creating {}: {e}", parent.display()))?;
@@ -270,7 +270,7 @@ impl Snapshots {
         for dir in changes.opaque {
             super::rootfs::no_link_above(&root, &format!("{dir}/.wh..wh..opq"), &mut checked)
                 .map_err(|e| format!("layer {}: {e}", layer.digest))?;
-            let p = root.join(&dir);
+            let p = crate::fs::name::on_disk(&root, &dir);
             if p.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
                 return Err(format!(
                     "layer {}: /{dir} is marked opaque but is not a folder",
@@ -606,7 +606,7 @@ pub fn prune_upper(upper: &Path, dropped: &[String]) {
         if super::rootfs::no_link_above(upper, path, &mut checked).is_err() {
             continue;
         }
-        let p = upper.join(path);
+        let p = crate::fs::name::on_disk(upper, path);
         if p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
             let _ = fs::remove_dir(&p);
         } else {

@@ -16,6 +16,7 @@ use std::{
 
 use crate::{
     data::Data,
+    fs::name,
     image::{Entry, Kind},
 };
 
@@ -38,15 +39,21 @@ pub(crate) fn no_link_above(
         if checked.contains(prefix) {
             continue;
         }
-        match fs::symlink_metadata(root.join(prefix)) {
+        match fs::symlink_metadata(name::on_disk(root, prefix)) {
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(format!(
-                    "/{path} is below the symbolic link /{prefix}: kiln does not write through \
-                     links in an image"
+                    "/{} is below the symbolic link /{}: kiln does not write through links in \
+                     an image",
+                    name::shown(path),
+                    name::shown(prefix)
                 ))
             }
             Ok(m) if !m.is_dir() => {
-                return Err(format!("/{path} is below /{prefix}, which is not a folder"))
+                return Err(format!(
+                    "/{} is below /{}, which is not a folder",
+                    name::shown(path),
+                    name::shown(prefix)
+                ))
             }
             // Missing folders are made as real ones.
             _ => {
@@ -73,7 +80,7 @@ pub fn write_as(root: &Path, tree: &BTreeMap<String, Entry>, owners: bool) -> Re
     let mut checked = std::collections::HashSet::new();
     for (path, entry) in tree {
         no_link_above(root, path, &mut checked)?;
-        let p = root.join(path);
+        let p = name::on_disk(root, path);
         if let Some(parent) = p.parent() {
             if !parent.exists() {
                 fs::create_dir_all(parent).map_err(|e| failed("creating", parent, e))?;
@@ -90,7 +97,9 @@ pub fn write_as(root: &Path, tree: &BTreeMap<String, Entry>, owners: bool) -> Re
             Kind::File(data) => fs::File::create(&p)
                 .and_then(|mut f| data.write_to_file(&mut f))
                 .map_err(|e| failed("writing", &p, e))?,
-            Kind::Symlink(target) => symlink(target, &p).map_err(|e| failed("linking", &p, e))?,
+            Kind::Symlink(target) => {
+                symlink(name::to_os(target), &p).map_err(|e| failed("linking", &p, e))?
+            }
         }
         // Owner first: chown clears set-id bits.
         if owners {
@@ -180,7 +189,8 @@ fn walk(
 }
 
 /// Every entry below `root`: its path (relative, no leading `/`), where it
-/// is, its metadata (of a link, not its target). Names must be UTF-8.
+/// is, its metadata (of a link, not its target). Names that are not UTF-8
+/// are kept exactly ([`name`]).
 pub(crate) fn below(root: &Path) -> Result<Vec<(String, PathBuf, fs::Metadata)>, String> {
     let mut out = Vec::new();
     let mut pending = vec![(root.to_path_buf(), String::new())];
@@ -188,17 +198,12 @@ pub(crate) fn below(root: &Path) -> Result<Vec<(String, PathBuf, fs::Metadata)>,
         let entries = fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
         for entry in entries {
             let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else {
-                return Err(format!(
-                    "{}: a file name that is not UTF-8, which a layer cannot hold here",
-                    entry.path().display()
-                ));
-            };
+            let os_name = entry.file_name();
+            let key = name::of_os(&os_name);
             let path = if prefix.is_empty() {
-                name.to_string()
+                key.into_owned()
             } else {
-                format!("{prefix}/{name}")
+                format!("{prefix}/{key}")
             };
             let p = entry.path();
             let meta = fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -221,7 +226,7 @@ pub(crate) fn entry_of(
 ) -> Result<Option<Entry>, String> {
     let kind = if meta.file_type().is_symlink() {
         let target = fs::read_link(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        Kind::Symlink(target.to_string_lossy().into_owned())
+        Kind::Symlink(name::of_os(target.as_os_str()).into_owned())
     } else if meta.is_dir() {
         Kind::Dir
     } else if meta.is_file() {
@@ -284,7 +289,7 @@ impl DiskRoot {
         write(root.dir.path(), tree)?;
         root.tree = tree.clone();
         for path in tree.keys() {
-            if let Ok(meta) = fs::symlink_metadata(root.dir.path().join(path)) {
+            if let Ok(meta) = fs::symlink_metadata(name::on_disk(root.dir.path(), path)) {
                 root.stats.insert(path.clone(), stat_of(&meta));
             }
         }
@@ -302,7 +307,7 @@ impl DiskRoot {
         let mut checked = std::collections::HashSet::new();
         for (path, entry) in added {
             no_link_above(self.dir.path(), path, &mut checked)?;
-            let p = self.dir.path().join(path);
+            let p = name::on_disk(self.dir.path(), path);
             if let Ok(meta) = fs::symlink_metadata(&p) {
                 let keep_dir = meta.is_dir() && matches!(entry.kind, Kind::Dir);
                 if meta.is_dir() && !keep_dir {
@@ -318,7 +323,7 @@ impl DiskRoot {
         }
         write(self.dir.path(), added)?;
         for path in added.keys() {
-            if let Ok(meta) = fs::symlink_metadata(self.dir.path().join(path)) {
+            if let Ok(meta) = fs::symlink_metadata(name::on_disk(self.dir.path(), path)) {
                 self.stats.insert(path.clone(), stat_of(&meta));
             }
         }
