@@ -491,7 +491,8 @@ impl Pieces {
             let mut opened = self.opened.lock().ok()?;
             open_range(&self.root, name, offset, len, &mut opened)?
         };
-        let gzip = data.bytes().ok()?;
+        let mut gzip = vec![0; usize::try_from(len).ok()?];
+        std::io::Read::read_exact(&mut data.reader(), &mut gzip).ok()?;
         // A gzip member starts so, and is never empty.
         if !gzip.starts_with(&[0x1f, 0x8b]) {
             return None;
@@ -499,7 +500,7 @@ impl Pieces {
         touch(&path);
         let name = self.opened.lock().ok()?.get_key_value(name)?.0.clone();
         Some((
-            gzip.to_vec(),
+            gzip,
             Kept {
                 name,
                 offset,
