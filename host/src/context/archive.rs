@@ -77,7 +77,7 @@ pub enum ArchiveError {
 /// not a FIFO that would block the read (O_NONBLOCK, then its type), and
 /// still below the context's root (a parent folder swapped for a link;
 /// `real_root` is the root with every link resolved).
-fn open_walked(disk: &Path, real_root: &Path) -> Result<File, ArchiveError> {
+pub(super) fn open_walked(disk: &Path, real_root: &Path) -> Result<File, ArchiveError> {
     use std::os::unix::fs::OpenOptionsExt;
     let swapped = |what: &str| ArchiveError::Swapped {
         path: disk.to_path_buf(),

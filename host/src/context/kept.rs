@@ -5,8 +5,13 @@
 //! made for this build alone, so a concurrent build that replaces the kept
 //! archive never changes what this one reads.
 //!
-//! A racy fingerprint (a file changed within seconds of the walk) is never
-//! kept: the next build reads everything again.
+//! A racy fingerprint (a file changed within seconds of the walk) cannot
+//! vouch for those files' contents: as git re-reads "racily clean" entries,
+//! the archive is kept with the digest of each such file as it went into
+//! it, and reused only while the files still hold exactly that (so an
+//! archive just written for an edit is not written again, nor freed while
+//! the disk is still busy writing it). One whose racy files are large is
+//! not kept.
 
 use std::{
     fs,
@@ -26,7 +31,22 @@ struct Record {
     warnings: Vec<String>,
     files: u64,
     content_bytes: u64,
+    /// The files the fingerprint could not vouch for, with the sha256 of
+    /// what the archive holds for each.
+    #[serde(default)]
+    racy_files: Vec<RacyFile>,
 }
+
+/// A file whose contents a kept archive's fingerprint cannot vouch for.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+struct RacyFile {
+    path: Vec<u8>,
+    sha256: String,
+}
+
+/// At most this many bytes of racy files are read to keep an archive (and
+/// again to reuse it); past it the archive is not kept.
+const RACY_CHECK_MAX: u64 = 64 << 20;
 
 /// The archive a build hands its builder.
 pub struct Archive {
@@ -62,9 +82,9 @@ fn build_file(dir: &Path) -> Result<tempfile::NamedTempFile, ContextError> {
 }
 
 /// The archive of `context`, from `dir` (made if missing) when the kept
-/// one's fingerprint matches, else written anew (and kept when its
-/// fingerprint is not racy: no entry changed within `racy_ns`,
-/// [`super::RACY_NS`] but in tests).
+/// one's fingerprint matches and its racy files (changed within `racy_ns`,
+/// [`super::RACY_NS`] but in tests) still hold what it holds, else written
+/// anew and kept.
 pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, ContextError> {
     fs::create_dir_all(dir).map_err(output(dir))?;
     kiln_archive::atomic::remove_stale(dir, &["build-", kiln_archive::atomic::TEMP_PREFIX]);
@@ -89,7 +109,10 @@ pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, C
     let record: Option<Record> = fs::read(&record_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    if let Some(r) = record.filter(|r| !fingerprint.racy && r.fingerprint == fingerprint.digest) {
+    let trusted = |r: &Record| {
+        r.fingerprint == fingerprint.digest && unchanged(context.root(), &fingerprint, r)
+    };
+    if let Some(r) = record.filter(trusted) {
         let link = build_file(dir)?.into_temp_path();
         // The link replaces the empty placeholder the name was taken with.
         let linked = fs::remove_file(&link).and_then(|()| fs::hard_link(&kept, &link));
@@ -133,7 +156,10 @@ pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, C
         Err(e) => return Err(e),
     };
     let file = file.into_temp_path();
-    if !fingerprint.racy && kept_here {
+    let racy_files = kept_here
+        .then(|| archived_digests(&file, &fingerprint.racy_files))
+        .flatten();
+    if let Some(racy_files) = racy_files {
         // Keep it: a second name, renamed over the kept one, then the
         // record. A failure here only costs the next build a full read.
         let staged = dir.join(format!("{key}.tar.{}", std::process::id()));
@@ -150,6 +176,7 @@ pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, C
                 warnings: report.warnings.clone(),
                 files: report.files,
                 content_bytes: report.content_bytes,
+                racy_files,
             };
             if write_record(&record_path, &record).is_ok() {
                 // Only the latest of a context is kept.
@@ -163,6 +190,59 @@ pub fn archive(context: &Context, dir: &Path, racy_ns: i64) -> Result<Archive, C
         path: file,
         reused: false,
     })
+}
+
+/// Whether the kept archive `record` describes may stand for the context
+/// at `root` whose fingerprint `now` matches its own: every file that is
+/// racy now was racy when it was kept, and every such file still holds
+/// what the archive holds.
+fn unchanged(root: &Path, now: &super::Fingerprint, record: &Record) -> bool {
+    let known = |p: &Vec<u8>| record.racy_files.iter().any(|f| &f.path == p);
+    if !now.racy_files.iter().all(|(p, _)| known(p)) {
+        return false;
+    }
+    let real_root = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    record.racy_files.iter().all(|f| {
+        use std::os::unix::ffi::OsStrExt;
+        let disk = root.join(std::ffi::OsStr::from_bytes(&f.path));
+        super::archive::open_walked(&disk, &real_root)
+            .ok()
+            .and_then(|file| sha256_hex(file, RACY_CHECK_MAX))
+            .is_some_and(|h| h == f.sha256)
+    })
+}
+
+/// The sha256 of what `from` holds, when it is at most `max` bytes.
+fn sha256_hex(from: impl std::io::Read, max: u64) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let n = std::io::copy(&mut from.take(max + 1), &mut h).ok()?;
+    (n <= max).then(|| format!("{:x}", h.finalize()))
+}
+
+/// The sha256 of each of `racy` (paths in the archive, sizes) as the
+/// archive at `archive` holds it; `None` when they are too large to check
+/// or not all there.
+fn archived_digests(archive: &Path, racy: &[(Vec<u8>, u64)]) -> Option<Vec<RacyFile>> {
+    if racy.is_empty() {
+        return Some(Vec::new());
+    }
+    if racy.iter().map(|(_, size)| size).sum::<u64>() > RACY_CHECK_MAX {
+        return None;
+    }
+    let mut tar = tar::Archive::new(fs::File::open(archive).ok()?);
+    let mut out = Vec::new();
+    for entry in tar.entries_with_seek().ok()? {
+        let entry = entry.ok()?;
+        let path = entry.path_bytes().into_owned();
+        if racy.iter().any(|(p, _)| *p == path) {
+            out.push(RacyFile {
+                sha256: sha256_hex(entry, RACY_CHECK_MAX)?,
+                path,
+            });
+        }
+    }
+    (out.len() == racy.len()).then_some(out)
 }
 
 /// A writer that shows how much of the context archive is written, once
@@ -345,11 +425,28 @@ mod tests {
         }
         assert_eq!(names().len(), 2, "{:?}", names());
 
-        // A racy fingerprint is never kept, so never trusted.
+        // A racy fingerprint is kept with what its racy files held
+        // ([`unchanged`] is tested below), and reused while they hold it.
         let cache2 = tempfile::tempdir().expect("tempdir");
         let racy = |root: &Path| archive(&context(root), cache2.path(), i64::MAX).expect("archive");
         assert!(!racy(root.path()).reused);
-        assert!(!racy(root.path()).reused);
+        assert!(
+            racy(root.path()).reused,
+            "unchanged racy files: the kept archive"
+        );
+        // Large racy files are not read to keep an archive.
+        let big = tempfile::tempdir().expect("tempdir");
+        fs::write(big.path().join("Dockerfile"), "FROM scratch\n").expect("write");
+        fs::write(
+            big.path().join("big"),
+            vec![0u8; (RACY_CHECK_MAX + 1) as usize],
+        )
+        .expect("write");
+        let cache3 = tempfile::tempdir().expect("tempdir");
+        let large =
+            |root: &Path| archive(&context(root), cache3.path(), i64::MAX).expect("archive");
+        assert!(!large(big.path()).reused);
+        assert!(!large(big.path()).reused);
 
         // A new ignore rule or a removed file changes the fingerprint.
         assert!(build().reused);
@@ -363,5 +460,46 @@ mod tests {
         let back = build();
         assert!(back.reused);
         assert_eq!(back.summary.sha1, changed_sha1);
+    }
+
+    #[test]
+    fn racy_files_vouch_only_while_they_hold_what_the_archive_holds() {
+        let root = tempfile::tempdir().expect("tempdir");
+        fs::write(root.path().join("a"), "one").expect("write");
+        fs::write(root.path().join("b"), "bee").expect("write");
+        let one = sha256_hex(&b"one"[..], 10).expect("hash");
+        let record = Record {
+            fingerprint: "f".into(),
+            summary: ContextSummary {
+                sha1: String::new(),
+                bytes: 0,
+                files: 2,
+            },
+            warnings: Vec::new(),
+            files: 2,
+            content_bytes: 6,
+            racy_files: vec![RacyFile {
+                path: b"a".to_vec(),
+                sha256: one,
+            }],
+        };
+        let now = |racy: &[&[u8]]| super::super::Fingerprint {
+            digest: "f".into(),
+            racy: !racy.is_empty(),
+            racy_files: racy.iter().map(|p| (p.to_vec(), 3)).collect(),
+        };
+        assert!(unchanged(root.path(), &now(&[b"a"]), &record));
+        assert!(unchanged(root.path(), &now(&[]), &record));
+        // A file racy now that was not when the archive was kept.
+        assert!(!unchanged(root.path(), &now(&[b"a", b"b"]), &record));
+        // The same size and name, other contents (what equal metadata can hide).
+        fs::write(root.path().join("a"), "two").expect("write");
+        assert!(!unchanged(root.path(), &now(&[b"a"]), &record));
+        // Gone, or swapped for a link or a FIFO: never read through, never trusted.
+        fs::remove_file(root.path().join("a")).expect("rm");
+        assert!(!unchanged(root.path(), &now(&[]), &record));
+        std::os::unix::fs::symlink(root.path().join("b"), root.path().join("a")).expect("link");
+        assert!(!unchanged(root.path(), &now(&[]), &record));
+        assert_eq!(sha256_hex(&b"12345"[..], 4), None, "past the bound");
     }
 }

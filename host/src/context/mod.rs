@@ -189,6 +189,11 @@ pub struct Fingerprint {
     pub digest: String,
     /// Some entry changed too recently for its metadata to vouch for it.
     pub racy: bool,
+    /// The regular files among those (path in the archive, size): their
+    /// contents are what metadata cannot vouch for. Folders, links and the
+    /// rest are vouched for by the walk itself (their listing and targets
+    /// are in the digest).
+    pub racy_files: Vec<(Vec<u8>, u64)>,
 }
 
 /// A planned build context: the resolved root, Dockerfile and rules, and
@@ -395,6 +400,7 @@ impl Context {
             field(&mut h, &extra.contents);
         }
         let mut racy = false;
+        let mut racy_files = Vec::new();
         let mut entries = Some(Vec::new());
         let report = self.visit(&mut |entry| {
             field(&mut h, &entry.path);
@@ -417,6 +423,9 @@ impl Context {
                 && entry.stat.racy(started, i128::from(racy_ns))
             {
                 racy = true;
+                if let EntryKind::File { size } = entry.kind {
+                    racy_files.push((entry.path.clone(), size));
+                }
             }
             if let Some(kept) = &mut entries {
                 if kept.len() < KEEP_WALKED {
@@ -430,6 +439,7 @@ impl Context {
         let fingerprint = Fingerprint {
             digest: format!("{:x}", h.finalize()),
             racy,
+            racy_files,
         };
         Ok((
             fingerprint,
