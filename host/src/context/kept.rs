@@ -485,7 +485,6 @@ mod tests {
         };
         let now = |racy: &[&[u8]]| super::super::Fingerprint {
             digest: "f".into(),
-            racy: !racy.is_empty(),
             racy_files: racy.iter().map(|p| (p.to_vec(), 3)).collect(),
         };
         assert!(unchanged(root.path(), &now(&[b"a"]), &record));

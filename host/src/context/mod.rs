@@ -187,12 +187,10 @@ impl Walked {
 pub struct Fingerprint {
     /// sha256 of everything the archive is made from, as metadata.
     pub digest: String,
-    /// Some entry changed too recently for its metadata to vouch for it.
-    pub racy: bool,
-    /// The regular files among those (path in the archive, size): their
-    /// contents are what metadata cannot vouch for. Folders, links and the
-    /// rest are vouched for by the walk itself (their listing and targets
-    /// are in the digest).
+    /// The regular files changed too recently for their metadata to vouch
+    /// for their contents (path in the archive, size). Folders, links and
+    /// the rest are vouched for by the walk itself (their listings and
+    /// targets are in the digest).
     pub racy_files: Vec<(Vec<u8>, u64)>,
 }
 
@@ -365,10 +363,10 @@ impl Context {
     /// Dockerfile, the ignore rules, the files from memory, and every entry
     /// sent with its kind, mode, size or link target, device, inode, mtime
     /// and ctime. An unchanged fingerprint means unchanged contents unless a
-    /// file changed within the timestamps' granularity: `racy` says some
-    /// entry was modified or changed less than `racy_ns` ([`RACY_NS`])
-    /// before the walk, and such a fingerprint must not be trusted (git's
-    /// "racily clean"). With it comes the walk it made, when it had at most
+    /// file changed within the timestamps' granularity: `racy_files` lists
+    /// the files modified or changed less than `racy_ns` ([`RACY_NS`])
+    /// before the walk, whose contents the fingerprint cannot vouch for
+    /// (git's "racily clean"). With it comes the walk it made, when it had at most
     /// [`KEEP_WALKED`] entries: an archive written next
     /// ([`Context::write_walked_to`]) need not walk again.
     pub fn fingerprint(&self, racy_ns: i64) -> Result<(Fingerprint, Option<Walked>), ContextError> {
@@ -399,7 +397,6 @@ impl Context {
             field(&mut h, &extra.mode.to_le_bytes());
             field(&mut h, &extra.contents);
         }
-        let mut racy = false;
         let mut racy_files = Vec::new();
         let mut entries = Some(Vec::new());
         let report = self.visit(&mut |entry| {
@@ -422,7 +419,6 @@ impl Context {
             if !matches!(entry.kind, EntryKind::Memory { .. })
                 && entry.stat.racy(started, i128::from(racy_ns))
             {
-                racy = true;
                 if let EntryKind::File { size } = entry.kind {
                     racy_files.push((entry.path.clone(), size));
                 }
@@ -438,7 +434,6 @@ impl Context {
         })?;
         let fingerprint = Fingerprint {
             digest: format!("{:x}", h.finalize()),
-            racy,
             racy_files,
         };
         Ok((
