@@ -242,19 +242,6 @@ impl Store {
         Some(data)
     }
 
-    /// Whether the blob is cached (not checked).
-    pub fn has_blob(&self, digest: &str) -> bool {
-        self.pending.settle();
-        self.blob_path(digest).is_file()
-    }
-
-    /// Cache `data` as the blob `digest` (copied in chunks), unless a file
-    /// of its size is there already.
-    pub fn put_blob(&self, digest: &str, data: &Data) -> Result<(), String> {
-        self.pending.settle();
-        put_blob(&self.blob_path(digest), data)
-    }
-
     /// A new blob to write into the cache ([`Incoming::keep`] names it by
     /// its digest).
     pub fn incoming(&self) -> Result<Incoming, String> {
@@ -295,7 +282,7 @@ impl Store {
         let mut parts = Vec::new();
         for line in lines {
             let (name, offset, len) = parse_range(line)?;
-            parts.push(open_range(&self.root, name, offset, len, &mut opened)?);
+            parts.push(open_range(&self.root, name, offset, len, &mut opened)?.data());
         }
         let blob = if parts.is_empty() {
             let path = self.blob_path(&digest);
@@ -378,19 +365,6 @@ impl Store {
     }
 }
 
-/// Cache `data` as the blob at `path` (copied in chunks), unless a file of
-/// its size is there already.
-fn put_blob(path: &Path, data: &Data) -> Result<(), String> {
-    let have = std::fs::metadata(path).map(|m| m.len());
-    if have.is_ok_and(|n| n == data.len()) {
-        return Ok(());
-    }
-    let temp = AtomicFile::beside(path).map_err(|e| format!("the cache: {e}"))?;
-    data.write_to(&mut temp.writer())
-        .map_err(|e| format!("writing the cache {}: {e}", path.display()))?;
-    temp.commit().map_err(|e| format!("the cache: {e}"))
-}
-
 /// Write a cache record whole and synced.
 fn write_now(path: &Path, data: &[u8]) -> Result<(), String> {
     let mut temp = AtomicFile::beside(path).map_err(|e| format!("the cache: {e}"))?;
@@ -438,30 +412,47 @@ type Opened = HashMap<Arc<str>, (Arc<File>, u64)>;
 
 /// The range `offset..offset+len` of the cache file `name` (opened once per
 /// `opened`), when the file is that long.
-fn open_range(root: &Path, name: &str, offset: u64, len: u64, opened: &mut Opened) -> Option<Data> {
-    let (file, size) = match opened.get(name) {
-        Some(f) => f.clone(),
+fn open_range(root: &Path, name: &str, offset: u64, len: u64, opened: &mut Opened) -> Option<Kept> {
+    let (name, (file, size)) = match opened.get_key_value(name) {
+        Some((name, f)) => (name.clone(), f.clone()),
         None => {
             let file = File::open(root.join(name)).ok()?;
             let size = file.metadata().ok()?.len();
-            let f = (Arc::new(file), size);
-            opened.insert(name.into(), f.clone());
-            f
+            let (name, f): (Arc<str>, _) = (name.into(), (Arc::new(file), size));
+            opened.insert(name.clone(), f.clone());
+            (name, f)
         }
     };
     if offset.checked_add(len)? > size {
         return None;
     }
-    Some(Data::File { file, offset, len })
+    Some(Kept {
+        name,
+        file,
+        offset,
+        len,
+    })
 }
 
-/// A range of a cache file holding gzip'd pieces of a layer.
+/// A range of a cache file holding gzip'd pieces of a layer: the file's
+/// name below the cache folder, and the file open.
 #[derive(Clone)]
 pub struct Kept {
     name: Arc<str>,
+    file: Arc<File>,
     offset: u64,
     len: u64,
-    data: Data,
+}
+
+impl Kept {
+    /// Its bytes, read from the open file.
+    fn data(&self) -> Data {
+        Data::File {
+            file: self.file.clone(),
+            offset: self.offset,
+            len: self.len,
+        }
+    }
 }
 
 /// What [`Pieces`] tells the layer's writer of a piece: its key (the sha256
@@ -487,27 +478,18 @@ impl Pieces {
         if len > PIECE_MAX {
             return None;
         }
-        let data = {
+        let kept = {
             let mut opened = self.opened.lock().ok()?;
             open_range(&self.root, name, offset, len, &mut opened)?
         };
         let mut gzip = vec![0; usize::try_from(len).ok()?];
-        std::io::Read::read_exact(&mut data.reader(), &mut gzip).ok()?;
+        std::io::Read::read_exact(&mut kept.data().reader(), &mut gzip).ok()?;
         // A gzip member starts so, and is never empty.
         if !gzip.starts_with(&[0x1f, 0x8b]) {
             return None;
         }
         touch(&path);
-        let name = self.opened.lock().ok()?.get_key_value(name)?.0.clone();
-        Some((
-            gzip,
-            Kept {
-                name,
-                offset,
-                len,
-                data,
-            },
-        ))
+        Some((gzip, kept))
     }
 }
 
@@ -590,7 +572,6 @@ impl Sink for Packing<'_> {
             if let Some(Part::Kept(last)) = self.parts.last_mut() {
                 if last.name == k.name && last.offset + last.len == k.offset {
                     last.len += k.len;
-                    last.data = Data::concat([last.data.clone(), k.data]);
                     return Ok(());
                 }
             }
@@ -761,7 +742,7 @@ impl Incoming {
                 offset: *offset,
                 len: *len,
             },
-            Part::Kept(k) => k.data.clone(),
+            Part::Kept(k) => k.data(),
         }));
         let Incoming::Cache(temp, root, pending) = self else {
             return Ok(data);
@@ -900,6 +881,7 @@ mod tests {
 
     #[test]
     fn blobs_and_layers_round_trip_and_damage_is_ignored() {
+        use std::io::Write;
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("store");
         let blob = b"compressed".to_vec();
@@ -910,7 +892,9 @@ mod tests {
             media_type: media::LAYER_GZIP.into(),
         };
         assert!(store.layer(&layer.diff_id).is_none());
-        store.put_blob(&layer.digest, &layer.blob).expect("blob");
+        let into = store.incoming().expect("incoming");
+        into.writer().write_all(&blob).expect("blob");
+        into.keep(&layer.digest, blob.len() as u64).expect("keep");
         store
             .put_diff_id(&layer.diff_id, &layer.digest, layer.blob.len())
             .expect("record");
@@ -945,7 +929,7 @@ mod tests {
         // A reader by name waits for the writes given before it.
         let layer = store.layer(&sha256(b"tar")).expect("the layer is found");
         assert_eq!(layer.blob, blob);
-        assert!(store.has_blob(&digest));
+        assert!(store.blob(&digest).is_some_and(|b| b == blob));
         // The end of the build leaves everything named and nothing else.
         store
             .put_recipe(&sha256(b"recipe"), &sha256(b"tar"))
