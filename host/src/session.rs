@@ -39,13 +39,29 @@ pub struct Environment {
     /// `KILN_PLUGIN_CACHE_RACY_MS` (default 2000): a plugin file changed
     /// more recently than this is not kept in the descriptor cache.
     pub plugin_cache_racy: std::time::Duration,
-    /// After each build the cache is pruned to this, least recently used
-    /// first: `KILN_CACHE_MAX` (a size: `10GB`; `off`: no cap), else a
-    /// tenth of its disk ([`crate::cache::default_cap`]).
-    pub cache_max: Option<crate::cache::Cap>,
+    /// `KILN_CACHE_MAX`: a size (`10GB`), `Some(None)` for `off` (no cap),
+    /// `None` when unset (the default cap, [`Environment::cache_cap`]).
+    pub cache_max: Option<Option<u64>>,
 }
 
 impl Environment {
+    /// What the cache is pruned to after each build, least recently used
+    /// first: `KILN_CACHE_MAX`, else a tenth of its disk
+    /// ([`crate::cache::default_cap`], asked only here: only a build needs
+    /// it).
+    pub fn cache_cap(&self) -> Option<crate::cache::Cap> {
+        match self.cache_max {
+            Some(set) => set.map(|bytes| crate::cache::Cap {
+                bytes,
+                from_env: true,
+            }),
+            None => crate::cache::default_cap(&self.cache_dir).map(|bytes| crate::cache::Cap {
+                bytes,
+                from_env: false,
+            }),
+        }
+    }
+
     /// Read the real process environment.
     #[allow(clippy::disallowed_methods)] // the one home of env lookups
     pub fn from_process() -> Result<Self> {
@@ -75,7 +91,7 @@ impl Environment {
             ),
             _ => std::time::Duration::from_secs(2),
         };
-        let cache_max_env = match std::env::var("KILN_CACHE_MAX") {
+        let cache_max = match std::env::var("KILN_CACHE_MAX") {
             Ok(text) if text.trim().eq_ignore_ascii_case("off") => Some(None),
             Ok(text) if !text.trim().is_empty() => {
                 Some(Some(crate::cache::parse_size(&text).map_err(|e| {
@@ -100,16 +116,7 @@ impl Environment {
             plugin_timeout,
             plugin_load_timeout,
             lock_timeout,
-            cache_max: match cache_max_env {
-                Some(set) => set.map(|bytes| crate::cache::Cap {
-                    bytes,
-                    from_env: true,
-                }),
-                None => crate::cache::default_cap(&cache_dir).map(|bytes| crate::cache::Cap {
-                    bytes,
-                    from_env: false,
-                }),
-            },
+            cache_max,
             cache_dir,
             plugin_cache_racy,
         })

@@ -100,7 +100,7 @@ pub(crate) fn run(session: &Session<'_>, mut args: BuildArgs) -> Result<i32> {
     }
     let mut outcome = build::execute_in_worker(session, plan)?;
     this_build.write(cache_dir);
-    if let Some(cap) = session.env.cache_max {
+    if let Some(cap) = session.env.cache_cap() {
         let policy = crate::cache::Policy {
             keep_storage: Some(cap.bytes),
             until: None,
