@@ -90,7 +90,7 @@ fn builds_run_copy_and_honour_dockerignore() {
     assert_eq!(v["context_sha1"].as_str().map(str::len), Some(40));
     assert!(v["seconds"].as_f64().is_some());
     assert!(
-        r.stderr.contains("Step 3/4 : RUN echo built-by-run"),
+        r.stderr.contains("Step 3/5 : RUN echo built-by-run"),
         "live progress: {}",
         r.stderr
     );

@@ -27,6 +27,18 @@ fn project() -> (TestProject, String) {
     (p, dir)
 }
 
+/// [`project`], with the daemonless `oci` builder too.
+fn project_with_oci() -> (TestProject, String) {
+    let (p, plugins) = project();
+    let oci = shipped_plugin("kiln-oci");
+    fs::copy(
+        &oci,
+        Path::new(&plugins).join(oci.file_name().expect("name")),
+    )
+    .expect("copy");
+    (p, plugins)
+}
+
 pub(crate) fn register(p: &TestProject, plugins: &str, name: &str, sets: &[&str]) {
     let mut args = vec![
         "--plugins-dir",
@@ -93,15 +105,9 @@ fn push_then_skip_then_latest_and_force_rebuild() {
         "{digest}"
     );
 
-    // Same content again: the registry has it, so nothing is built, and the
-    // daemon is not contacted (the builder points at a dead socket).
-    let dead = r#"{"docker_host": "unix:///nonexistent/docker.sock"}"#;
-    let skipped = build(
-        &p,
-        &plugins,
-        &image,
-        &["--builder-flavor", "local", "--builder-config", dead],
-    );
+    // Same inputs again: the registry has an image built from them, so
+    // nothing is built.
+    let skipped = build(&p, &plugins, &image, &[]);
     skipped.ok();
     let v: Value = skipped.json();
     assert_eq!(v["status"], "skipped", "{v}");
@@ -943,13 +949,7 @@ fn a_derived_tag_skips_only_when_no_input_changed() {
         return;
     }
     let registry = TestRegistry::start(None);
-    let (p, plugins) = project();
-    let oci = shipped_plugin("kiln-oci");
-    fs::copy(
-        &oci,
-        Path::new(&plugins).join(oci.file_name().expect("name")),
-    )
-    .expect("copy");
+    let (p, plugins) = project_with_oci();
     register(&p, &plugins, "reg", &[&format!("uri={}", registry.host())]);
     let base = format!("{}/base:1", registry.host());
     let push_base = |content: &str| {
@@ -1090,6 +1090,120 @@ fn a_derived_tag_skips_only_when_no_input_changed() {
         r.stdout,
         r.stderr
     );
+}
+
+/// An explicit tag is skipped only when the image under it was built from
+/// the same inputs: kiln records them in the image (label
+/// `dev.kiln.inputs`, digests only) and reads them back from the registry,
+/// so an edit under the same tag builds again and says which input changed.
+/// An image that records nothing (pushed by another tool) is trusted, as
+/// Flyte trusts a tag, and the reason says so.
+#[test]
+fn an_explicit_tag_skips_only_an_image_built_from_the_same_inputs() {
+    if !tools_and_daemon() {
+        return;
+    }
+    let registry = TestRegistry::start(None);
+    let (p, plugins) = project_with_oci();
+    register(
+        &p,
+        &plugins,
+        "reg",
+        &[&format!("uri={}/team", registry.host())],
+    );
+    let app = p.work().join("app");
+    write(&app, "a.txt", "one\n");
+    write(&app, "Dockerfile", "FROM scratch\nCOPY a.txt /\n");
+    let image = format!("{}/team/app:v1", registry.host());
+    let other = format!("{}/team/app:other", registry.host());
+    let _untag = crate::util::Untag(vec![image.clone(), other.clone()]);
+    let build = |tag: &str, extra: &[&str]| {
+        let r = build(
+            &p,
+            &plugins,
+            tag,
+            &[&["--builder-flavor", "oci"], extra].concat(),
+        );
+        r.ok();
+        let v: Value = r.json();
+        (
+            v["status"].as_str().unwrap_or("").to_string(),
+            v["reason"].as_str().unwrap_or("").to_string(),
+        )
+    };
+
+    let (status, _) = build(&image, &[]);
+    assert_eq!(status, "built");
+    // The image records its inputs, as digests: no value appears.
+    let pull = Command::new("docker")
+        .args(["pull", "-q", &image])
+        .output()
+        .expect("docker pull");
+    assert!(
+        pull.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    let labels = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Labels}}",
+            &image,
+        ])
+        .output()
+        .expect("docker inspect");
+    let labels: Value = serde_json::from_slice(&labels.stdout).expect("labels");
+    let recorded: Value = serde_json::from_str(
+        labels["dev.kiln.inputs"]
+            .as_str()
+            .expect("the inputs label"),
+    )
+    .expect("a JSON record");
+    assert!(recorded["context"].is_string(), "{recorded}");
+    assert!(recorded["builder"].is_string(), "{recorded}");
+
+    let (status, reason) = build(&image, &[]);
+    assert_eq!(status, "skipped", "{reason}");
+    assert!(reason.contains("same inputs"), "{reason}");
+
+    // Each input changed under the same tag: built again, naming it; then
+    // skipped again.
+    write(&app, "a.txt", "two\n");
+    let (status, reason) = build(&image, &[]);
+    assert_eq!(status, "built", "{reason}");
+    assert!(reason.contains("changed: context"), "{reason}");
+    let (status, reason) = build(&image, &["--label", "team=ml"]);
+    assert_eq!(status, "built", "{reason}");
+    assert!(reason.contains("changed: label:team"), "{reason}");
+    assert!(!reason.contains("ml"), "values never appear: {reason}");
+    let (status, _) = build(&image, &["--label", "team=ml"]);
+    assert_eq!(status, "skipped");
+    // kiln's own label cannot be set by hand.
+    p.cmd()
+        .plugins(&plugins)
+        .build("app")
+        .tag(&image)
+        .args(["--label", "dev.kiln.inputs={}"])
+        .run()
+        .code(2);
+
+    // An image another tool pushed records nothing: its tag is trusted.
+    for args in [
+        &["tag", "local/busybox:1", &other][..],
+        &["push", "-q", &other][..],
+    ] {
+        let r = Command::new("docker").args(args).output().expect("docker");
+        assert!(
+            r.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+    let (status, reason) = build(&other, &[]);
+    assert_eq!(status, "skipped", "{reason}");
+    assert!(reason.contains("records no kiln inputs"), "{reason}");
 }
 
 /// kiln's distribution client against the real registry: a blob larger

@@ -55,6 +55,29 @@ pub struct Manifest {
     pub digest: String,
 }
 
+/// A buffer that refuses to grow past `limit` bytes.
+struct Capped {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + data.len() > self.limit {
+            return Err(std::io::Error::other(format!(
+                "larger than a document may be ({} MiB)",
+                self.limit >> 20
+            )));
+        }
+        self.bytes.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Whether `text` is a digest as registries write one: `sha256:` and 64
 /// lowercase hex digits, or `sha512:` and 128.
 pub fn is_digest(text: &str) -> bool {
@@ -680,6 +703,56 @@ impl RegistryClient {
             )));
         }
         Ok(written)
+    }
+
+    /// The config document of the image `repo:reference` (a tag or a
+    /// digest) for `platform`: an index's entry for it, a single manifest
+    /// as it is. Every document is checked against its digest, and the
+    /// config may be at most 4 MiB. `None` when the registry has no such
+    /// image.
+    pub async fn image_config(
+        &self,
+        repo: &str,
+        reference: &str,
+        platform: &crate::Platform,
+    ) -> Result<Option<serde_json::Value>, CallError> {
+        use crate::manifest::{digest_of, is_index, pick_platform};
+        let what = format!("{}/{repo}:{reference}", self.base);
+        let not_json =
+            |e: serde_json::Error| CallError::Failed(format!("{what}: not a JSON document: {e}"));
+        let Some(mut m) = self.resolve(repo, reference).await? else {
+            return Ok(None);
+        };
+        let mut doc: serde_json::Value = serde_json::from_slice(&m.bytes).map_err(not_json)?;
+        if is_index(&m.media_type, &doc) {
+            let entry = pick_platform(&doc, platform, &what).map_err(CallError::Failed)?;
+            let digest = digest_of(entry, &what).map_err(CallError::Failed)?;
+            m = self.get_manifest(repo, &digest).await?;
+            doc = serde_json::from_slice(&m.bytes).map_err(not_json)?;
+        }
+        let config = doc
+            .get("config")
+            .ok_or_else(|| CallError::Failed(format!("{what}: the manifest has no config")))
+            .and_then(|c| digest_of(c, &what).map_err(CallError::Failed))?;
+        let bytes = self.get_small_blob(repo, &config, MANIFEST_LIMIT).await?;
+        serde_json::from_slice(&bytes).map(Some).map_err(not_json)
+    }
+
+    /// `GET` the blob `digest` of `repo` whole (a config or another
+    /// document), verified against the digest; more than `limit` bytes is
+    /// an error, so what a registry sends is bounded before it is parsed.
+    pub async fn get_small_blob(
+        &self,
+        repo: &str,
+        digest: &str,
+        limit: usize,
+    ) -> Result<Vec<u8>, CallError> {
+        let mut out = Capped {
+            bytes: Vec::new(),
+            limit,
+        };
+        self.get_blob_to(repo, digest, &mut out).await?;
+        Ok(out.bytes)
     }
 
     /// Upload the blob `digest` of `size` bytes, read by `read(offset,

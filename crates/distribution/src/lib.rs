@@ -11,6 +11,8 @@
 //! - [`platform`]: `os/arch[/variant]`, parsed, matched and named once.
 //! - `dockercfg` (feature `client`): credentials from Docker's own config,
 //!   as the CLI reads it.
+//! - `manifest` (feature `client`): indexes, their entry for a platform,
+//!   descriptors' digests.
 //! - `client` (feature `client`): one registry's HTTP client: Basic and
 //!   Bearer auth from the `WWW-Authenticate` challenge (reused across calls),
 //!   bounded retries of 429 and 5xx with a configurable backoff, manifest and
@@ -21,6 +23,8 @@ pub mod client;
 #[cfg(feature = "client")]
 pub mod dockercfg;
 pub mod engine;
+#[cfg(feature = "client")]
+pub mod manifest;
 pub mod names;
 pub mod platform;
 

@@ -196,6 +196,21 @@ pub fn resolve(
         .collect()
 }
 
+/// The hosts `builder`'s config says to speak plain HTTP to
+/// (`insecure_registries`; loopback always is).
+pub fn insecure_registries(builder: &crate::components::ResolvedComponent) -> Vec<String> {
+    builder
+        .config
+        .get("insecure_registries")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Every base unresolved, for `why` (a dry run contacts nothing).
 pub fn unresolved(images: &[String], why: &str) -> Vec<Base> {
     images.iter().map(|i| Base::unresolved(i, why)).collect()

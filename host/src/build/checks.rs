@@ -33,6 +33,55 @@ pub enum Decision {
     },
 }
 
+/// What an existing image records of the inputs it was built from
+/// (kiln's label), next to this build's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The same inputs as this build's.
+    Same,
+    /// Other inputs: the names of those that differ.
+    Changed(Vec<String>),
+    /// No record (not built by kiln, or by a kiln that did not record).
+    Nothing,
+    /// The record could not be read, and why.
+    Unreadable(String),
+}
+
+/// A skip checked against what the existing image records: one built from
+/// other inputs under the same tag is built again, naming the inputs that
+/// changed (a skip would hand back an image these inputs do not make). An
+/// image that records nothing, or whose record cannot be read, is skipped
+/// as before (Flyte's rule: the tag is the user's word), saying so.
+pub fn confirm(decision: Decision, tag: &str, recorded: Recorded) -> Decision {
+    let Decision::Skip { digest, reason } = decision else {
+        return decision;
+    };
+    match recorded {
+        Recorded::Same => Decision::Skip {
+            digest,
+            reason: format!("{reason}, built from the same inputs"),
+        },
+        Recorded::Changed(names) => Decision::Build {
+            reason: format!(
+                "{reason} under tag {tag}, but built from other inputs (changed: {})",
+                names.join(", ")
+            ),
+        },
+        Recorded::Nothing => Decision::Skip {
+            digest,
+            reason: format!(
+                "{reason} (it records no kiln inputs, so the tag is trusted; --force builds)"
+            ),
+        },
+        Recorded::Unreadable(why) => Decision::Skip {
+            digest,
+            reason: format!(
+                "{reason} (its recorded inputs could not be read: {why}; --force builds)"
+            ),
+        },
+    }
+}
+
 /// Whether the existence checks run at all for this tag.
 pub fn checks_apply(tag: &str, force: bool) -> Result<(), String> {
     if force {
@@ -167,6 +216,44 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(decide("v1", false, &[]), Decision::Build { .. }));
+    }
+
+    #[test]
+    fn a_skip_stands_only_when_the_image_was_built_from_the_same_inputs() {
+        let skip = || Decision::Skip {
+            digest: "reg/app@sha256:1".into(),
+            reason: "registry reg has it already".into(),
+        };
+        match confirm(skip(), "v1", Recorded::Same) {
+            Decision::Skip { digest, reason } => {
+                assert_eq!(digest, "reg/app@sha256:1");
+                assert!(reason.contains("same inputs"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let changed = Recorded::Changed(vec!["context".into(), "label:team".into()]);
+        match confirm(skip(), "v1", changed.clone()) {
+            Decision::Build { reason } => {
+                assert!(reason.contains("changed: context, label:team"), "{reason}");
+                assert!(reason.contains("tag v1"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        for (recorded, says) in [
+            (Recorded::Nothing, "records no kiln inputs"),
+            (Recorded::Unreadable("timed out".into()), "timed out"),
+        ] {
+            match confirm(skip(), "v1", recorded) {
+                Decision::Skip { reason, .. } => assert!(reason.contains(says), "{reason}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // A build stays a build, whatever is recorded.
+        let build = Decision::Build {
+            reason: "not found".into(),
+        };
+        assert_eq!(confirm(build.clone(), "v1", Recorded::Same), build);
+        assert_eq!(confirm(build.clone(), "v1", changed), build);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use kiln_plugin_api::BuildContext;
 use serde::Serialize;
 
 use super::{
-    checks::{decide, on_unknown, Decision},
+    checks::{confirm, decide, on_unknown, Decision},
     interrupt,
     plan::Plan,
     registry::Connected,
@@ -138,7 +138,29 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
         plan.force,
         &answers,
     )?;
-    let reason = match decide(plan.tag(), plan.force, &answers) {
+    let decision = decide(plan.tag(), plan.force, &answers);
+    // A skip stands only for an image built from these same inputs, as far
+    // as the image records them.
+    let decision = match (&decision, &registry) {
+        (Decision::Skip { digest, .. }, Some(r)) => {
+            let platform = plan
+                .request
+                .platform
+                .first()
+                .cloned()
+                .unwrap_or_else(kiln_distribution::Platform::host);
+            let recorded = r.recorded(
+                &plan.image,
+                digest,
+                &platform,
+                &super::bases::insecure_registries(builder),
+                &plan.inputs,
+            );
+            confirm(decision, plan.tag(), recorded)
+        }
+        _ => decision,
+    };
+    let reason = match decision {
         Decision::Skip { digest, reason } => {
             // buildx exports a cache after every build; a skipped build
             // made nothing to export, which the user should know.
@@ -179,6 +201,11 @@ pub fn execute(session: &Session<'_>, mut plan: Plan, observe: Observer<'_>) -> 
         .ok_or_else(|| Error::BadArgument("a dry run's plan cannot be executed".into()))?;
     let mut request = plan.request.to_request(&plan.images, &plan.dockerfile);
     request.secrets = secrets(session, &plan.request.secrets, builder)?;
+    // The inputs, recorded in the image for the next build's check.
+    request.labels.push((
+        super::naming::INPUTS_LABEL.to_string(),
+        plan.inputs.to_label(),
+    ));
     let build_context = BuildContext {
         archive_path: archive.path().to_string_lossy().into_owned(),
         gzip: false,

@@ -13,6 +13,15 @@ use crate::components::RegistryAddress;
 /// How long a derived tag is (hex characters of its hash).
 const DERIVED_TAG_LEN: usize = 16;
 
+/// The label that records a build's inputs in the image it makes (their
+/// digests as [`TagInputs::to_label`] writes them), so that the existence
+/// check can tell an image made from the same inputs from one made from
+/// others under the same tag, and say which input changed.
+pub const INPUTS_LABEL: &str = "dev.kiln.inputs";
+
+/// How many inputs a recorded label may hold before it is not believed.
+const RECORDED_MAX: usize = 10_000;
+
 /// The inputs that decide what a build produces, each under its name
 /// (`context`, `dockerfile`, `build-arg:K`, `label:K`, `secret:ID`,
 /// `target`, `platform`, `build-context:NAME`, `builder`, `base:IMAGE`)
@@ -44,6 +53,35 @@ impl TagInputs {
             hasher.update(digest.as_bytes());
         }
         hex(&hasher.finalize())[..DERIVED_TAG_LEN].to_string()
+    }
+
+    /// The value of [`INPUTS_LABEL`]: a JSON object of each input's name
+    /// and digest, names sorted. A `'` is written `\u0027`: the Docker
+    /// Engine's classic builder quotes `--label` values with `'` in the
+    /// `LABEL` step it adds.
+    pub fn to_label(&self) -> String {
+        serde_json::to_string(&self.0)
+            .unwrap_or_default()
+            .replace('\'', "\\u0027")
+    }
+
+    /// The inputs an image's [`INPUTS_LABEL`] records, if `value` is such a
+    /// record: a JSON object of names (printable, at most 1 KiB each) and
+    /// digests as [`Self::with`] makes them. Anything else (a label set by
+    /// hand, or a registry's nonsense) is not believed.
+    pub fn from_label(value: &str) -> Option<Self> {
+        let map: BTreeMap<String, String> = serde_json::from_str(value).ok()?;
+        let sound = map.len() <= RECORDED_MAX
+            && map.iter().all(|(name, digest)| {
+                !name.is_empty()
+                    && name.len() <= 1024
+                    && !name.chars().any(char::is_control)
+                    && digest.len() == 16
+                    && digest
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            });
+        sound.then_some(Self(map))
     }
 
     /// The names of the inputs that differ from `before`'s: changed, added
@@ -209,6 +247,34 @@ mod tests {
         assert_eq!(moved.changed_since(&base), ["build-arg:A", "build-arg:B"]);
         let json = serde_json::to_string(&base).expect("json");
         assert!(!json.contains("abc"), "values never appear: {json}");
+    }
+
+    #[test]
+    fn recorded_inputs_read_back_and_nonsense_is_not_believed() {
+        let inputs = TagInputs::default()
+            .with("context", "abc")
+            .with("label:it's", "x")
+            .with("label:team", "ml")
+            .with("secret:token", "");
+        let label = inputs.to_label();
+        assert!(!label.contains("\"ml\""), "values never appear: {label}");
+        assert!(!label.contains('\''), "{label}");
+        assert_eq!(TagInputs::from_label(&label), Some(inputs.clone()));
+        let changed = inputs.clone().with("label:team", "data");
+        let recorded = TagInputs::from_label(&label).expect("record");
+        assert_eq!(changed.changed_since(&recorded), ["label:team"]);
+        for nonsense in [
+            "",
+            "x",
+            "[]",
+            r#"{"context": 1}"#,
+            r#"{"context": "not-a-digest"}"#,
+            r#"{"context": "0123456789ABCDEF"}"#,
+            "{\"\\u001b[31mred\": \"0123456789abcdef\"}",
+            r#"{"": "0123456789abcdef"}"#,
+        ] {
+            assert_eq!(TagInputs::from_label(nonsense), None, "{nonsense}");
+        }
     }
 
     #[test]

@@ -439,7 +439,7 @@ impl Options {
             },
             tags,
             build_args: build_args(&args.build_args, env)?,
-            labels: pairs("--label", &args.labels)?,
+            labels: labels(&args.labels)?,
             target: args.target.clone(),
             platforms,
             output: if load {
@@ -528,6 +528,18 @@ fn build_args(
         }
     }
     Ok(out)
+}
+
+/// `--label`s: `KEY=VALUE`, none of them kiln's own record of the inputs.
+fn labels(values: &[String]) -> Result<Vec<(String, String)>> {
+    let labels = pairs("--label", values)?;
+    if labels.iter().any(|(k, _)| k == super::naming::INPUTS_LABEL) {
+        return Err(Error::BadArgument(format!(
+            "--label {}: kiln sets this label itself (it records the build's inputs)",
+            super::naming::INPUTS_LABEL
+        )));
+    }
+    Ok(labels)
 }
 
 fn pairs(flag: &str, values: &[String]) -> Result<Vec<(String, String)>> {
@@ -929,6 +941,7 @@ mod tests {
         refused(&["--build-arg", "=1"], "--build-arg");
         refused(&["--build-arg", "NOT A NAME"], "--build-arg");
         refused(&["--label", "nolabel"], "--label");
+        refused(&["--label", "dev.kiln.inputs={}"], "kiln sets this label");
         refused(
             &["--builder-flavor", "oci", "--builder-config", "[1]"],
             "JSON object",

@@ -505,13 +505,11 @@ impl Plan {
         for w in &report.warnings {
             output::warn(w);
         }
-        let uses_derived = options
-            .tags
-            .first()
-            .is_none_or(|t| kiln_distribution::split_tag(t).1.is_none());
-        // Bases are resolved only when a skip depends on them: a registry
-        // check of a derived tag. A dry run contacts nothing.
-        let resolve = registry.is_some() && uses_derived && !options.force && !push_always;
+        // Bases are resolved whenever the build goes through a registry
+        // (a skip may depend on them; the image records them), whether or
+        // not this run's check applies, so that `--force` and `latest`
+        // record what a checked build records. A dry run contacts nothing.
+        let resolve = registry.is_some();
         let bases = match context
             .dockerfile_text()
             .and_then(|t| bases::referenced(&t, &options.build_args, &options.platforms))
@@ -521,19 +519,10 @@ impl Plan {
                 bases::unresolved(&images, "a dry run contacts no registry")
             }
             Ok(images) if !resolve => {
-                bases::unresolved(&images, "no existence check depends on it")
+                bases::unresolved(&images, "resolved only for a build through a registry")
             }
             Ok(images) => {
-                let insecure: Vec<String> = builder
-                    .config
-                    .get("insecure_registries")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let insecure = bases::insecure_registries(&builder);
                 // A builder that starts from the engine's images: asked
                 // there first (unless --pull, which pulls from the registry).
                 let engine = (builder

@@ -10,7 +10,10 @@ use kiln_plugin_api::{
     ErrorKind, Existence,
 };
 
-use super::checks::CheckAnswer;
+use super::{
+    checks::{CheckAnswer, Recorded},
+    naming::{TagInputs, INPUTS_LABEL},
+};
 use crate::{
     components::ResolvedComponent,
     error::{Error, Result},
@@ -130,5 +133,82 @@ impl<'c> Connected<'c> {
             Err(e) => CheckAnswer::Unknown(e.message),
         };
         Ok((format!("registry {}", self.component.label), answer))
+    }
+
+    /// What the image `image`, found as `found` (`uri@sha256:...`),
+    /// records of the inputs it was built from (its config's
+    /// [`INPUTS_LABEL`], for `platform`), next to `inputs`. Read with the
+    /// registry's credentials, over plain HTTP for loopback hosts, hosts
+    /// in `insecure` and a registry whose config says `insecure`.
+    pub fn recorded(
+        &self,
+        image: &str,
+        found: &str,
+        platform: &Platform,
+        insecure: &[String],
+        inputs: &TagInputs,
+    ) -> Recorded {
+        let reference = match kiln_distribution::names::parse(image) {
+            Ok(r) => r,
+            Err(e) => return Recorded::Unreadable(e),
+        };
+        let host = reference.registry().to_string();
+        let repo = reference.repository().to_string();
+        // The digest the check found, so that what is read is what was found.
+        let wanted = found
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .filter(|d| kiln_distribution::client::is_digest(d))
+            .or(reference.tag())
+            .unwrap_or("latest")
+            .to_string();
+        let credentials = match self.handle.auth() {
+            Ok(auth) => auth.map(|a| kiln_distribution::Credentials {
+                username: a.username,
+                password: a.secret,
+            }),
+            Err(e) => return Recorded::Unreadable(e.message),
+        };
+        let mut insecure = insecure.to_vec();
+        if self.component.config.get("insecure") == Some(&serde_json::Value::Bool(true)) {
+            insecure.push(host.clone());
+        }
+        let config = (|| {
+            let client = kiln_distribution::RegistryClient::for_host(
+                &host,
+                &insecure,
+                credentials,
+                super::bases::RESOLVE_TIMEOUT,
+                kiln_distribution::Retry::with_backoff_ms(1, 200),
+            )?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
+            runtime
+                .block_on(client.image_config(&repo, &wanted, platform))
+                .map_err(|e| e.to_string())
+        })();
+        let config = match config {
+            Ok(Some(config)) => config,
+            Ok(None) => {
+                return Recorded::Unreadable(format!("{host} no longer has {repo}@{wanted}"))
+            }
+            Err(why) => return Recorded::Unreadable(why),
+        };
+        let label = config
+            .get("config")
+            .and_then(|c| c.get("Labels"))
+            .and_then(|l| l.get(INPUTS_LABEL));
+        match label {
+            None | Some(serde_json::Value::Null) => Recorded::Nothing,
+            Some(value) => match value.as_str().and_then(TagInputs::from_label) {
+                Some(before) if before == *inputs => Recorded::Same,
+                Some(before) => Recorded::Changed(inputs.changed_since(&before)),
+                None => {
+                    Recorded::Unreadable(format!("its label {INPUTS_LABEL} is not kiln's record"))
+                }
+            },
+        }
     }
 }

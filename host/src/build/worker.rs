@@ -101,6 +101,10 @@ pub struct Job {
     #[serde(default)]
     checks_off: Option<String>,
     request: RequestPlan,
+    /// The inputs (digests only), recorded in the image and compared with
+    /// what an existing one records.
+    #[serde(default)]
+    inputs: super::TagInputs,
     force: bool,
     on_unknown: OnUnknown,
     /// Milliseconds `kiln build` had run when the job was handed over.
@@ -169,6 +173,7 @@ pub fn execute_in_worker(session: &Session<'_>, plan: Plan) -> Result<Outcome> {
             _ => None,
         },
         request: plan.request.clone(),
+        inputs: plan.inputs.clone(),
         force: plan.force,
         on_unknown: plan.on_unknown,
         elapsed_ms: plan.started.elapsed().as_millis() as u64,
@@ -588,7 +593,7 @@ fn execute_job(session: &Session<'_>, job: Job, started: Instant) -> Result<Outc
         request: job.request,
         // Resolved and hashed by the parent: the worker only executes.
         bases: Vec::new(),
-        inputs: Default::default(),
+        inputs: job.inputs,
         force: job.force,
         on_unknown: job.on_unknown,
         archive: Some(Archive::At(job.archive)),

@@ -29,7 +29,7 @@ pub mod media {
     /// An OCI image manifest.
     pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
     /// An OCI image index.
-    pub const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub use kiln_distribution::manifest::INDEX;
     /// An OCI image config.
     pub const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
     /// A gzip'd tar layer.
@@ -39,7 +39,7 @@ pub mod media {
     /// Docker's schema 2 manifest.
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
     /// Docker's manifest list.
-    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub use kiln_distribution::manifest::DOCKER_LIST;
 }
 
 /// What a layer entry is.
@@ -359,15 +359,7 @@ pub fn history_entry(created: u64, created_by: &str, empty_layer: bool) -> Value
     entry
 }
 
-pub use kiln_distribution::Platform;
-
-/// Whether an index entry's `platform` object serves `platform`
-/// (`linux/arm64` accepts `linux/arm64/v8`).
-pub fn platform_matches(platform: &Platform, p: &Value) -> bool {
-    let field = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("");
-    let variant = Some(field("variant")).filter(|v| !v.is_empty());
-    platform.accepts(field("os"), field("architecture"), variant)
-}
+pub use kiln_distribution::{manifest::platform_matches, Platform};
 
 /// A finished image: blobs and the documents that name them.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -96,29 +96,6 @@ pub struct RegistryCache {
     config: CacheConfig,
 }
 
-/// A writer that refuses more than `limit` bytes.
-struct Capped {
-    bytes: Vec<u8>,
-    limit: usize,
-}
-
-impl std::io::Write for Capped {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.bytes.len() + buf.len() > self.limit {
-            return Err(std::io::Error::other(format!(
-                "larger than {} MiB",
-                self.limit >> 20
-            )));
-        }
-        self.bytes.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The cache under `spec`'s reference: `None` when there is none yet. A
 /// document that is not a kiln cache of this kiln's layer format is an
 /// error naming what it is.
@@ -151,15 +128,11 @@ pub fn import(
             .and_then(|d| d.as_str())
             .filter(|d| is_digest(d))
             .ok_or_else(|| CallError::Failed("its config has no valid digest".into()))?;
-        let mut out = Capped {
-            bytes: Vec::new(),
-            limit: MAX_CONFIG,
-        };
         place
             .client
-            .get_blob_to(&place.repo, digest, &mut out)
-            .await?;
-        Ok(Some(out.bytes))
+            .get_small_blob(&place.repo, digest, MAX_CONFIG)
+            .await
+            .map(Some)
     })
     .map_err(|e: CallError| format!("{name}: {e}"))?;
     let Some(config) = config else {

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::{
     data::Data,
-    image::{media, Layer, Platform},
+    image::{media, Layer},
 };
 
 pub mod engine;
@@ -20,6 +20,8 @@ pub mod registry;
 
 pub use layout::{archive_files, from_layout, from_layout_files};
 pub use registry::Sources;
+
+pub(crate) use kiln_distribution::manifest::{digest_of, is_index, pick_platform};
 
 /// A base image: its config and layers (bottom first).
 #[derive(Debug, Clone)]
@@ -30,57 +32,6 @@ pub struct Base {
     pub config: Value,
     /// The layers.
     pub layers: Vec<Layer>,
-}
-
-pub(crate) fn is_index(media_type: &str, doc: &Value) -> bool {
-    media_type == media::INDEX
-        || media_type == media::DOCKER_LIST
-        || (doc.get("manifests").is_some() && doc.get("layers").is_none())
-}
-
-/// The entry of an index for `platform`, or an error listing what it has.
-pub(crate) fn pick_platform<'v>(
-    index: &'v Value,
-    platform: &Platform,
-    what: &str,
-) -> Result<&'v Value, String> {
-    let list = index
-        .get("manifests")
-        .and_then(Value::as_array)
-        .ok_or_else(|| format!("{what}: an index without manifests"))?;
-    list.iter()
-        .find(|m| {
-            m.get("platform")
-                .is_some_and(|p| crate::image::platform_matches(platform, p))
-        })
-        .ok_or_else(|| {
-            let have: Vec<String> = list
-                .iter()
-                .filter_map(|m| m.get("platform"))
-                .map(|p| {
-                    let f = |k| p.get(k).and_then(Value::as_str).unwrap_or("");
-                    let v = f("variant");
-                    if v.is_empty() {
-                        format!("{}/{}", f("os"), f("architecture"))
-                    } else {
-                        format!("{}/{}/{v}", f("os"), f("architecture"))
-                    }
-                })
-                .collect();
-            format!(
-                "{what} has no image for {platform} (it has: {})",
-                have.join(", ")
-            )
-        })
-}
-
-pub(crate) fn digest_of(descriptor: &Value, what: &str) -> Result<String, String> {
-    descriptor
-        .get("digest")
-        .and_then(Value::as_str)
-        .filter(|d| d.starts_with("sha256:"))
-        .map(str::to_string)
-        .ok_or_else(|| format!("{what}: a descriptor without a sha256 digest"))
 }
 
 /// The layer media type kept in kiln's OCI manifest for a base layer.
