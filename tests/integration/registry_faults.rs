@@ -272,3 +272,111 @@ fn a_push_the_registry_does_not_confirm_fails() {
     assert_ne!(r.code, 0, "{}", r.stdout);
     assert!(r.stderr.contains("answered with digest"), "{}", r.stderr);
 }
+
+/// A manifest naming `config` as its config (no layers).
+fn manifest_for(config: &[u8]) -> Vec<u8> {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[]}}"#,
+        digest_of(config),
+        config.len()
+    )
+    .into_bytes()
+}
+
+/// The existence check believes an existing image's record of its inputs
+/// only when the registry serves its config, matching its digest and of a
+/// bounded size: a config too large, one whose content is not its digest's
+/// or one whose record is not kiln's makes the image built again, naming
+/// why (escapes never reach the terminal). An image whose config records
+/// nothing (another tool's) is skipped, trusting its tag.
+#[test]
+fn an_existing_images_record_is_believed_only_as_the_registry_proves_it() {
+    let foreign = br#"{"architecture":"amd64","os":"linux","config":{}}"#.to_vec();
+    let escapes = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Labels": {"dev.kiln.inputs": "{\"\u{1b}[2Jcontext\": \"0123456789abcdef\"}"}},
+    }))
+    .expect("json");
+    let huge = vec![b' '; 5 << 20];
+    let lying = manifest_for(b"{}");
+    let configs = [
+        ("foreign", manifest_for(&foreign), foreign),
+        ("escapes", manifest_for(&escapes), escapes),
+        ("huge", manifest_for(&huge), huge),
+        // The manifest names `{}`; the blob served under that digest is not it.
+        ("lying", lying, b"{\"config\":{}}".to_vec()),
+    ];
+    let routes = configs.clone();
+    let host = stand_in(move |_method, path| {
+        for (tag, manifest, config) in &routes {
+            if path == format!("/v2/app/manifests/{tag}")
+                || path == format!("/v2/app/manifests/{}", digest_of(manifest))
+            {
+                return reply(
+                    "200 OK",
+                    &[("Content-Type", OCI_MANIFEST)],
+                    manifest.clone(),
+                );
+            }
+            let named: serde_json::Value = serde_json::from_slice(manifest).expect("manifest");
+            if path
+                == format!(
+                    "/v2/app/blobs/{}",
+                    named["config"]["digest"].as_str().unwrap_or("")
+                )
+            {
+                return reply("200 OK", &[], config.clone());
+            }
+        }
+        reply("404 Not Found", &[], "")
+    });
+    let p = TestProject::initialised();
+    let plugins = plugins_dir(&p, &["kiln-registry", "kiln-oci"]);
+    crate::registry::register(&p, &plugins, "reg", &[&format!("uri={host}"), "retries=0"]);
+    write(&p.work().join("app"), "a.txt", "hello\n");
+    write(
+        &p.work().join("app"),
+        "Dockerfile",
+        "FROM scratch\nCOPY a.txt /\n",
+    );
+    let build = |tag: &str| {
+        p.cmd()
+            .plugins(&plugins)
+            .build("app")
+            .tag(&format!("{host}/app:{tag}"))
+            .registry("reg")
+            .builder_flavor("oci")
+            .args(["--builder-config", r#"{"retries":0}"#])
+            .json()
+            .run()
+    };
+    let r = build("foreign");
+    r.ok();
+    let v = r.json();
+    assert_eq!(v["status"], "skipped", "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("records no kiln inputs"),
+        "{v}"
+    );
+    for (tag, says) in [
+        ("escapes", "not kiln's record"),
+        ("huge", "larger than"),
+        ("lying", "sent content with digest"),
+    ] {
+        // Built again (then the push to this registry, which stores
+        // nothing, fails): the reason says why the skip was not believed.
+        let r = build(tag);
+        assert_ne!(r.code, 0, "{tag}: {}", r.stdout);
+        let all = format!("{}{}", r.stdout, r.stderr);
+        assert!(all.contains("so a skip could be wrong"), "{tag}: {all}");
+        assert!(all.contains(says), "{tag}: {all}");
+        assert!(
+            !all.contains('\u{1b}'),
+            "{tag}: a raw escape reached the output"
+        );
+    }
+}

@@ -49,9 +49,11 @@ pub enum Recorded {
 
 /// A skip checked against what the existing image records: one built from
 /// other inputs under the same tag is built again, naming the inputs that
-/// changed (a skip would hand back an image these inputs do not make). An
-/// image that records nothing, or whose record cannot be read, is skipped
-/// as before (Flyte's rule: the tag is the user's word), saying so.
+/// changed (a skip would hand back an image these inputs do not make), as
+/// is one whose config cannot be read (a registry that serves a manifest
+/// but not its config is not believed). An image that records nothing (made
+/// by another tool) is skipped as before (Flyte's rule: the tag is the
+/// user's word), saying so.
 pub fn confirm(decision: Decision, tag: &str, recorded: Recorded) -> Decision {
     let Decision::Skip { digest, reason } = decision else {
         return decision;
@@ -73,10 +75,10 @@ pub fn confirm(decision: Decision, tag: &str, recorded: Recorded) -> Decision {
                 "{reason} (it records no kiln inputs, so the tag is trusted; --force builds)"
             ),
         },
-        Recorded::Unreadable(why) => Decision::Skip {
-            digest,
+        Recorded::Unreadable(why) => Decision::Build {
             reason: format!(
-                "{reason} (its recorded inputs could not be read: {why}; --force builds)"
+                "{reason} under tag {tag}, but what it was built from could not be read \
+                 ({why}), so a skip could be wrong"
             ),
         },
     }
@@ -239,14 +241,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        for (recorded, says) in [
-            (Recorded::Nothing, "records no kiln inputs"),
-            (Recorded::Unreadable("timed out".into()), "timed out"),
-        ] {
-            match confirm(skip(), "v1", recorded) {
-                Decision::Skip { reason, .. } => assert!(reason.contains(says), "{reason}"),
-                other => panic!("{other:?}"),
+        match confirm(skip(), "v1", Recorded::Nothing) {
+            Decision::Skip { reason, .. } => {
+                assert!(reason.contains("records no kiln inputs"), "{reason}")
             }
+            other => panic!("{other:?}"),
+        }
+        match confirm(skip(), "v1", Recorded::Unreadable("timed out".into())) {
+            Decision::Build { reason } => assert!(reason.contains("timed out"), "{reason}"),
+            other => panic!("{other:?}"),
         }
         // A build stays a build, whatever is recorded.
         let build = Decision::Build {
