@@ -296,8 +296,9 @@ pub mod capability {
     /// A registry that images can be pushed to.
     pub const PUSHES: &str = "pushes";
     /// (0.2.3) An image builder whose `FROM` images come from the local
-    /// Docker Engine's image store when it has them (the classic builder):
-    /// the host resolves bases there first to decide whether a skip is safe.
+    /// Docker Engine's image store when it has them (the classic builder;
+    /// the `oci` builder unless `--pull`): the host resolves bases there
+    /// first to decide whether a skip is safe.
     pub const BASES_FROM_DOCKER_ENGINE: &str = "bases-from-docker-engine";
     /// (0.2.4) An image builder that takes buildx's named contexts
     /// ([`BuildRequest::build_contexts`](super::BuildRequest::build_contexts):

@@ -79,7 +79,8 @@ pub fn into_engine(archive: &Path, timeout: Duration) -> Result<String> {
 }
 
 /// The ID (`sha256:` of its config) of `image` in the engine at `host`;
-/// `None` when the engine does not have it. Reads time out after `timeout`.
+/// `None` when no engine answers there or it does not have the image.
+/// Reads time out after `timeout`.
 pub fn engine_image_id(
     host: &str,
     image: &str,
@@ -89,8 +90,11 @@ pub fn engine_image_id(
     if image.contains(unsafe_char) {
         return Err(format!("{image:?} is not an image reference"));
     }
-    let mut s = connect(host, Some(timeout))
-        .map_err(|_| format!("the Docker Engine at {host} does not answer"))?;
+    // No engine answering has no image: the builder then pulls from the
+    // registry, as the `oci` builder does.
+    let Ok(mut s) = connect(host, Some(timeout)) else {
+        return Ok(None);
+    };
     let request = format!(
         "GET /images/{image}/json HTTP/1.1\r\nHost: docker\r\nUser-Agent: kiln\r\n\
          Connection: close\r\n\r\n"

@@ -524,10 +524,16 @@ impl Plan {
             Ok(images) => {
                 let insecure = bases::insecure_registries(&builder);
                 // A builder that starts from the engine's images: asked
-                // there first (unless --pull, which pulls from the registry).
+                // there first (unless --pull, which pulls from the registry,
+                // or another platform than the engine's is asked for).
+                let host_platform = options
+                    .platforms
+                    .iter()
+                    .all(|p| *p == kiln_distribution::Platform::host());
                 let engine = (builder
                     .declares(kiln_plugin_api::capability::BASES_FROM_DOCKER_ENGINE)
-                    && !options.pull)
+                    && !options.pull
+                    && host_platform)
                     .then(|| {
                         kiln_distribution::engine::docker_host(
                             builder.config.get("docker_host").and_then(Value::as_str),

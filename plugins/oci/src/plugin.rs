@@ -96,8 +96,11 @@ impl Flavor for OciFlavor {
     const NAME: &'static str = "oci";
     const DESCRIPTION: &'static str =
         "Builds OCI images without a daemon (RUN through crun or runc); pushes them or writes an archive";
-    const CAPABILITIES: &'static [&'static str] =
-        &[capability::BUILDS_LOCALLY, capability::NAMED_CONTEXTS];
+    const CAPABILITIES: &'static [&'static str] = &[
+        capability::BUILDS_LOCALLY,
+        capability::NAMED_CONTEXTS,
+        capability::BASES_FROM_DOCKER_ENGINE,
+    ];
 }
 
 impl BuilderFlavor for OciFlavor {
