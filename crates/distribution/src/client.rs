@@ -648,12 +648,17 @@ impl RegistryClient {
     /// `GET` the manifest `repo:reference`, checked as [`Self::resolve`]
     /// checks it; absent is an error.
     pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Manifest, CallError> {
-        self.resolve(repo, reference).await?.ok_or_else(|| {
-            CallError::Failed(format!(
-                "fetching the manifest of {repo}:{reference}: {} has no such image (404)",
-                self.base
-            ))
-        })
+        self.resolve(repo, reference)
+            .await?
+            .ok_or_else(|| self.no_such_image(repo, reference))
+    }
+
+    /// The error for an image `repo:reference` this registry does not have.
+    pub fn no_such_image(&self, repo: &str, reference: &str) -> CallError {
+        CallError::Failed(format!(
+            "fetching the manifest of {repo}:{reference}: {} has no such image (404)",
+            self.base
+        ))
     }
 
     /// `GET` the blob `digest` of `repo`, verified against the digest.
@@ -705,37 +710,58 @@ impl RegistryClient {
         Ok(written)
     }
 
-    /// The config document of the image `repo:reference` (a tag or a
+    /// The manifest document of the image `repo:reference` (a tag or a
     /// digest) for `platform`: an index's entry for it, a single manifest
-    /// as it is. Every document is checked against its digest, and the
-    /// config may be at most 4 MiB. `None` when the registry has no such
-    /// image.
+    /// as it is; each checked as [`Self::resolve`] checks it. `None` when
+    /// the registry has no such image. Errors name `what`.
+    pub async fn platform_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        platform: &crate::Platform,
+        what: &str,
+    ) -> Result<Option<serde_json::Value>, CallError> {
+        use crate::manifest::{digest_of, is_index, pick_platform};
+        let not_json = |e: serde_json::Error| {
+            CallError::Failed(format!("{what}: the manifest is not JSON: {e}"))
+        };
+        let Some(mut m) = self.resolve(repo, reference).await? else {
+            return Ok(None);
+        };
+        let mut doc: serde_json::Value = serde_json::from_slice(&m.bytes).map_err(not_json)?;
+        if is_index(&m.media_type, &doc) {
+            let entry = pick_platform(&doc, platform, what).map_err(CallError::Failed)?;
+            let digest = digest_of(entry, what).map_err(CallError::Failed)?;
+            m = self.get_manifest(repo, &digest).await?;
+            doc = serde_json::from_slice(&m.bytes).map_err(not_json)?;
+        }
+        Ok(Some(doc))
+    }
+
+    /// The config document of the image `repo:reference` for `platform`
+    /// ([`Self::platform_manifest`]), checked against its digest and at
+    /// most 4 MiB. `None` when the registry has no such image.
     pub async fn image_config(
         &self,
         repo: &str,
         reference: &str,
         platform: &crate::Platform,
     ) -> Result<Option<serde_json::Value>, CallError> {
-        use crate::manifest::{digest_of, is_index, pick_platform};
         let what = format!("{}/{repo}:{reference}", self.base);
-        let not_json =
-            |e: serde_json::Error| CallError::Failed(format!("{what}: not a JSON document: {e}"));
-        let Some(mut m) = self.resolve(repo, reference).await? else {
+        let Some(doc) = self
+            .platform_manifest(repo, reference, platform, &what)
+            .await?
+        else {
             return Ok(None);
         };
-        let mut doc: serde_json::Value = serde_json::from_slice(&m.bytes).map_err(not_json)?;
-        if is_index(&m.media_type, &doc) {
-            let entry = pick_platform(&doc, platform, &what).map_err(CallError::Failed)?;
-            let digest = digest_of(entry, &what).map_err(CallError::Failed)?;
-            m = self.get_manifest(repo, &digest).await?;
-            doc = serde_json::from_slice(&m.bytes).map_err(not_json)?;
-        }
         let config = doc
             .get("config")
             .ok_or_else(|| CallError::Failed(format!("{what}: the manifest has no config")))
-            .and_then(|c| digest_of(c, &what).map_err(CallError::Failed))?;
+            .and_then(|c| crate::manifest::digest_of(c, &what).map_err(CallError::Failed))?;
         let bytes = self.get_small_blob(repo, &config, MANIFEST_LIMIT).await?;
-        serde_json::from_slice(&bytes).map(Some).map_err(not_json)
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CallError::Failed(format!("{what}: the config is not JSON: {e}")))
     }
 
     /// `GET` the blob `digest` of `repo` whole (a config or another

@@ -238,17 +238,7 @@ fn resolve_one(image: &str, lookup: &Lookup<'_>) -> Base {
     let tag = reference.tag().unwrap_or("latest").to_string();
     let answer = (|| {
         let credentials = dockercfg::lookup(&host, timeout)?;
-        let client = RegistryClient::for_host(
-            &host,
-            insecure,
-            credentials,
-            timeout,
-            Retry::with_backoff_ms(1, 200),
-        )?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
+        let (client, runtime) = client_for(&host, insecure, credentials, timeout)?;
         match runtime.block_on(client.resolve(&repo, &tag)) {
             Ok(Some(m)) => Ok(m.digest),
             Ok(None) => Err(format!("{host} has no {repo}:{tag}")),
@@ -264,6 +254,28 @@ fn resolve_one(image: &str, lookup: &Lookup<'_>) -> Base {
         },
         Err(why) => Base::unresolved(image, why),
     }
+}
+
+/// A client for the registry at `host` (one retry of 429 and 5xx, each
+/// request bounded by `timeout`) and the runtime to run its calls on.
+pub fn client_for(
+    host: &str,
+    insecure: &[String],
+    credentials: Option<kiln_distribution::Credentials>,
+    timeout: Duration,
+) -> std::result::Result<(RegistryClient, tokio::runtime::Runtime), String> {
+    let client = RegistryClient::for_host(
+        host,
+        insecure,
+        credentials,
+        timeout,
+        Retry::with_backoff_ms(1, 200),
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
+    Ok((client, runtime))
 }
 
 /// An OCI layout folder's `index.json`, or an archive's bytes, as a digest

@@ -174,17 +174,12 @@ impl<'c> Connected<'c> {
             insecure.push(host.clone());
         }
         let config = (|| {
-            let client = kiln_distribution::RegistryClient::for_host(
+            let (client, runtime) = super::bases::client_for(
                 &host,
                 &insecure,
                 credentials,
                 super::bases::RESOLVE_TIMEOUT,
-                kiln_distribution::Retry::with_backoff_ms(1, 200),
             )?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
             runtime
                 .block_on(client.image_config(&repo, &wanted, platform))
                 .map_err(|e| e.to_string())
@@ -203,8 +198,14 @@ impl<'c> Connected<'c> {
         match label {
             None | Some(serde_json::Value::Null) => Recorded::Nothing,
             Some(value) => match value.as_str().and_then(TagInputs::from_label) {
-                Some(before) if before == *inputs => Recorded::Same,
-                Some(before) => Recorded::Changed(inputs.changed_since(&before)),
+                Some(before) => {
+                    let changed = inputs.changed_since(&before);
+                    if changed.is_empty() {
+                        Recorded::Same
+                    } else {
+                        Recorded::Changed(changed)
+                    }
+                }
                 None => {
                     Recorded::Unreadable(format!("its label {INPUTS_LABEL} is not kiln's record"))
                 }

@@ -14,7 +14,7 @@ use crate::{
     store::Store,
 };
 
-use super::{digest_of, from_manifest, is_index, pick_platform, Base};
+use super::{from_manifest, Base};
 
 /// Everything needed to fetch bases.
 pub struct Sources<'a> {
@@ -53,17 +53,10 @@ impl Sources<'_> {
         self.events
             .info(format!("pulling {image} for {}", self.platform));
         kiln_plugin_api::author::block_on(async {
-            let not_json = |e: serde_json::Error| {
-                CallError::Failed(format!("the manifest of {image} is not JSON: {e}"))
-            };
-            let mut m = client.get_manifest(&repo, &wanted).await?;
-            let mut doc: Value = serde_json::from_slice(&m.bytes).map_err(not_json)?;
-            if is_index(&m.media_type, &doc) {
-                let entry = pick_platform(&doc, self.platform, image).map_err(CallError::Failed)?;
-                let digest = digest_of(entry, image).map_err(CallError::Failed)?;
-                m = client.get_manifest(&repo, &digest).await?;
-                doc = serde_json::from_slice(&m.bytes).map_err(not_json)?;
-            }
+            let doc = client
+                .platform_manifest(&repo, &wanted, self.platform, image)
+                .await?
+                .ok_or_else(|| client.no_such_image(&repo, &wanted))?;
             let mut blobs: BTreeMap<String, Data> = BTreeMap::new();
             let needed: Vec<String> = doc
                 .get("config")
