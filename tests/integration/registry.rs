@@ -1135,26 +1135,15 @@ fn an_explicit_tag_skips_only_an_image_built_from_the_same_inputs() {
     let (status, _) = build(&image, &[]);
     assert_eq!(status, "built");
     // The image records its inputs, as digests: no value appears.
-    let pull = Command::new("docker")
-        .args(["pull", "-q", &image])
-        .output()
-        .expect("docker pull");
-    assert!(
-        pull.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pull.stderr)
-    );
-    let labels = Command::new("docker")
-        .args([
-            "image",
-            "inspect",
-            "--format",
-            "{{json .Config.Labels}}",
-            &image,
-        ])
-        .output()
-        .expect("docker inspect");
-    let labels: Value = serde_json::from_slice(&labels.stdout).expect("labels");
+    crate::util::docker(&["pull", "-q", &image]);
+    let labels = crate::util::docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        &image,
+    ]);
+    let labels: Value = serde_json::from_str(&labels).expect("labels");
     let recorded: Value = serde_json::from_str(
         labels["dev.kiln.inputs"]
             .as_str()
@@ -1190,17 +1179,8 @@ fn an_explicit_tag_skips_only_an_image_built_from_the_same_inputs() {
         .code(2);
 
     // An image another tool pushed records nothing: its tag is trusted.
-    for args in [
-        &["tag", "local/busybox:1", &other][..],
-        &["push", "-q", &other][..],
-    ] {
-        let r = Command::new("docker").args(args).output().expect("docker");
-        assert!(
-            r.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-    }
+    crate::util::docker(&["tag", "local/busybox:1", &other]);
+    crate::util::docker(&["push", "-q", &other]);
     let (status, reason) = build(&other, &[]);
     assert_eq!(status, "skipped", "{reason}");
     assert!(reason.contains("records no kiln inputs"), "{reason}");
